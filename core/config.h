@@ -1,0 +1,84 @@
+// The operator's YAML config: loading, ${VAR} expansion, validation of the
+// core sections. Plugin sections are validated later against the schema each
+// plugin declares (config_schema.h), once the plugin is loaded.
+//
+// THREAD: not thread-safe; call from one thread.
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "http_server.h"
+
+namespace cg {
+
+// A config error: names the file, the line (1-based, 0 when unknown), the
+// key path ("listeners.api.port") and what was expected. Never holds a
+// secret value.
+struct ConfigError {
+  std::string file;
+  int line = 0;
+  std::string key;
+  std::string message;
+  // "FILE:LINE: KEY: MESSAGE"
+  std::string to_string() const;
+};
+
+struct LoggingConfig {
+  std::string level = "info";  // trace|debug|info|warn|error
+  std::string file;            // empty: stderr
+  uint64_t max_size_mb = 10;
+  uint32_t max_files = 3;
+};
+
+struct PluginInstanceConfig {
+  std::string name;    // instance name, unique: [a-z0-9_-]+
+  std::string plugin;  // as written: "echo.so" or a path
+  std::string path;    // resolved file path
+  YAML::Node section;  // the instance's `config:` mapping (may be null)
+  int line = 0;        // line of the instance entry, for errors
+};
+
+struct RouterConfig {
+  std::string model;  // instance name of the model backend
+  std::string cache;  // instance name of the cache
+  uint32_t context_turns = 10;
+  uint64_t context_ttl_seconds = 86400;
+  uint64_t model_timeout_ms = 30000;
+  uint64_t dedupe_ttl_seconds = 86400;
+  uint32_t max_queue = 1024;
+};
+
+struct Config {
+  std::string file;  // "<embedded>" for the built-in default
+  LoggingConfig logging;
+  HttpListenerConfig api;  // listeners.api
+  std::string plugin_dir;  // resolved directory for bare plugin file names
+  std::vector<PluginInstanceConfig> plugins;
+  RouterConfig router;
+  uint64_t shutdown_deadline_ms = 10000;
+};
+
+// Where bare plugin names are looked up when plugins.dir is empty: the
+// "plugins" folder beside the running executable if it exists, else
+// CHATGATE_INSTALL_PLUGIN_DIR.
+std::string config_default_plugin_dir();
+
+// Expands ${VAR} and ${VAR:-default} in `text` from the environment. "$${"
+// stands for a literal "${". Returns std::nullopt and sets *error to a message
+// for an unset variable without default or an unterminated reference.
+std::optional<std::string> config_expand_env(std::string_view text, std::string *error);
+
+// Parses and validates the core sections of a YAML document. `file` names it
+// in errors. Returns the error, or std::nullopt with *out filled.
+std::optional<ConfigError> config_load_string(std::string_view yaml, std::string_view file,
+                                              Config *out);
+// Reads FILE and calls config_load_string.
+std::optional<ConfigError> config_load_file(const std::string &path, Config *out);
+
+}  // namespace cg

@@ -1,0 +1,135 @@
+// HTTP/1.1 server on libuv with llhttp: one listener, its connections, routes.
+//
+// THREAD: not thread-safe; everything runs on the loop thread that owns it.
+#pragma once
+
+#include <uv.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace cg {
+
+struct HttpLimits {
+  size_t max_header_bytes = 16 * 1024;  // request line + headers; over: 431
+  size_t max_body_bytes = 1024 * 1024;  // decoded body; over: 413
+  uint64_t header_timeout_ms = 10000;   // first byte to end of headers; over: 408
+  uint64_t body_timeout_ms = 30000;     // end of headers to end of body; over: 408
+  uint64_t idle_timeout_ms = 60000;     // keep-alive connection with nothing pending: closed
+  size_t max_connections = 10000;       // beyond: 503 and close
+  size_t max_pipeline = 16;             // requests queued on one connection before reads pause
+};
+
+struct CorsPolicy {
+  std::vector<std::string> allowed_origins;  // exact origins, or "*"; empty = CORS off
+  std::vector<std::string> allowed_methods{"GET", "POST", "OPTIONS"};
+  std::vector<std::string> allowed_headers{"Content-Type", "Authorization"};
+  int max_age_seconds = 600;
+};
+
+struct HttpListenerConfig {
+  std::string name = "api";  // for log lines: "listener 'api'"
+  std::string address = "127.0.0.1";
+  int port = 8080;
+  HttpLimits limits;
+  CorsPolicy cors;
+};
+
+struct HttpHeader {
+  std::string_view name;
+  std::string_view value;
+};
+
+// One parsed request. Views stay valid until the exchange is answered.
+class HttpRequest {
+ public:
+  std::string_view method() const { return method_; }
+  std::string_view path() const { return path_; }    // before '?'
+  std::string_view query() const { return query_; }  // after '?', or empty
+  std::string_view body() const { return body_; }
+  std::string_view remote_addr() const { return remote_addr_; }
+  // First header with this name (case-insensitive), or empty.
+  std::string_view header(std::string_view name) const;
+  std::span<const HttpHeader> headers() const { return header_views_; }
+
+ private:
+  friend class HttpConnection;
+  friend struct HttpRequestBuilder;  // for unit tests that build requests without a socket
+  std::string method_, path_, query_, body_, remote_addr_;
+  std::string header_bytes_;  // names and values packed; header_views_ point into it
+  std::vector<HttpHeader> header_views_;
+  std::vector<std::pair<size_t, size_t>> header_offsets_;  // name/value offsets while parsing
+};
+
+class HttpExchange;  // one request awaiting its answer; owned by the server
+
+// A route handler. It answers now or later through HttpServer::respond (or
+// the streaming calls), exactly once per exchange.
+using HttpHandler = std::function<void(HttpExchange *ex, const HttpRequest &req)>;
+
+class HttpServer {
+ public:
+  HttpServer(uv_loop_t *loop, HttpListenerConfig config);
+  ~HttpServer();
+  HttpServer(const HttpServer &) = delete;
+  HttpServer &operator=(const HttpServer &) = delete;
+
+  // Binds and listens. Returns 0 or a negative libuv error (UV_EADDRINUSE...).
+  int listen();
+  // The bound port (useful with port 0).
+  int port() const;
+  const HttpListenerConfig &config() const;
+
+  // Adds a route. `prefix` matches every path that starts with `path`.
+  // Exact routes win over prefix routes; the longest prefix wins. A path
+  // that matches with another method gets 405 with an Allow header.
+  // Returns 0, or -EEXIST when the same method+path is taken.
+  int add_route(std::string_view method, std::string_view path, bool prefix,
+                HttpHandler handler);
+
+  // Answers an exchange with a complete body. `headers` are extra response
+  // headers (Content-Type...); Content-Length, Connection and Date are the
+  // server's. `ex` is invalid afterwards. If the client went away, the answer
+  // is dropped and the exchange freed.
+  void respond(HttpExchange *ex, int status, std::span<const HttpHeader> headers,
+               std::string_view body);
+
+  // Streaming answer (Transfer-Encoding: chunked), for server-sent events:
+  // stream_begin once, stream_write any number of times, stream_end once
+  // (which invalidates `ex`).
+  void stream_begin(HttpExchange *ex, int status, std::span<const HttpHeader> headers);
+  void stream_write(HttpExchange *ex, std::string_view data);
+  void stream_end(HttpExchange *ex);
+
+  // Called (once) if the client goes away before the exchange is answered,
+  // so the handler can cancel its work. The exchange is still valid and must
+  // still be answered (respond/stream_end), which then only frees it.
+  void set_abort_callback(HttpExchange *ex, std::function<void()> on_abort);
+  bool aborted(const HttpExchange *ex) const;
+
+  // Graceful stop, step 1: close the listening socket and idle keep-alive
+  // connections; busy connections close after their in-flight answers.
+  void stop_accepting();
+  // Exchanges received but not yet answered.
+  size_t in_flight() const;
+  size_t connection_count() const;
+  // Step 2: close every connection and the listener; `done` fires once all
+  // handles are closed. Exchanges still pending are marked aborted and freed
+  // when answered.
+  void close(std::function<void()> done);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Reason phrase for a status code ("Not Found").
+std::string_view http_status_text(int status);
+
+}  // namespace cg
