@@ -81,4 +81,16 @@ std::optional<ConfigError> config_load_string(std::string_view yaml, std::string
 // Reads FILE and calls config_load_string.
 std::optional<ConfigError> config_load_file(const std::string &path, Config *out);
 
+// Scalar conversions shared by the core and plugin schema validation, applied
+// to the text after ${VAR} expansion. Each returns std::nullopt when `text`
+// is not exactly one value of the type (no surrounding spaces).
+// Integers: decimal, optional sign. Bools: true/false (also True, TRUE...).
+// Doubles: decimal or exponent notation, finite.
+std::optional<int64_t> config_parse_int(std::string_view text);
+std::optional<bool> config_parse_bool(std::string_view text);
+std::optional<double> config_parse_double(std::string_view text);
+
+// The 1-based line of a node, or 0 when it has none (null or invalid node).
+int config_line(const YAML::Node &node);
+
 }  // namespace cg
