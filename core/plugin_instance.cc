@@ -5,8 +5,12 @@
 
 namespace cg {
 
-PluginInstance::PluginInstance(std::string name, LoadedPlugin plugin, HostServices *services)
-    : name_(std::move(name)), plugin_(std::move(plugin)), services_(services) {}
+PluginInstance::PluginInstance(std::string name, LoadedPlugin plugin, PluginConfig config,
+                               HostServices *services)
+    : name_(std::move(name)),
+      plugin_(std::move(plugin)),
+      services_(services),
+      config_(std::move(config)) {}
 
 PluginInstance::~PluginInstance() {
   if (phase_ != Phase::kLoaded && phase_ != Phase::kDestroyed) {
@@ -21,8 +25,7 @@ std::string PluginInstance::take_error() {
   return e;
 }
 
-int PluginInstance::init(PluginConfig config, std::string *error) {
-  config_ = std::move(config);
+int PluginInstance::init(std::string *error) {
   const auto *cfg = reinterpret_cast<const cg_config_t *>(&config_);
   const int rc = plugin_.desc->init(host_api_table(), &host_, cfg, &state_);
   if (rc != 0) {

@@ -47,15 +47,16 @@ class PluginInstance {
  public:
   enum class Phase { kLoaded, kInitialized, kStarted, kStopping, kStopped, kDestroyed };
 
-  PluginInstance(std::string name, LoadedPlugin plugin, HostServices *services);
+  PluginInstance(std::string name, LoadedPlugin plugin, PluginConfig config,
+                 HostServices *services);
   ~PluginInstance();  // destroys the plugin's state if init succeeded
   PluginInstance(const PluginInstance &) = delete;
   PluginInstance &operator=(const PluginInstance &) = delete;
 
-  // Calls the plugin's init with `config` (kept for its lifetime). On error
-  // *error holds a log line naming the instance, the code and the plugin's
-  // own message.
-  int init(PluginConfig config, std::string *error);
+  // Calls the plugin's init with its validated config. On error *error
+  // holds a log line naming the instance, the code and the plugin's own
+  // message.
+  int init(std::string *error);
   int start(std::string *error);
   // Calls the plugin's stop; `done` runs once the plugin reports done.
   void stop(std::function<void()> done);

@@ -1,0 +1,230 @@
+#include "app.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "channel.h"
+#include "chat_api.h"
+#include "config_schema.h"
+#include "http_server.h"
+#include "loop.h"
+#include "metrics.h"
+#include "plugin_instance.h"
+#include "router.h"
+
+namespace cg {
+namespace {
+
+constexpr uint64_t kDrainTickMs = 20;
+// After the deadline, cancelled model calls get this long to reply.
+constexpr uint64_t kCancelGraceMs = 2000;
+
+}  // namespace
+
+std::string app_load_plugins(const Config &config, HostServices *services,
+                             std::vector<std::unique_ptr<PluginInstance>> *out) {
+  for (size_t i = 0; i < config.plugins.size(); i++) {
+    const PluginInstanceConfig &pc = config.plugins[i];
+    LoadedPlugin loaded;
+    std::string error;
+    if (plugin_load(pc.path, &loaded, &error) != 0) {
+      return fmt::format("{}:{}: plugins.instances[{}] '{}': {}", config.file, pc.line, i, pc.name,
+                         error);
+    }
+    PluginConfig values;
+    const std::string prefix = fmt::format("plugins.instances[{}].config", i);
+    if (auto err = plugin_config_validate(pc.section, loaded.fields, config.file, prefix, &values)) {
+      return err->to_string();
+    }
+    out->push_back(
+        std::make_unique<PluginInstance>(pc.name, std::move(loaded), std::move(values), services));
+  }
+  return {};
+}
+
+App::App() = default;
+
+App::~App() = default;
+
+PluginInstance *App::instance(const std::string &name) {
+  for (auto &p : plugins_) {
+    if (p->name() == name) return p.get();
+  }
+  return nullptr;
+}
+
+int App::run(Config config) {
+  config_ = std::move(config);
+  const uint64_t t0 = uv_hrtime();
+  uv_loop_init(&uv_loop_);
+  loop_ = std::make_unique<Loop>(&uv_loop_);
+  metrics_ = std::make_unique<Metrics>();
+  services_ = std::make_unique<HostServices>();
+  services_->loop = loop_.get();
+  services_->metrics = metrics_.get();
+  api_ = std::make_unique<HttpServer>(&uv_loop_, config_.api);
+  services_->api = api_.get();
+  uv_timer_init(&uv_loop_, &drain_timer_);
+  drain_timer_.data = this;
+
+  int exit_code = start();
+  if (exit_code == 0) {
+    spdlog::info("chatgate {} ready in {:.1f} ms: api on http://{}:{} ({} plugin instances)",
+                 CHATGATE_VERSION, static_cast<double>(uv_hrtime() - t0) / 1e6,
+                 config_.api.address, api_->port(), plugins_.size());
+  } else {
+    // Stop what did start, then leave with the error.
+    shutting_down_ = true;
+    api_->close([this] { stop_plugins(plugins_.size()); });
+  }
+  uv_run(&uv_loop_, UV_RUN_DEFAULT);
+
+  chat_api_.reset();
+  router_.reset();
+  while (!plugins_.empty()) plugins_.pop_back();  // destroy in reverse order
+  channels_.clear();
+  api_.reset();
+  loop_.reset();
+  if (uv_loop_close(&uv_loop_) != 0) spdlog::warn("loop closed with handles still open");
+  if (exit_code == 0) spdlog::info("chatgate stopped");
+  return exit_code;
+}
+
+int App::start() {
+  if (std::string err = app_load_plugins(config_, services_.get(), &plugins_); !err.empty()) {
+    spdlog::error("{}", err);
+    return 1;
+  }
+  PluginInstance *model = instance(config_.router.model);
+  PluginInstance *cache = instance(config_.router.cache);
+  if (model == nullptr || model->kind() != CG_KIND_MODEL) {
+    spdlog::error("{}: router.model: '{}' must name a model backend instance, found {}",
+                  config_.file, config_.router.model,
+                  model ? fmt::format("a {} plugin", plugin_kind_name(model->kind()))
+                        : std::string("no such instance"));
+    return 1;
+  }
+  if (cache == nullptr || cache->kind() != CG_KIND_CACHE) {
+    spdlog::error("{}: router.cache: '{}' must name a cache instance, found {}", config_.file,
+                  config_.router.cache,
+                  cache ? fmt::format("a {} plugin", plugin_kind_name(cache->kind()))
+                        : std::string("no such instance"));
+    return 1;
+  }
+  services_->cache = cache;
+  router_ = std::make_unique<Router>(*loop_, config_.router, *model, cache, *metrics_);
+  for (auto &p : plugins_) {
+    if (p->kind() == CG_KIND_CHANNEL) channels_.push_back(std::make_unique<PluginChannel>(*p));
+  }
+  services_->emit = [this](PluginInstance &from, const cg_message_t &m) -> int {
+    auto it = std::find_if(channels_.begin(), channels_.end(),
+                           [&](const auto &c) { return c->name() == from.name(); });
+    if (it == channels_.end()) return CG_EPERM;
+    if (m.conversation_id.len == 0 || m.sender_id.len == 0) return CG_EINVAL;
+    return router_->submit(InboundMessage::from_c(it->get(), m));
+  };
+  chat_api_ = std::make_unique<ChatApi>(*api_, *router_);
+  if (chat_api_->install() != 0) {
+    spdlog::error("listener 'api': cannot register the chat API routes");
+    return 1;
+  }
+
+  for (auto &p : plugins_) {
+    std::string error;
+    if (p->init(&error) != 0) {
+      spdlog::error("{}", error);
+      return 1;
+    }
+  }
+
+  if (const int rc = api_->listen(); rc != 0) {
+    spdlog::error(
+        "listener 'api' cannot listen on {}:{}: {}; change listeners.api.port or "
+        "listeners.api.address in {}",
+        config_.api.address, config_.api.port, uv_strerror(rc), config_.file);
+    return 1;
+  }
+
+  for (auto &p : plugins_) {
+    std::string error;
+    if (p->start(&error) != 0) {
+      spdlog::error("{}", error);
+      return 1;
+    }
+    started_plugins_++;
+  }
+
+  auto on_signal = [](uv_signal_t *h, int signum) {
+    static_cast<App *>(h->data)->begin_shutdown(signum == SIGTERM ? "SIGTERM" : "SIGINT");
+  };
+  for (auto [handle, signum] : {std::pair{&sigterm_, SIGTERM}, std::pair{&sigint_, SIGINT}}) {
+    uv_signal_init(&uv_loop_, handle);
+    handle->data = this;
+    uv_signal_start(handle, on_signal, signum);
+  }
+  uv_signal_init(&uv_loop_, &sighup_);
+  sighup_.data = this;
+  uv_signal_start(
+      &sighup_,
+      [](uv_signal_t *, int) {
+        spdlog::warn("SIGHUP: config reload is not supported yet; restart chatgate to apply "
+                     "config changes");
+      },
+      SIGHUP);
+  return 0;
+}
+
+void App::begin_shutdown(const char *why) {
+  if (shutting_down_) {
+    spdlog::info("{} again: still shutting down", why);
+    return;
+  }
+  shutting_down_ = true;
+  shutdown_started_ms_ = uv_now(&uv_loop_);
+  spdlog::info("{}: shutting down; no new connections, waiting up to {} ms for {} in-flight "
+               "requests",
+               why, config_.shutdown_deadline_ms, api_->in_flight());
+  api_->stop_accepting();
+  router_->stop_intake();
+  uv_timer_start(
+      &drain_timer_, [](uv_timer_t *t) { static_cast<App *>(t->data)->drain_tick(); }, 0,
+      kDrainTickMs);
+}
+
+void App::drain_tick() {
+  const uint64_t elapsed = uv_now(&uv_loop_) - shutdown_started_ms_;
+  const bool idle = api_->in_flight() == 0 && router_->in_flight() == 0;
+  if (!idle && elapsed < config_.shutdown_deadline_ms) return;
+  if (!idle && !cancelled_) {
+    cancelled_ = true;
+    spdlog::warn("shutdown deadline of {} ms passed with {} requests in flight; cancelling them",
+                 config_.shutdown_deadline_ms, std::max(api_->in_flight(), router_->in_flight()));
+    router_->cancel_all();
+    return;
+  }
+  if (!idle && elapsed < config_.shutdown_deadline_ms + kCancelGraceMs) return;
+  uv_timer_stop(&drain_timer_);
+  api_->close([this] { stop_plugins(plugins_.size()); });
+}
+
+void App::stop_plugins(size_t index) {
+  if (index == 0) {
+    close_everything();
+    return;
+  }
+  plugins_[index - 1]->stop([this, index] { stop_plugins(index - 1); });
+}
+
+void App::close_everything() {
+  for (uv_signal_t *s : {&sigterm_, &sigint_, &sighup_}) {
+    if (s->data != nullptr && !uv_is_closing(reinterpret_cast<uv_handle_t *>(s))) {
+      uv_close(reinterpret_cast<uv_handle_t *>(s), nullptr);
+    }
+  }
+  uv_close(reinterpret_cast<uv_handle_t *>(&drain_timer_), nullptr);
+  loop_->close();
+}
+
+}  // namespace cg

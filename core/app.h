@@ -1,0 +1,69 @@
+// The chatgate process: loads plugins, opens the listeners, runs the loop,
+// and shuts down in order on SIGTERM/SIGINT.
+//
+// THREAD: not thread-safe; owns the loop thread (the caller's).
+#pragma once
+
+#include <uv.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config.h"
+
+namespace cg {
+
+class ChatApi;
+class HttpServer;
+class Loop;
+class Metrics;
+class PluginChannel;
+class PluginInstance;
+class Router;
+struct HostServices;
+
+// Loads every configured plugin and validates its config section against
+// the plugin's schema, without calling init. Used by --check-config and by
+// App::run. Returns "" or the first error line.
+std::string app_load_plugins(const Config &config, HostServices *services,
+                             std::vector<std::unique_ptr<PluginInstance>> *out);
+
+class App {
+ public:
+  App();
+  ~App();
+  App(const App &) = delete;
+  App &operator=(const App &) = delete;
+
+  // Runs until a stop signal; returns the process exit code (0 after a
+  // clean shutdown, 1 when start-up fails).
+  int run(Config config);
+
+ private:
+  int start();
+  void begin_shutdown(const char *why);
+  void drain_tick();
+  void stop_plugins(size_t index);
+  void close_everything();
+  PluginInstance *instance(const std::string &name);
+
+  Config config_;
+  uv_loop_t uv_loop_{};
+  std::unique_ptr<Loop> loop_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<HostServices> services_;
+  std::vector<std::unique_ptr<PluginInstance>> plugins_;
+  std::vector<std::unique_ptr<PluginChannel>> channels_;
+  std::unique_ptr<HttpServer> api_;
+  std::unique_ptr<Router> router_;
+  std::unique_ptr<ChatApi> chat_api_;
+  uv_signal_t sigterm_{}, sigint_{}, sighup_{};
+  uv_timer_t drain_timer_{};
+  uint64_t shutdown_started_ms_ = 0;
+  bool shutting_down_ = false;
+  bool cancelled_ = false;
+  size_t started_plugins_ = 0;
+};
+
+}  // namespace cg

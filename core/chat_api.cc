@@ -1,0 +1,153 @@
+#include "chat_api.h"
+
+#include <charconv>
+#include <memory>
+#include <string>
+
+#include "json.h"
+#include "loop.h"
+#include "router.h"
+
+namespace cg {
+namespace {
+
+constexpr size_t kMaxIdBytes = 256;
+const HttpHeader kJson[] = {{"Content-Type", "application/json"}};
+
+// Reads an optional string member; false when present but not a string.
+bool optional_string(simdjson::dom::object obj, std::string_view key, std::string_view *out) {
+  simdjson::dom::element el;
+  if (obj[key].get(el) != simdjson::SUCCESS) return true;  // absent
+  return el.get_string().get(*out) == simdjson::SUCCESS;
+}
+
+}  // namespace
+
+ChatApi::ChatApi(HttpServer &server, Router &router) : server_(server), router_(router) {}
+
+int ChatApi::install() {
+  int rc = server_.add_route("POST", "/api/chat", false,
+                             [this](HttpExchange *ex, const HttpRequest &req) {
+                               handle_chat(ex, req);
+                             });
+  if (rc != 0) return rc;
+  return server_.add_route("GET", "/healthz", false, [this](HttpExchange *ex, const HttpRequest &) {
+    server_.respond(ex, 200, kJson, "{\"status\":\"ok\"}");
+  });
+}
+
+void ChatApi::answer_error(HttpExchange *ex, int status, std::string_view message) {
+  std::string body = "{\"error\":";
+  json_append_string(body, message);
+  body += '}';
+  server_.respond(ex, status, kJson, body);
+}
+
+void ChatApi::handle_chat(HttpExchange *ex, const HttpRequest &req) {
+  simdjson::dom::element doc;
+  if (parser_.parse(req.body().data(), req.body().size()).get(doc) != simdjson::SUCCESS) {
+    answer_error(ex, 400, "body is not valid JSON");
+    return;
+  }
+  simdjson::dom::object obj;
+  if (doc.get_object().get(obj) != simdjson::SUCCESS) {
+    answer_error(ex, 400, "body must be a JSON object");
+    return;
+  }
+  std::string_view user_id, query, conversation_id, message_id;
+  if (!optional_string(obj, "userId", &user_id) || user_id.empty()) {
+    answer_error(ex, 400, "\"userId\" is required and must be a non-empty string");
+    return;
+  }
+  if (!optional_string(obj, "query", &query) || query.empty()) {
+    answer_error(ex, 400, "\"query\" is required and must be a non-empty string");
+    return;
+  }
+  if (!optional_string(obj, "conversationId", &conversation_id)) {
+    answer_error(ex, 400, "\"conversationId\" must be a string");
+    return;
+  }
+  if (!optional_string(obj, "messageId", &message_id)) {
+    answer_error(ex, 400, "\"messageId\" must be a string");
+    return;
+  }
+  if (user_id.size() > kMaxIdBytes || conversation_id.size() > kMaxIdBytes ||
+      message_id.size() > kMaxIdBytes) {
+    answer_error(ex, 400, "ids must be at most 256 bytes");
+    return;
+  }
+
+  InboundMessage msg;
+  msg.channel = this;
+  msg.conversation_type = CG_CONV_DIRECT;
+  msg.mentioned = true;
+  msg.id = message_id;
+  msg.sender_id = user_id;
+  msg.sender_name = user_id;
+  msg.conversation_id = conversation_id.empty() ? user_id : conversation_id;
+  msg.text = query;
+  const uint64_t token = next_token_++;
+  msg.reply_token = std::to_string(token);
+  const int rc = router_.submit(std::move(msg));
+  if (rc == CG_EBUSY) {
+    answer_error(ex, 503, "busy, try again later");
+    return;
+  }
+  if (rc != 0) {
+    answer_error(ex, 503, "shutting down");
+    return;
+  }
+  // If the client leaves first, the exchange stays here until the router's
+  // answer frees it (the server drops that answer).
+  waiting_.emplace(token, ex);
+}
+
+HttpExchange *ChatApi::take(std::string_view token) {
+  uint64_t id = 0;
+  std::from_chars(token.data(), token.data() + token.size(), id);
+  auto it = waiting_.find(id);
+  if (it == waiting_.end()) return nullptr;
+  HttpExchange *ex = it->second;
+  waiting_.erase(it);
+  return ex;
+}
+
+int ChatApi::send(const cg_reply_t &reply, cg_done_cb done, void *arg) {
+  // Not a streaming channel: the router sends exactly one FINAL reply.
+  if (!(reply.flags & CG_REPLY_FINAL)) return CG_ENOTSUP;
+  HttpExchange *ex = take(std::string_view(reply.reply_token.ptr, reply.reply_token.len));
+  if (ex != nullptr) {
+    std::string body = "{\"answer\":";
+    json_append_string(body, std::string_view(reply.text.ptr, reply.text.len));
+    // A failed answer is still shown to the user, with a status that says so.
+    if (reply.flags & CG_REPLY_ERROR) body += ",\"error\":\"model_unavailable\"";
+    body += '}';
+    server_.respond(ex, (reply.flags & CG_REPLY_ERROR) ? 503 : 200, kJson, body);
+  }
+  // Completion never runs inside send.
+  struct Done {
+    cg_done_cb fn;
+    void *arg;
+    int status;
+  };
+  auto d = std::make_unique<Done>(Done{done, arg, ex != nullptr ? 0 : CG_ECLOSED});
+  router_.loop().defer(
+      [](void *p) {
+        std::unique_ptr<Done> owned(static_cast<Done *>(p));
+        owned->fn(owned->arg, owned->status);
+      },
+      d.release());
+  return 0;
+}
+
+void ChatApi::on_dropped(const InboundMessage &msg, std::string_view reason) {
+  HttpExchange *ex = take(msg.reply_token);
+  if (ex == nullptr) return;
+  if (reason == "duplicate") {
+    answer_error(ex, 409, "duplicate messageId: this message was already answered");
+  } else {
+    answer_error(ex, 503, reason);
+  }
+}
+
+}  // namespace cg

@@ -1,0 +1,410 @@
+#include "router.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
+
+#include "channel.h"
+#include "loop.h"
+#include "metrics.h"
+#include "plugin_instance.h"
+
+namespace cg {
+namespace {
+
+constexpr std::string_view kHelpText =
+    "Commands:\n"
+    "/reset - forget this conversation and start over\n"
+    "/help - show this help";
+constexpr std::string_view kResetText = "Context cleared. Let's start over.";
+constexpr std::string_view kBusyText = "The model is busy right now, please try again in a moment.";
+constexpr std::string_view kTimeoutText = "The model took too long to answer, please try again.";
+constexpr std::string_view kFailedText =
+    "Sorry, something went wrong while answering. Please try again.";
+constexpr std::string_view kShutdownText = "The bot is restarting, please send that again shortly.";
+
+cg_str_t cs(std::string_view s) { return {s.data(), s.size()}; }
+std::string_view sv(cg_str_t s) { return s.ptr ? std::string_view(s.ptr, s.len) : std::string_view(); }
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\n' ||
+                        s.front() == '\r')) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n' ||
+                        s.back() == '\r')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+// The command word of a message ("/reset"), lower-cased, or empty.
+std::string command_of(std::string_view text) {
+  text = trim(text);
+  if (text.empty() || text.front() != '/') return {};
+  const size_t end = text.find_first_of(" \t\n");
+  std::string cmd(text.substr(0, end));
+  std::transform(cmd.begin(), cmd.end(), cmd.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return cmd;
+}
+
+}  // namespace
+
+// One message's journey. Freed by Router::finish once nothing it started is
+// still pending (cache calls, the model call, the timer, the send).
+struct Router::Job {
+  Router *router = nullptr;
+  InboundMessage msg;
+  std::string context_key;
+  std::vector<ContextTurn> turns;
+  std::string answer;
+  uint64_t answer_id = 0;
+  uint64_t call_id = 0;
+  uint64_t timer_id = 0;
+  uint64_t model_started_ms = 0;
+  uint32_t sequence = 0;
+  int pending = 0;           // callbacks still to come
+  bool model_running = false;
+  bool timed_out = false;
+  bool replied = false;
+
+  std::string_view channel() const { return msg.channel->name(); }
+
+  // ---- cache calls: each returns false when the cache refused at once ----
+
+  static void on_dedupe(void *arg, int status, cg_str_t) {
+    auto *job = static_cast<Job *>(arg);
+    job->pending--;
+    if (status == CG_EEXIST) {
+      job->router->count("chatgate_messages_dropped_total", job->channel(), "reason=\"duplicate\"");
+      spdlog::debug("router: duplicate message {} on '{}' dropped", job->msg.id, job->channel());
+      job->msg.channel->on_dropped(job->msg, "duplicate");
+      job->router->finish(job);
+      return;
+    }
+    if (status != 0) job->router->cache_degraded("dedupe", status);
+    job->dispatch();
+  }
+
+  void start() {
+    if (!msg.id.empty() && router->cache_ != nullptr) {
+      const std::string key = fmt::format("d:{}:{}", channel(), msg.id);
+      pending++;
+      const int rc = router->cache_->cache_ops()->set_nx(
+          router->cache_->state(), cs(key), cs("1"), router->config_.dedupe_ttl_seconds * 1000,
+          &Job::on_dedupe, this);
+      if (rc == 0) return;
+      pending--;
+      router->cache_degraded("dedupe", rc);
+    }
+    dispatch();
+  }
+
+  void dispatch() {
+    const std::string cmd = command_of(msg.text);
+    if (cmd == "/help") {
+      reply(kHelpText, 0);
+      return;
+    }
+    if (cmd == "/reset") {
+      if (router->cache_ != nullptr) {
+        pending++;
+        const int rc = router->cache_->cache_ops()->del(router->cache_->state(), cs(context_key),
+                                                        &Job::on_reset, this);
+        if (rc == 0) return;
+        pending--;
+        router->cache_degraded("reset", rc);
+      }
+      reply(kResetText, 0);
+      return;
+    }
+    if (!cmd.empty() && cmd.size() > 1 && cmd.find('/', 1) == std::string::npos) {
+      reply(fmt::format("Unknown command {}. {}", cmd, kHelpText), 0);
+      return;
+    }
+    if (router->cache_ != nullptr && router->config_.context_turns > 0) {
+      pending++;
+      const int rc = router->cache_->cache_ops()->get(router->cache_->state(), cs(context_key),
+                                                      &Job::on_context, this);
+      if (rc == 0) return;
+      pending--;
+      router->cache_degraded("context load", rc);
+    }
+    call_model();
+  }
+
+  static void on_reset(void *arg, int status, cg_str_t) {
+    auto *job = static_cast<Job *>(arg);
+    job->pending--;
+    if (status != 0 && status != CG_ENOENT) job->router->cache_degraded("reset", status);
+    job->reply(kResetText, 0);
+  }
+
+  static void on_context(void *arg, int status, cg_str_t value) {
+    auto *job = static_cast<Job *>(arg);
+    job->pending--;
+    if (status == 0) {
+      if (!job->router->codec_.decode(sv(value), &job->turns)) {
+        spdlog::warn("router: context of conversation '{}' on '{}' is unreadable; starting afresh",
+                     job->msg.conversation_id, job->channel());
+      }
+    } else if (status != CG_ENOENT) {
+      job->router->cache_degraded("context load", status);
+    }
+    job->call_model();
+  }
+
+  // ---- the model ----
+
+  void call_model() {
+    std::vector<cg_model_turn_t> req_turns;
+    req_turns.reserve(turns.size() * 2 + 1);
+    for (const ContextTurn &t : turns) {
+      req_turns.push_back({sizeof(cg_model_turn_t), CG_ROLE_USER, cs(t.user)});
+      req_turns.push_back({sizeof(cg_model_turn_t), CG_ROLE_ASSISTANT, cs(t.assistant)});
+    }
+    req_turns.push_back({sizeof(cg_model_turn_t), CG_ROLE_USER, cs(msg.text)});
+    cg_model_request_t req{};
+    req.struct_size = sizeof req;
+    req.turn_count = static_cast<uint32_t>(req_turns.size());
+    req.turns = req_turns.data();
+    req.channel = cs(channel());
+    req.conversation_id = cs(msg.conversation_id);
+    req.user_id = cs(msg.sender_id);
+    req.stream = (msg.channel->capabilities() & CG_CHANNEL_CAP_STREAMING) ? 1 : 0;
+    req.timeout_ms = router->config_.model_timeout_ms;
+    cg_model_sink_t sink{sizeof(cg_model_sink_t), this, &Job::on_delta, &Job::on_model_done};
+    model_started_ms = router->loop_.now_ms();
+    pending++;
+    const int rc = router->model_.model_ops()->generate(router->model_.state(), &req, &sink,
+                                                        &call_id);
+    if (rc != 0) {
+      pending--;
+      const std::string why = router->model_.take_error();
+      spdlog::error("router: model '{}' refused the request for conversation '{}' on '{}': {}{}{}",
+                    router->model_.name(), msg.conversation_id, channel(), cg_strerror(rc),
+                    why.empty() ? "" : ": ", why);
+      model_failed(rc);
+      return;
+    }
+    model_running = true;
+    if (router->config_.model_timeout_ms > 0) {
+      pending++;
+      if (router->loop_.timer_start(router->config_.model_timeout_ms, 0, &Job::on_timeout, this,
+                                    &timer_id) != 0) {
+        pending--;
+      }
+    }
+  }
+
+  static void on_timeout(void *arg, uint64_t) {
+    auto *job = static_cast<Job *>(arg);
+    job->pending--;
+    job->timer_id = 0;
+    if (!job->model_running) return;
+    job->timed_out = true;
+    job->router->model_.model_ops()->cancel(job->router->model_.state(), job->call_id);
+  }
+
+  void cancel() {
+    if (model_running) router->model_.model_ops()->cancel(router->model_.state(), call_id);
+  }
+
+  static void on_delta(void *arg, cg_str_t text) {
+    auto *job = static_cast<Job *>(arg);
+    if (!job->model_running) return;
+    job->answer.append(sv(text));
+    if (job->msg.channel->capabilities() & CG_CHANNEL_CAP_STREAMING) {
+      job->send(job->answer, CG_REPLY_PARTIAL);
+    }
+  }
+
+  static void on_model_done(void *arg, int status, cg_str_t text) {
+    auto *job = static_cast<Job *>(arg);
+    job->pending--;
+    job->model_running = false;
+    if (job->timer_id != 0 && job->router->loop_.timer_stop(job->timer_id) == 0) job->pending--;
+    job->timer_id = 0;
+    Router *r = job->router;
+    const double secs = static_cast<double>(r->loop_.now_ms() - job->model_started_ms) / 1000.0;
+    if (Histogram *h = r->metrics_.histogram("chatgate_model_latency_seconds",
+                                             fmt::format("model=\"{}\"", r->model_.name()))) {
+      h->observe(secs);
+    }
+    if (status != 0) {
+      if (job->timed_out) status = CG_ETIMEDOUT;
+      spdlog::error("router: model '{}' failed for conversation '{}' on '{}': {} ({}){}{}",
+                    r->model_.name(), job->msg.conversation_id, job->channel(),
+                    cg_strerror(status), cg_err_name(status), text.len ? ": " : "", sv(text));
+      job->model_failed(status);
+      return;
+    }
+    job->answer.assign(sv(text));
+    job->store_turn();
+    job->reply(job->answer, 0);
+  }
+
+  void model_failed(int status) {
+    router->count("chatgate_model_errors_total", channel(),
+                  fmt::format("cause=\"{}\"", cg_err_name(status)));
+    const std::string_view text = status == CG_ETIMEDOUT   ? kTimeoutText
+                                  : status == CG_EBUSY      ? kBusyText
+                                  : status == CG_ECANCELED  ? kShutdownText
+                                                            : kFailedText;
+    reply(text, CG_REPLY_ERROR);
+  }
+
+  void store_turn() {
+    if (router->cache_ == nullptr || router->config_.context_turns == 0) return;
+    turns.push_back({msg.text, answer});
+    const std::string value = ContextCodec::encode(turns, router->config_.context_turns);
+    pending++;
+    const int rc = router->cache_->cache_ops()->set(router->cache_->state(), cs(context_key),
+                                                    cs(value),
+                                                    router->config_.context_ttl_seconds * 1000,
+                                                    &Job::on_stored, this);
+    if (rc != 0) {
+      pending--;
+      router->cache_degraded("context store", rc);
+    }
+  }
+
+  static void on_stored(void *arg, int status, cg_str_t) {
+    auto *job = static_cast<Job *>(arg);
+    job->pending--;
+    if (status != 0) job->router->cache_degraded("context store", status);
+    job->router->finish(job);
+  }
+
+  // ---- replies ----
+
+  void send(std::string_view text, uint32_t flags) {
+    cg_reply_t r{};
+    r.struct_size = sizeof r;
+    r.format = CG_REPLY_TEXT;
+    r.flags = flags;
+    r.sequence = ++sequence;
+    r.conversation_id = cs(msg.conversation_id);
+    r.conversation_type = msg.conversation_type;
+    r.in_reply_to = cs(msg.id);
+    r.reply_token = cs(msg.reply_token);
+    r.recipient_id = cs(msg.sender_id);
+    r.text = cs(text);
+    r.answer_id = answer_id;
+    pending++;
+    const int rc = msg.channel->send(r, &Job::on_sent, this);
+    if (rc != 0) {
+      pending--;
+      spdlog::error("router: channel '{}' refused a reply for conversation '{}': {}", channel(),
+                    msg.conversation_id, cg_strerror(rc));
+      if (flags & CG_REPLY_FINAL) router->count("chatgate_messages_failed_total", channel(), {});
+    }
+  }
+
+  void reply(std::string_view text, uint32_t extra_flags) {
+    replied = true;
+    Router *r = router;
+    r->count((extra_flags & CG_REPLY_ERROR) ? "chatgate_messages_failed_total"
+                                            : "chatgate_messages_answered_total",
+             channel(), {});
+    if (Histogram *h = r->metrics_.histogram("chatgate_reply_latency_seconds",
+                                             fmt::format("channel=\"{}\"", channel()))) {
+      h->observe(static_cast<double>(r->loop_.now_ms() - msg.received_ms) / 1000.0);
+    }
+    send(text, CG_REPLY_FINAL | extra_flags);
+    r->finish(this);
+  }
+
+  static void on_sent(void *arg, int status) {
+    auto *job = static_cast<Job *>(arg);
+    job->pending--;
+    if (status != 0) {
+      spdlog::error("router: channel '{}' failed to deliver a reply for conversation '{}': {}",
+                    job->channel(), job->msg.conversation_id, cg_strerror(status));
+    }
+    job->router->finish(job);
+  }
+};
+
+Router::Router(Loop &loop, const RouterConfig &config, PluginInstance &model,
+               PluginInstance *cache, Metrics &metrics)
+    : loop_(loop),
+      config_(config),
+      model_(model),
+      cache_(cache),
+      metrics_(metrics),
+      queue_(std::make_unique<MemoryInboundQueue>(loop, config.max_queue)) {
+  queue_->set_consumer([this](InboundMessage &&m) { consume(std::move(m)); });
+}
+
+Router::~Router() = default;
+
+void Router::count(std::string_view name, std::string_view channel, std::string_view extra) {
+  const std::string labels = extra.empty()
+                                 ? fmt::format("channel=\"{}\"", channel)
+                                 : fmt::format("channel=\"{}\",{}", channel, extra);
+  if (double *c = metrics_.counter(name, labels)) *c += 1;
+}
+
+void Router::cache_degraded(std::string_view what, int status) {
+  // One warning per 10 s: a dead cache must not flood the log.
+  const uint64_t now = loop_.now_ms();
+  if (cache_warned_ms_ == 0 || now - cache_warned_ms_ >= 10000) {
+    cache_warned_ms_ = now;
+    spdlog::warn("router: cache '{}' unavailable for {} ({}); answering without it",
+                 cache_ ? cache_->name() : std::string("none"), what, cg_strerror(status));
+  }
+  if (double *c = metrics_.counter("chatgate_cache_errors_total",
+                                   fmt::format("op=\"{}\"", what))) {
+    *c += 1;
+  }
+}
+
+int Router::submit(InboundMessage msg) {
+  if (msg.channel == nullptr) return CG_EINVAL;
+  msg.received_ms = loop_.now_ms();
+  const std::string channel(msg.channel->name());
+  const int rc = queue_->push(std::move(msg));
+  if (rc == 0) {
+    count("chatgate_messages_received_total", channel, {});
+  } else if (rc == CG_EBUSY) {
+    count("chatgate_messages_dropped_total", channel, "reason=\"queue_full\"");
+    spdlog::warn("router: inbound queue full ({} messages); '{}' told to retry", config_.max_queue,
+                 channel);
+  }
+  return rc;
+}
+
+void Router::consume(InboundMessage &&msg) {
+  auto job = std::make_unique<Job>();
+  job->router = this;
+  job->msg = std::move(msg);
+  job->answer_id = next_answer_id_++;
+  job->context_key = fmt::format("c:{}:{}", job->msg.channel->name(), job->msg.conversation_id);
+  Job *raw = job.release();
+  jobs_.insert(raw);
+  raw->start();
+}
+
+void Router::finish(Job *job) {
+  // Called after each step; the job goes once it replied (or was dropped)
+  // and nothing it started is still to call back.
+  if (job->pending > 0) return;
+  if (!job->replied && job->model_running) return;
+  if (jobs_.erase(job) == 0) return;
+  std::unique_ptr<Job> owned(job);
+  queue_->ack();
+}
+
+void Router::stop_intake() { queue_->close(); }
+
+size_t Router::in_flight() const { return queue_->in_flight(); }
+
+void Router::cancel_all() {
+  for (Job *job : jobs_) job->cancel();
+}
+
+}  // namespace cg

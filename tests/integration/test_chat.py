@@ -1,0 +1,128 @@
+"""POST /api/chat end to end: router, context in the memory cache, commands,
+errors, through the real binary."""
+import json
+import unittest
+
+from harness import Chatgate, chat, free_port, get, make_config, post_json
+
+
+class ChatTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.port = free_port()
+        cls.cg = Chatgate(make_config(cls.port, router_extra="  contextTurns: 3")).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.cg.stop()
+        cls.cg.__exit__(None, None, None)
+        assert rc == 0, rc
+
+    def test_answer_counts_context_turns(self):
+        for turn in (1, 2, 3):
+            status, body, headers = chat(self.port, "alice", "hello %d" % turn)
+            self.assertEqual(status, 200, body)
+            self.assertEqual(body, {"answer": "echo: hello %d (turn %d)" % (turn, turn)})
+            self.assertEqual(headers["Content-Type"], "application/json")
+
+    def test_context_is_bounded_by_context_turns(self):
+        for i in range(6):
+            status, body, _ = chat(self.port, "bounded", "q%d" % i)
+        # 3 stored turns + this one.
+        self.assertEqual(body["answer"], "echo: q5 (turn 4)")
+
+    def test_conversations_are_separate(self):
+        chat(self.port, "bob", "one")
+        chat(self.port, "bob", "two")
+        _, body, _ = chat(self.port, "bob", "three", conversationId="bob-second")
+        self.assertEqual(body["answer"], "echo: three (turn 1)")
+        _, body, _ = chat(self.port, "carol", "hi")
+        self.assertEqual(body["answer"], "echo: hi (turn 1)")
+
+    def test_reset_clears_context(self):
+        chat(self.port, "dave", "a")
+        chat(self.port, "dave", "b")
+        status, body, _ = chat(self.port, "dave", "/reset")
+        self.assertEqual(status, 200)
+        self.assertIn("cleared", body["answer"])
+        _, body, _ = chat(self.port, "dave", "c")
+        self.assertEqual(body["answer"], "echo: c (turn 1)")
+
+    def test_help_lists_commands(self):
+        status, body, _ = chat(self.port, "erin", "  /HELP ")
+        self.assertEqual(status, 200)
+        self.assertIn("/reset", body["answer"])
+        self.assertIn("/help", body["answer"])
+
+    def test_unknown_command_points_to_help(self):
+        _, body, _ = chat(self.port, "erin", "/frobnicate now")
+        self.assertIn("Unknown command /frobnicate", body["answer"])
+
+    def test_unicode_and_control_characters_round_trip(self):
+        query = 'line1\nline2 "quoted" \\ tab\t 你好 👋 \u0001'
+        status, body, _ = chat(self.port, "unicode-user", query)
+        self.assertEqual(status, 200)
+        self.assertEqual(body["answer"], "echo: %s (turn 1)" % query)
+
+    def test_bad_json_is_400(self):
+        status, body, _ = post_json(self.port, "/api/chat", b'{"userId": "x", "query": ')
+        self.assertEqual(status, 400)
+        self.assertIn("not valid JSON", body["error"])
+
+    def test_missing_or_wrong_fields_are_400(self):
+        for payload, word in (({"query": "hi"}, "userId"), ({"userId": "u"}, "query"),
+                              ({"userId": "", "query": "x"}, "userId"),
+                              ({"userId": 5, "query": "x"}, "userId"),
+                              ({"userId": "u", "query": "x", "conversationId": 3}, "conversationId"),
+                              ([1, 2], "object")):
+            status, body, _ = post_json(self.port, "/api/chat", payload)
+            self.assertEqual(status, 400, payload)
+            self.assertIn(word, body["error"])
+
+    def test_duplicate_message_id_answered_once(self):
+        status, body, _ = chat(self.port, "frank", "pay once", messageId="m-1")
+        self.assertEqual(status, 200)
+        self.assertEqual(body["answer"], "echo: pay once (turn 1)")
+        status, body, _ = chat(self.port, "frank", "pay once", messageId="m-1")
+        self.assertEqual(status, 409)
+        self.assertIn("duplicate", body["error"])
+        # The duplicate did not add a turn.
+        _, body, _ = chat(self.port, "frank", "next")
+        self.assertEqual(body["answer"], "echo: next (turn 2)")
+
+    def test_healthz(self):
+        status, body, _ = get(self.port, "/healthz")
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(body), {"status": "ok"})
+
+    def test_unknown_route_404_and_wrong_method_405(self):
+        status, _, _ = get(self.port, "/nope")
+        self.assertEqual(status, 404)
+        status, _, headers = get(self.port, "/api/chat")
+        self.assertEqual(status, 405)
+        self.assertIn("POST", headers.get("Allow", ""))
+
+
+class ModelFailureTest(unittest.TestCase):
+    def run_with(self, echo_config, router_extra=""):
+        port = free_port()
+        with Chatgate(make_config(port, echo_config=echo_config, router_extra=router_extra)) as cg:
+            status, body, _ = chat(port, "u", "hello")
+            return status, body, cg.log()
+
+    def test_busy_model_gives_user_visible_reply_and_log_line(self):
+        status, body, log = self.run_with("        fail: busy")
+        self.assertEqual(status, 503)
+        self.assertIn("busy", body["answer"])
+        self.assertIn("model 'echo' failed", log)
+        self.assertIn("CG_EBUSY", log)
+
+    def test_model_timeout_is_answered(self):
+        status, body, log = self.run_with("        delayMs: 3000", "  modelTimeoutMs: 200")
+        self.assertEqual(status, 503)
+        self.assertIn("too long", body["answer"])
+        self.assertIn("CG_ETIMEDOUT", log)
+
+
+if __name__ == "__main__":
+    unittest.main()
