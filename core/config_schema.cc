@@ -197,14 +197,17 @@ PluginConfigValue SchemaValidator::convert(const cg_config_field_t &f, const YAM
 
 PluginConfigValue SchemaValidator::parse_default(const cg_config_field_t &f) const {
   const std::string key = path(f.key);
-  YAML::Node node;
-  try {
-    node = YAML::Load(f.default_value);
-  } catch (const YAML::Exception &) {
-    fail(key, 0, "the plugin's default value is not valid YAML (a plugin bug)");
+  // A scalar default is taken as written: plugin authors write C strings, and
+  // YAML rules would turn "#general" into a comment or "" into null. Only a
+  // list needs YAML ("[a, b]").
+  YAML::Node node(std::string(f.default_value));
+  if (f.type == CG_CFG_STRING_LIST) {
+    try {
+      node = YAML::Load(f.default_value);
+    } catch (const YAML::Exception &) {
+      fail(key, 0, "the plugin's default is not a YAML list (a plugin bug)");
+    }
   }
-  // An empty default for a string means "", not "no default".
-  if (node.IsNull() && f.type == CG_CFG_STRING) node = YAML::Node("");
   try {
     return convert(f, node, key, 0);
   } catch (const SchemaFailure &e) {
@@ -293,8 +296,7 @@ std::optional<ConfigError> plugin_config_validate(const YAML::Node &section,
 }
 
 std::string plugin_config_help(std::span<const cg_config_field_t *const> fields) {
-  if (fields.empty()) return "  (no config keys)\n";
-  std::string out;
+  std::string out;  // empty for a plugin without config keys
   for (const cg_config_field_t *f : fields) {
     if (f == nullptr || f->key == nullptr) continue;
     const char *type = type_name(f->type);

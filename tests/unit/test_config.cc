@@ -387,9 +387,12 @@ const cg_config_field_t kFields[] = {
     field(CG_CFG_STRING_LIST, "origins", 0, "[a, b]", "allowed origins"),
     field(CG_CFG_ENUM, "mode", 0, "text", "reply format", "text|markdown"),
     field(CG_CFG_STRING, "note"),
+    field(CG_CFG_STRING, "channel", 0, "#general"),
+    field(CG_CFG_STRING, "prefix", 0, ""),
 };
 const cg_config_field_t *const kSchema[] = {&kFields[0], &kFields[1], &kFields[2], &kFields[3],
-                                            &kFields[4], &kFields[5], &kFields[6], &kFields[7]};
+                                            &kFields[4], &kFields[5], &kFields[6], &kFields[7],
+                                            &kFields[8], &kFields[9]};
 const std::string kPrefix = "plugins.instances[1].config";
 
 std::optional<ConfigError> validate(const std::string &yaml, cg::PluginConfig *out,
@@ -432,7 +435,7 @@ TEST_CASE("plugin config: every type from the operator", "[config][schema]") {
   CHECK(pc.find("mode")->str == "markdown");
   CHECK(pc.find("note")->present);
   CHECK(pc.find("nope") == nullptr);
-  CHECK(pc.values().size() == 8);
+  CHECK(pc.values().size() == 10);
 }
 
 TEST_CASE("plugin config: defaults and absent keys", "[config][schema]") {
@@ -444,6 +447,9 @@ TEST_CASE("plugin config: defaults and absent keys", "[config][schema]") {
   CHECK(pc.find("temperature")->d == 0.7);
   CHECK(pc.find("origins")->list == std::vector<std::string>{"a", "b"});
   CHECK(pc.find("mode")->str == "text");
+  CHECK(pc.find("channel")->str == "#general");  // taken as written, not as a YAML comment
+  CHECK(pc.find("prefix")->present);
+  CHECK(pc.find("prefix")->str.empty());
   const cg::PluginConfigValue *note = pc.find("note");
   REQUIRE(note != nullptr);  // in the schema, so known, but not set
   CHECK_FALSE(note->present);
@@ -519,7 +525,7 @@ TEST_CASE("plugin config: unknown and duplicate keys, non-mapping sections", "[c
   CHECK(err.key == kPrefix + ".appid");
   CHECK(err.message ==
         "unknown key 'appid' (expected one of: appId, appSecret, timeout, stream, temperature, "
-        "origins, mode, note)");
+        "origins, mode, note, channel, prefix)");
 
   err = validate_error("a: 1\n", {});
   CHECK(err.message == "unknown key 'a' (this plugin takes no config)");
@@ -560,6 +566,13 @@ TEST_CASE("plugin config: bad schemas are plugin errors", "[config][schema]") {
   CHECK(err.message ==
         "the plugin's default is invalid (a plugin bug): expected an integer in 0..5, got 'many'");
 
+  const cg_config_field_t bad_list = field(CG_CFG_STRING_LIST, "hosts", 0, "a");
+  const cg_config_field_t *const list_schema[] = {&bad_list};
+  CHECK(validate_error("{}\n", list_schema)
+            .message.rfind(
+                "the plugin's default is invalid (a plugin bug): expected a list of strings", 0) ==
+        0);
+
   const cg_config_field_t *const twice[] = {&kFields[7], &kFields[7]};
   CHECK(validate_error("{}\n", twice).message == "plugin schema declares the key twice");
 
@@ -584,6 +597,8 @@ TEST_CASE("plugin config: help text", "[config][schema]") {
         "  temperature (double, default 0.7)\n"
         "  origins (string list, default [a, b]): allowed origins\n"
         "  mode (enum text|markdown, default text): reply format\n"
-        "  note (string)\n");
-  CHECK(cg::plugin_config_help({}) == "  (no config keys)\n");
+        "  note (string)\n"
+        "  channel (string, default #general)\n"
+        "  prefix (string, default \"\")\n");
+  CHECK(cg::plugin_config_help({}).empty());
 }
