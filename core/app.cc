@@ -44,6 +44,23 @@ std::string app_load_plugins(const Config &config, HostServices *services,
   return {};
 }
 
+std::string app_check_router(const Config &config,
+                             const std::vector<std::unique_ptr<PluginInstance>> &plugins) {
+  auto check = [&](std::string_view key, const std::string &name, uint32_t kind,
+                   std::string_view what) -> std::string {
+    auto it = std::find_if(plugins.begin(), plugins.end(),
+                           [&](const auto &p) { return p->name() == name; });
+    if (it != plugins.end() && (*it)->kind() == kind) return {};
+    return fmt::format("{}: {}: '{}' must name {} instance, found {}", config.file, key, name, what,
+                       it == plugins.end()
+                           ? std::string("no such instance")
+                           : fmt::format("a {} plugin", plugin_kind_name((*it)->kind())));
+  };
+  std::string err = check("router.model", config.router.model, CG_KIND_MODEL, "a model backend");
+  if (err.empty()) err = check("router.cache", config.router.cache, CG_KIND_CACHE, "a cache");
+  return err;
+}
+
 App::App() = default;
 
 App::~App() = default;
@@ -97,22 +114,12 @@ int App::start() {
     spdlog::error("{}", err);
     return 1;
   }
+  if (std::string err = app_check_router(config_, plugins_); !err.empty()) {
+    spdlog::error("{}", err);
+    return 1;
+  }
   PluginInstance *model = instance(config_.router.model);
   PluginInstance *cache = instance(config_.router.cache);
-  if (model == nullptr || model->kind() != CG_KIND_MODEL) {
-    spdlog::error("{}: router.model: '{}' must name a model backend instance, found {}",
-                  config_.file, config_.router.model,
-                  model ? fmt::format("a {} plugin", plugin_kind_name(model->kind()))
-                        : std::string("no such instance"));
-    return 1;
-  }
-  if (cache == nullptr || cache->kind() != CG_KIND_CACHE) {
-    spdlog::error("{}: router.cache: '{}' must name a cache instance, found {}", config_.file,
-                  config_.router.cache,
-                  cache ? fmt::format("a {} plugin", plugin_kind_name(cache->kind()))
-                        : std::string("no such instance"));
-    return 1;
-  }
   services_->cache = cache;
   router_ = std::make_unique<Router>(*loop_, config_.router, *model, cache, *metrics_);
   for (auto &p : plugins_) {

@@ -29,6 +29,11 @@ struct HostServices;
 std::string app_load_plugins(const Config &config, HostServices *services,
                              std::vector<std::unique_ptr<PluginInstance>> *out);
 
+// Checks that router.model and router.cache name instances of the right
+// kind. Returns "" or the error line.
+std::string app_check_router(const Config &config,
+                             const std::vector<std::unique_ptr<PluginInstance>> &plugins);
+
 class App {
  public:
   App();

@@ -133,7 +133,9 @@ int main(int argc, char **argv) {
     // initialized and no port is opened.
     cg::HostServices services;
     std::vector<std::unique_ptr<cg::PluginInstance>> plugins;
-    if (std::string e = cg::app_load_plugins(config, &services, &plugins); !e.empty()) {
+    std::string e = cg::app_load_plugins(config, &services, &plugins);
+    if (e.empty()) e = cg::app_check_router(config, plugins);
+    if (!e.empty()) {
       std::fprintf(stderr, "chatgate: config error: %s\n", e.c_str());
       return 1;
     }

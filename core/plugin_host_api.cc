@@ -1,6 +1,7 @@
 // The cg_host_api_t table: the functions plugins call, routed to the
 // instance's services. Every function checks its arguments, because a
 // plugin's mistake must end in an error code, not a host crash.
+#include <chatgate/cpp.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -16,8 +17,9 @@
 namespace cg {
 namespace {
 
-std::string_view sv(cg_str_t s) { return s.ptr ? std::string_view(s.ptr, s.len) : std::string_view(); }
-cg_str_t cs(std::string_view s) { return {s.data(), s.size()}; }
+constexpr auto sv = chatgate::view;
+constexpr auto cs = chatgate::str;
+
 
 PluginInstance *inst(cg_host_t *h) { return h ? h->instance : nullptr; }
 

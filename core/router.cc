@@ -1,5 +1,6 @@
 #include "router.h"
 
+#include <chatgate/cpp.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -14,6 +15,9 @@
 namespace cg {
 namespace {
 
+constexpr auto sv = chatgate::view;
+constexpr auto cs = chatgate::str;
+
 constexpr std::string_view kHelpText =
     "Commands:\n"
     "/reset - forget this conversation and start over\n"
@@ -25,8 +29,6 @@ constexpr std::string_view kFailedText =
     "Sorry, something went wrong while answering. Please try again.";
 constexpr std::string_view kShutdownText = "The bot is restarting, please send that again shortly.";
 
-cg_str_t cs(std::string_view s) { return {s.data(), s.size()}; }
-std::string_view sv(cg_str_t s) { return s.ptr ? std::string_view(s.ptr, s.len) : std::string_view(); }
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\n' ||

@@ -6,6 +6,7 @@
 // is handed to the host's defer; completion records are pooled so the hot
 // path (router context get/set) does not allocate for them.
 #include <chatgate/chatgate.h>
+#include <chatgate/cpp.hpp>
 
 #include <cstring>
 #include <list>
@@ -16,6 +17,8 @@
 #include <vector>
 
 namespace {
+
+constexpr auto sv = chatgate::view;
 
 // Accounted per entry on top of key and value: map node, list node, strings.
 constexpr size_t kEntryOverhead = 96;
@@ -126,7 +129,6 @@ struct MemoryCache {
   }
 };
 
-std::string_view sv(cg_str_t s) { return s.ptr ? std::string_view(s.ptr, s.len) : std::string_view(); }
 
 int mc_get(void *state, cg_str_t key, cg_cache_cb cb, void *arg) {
   auto *mc = static_cast<MemoryCache *>(state);

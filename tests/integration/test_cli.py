@@ -67,6 +67,16 @@ class CliTest(unittest.TestCase):
         line = text.splitlines().index("        delayMs: lots") + 1
         self.assertIn("%s:%d:" % (path, line), out)
 
+    def test_check_config_catches_router_naming_wrong_kind(self):
+        text = make_config(free_port()).replace("  model: echo", "  model: memory")
+        path = write(text)
+        try:
+            rc, out = run("--check-config", "--config", path)
+        finally:
+            os.unlink(path)
+        self.assertEqual(rc, 1)
+        self.assertIn("router.model: 'memory' must name a model backend instance, found a cache plugin", out)
+
     def test_check_config_opens_no_port(self):
         # Binding the same port proves --check-config did not take it.
         import socket
