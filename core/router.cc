@@ -406,7 +406,12 @@ void Router::stop_intake() { queue_->close(); }
 size_t Router::in_flight() const { return queue_->in_flight(); }
 
 void Router::cancel_all() {
-  for (Job *job : jobs_) job->cancel();
+  // A copy: a backend that breaks the rule and completes inside cancel
+  // would otherwise erase from the set being walked.
+  const std::vector<Job *> jobs(jobs_.begin(), jobs_.end());
+  for (Job *job : jobs) {
+    if (jobs_.count(job) != 0) job->cancel();
+  }
 }
 
 }  // namespace cg
