@@ -1,0 +1,435 @@
+// The listener, the route table, CORS, and the answer API of HttpServer.
+// Per-connection work (parsing, ordering, timeouts) is in http_connection.cc.
+//
+// Routing picks, among the routes whose method is the request's, the exact
+// one for the path, else the longest matching prefix. Only when no route of
+// that method matches does the method matter for the answer: 405 with the
+// methods that would have matched in Allow, or 404 when none would.
+#include "http_server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <unordered_map>
+#include <utility>
+
+#include "http_connection.h"
+
+namespace cg {
+namespace {
+
+constexpr int kBacklog = 511;
+constexpr size_t kMaxFreeBlocks = 64;  // 4 MiB of idle read blocks at most
+constexpr HttpHeader kJsonType[] = {{"Content-Type", "application/json"}};
+
+std::string join(const std::vector<std::string> &items) {
+  std::string out;
+  for (const std::string &item : items) {
+    if (!out.empty()) out.append(", ");
+    out.append(item);
+  }
+  return out;
+}
+
+}  // namespace
+
+struct HttpServer::Impl final : HttpConnectionOwner {
+  struct Route {
+    std::string method;
+    std::string path;
+    HttpHandler handler;
+  };
+  enum class ListenState { kNone, kListening, kClosing, kClosed };
+
+  Impl(uv_loop_t *l, HttpListenerConfig c)
+      : loop(l),
+        config(std::move(c)),
+        cors_methods(join(config.cors.allowed_methods)),
+        cors_headers(join(config.cors.allowed_headers)),
+        cors_max_age(std::to_string(config.cors.max_age_seconds)) {}
+
+  // HttpConnectionOwner
+  std::string_view listener_name() const override { return config.name; }
+  const HttpLimits &limits() const override { return config.limits; }
+  void dispatch(HttpExchange *ex) override;
+  std::string_view allowed_origin(const HttpRequest &req) const override;
+  char *acquire_block() override;
+  void release_block(char *block) override;
+  void connection_closed(HttpConnection *conn) override;
+  void connection_drained(HttpConnection *conn) override { free_connection(conn); }
+
+  static void on_connection(uv_stream_t *server, int status);
+  static void on_listener_closed(uv_handle_t *h);
+  void close_listener();
+  const Route *find_route(std::string_view method, std::string_view path);
+  void add_allow(std::string_view method);
+  void invoke(const Route &route, HttpExchange *ex);
+  void answered(HttpExchange *ex);
+  void respond(HttpExchange *ex, int status, std::span<const HttpHeader> headers,
+               std::string_view body);
+  void free_connection(HttpConnection *conn);
+  template <typename Fn>
+  void for_each_connection(Fn fn);
+  void maybe_done();
+  bool handles_open() const {
+    return live_connections > 0 || listen_state == ListenState::kListening ||
+           listen_state == ListenState::kClosing;
+  }
+
+  uv_loop_t *loop;
+  HttpListenerConfig config;
+  const std::string cors_methods, cors_headers, cors_max_age;  // preflight answer values
+  uv_tcp_t listener{};
+  ListenState listen_state = ListenState::kNone;
+
+  std::vector<Route> exact_routes;
+  std::vector<Route> prefix_routes;  // longest path first
+  std::string allow;                 // scratch: the Allow value of a 405
+
+  // Declared before the connections so blocks they return on destruction
+  // still have a home.
+  std::vector<std::unique_ptr<char[]>> free_blocks;
+  std::unordered_map<HttpConnection *, std::unique_ptr<HttpConnection>> connections;
+  std::vector<HttpConnection *> doomed;  // freed once no loop over `connections` runs
+  int iterating = 0;
+
+  size_t live_connections = 0;     // handles not yet closed, rejected ones included
+  size_t serving_connections = 0;  // live and not rejected
+  size_t in_flight = 0;
+  HttpExchange *dispatching = nullptr;  // the exchange whose handler is running
+  bool dispatch_answered = false;
+  std::function<void()> on_closed;
+};
+
+// --- Connections -------------------------------------------------------------
+
+void HttpServer::Impl::on_connection(uv_stream_t *server, int status) {
+  auto *self = static_cast<Impl *>(server->data);
+  if (status < 0) {
+    spdlog::warn("listener '{}': accept failed: {}", self->config.name, uv_strerror(status));
+    return;
+  }
+  bool reject = self->serving_connections >= self->config.limits.max_connections;
+  auto owned = std::make_unique<HttpConnection>(*self, self->loop, reject);
+  HttpConnection *conn = owned.get();
+  self->connections.emplace(conn, std::move(owned));
+  ++self->live_connections;
+  if (reject) {
+    spdlog::debug("listener '{}': connection limit ({}) reached, answering 503", self->config.name,
+                  self->config.limits.max_connections);
+  } else {
+    ++self->serving_connections;
+  }
+  if (int rc = conn->start(server); rc < 0) {
+    spdlog::debug("listener '{}': accept: {}", self->config.name, uv_strerror(rc));
+    conn->close();
+  }
+}
+
+void HttpServer::Impl::connection_closed(HttpConnection *conn) {
+  --live_connections;
+  if (!conn->rejecting()) --serving_connections;
+  if (conn->pending() == 0) free_connection(conn);
+  maybe_done();  // may destroy the server: nothing after this
+}
+
+void HttpServer::Impl::free_connection(HttpConnection *conn) {
+  if (iterating > 0) {
+    doomed.push_back(conn);
+    return;
+  }
+  connections.erase(conn);
+}
+
+// Callbacks run inside (abort callbacks, answers to zombies) can free
+// connections; those frees wait until the loop is done.
+template <typename Fn>
+void HttpServer::Impl::for_each_connection(Fn fn) {
+  ++iterating;
+  for (auto &entry : connections) fn(*entry.second);
+  if (--iterating == 0) {
+    for (HttpConnection *conn : doomed) connections.erase(conn);
+    doomed.clear();
+  }
+}
+
+void HttpServer::Impl::maybe_done() {
+  if (!on_closed || handles_open()) return;
+  auto done = std::exchange(on_closed, nullptr);
+  done();
+}
+
+char *HttpServer::Impl::acquire_block() {
+  if (free_blocks.empty()) {
+    return std::make_unique_for_overwrite<char[]>(HttpConnection::kReadBlockSize).release();
+  }
+  std::unique_ptr<char[]> block = std::move(free_blocks.back());
+  free_blocks.pop_back();
+  return block.release();  // owned by libuv's read buffer until release_block
+}
+
+void HttpServer::Impl::release_block(char *block) {
+  std::unique_ptr<char[]> owned(block);
+  if (free_blocks.size() < kMaxFreeBlocks) free_blocks.push_back(std::move(owned));
+}
+
+// --- Listener ----------------------------------------------------------------
+
+void HttpServer::Impl::close_listener() {
+  if (listen_state != ListenState::kListening) return;
+  listen_state = ListenState::kClosing;
+  uv_close(reinterpret_cast<uv_handle_t *>(&listener), on_listener_closed);
+}
+
+void HttpServer::Impl::on_listener_closed(uv_handle_t *h) {
+  auto *self = static_cast<Impl *>(h->data);
+  self->listen_state = ListenState::kClosed;
+  self->maybe_done();
+}
+
+// --- Routing and CORS ----------------------------------------------------------
+
+std::string_view HttpServer::Impl::allowed_origin(const HttpRequest &req) const {
+  const auto &allowed = config.cors.allowed_origins;
+  if (allowed.empty()) return {};
+  std::string_view origin = req.header("Origin");
+  if (origin.empty()) return {};
+  for (const std::string &o : allowed) {
+    if (o == "*" || o == origin) return origin;
+  }
+  return {};
+}
+
+void HttpServer::Impl::add_allow(std::string_view method) {
+  // Few routes share a path, so a substring scan is enough to deduplicate.
+  size_t pos = 0;
+  while ((pos = allow.find(method, pos)) != std::string::npos) {
+    size_t end = pos + method.size();
+    if ((pos == 0 || allow[pos - 1] == ' ') && (end == allow.size() || allow[end] == ',')) return;
+    pos = end;
+  }
+  if (!allow.empty()) allow.append(", ");
+  allow.append(method);
+}
+
+const HttpServer::Impl::Route *HttpServer::Impl::find_route(std::string_view method,
+                                                            std::string_view path) {
+  allow.clear();
+  for (const Route &r : exact_routes) {
+    if (r.path != path) continue;
+    if (r.method == method) return &r;
+    add_allow(r.method);
+  }
+  for (const Route &r : prefix_routes) {
+    if (!path.starts_with(r.path)) continue;
+    if (r.method == method) return &r;
+    add_allow(r.method);
+  }
+  return nullptr;
+}
+
+void HttpServer::Impl::dispatch(HttpExchange *ex) {
+  ++in_flight;
+  const HttpRequest &req = ex->request;
+  ex->cors_origin = allowed_origin(req);
+  if (!config.cors.allowed_origins.empty() && req.method() == "OPTIONS" &&
+      !req.header("Access-Control-Request-Method").empty()) {
+    if (ex->cors_origin.empty()) {
+      respond(ex, 403, kJsonType, http_error_body(403));
+      return;
+    }
+    const HttpHeader preflight[] = {{"Access-Control-Allow-Methods", cors_methods},
+                                    {"Access-Control-Allow-Headers", cors_headers},
+                                    {"Access-Control-Max-Age", cors_max_age}};
+    respond(ex, 204, preflight, {});
+    return;
+  }
+  const Route *route = find_route(req.method(), req.path());
+  if (route != nullptr) {
+    invoke(*route, ex);
+  } else if (allow.empty()) {
+    respond(ex, 404, kJsonType, http_error_body(404));
+  } else {
+    const HttpHeader headers[] = {kJsonType[0], {"Allow", allow}};
+    respond(ex, 405, headers, http_error_body(405));
+  }
+}
+
+void HttpServer::Impl::invoke(const Route &route, HttpExchange *ex) {
+  // An exception must not unwind through libuv's C frames; answer 500 for a
+  // handler that threw before answering.
+  HttpExchange *outer = std::exchange(dispatching, ex);
+  bool outer_answered = std::exchange(dispatch_answered, false);
+  try {
+    route.handler(ex, ex->request);
+  } catch (const std::exception &e) {
+    spdlog::error("listener '{}': handler for {} {} threw: {}", config.name, route.method,
+                  route.path, e.what());
+    if (!dispatch_answered) respond(ex, 500, kJsonType, http_error_body(500));
+  } catch (...) {
+    spdlog::error("listener '{}': handler for {} {} threw", config.name, route.method, route.path);
+    if (!dispatch_answered) respond(ex, 500, kJsonType, http_error_body(500));
+  }
+  dispatching = outer;
+  dispatch_answered = outer_answered;
+}
+
+// --- Answers -----------------------------------------------------------------
+
+void HttpServer::Impl::answered(HttpExchange *ex) {
+  if (ex == dispatching) dispatch_answered = true;
+}
+
+void HttpServer::Impl::respond(HttpExchange *ex, int status, std::span<const HttpHeader> headers,
+                               std::string_view body) {
+  if (ex == nullptr || ex->state != HttpExchange::State::kPending) {
+    spdlog::error("listener '{}': respond() on an exchange that is not awaiting an answer",
+                  config.name);
+    return;
+  }
+  answered(ex);
+  --in_flight;
+  ex->conn->respond(ex, status, headers, body);  // may free ex and its connection
+}
+
+HttpServer::HttpServer(uv_loop_t *loop, HttpListenerConfig config)
+    : impl_(std::make_unique<Impl>(loop, std::move(config))) {
+  impl_->listener.data = impl_.get();
+}
+
+HttpServer::~HttpServer() {
+  if (impl_ && impl_->handles_open()) {
+    // libuv still points into the server; freeing it would be a
+    // use-after-free, so it is closed and deliberately leaked instead.
+    spdlog::error(
+        "listener '{}': destroyed with open handles; call close() and run the loop "
+        "until it completes first",
+        impl_->config.name);
+    impl_->close_listener();
+    impl_->for_each_connection([](HttpConnection &c) { c.close(); });
+    (void)impl_.release();
+  }
+}
+
+int HttpServer::listen() {
+  Impl &s = *impl_;
+  if (s.listen_state != Impl::ListenState::kNone) return UV_EALREADY;
+  sockaddr_storage addr{};
+  int rc =
+      uv_ip4_addr(s.config.address.c_str(), s.config.port, reinterpret_cast<sockaddr_in *>(&addr));
+  if (rc < 0) {
+    rc = uv_ip6_addr(s.config.address.c_str(), s.config.port,
+                     reinterpret_cast<sockaddr_in6 *>(&addr));
+  }
+  if (rc < 0) return rc;
+  rc = uv_tcp_init(s.loop, &s.listener);
+  if (rc < 0) return rc;
+  s.listen_state = Impl::ListenState::kListening;
+  rc = uv_tcp_bind(&s.listener, reinterpret_cast<const sockaddr *>(&addr), 0);
+  if (rc == 0)
+    rc = uv_listen(reinterpret_cast<uv_stream_t *>(&s.listener), kBacklog, Impl::on_connection);
+  if (rc < 0) {
+    s.close_listener();
+    return rc;
+  }
+  spdlog::info("listener '{}': listening on {}:{}", s.config.name, s.config.address, port());
+  return 0;
+}
+
+int HttpServer::port() const {
+  const Impl &s = *impl_;
+  if (s.listen_state != Impl::ListenState::kListening) return s.config.port;
+  sockaddr_storage addr{};
+  int len = sizeof addr;
+  if (uv_tcp_getsockname(&s.listener, reinterpret_cast<sockaddr *>(&addr), &len) != 0) {
+    return s.config.port;
+  }
+  if (addr.ss_family == AF_INET6) {
+    return ntohs(reinterpret_cast<const sockaddr_in6 *>(&addr)->sin6_port);
+  }
+  return ntohs(reinterpret_cast<const sockaddr_in *>(&addr)->sin_port);
+}
+
+const HttpListenerConfig &HttpServer::config() const { return impl_->config; }
+
+int HttpServer::add_route(std::string_view method, std::string_view path, bool prefix,
+                          HttpHandler handler) {
+  if (method.empty() || path.empty() || path.front() != '/' || !handler) return -EINVAL;
+  auto &routes = prefix ? impl_->prefix_routes : impl_->exact_routes;
+  for (const auto &r : routes) {
+    if (r.method == method && r.path == path) return -EEXIST;
+  }
+  routes.push_back({std::string(method), std::string(path), std::move(handler)});
+  if (prefix) {
+    std::stable_sort(routes.begin(), routes.end(),
+                     [](const auto &a, const auto &b) { return a.path.size() > b.path.size(); });
+  }
+  return 0;
+}
+
+void HttpServer::respond(HttpExchange *ex, int status, std::span<const HttpHeader> headers,
+                         std::string_view body) {
+  impl_->respond(ex, status, headers, body);
+}
+
+void HttpServer::stream_begin(HttpExchange *ex, int status, std::span<const HttpHeader> headers) {
+  if (ex == nullptr || ex->state != HttpExchange::State::kPending) {
+    spdlog::error("listener '{}': stream_begin() on an exchange that is not awaiting an answer",
+                  impl_->config.name);
+    return;
+  }
+  impl_->answered(ex);
+  ex->conn->stream_begin(ex, status, headers);
+}
+
+void HttpServer::stream_write(HttpExchange *ex, std::string_view data) {
+  if (ex == nullptr || ex->state != HttpExchange::State::kStreaming) {
+    spdlog::error("listener '{}': stream_write() without stream_begin()", impl_->config.name);
+    return;
+  }
+  ex->conn->stream_write(ex, data);
+}
+
+void HttpServer::stream_end(HttpExchange *ex) {
+  if (ex == nullptr || ex->state != HttpExchange::State::kStreaming) {
+    spdlog::error("listener '{}': stream_end() without stream_begin()", impl_->config.name);
+    return;
+  }
+  --impl_->in_flight;
+  ex->conn->stream_end(ex);  // may free ex and its connection
+}
+
+void HttpServer::set_abort_callback(HttpExchange *ex, std::function<void()> on_abort) {
+  if (ex == nullptr || ex->state == HttpExchange::State::kFree ||
+      ex->state == HttpExchange::State::kDone) {
+    return;
+  }
+  if (ex->aborted) {
+    // Already gone: tell the caller now rather than never.
+    if (on_abort) on_abort();
+    return;
+  }
+  ex->on_abort = std::move(on_abort);
+}
+
+bool HttpServer::aborted(const HttpExchange *ex) const { return ex != nullptr && ex->aborted; }
+
+void HttpServer::stop_accepting() {
+  impl_->close_listener();
+  impl_->for_each_connection([](HttpConnection &c) { c.drain(); });
+}
+
+size_t HttpServer::in_flight() const { return impl_->in_flight; }
+
+size_t HttpServer::connection_count() const { return impl_->serving_connections; }
+
+void HttpServer::close(std::function<void()> done) {
+  Impl &s = *impl_;
+  s.on_closed = std::move(done);
+  s.close_listener();
+  s.for_each_connection([](HttpConnection &c) { c.close(); });
+  s.maybe_done();  // when nothing was open; may destroy the server
+}
+
+}  // namespace cg
