@@ -4,7 +4,8 @@
 // Routing picks, among the routes whose method is the request's, the exact
 // one for the path, else the longest matching prefix. Only when no route of
 // that method matches does the method matter for the answer: 405 with the
-// methods that would have matched in Allow, or 404 when none would.
+// methods that would have matched in Allow, or 404 when none would. HEAD
+// without a HEAD route uses the GET route and is answered without a body.
 #include "http_server.h"
 
 #include <spdlog/spdlog.h>
@@ -246,6 +247,8 @@ void HttpServer::Impl::dispatch(HttpExchange *ex) {
     return;
   }
   const Route *route = find_route(req.method(), req.path());
+  // HEAD is GET without the body (RFC 9110); the connection drops the body.
+  if (route == nullptr && req.method() == "HEAD") route = find_route("GET", req.path());
   if (route != nullptr) {
     invoke(*route, ex);
   } else if (allow.empty()) {

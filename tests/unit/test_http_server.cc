@@ -85,26 +85,45 @@ TEST_CASE("http: Expect 100-continue gets an interim answer", "[http]") {
   CHECK(got[1].body == "hello");
 }
 
-TEST_CASE("http: HEAD answers carry no body", "[http]") {
+TEST_CASE("http: HEAD answers carry no body, and fall back to the GET route", "[http]") {
   Harness h;
   h.server->add_route("HEAD", "/doc", false, [&](HttpExchange *ex, const HttpRequest &) {
     h.server->respond(ex, 200, kText, "hello");
   });
   h.server->add_route("GET", "/doc", false, [&](HttpExchange *ex, const HttpRequest &) {
-    h.server->respond(ex, 200, kText, "world");
+    h.server->respond(ex, 200, kText, "world!");
+  });
+  std::string seen_method;
+  h.server->add_route("GET", "/only-get", false, [&](HttpExchange *ex, const HttpRequest &req) {
+    seen_method = req.method();
+    h.server->respond(ex, 200, kText, "get-body");
   });
   h.start();
   std::string raw;
   h.run_client([&] {
     Client c(h.port);
-    c.send("HEAD /doc HTTP/1.1\r\n\r\nGET /doc HTTP/1.1\r\n\r\n");
-    c.wait_closed(200);  // collects what arrives
+    c.send("HEAD /doc HTTP/1.1\r\n\r\n");
+    c.wait_closed(100);  // collects what arrives
+    c.send("GET /doc HTTP/1.1\r\n\r\n");
+    c.wait_closed(100);
+    c.send("HEAD /only-get HTTP/1.1\r\nConnection: close\r\n\r\n");
+    c.wait_closed(1000);
     raw = c.raw();
   });
-  CHECK(raw.find("Content-Length: 5\r\n") != std::string::npos);
+  auto first = raw.find("HTTP/1.1 200 OK\r\n");
+  auto second = raw.find("HTTP/1.1 200 OK\r\n", first + 1);
+  REQUIRE(second != std::string::npos);
+  std::string head1 = raw.substr(0, second);
+  CHECK(head1.find("Content-Length: 5\r\n") != std::string::npos);
+  CHECK(head1.ends_with("\r\n\r\n"));  // no body
+  auto third = raw.find("HTTP/1.1 200 OK\r\n", second + 1);
+  REQUIRE(third != std::string::npos);
+  CHECK(raw.substr(second, third - second).ends_with("\r\n\r\nworld!"));
   CHECK(raw.find("hello") == std::string::npos);
-  CHECK(raw.find("\r\n\r\nHTTP/1.1 200 OK\r\n") != std::string::npos);
-  CHECK(raw.ends_with("\r\n\r\nworld"));
+  CHECK(raw.substr(third).find("Content-Length: 8\r\n") != std::string::npos);
+  CHECK(raw.find("get-body") == std::string::npos);
+  CHECK(raw.ends_with("\r\n\r\n"));
+  CHECK(seen_method == "HEAD");
 }
 
 TEST_CASE("http: pipelined requests are answered in order when handlers answer out of order",
