@@ -144,7 +144,7 @@ class HttpConnection {
   std::unique_ptr<HttpExchange> acquire_exchange();
   void recycle(std::unique_ptr<HttpExchange> ex);
   static void reset_exchange(HttpExchange &ex);
-  std::string &out_for(const HttpExchange *ex);
+  std::string &out_for(HttpExchange *ex);
   bool decide_close(const HttpExchange *ex) const;
   void append_head(std::string &out, const HttpExchange *ex, int status,
                    std::span<const HttpHeader> headers, size_t content_length, bool chunked,

@@ -97,9 +97,8 @@ void HttpConnection::finish_aborted(HttpExchange *ex) {
   if (life_ == Life::kClosed && queue_.empty()) owner_.connection_drained(this);  // frees this
 }
 
-std::string &HttpConnection::out_for(const HttpExchange *ex) {
-  return !queue_.empty() && queue_.front().get() == ex ? wbuf_
-                                                       : const_cast<HttpExchange *>(ex)->out;
+std::string &HttpConnection::out_for(HttpExchange *ex) {
+  return !queue_.empty() && queue_.front().get() == ex ? wbuf_ : ex->out;
 }
 
 bool HttpConnection::decide_close(const HttpExchange *ex) const {
@@ -112,6 +111,12 @@ bool HttpConnection::decide_close(const HttpExchange *ex) const {
 void HttpConnection::append_head(std::string &out, const HttpExchange *ex, int status,
                                  std::span<const HttpHeader> headers, size_t content_length,
                                  bool chunked, bool close) {
+  if (status < 100 || status > 999) {
+    // A status line needs three digits; a handler bug must not break framing.
+    spdlog::error("listener '{}': invalid status {} answered as 500", owner_.listener_name(),
+                  status);
+    status = 500;
+  }
   out.append("HTTP/1.1 ");
   append_number(out, static_cast<size_t>(status));
   out.push_back(' ');
@@ -261,4 +266,5 @@ void HttpConnection::write_cb(uv_write_t *req, int status) {
   }
   c->rearm_timer();
 }
+
 }  // namespace cg
