@@ -35,7 +35,8 @@ std::string app_load_plugins(const Config &config, HostServices *services,
     }
     PluginConfig values;
     const std::string prefix = fmt::format("plugins.instances[{}].config", i);
-    if (auto err = plugin_config_validate(pc.section, loaded.fields, config.file, prefix, &values)) {
+    if (auto err =
+            plugin_config_validate(pc.section, loaded.fields, config.file, prefix, &values)) {
       return err->to_string();
     }
     out->push_back(
@@ -58,6 +59,39 @@ std::string app_check_router(const Config &config,
   };
   std::string err = check("router.model", config.router.model, CG_KIND_MODEL, "a model backend");
   if (err.empty()) err = check("router.cache", config.router.cache, CG_KIND_CACHE, "a cache");
+  return err;
+}
+
+std::string app_check_config(const Config &config, size_t *instances) {
+  uv_loop_t uv{};
+  if (const int rc = uv_loop_init(&uv); rc != 0) {
+    return fmt::format("cannot create an event loop: {}", uv_strerror(rc));
+  }
+  std::string err;
+  {
+    // The same services a run gets, with a listener that never listens, so
+    // a plugin's init sees exactly what it would see in production.
+    Loop loop(&uv);
+    Metrics metrics;
+    HttpServer api(&uv, config.api);
+    HostServices services;
+    services.loop = &loop;
+    services.metrics = &metrics;
+    services.api = &api;
+    std::vector<std::unique_ptr<PluginInstance>> plugins;
+    err = app_load_plugins(config, &services, &plugins);
+    if (err.empty()) err = app_check_router(config, plugins);
+    for (auto &p : plugins) {
+      if (!err.empty()) break;
+      std::string e;
+      if (p->init(&e) != 0) err = fmt::format("{}: {}", config.file, e);
+    }
+    *instances = plugins.size();
+    while (!plugins.empty()) plugins.pop_back();  // destroy in reverse order
+    loop.close();
+    uv_run(&uv, UV_RUN_DEFAULT);
+  }
+  if (uv_loop_close(&uv) != 0) spdlog::warn("check: loop closed with handles still open");
   return err;
 }
 
@@ -89,8 +123,8 @@ int App::run(Config config) {
   int exit_code = start();
   if (exit_code == 0) {
     spdlog::info("chatgate {} ready in {:.1f} ms: api on http://{}:{} ({} plugin instances)",
-                 CHATGATE_VERSION, static_cast<double>(uv_hrtime() - t0) / 1e6,
-                 config_.api.address, api_->port(), plugins_.size());
+                 CHATGATE_VERSION, static_cast<double>(uv_hrtime() - t0) / 1e6, config_.api.address,
+                 api_->port(), plugins_.size());
   } else {
     // Stop what did start, then leave with the error.
     shutting_down_ = true;
@@ -154,7 +188,7 @@ int App::start() {
     return 1;
   }
 
-  for (auto &p : plugins_) {
+  for (PluginInstance *p : start_order()) {
     std::string error;
     if (p->start(&error) != 0) {
       spdlog::error("{}", error);
@@ -176,8 +210,9 @@ int App::start() {
   uv_signal_start(
       &sighup_,
       [](uv_signal_t *, int) {
-        spdlog::warn("SIGHUP: config reload is not supported yet; restart chatgate to apply "
-                     "config changes");
+        spdlog::warn(
+            "SIGHUP: config reload is not supported yet; restart chatgate to apply "
+            "config changes");
       },
       SIGHUP);
   return 0;
@@ -190,9 +225,10 @@ void App::begin_shutdown(const char *why) {
   }
   shutting_down_ = true;
   shutdown_started_ms_ = uv_now(&uv_loop_);
-  spdlog::info("{}: shutting down; no new connections, waiting up to {} ms for {} in-flight "
-               "requests",
-               why, config_.shutdown_deadline_ms, api_->in_flight());
+  spdlog::info(
+      "{}: shutting down; no new connections, waiting up to {} ms for {} in-flight "
+      "requests",
+      why, config_.shutdown_deadline_ms, api_->in_flight());
   api_->stop_accepting();
   router_->stop_intake();
   uv_timer_start(
@@ -216,12 +252,25 @@ void App::drain_tick() {
   api_->close([this] { stop_plugins(plugins_.size()); });
 }
 
+std::vector<PluginInstance *> App::start_order() const {
+  std::vector<PluginInstance *> order;
+  order.reserve(plugins_.size());
+  for (uint32_t kind : {CG_KIND_CACHE, CG_KIND_MODEL, CG_KIND_CHANNEL}) {
+    for (const auto &p : plugins_) {
+      if (p->kind() == kind) order.push_back(p.get());
+    }
+  }
+  return order;
+}
+
 void App::stop_plugins(size_t index) {
   if (index == 0) {
     close_everything();
     return;
   }
-  plugins_[index - 1]->stop([this, index] { stop_plugins(index - 1); });
+  // Instances that never started complete their stop at once.
+  const std::vector<PluginInstance *> order = start_order();
+  order[index - 1]->stop([this, index] { stop_plugins(index - 1); });
 }
 
 void App::close_everything() {

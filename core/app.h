@@ -34,6 +34,12 @@ std::string app_load_plugins(const Config &config, HostServices *services,
 std::string app_check_router(const Config &config,
                              const std::vector<std::unique_ptr<PluginInstance>> &plugins);
 
+// What --check-config does: loads every plugin, validates its config
+// section, checks the router's instances, then runs each plugin's init (which
+// validates config and does no I/O) and destroys it again. Opens no port.
+// Returns "" or the first error line; *instances gets the instance count.
+std::string app_check_config(const Config &config, size_t *instances);
+
 class App {
  public:
   App();
@@ -50,6 +56,10 @@ class App {
   void begin_shutdown(const char *why);
   void drain_tick();
   void stop_plugins(size_t index);
+  // The order plugins start in: caches, then model backends, then channels
+  // (each in config order), so a channel's start can use the cache and no
+  // message arrives before the backend runs. They stop in reverse.
+  std::vector<PluginInstance *> start_order() const;
   void close_everything();
   PluginInstance *instance(const std::string &name);
 

@@ -71,7 +71,13 @@ int HttpConnection::start(uv_stream_t *listener) {
     fail(503, "connection limit reached");
     return 0;
   }
-  rearm_timer();
+  // Until its first byte a new connection gets the head timeout, when that
+  // is shorter than the idle one: a client that connects and says nothing
+  // must not hold a connection slot for a minute.
+  const HttpLimits &l = owner_.limits();
+  uint64_t ms = l.idle_timeout_ms;
+  if (l.header_timeout_ms != 0 && (ms == 0 || l.header_timeout_ms < ms)) ms = l.header_timeout_ms;
+  arm(TimerKind::kIdle, ms);
   return 0;
 }
 
@@ -242,6 +248,9 @@ void HttpConnection::read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
   if (nread <= 0) {
     if (block != nullptr) c->owner_.release_block(block);
     // EOF or error: the client is gone (or, when lingering, done reading).
+    // A half-close counts as gone too, as nginx does: a socket closed for
+    // good cannot be told from one shut for writing, and a model call for a
+    // client that left should be cancelled early, not answered into a reset.
     if (nread < 0) c->close();
     return;
   }

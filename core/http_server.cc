@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <unordered_map>
 #include <utility>
@@ -65,6 +66,7 @@ struct HttpServer::Impl final : HttpConnectionOwner {
   void close_listener();
   const Route *find_route(std::string_view method, std::string_view path);
   void add_allow(std::string_view method);
+  bool preflight_allowed(const HttpRequest &req) const;
   void invoke(const Route &route, HttpExchange *ex);
   void answered(HttpExchange *ex);
   void respond(HttpExchange *ex, int status, std::span<const HttpHeader> headers,
@@ -202,6 +204,48 @@ std::string_view HttpServer::Impl::allowed_origin(const HttpRequest &req) const 
   return {};
 }
 
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); i++) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+// The requested method must be an allowed one (methods are case-sensitive)
+// and every requested header an allowed one (header names are not).
+bool HttpServer::Impl::preflight_allowed(const HttpRequest &req) const {
+  const std::string_view method = req.header("Access-Control-Request-Method");
+  const auto &methods = config.cors.allowed_methods;
+  if (std::find(methods.begin(), methods.end(), method) == methods.end()) return false;
+  std::string_view rest = req.header("Access-Control-Request-Headers");
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    const std::string_view name = trim_ows(rest.substr(0, comma));
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    if (name.empty()) continue;
+    const auto &headers = config.cors.allowed_headers;
+    if (std::none_of(headers.begin(), headers.end(),
+                     [&](const std::string &h) { return iequals(h, name); })) {
+      return false;
+    }
+  }
+  return true;
+}
+
 void HttpServer::Impl::add_allow(std::string_view method) {
   // Few routes share a path, so a substring scan is enough to deduplicate.
   size_t pos = 0;
@@ -236,8 +280,16 @@ void HttpServer::Impl::dispatch(HttpExchange *ex) {
   ex->cors_origin = allowed_origin(req);
   if (!config.cors.allowed_origins.empty() && req.method() == "OPTIONS" &&
       !req.header("Access-Control-Request-Method").empty()) {
-    if (ex->cors_origin.empty()) {
+    if (ex->cors_origin.empty() || !preflight_allowed(req)) {
       respond(ex, 403, kJsonType, http_error_body(403));
+      return;
+    }
+    // A preflight for a path and method that no route serves: say so, rather
+    // than let the browser send a request that can only fail.
+    const std::string_view want = req.header("Access-Control-Request-Method");
+    if (find_route(want, req.path()) == nullptr &&
+        !(want == "HEAD" && find_route("GET", req.path()) != nullptr)) {
+      respond(ex, 404, kJsonType, http_error_body(404));
       return;
     }
     const HttpHeader preflight[] = {{"Access-Control-Allow-Methods", cors_methods},

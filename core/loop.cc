@@ -14,14 +14,17 @@ struct Loop::Timer {
   void *arg = nullptr;
 };
 
-namespace {
+namespace {}  // namespace
 
-struct Work {
+struct Loop::Work {
   uv_work_t req{};
+  Loop *owner = nullptr;
   LoopFn work;
   LoopWorkDoneFn done;
   void *arg;
 };
+
+namespace {
 
 void free_timer_handle(uv_handle_t *h) {
   // Owned here once it left the map: see timer_stop().
@@ -45,11 +48,11 @@ Loop::Loop(uv_loop_t *loop) : loop_(loop) {
 Loop::~Loop() = default;
 
 int Loop::post(LoopFn fn, void *arg) {
-  {
-    std::lock_guard lock(post_mutex_);
-    if (post_closed_) return CG_ECLOSED;
-    posted_.push_back({fn, arg});
-  }
+  // Sent under the lock: close() flips post_closed_ under it before closing
+  // async_, so no thread can send to a closing handle.
+  std::lock_guard lock(post_mutex_);
+  if (post_closed_) return CG_ECLOSED;
+  posted_.push_back({fn, arg});
   uv_async_send(&async_);
   return 0;
 }
@@ -134,6 +137,7 @@ int Loop::timer_stop(uint64_t timer_id) {
 int Loop::queue_work(LoopFn work, LoopWorkDoneFn done, void *arg) {
   if (closing_) return CG_ECLOSED;
   auto w = std::make_unique<Work>();
+  w->owner = this;
   w->work = work;
   w->done = done;
   w->arg = arg;
@@ -146,10 +150,11 @@ int Loop::queue_work(LoopFn work, LoopWorkDoneFn done, void *arg) {
       },
       [](uv_work_t *req, int status) {
         std::unique_ptr<Work> w(static_cast<Work *>(req->data));
+        w->owner->work_.erase(w.get());
         w->done(w->arg, status == UV_ECANCELED ? CG_ECANCELED : 0);
       });
   if (rc != 0) return CG_EIO;
-  w.release();  // owned by the after-work callback now
+  work_.insert(w.release());  // owned by the after-work callback now
   return 0;
 }
 
@@ -160,6 +165,9 @@ void Loop::close() {
   ids.reserve(timers_.size());
   for (const auto &[id, t] : timers_) ids.push_back(id);
   for (uint64_t id : ids) timer_stop(id);
+  // Work not yet picked up by a pool thread completes with CG_ECANCELED;
+  // work already running finishes and completes normally.
+  for (Work *w : work_) uv_cancel(reinterpret_cast<uv_req_t *>(&w->req));
   {
     std::lock_guard lock(post_mutex_);
     post_closed_ = true;

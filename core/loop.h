@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace cg {
@@ -44,12 +45,14 @@ class Loop {
 
   size_t active_timers() const { return timers_.size(); }
 
-  // Stops every timer (their callbacks never run), refuses new posts and
+  // Stops every timer (their callbacks never run), cancels queued work that
+  // has not started (its done gets CG_ECANCELED), refuses new posts and
   // closes the loop's own handles. Pending deferred and posted tasks still
   // run first, so every started completion fires.
   void close();
 
   struct Timer;  // internal; public only so the close callback can free it
+  struct Work;   // internal, likewise
 
  private:
   struct Task {
@@ -73,6 +76,7 @@ class Loop {
   bool post_closed_ = false;  // guarded by post_mutex_
   uint64_t next_timer_id_ = 1;
   std::unordered_map<uint64_t, std::unique_ptr<Timer>> timers_;
+  std::unordered_set<Work *> work_;  // queued or running; owned by their callbacks
 };
 
 }  // namespace cg

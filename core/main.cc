@@ -53,8 +53,7 @@ int parse_args(int argc, char **argv, Options *o) {
       return 0;
     }
     if (a == "--version") {
-      std::printf("chatgate %s (plugin ABI %d.%d)\n", CHATGATE_VERSION, CG_ABI_MAJOR,
-                  CG_ABI_MINOR);
+      std::printf("chatgate %s (plugin ABI %d.%d)\n", CHATGATE_VERSION, CG_ABI_MAJOR, CG_ABI_MINOR);
       return 0;
     }
     if (a == "--config" || a == "-c") {
@@ -129,18 +128,13 @@ int main(int argc, char **argv) {
   }
 
   if (opts.check) {
-    // Plugins are loaded and their sections validated, but nothing is
-    // initialized and no port is opened.
-    cg::HostServices services;
-    std::vector<std::unique_ptr<cg::PluginInstance>> plugins;
-    std::string e = cg::app_load_plugins(config, &services, &plugins);
-    if (e.empty()) e = cg::app_check_router(config, plugins);
-    if (!e.empty()) {
+    size_t instances = 0;
+    if (std::string e = cg::app_check_config(config, &instances); !e.empty()) {
       std::fprintf(stderr, "chatgate: config error: %s\n", e.c_str());
       return 1;
     }
     std::printf("config OK: %s (%zu plugin instances; api on %s:%d)\n", config.file.c_str(),
-                plugins.size(), config.api.address.c_str(), config.api.port);
+                instances, config.api.address.c_str(), config.api.port);
     return 0;
   }
 

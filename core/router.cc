@@ -1,11 +1,12 @@
 #include "router.h"
 
-#include <chatgate/cpp.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cctype>
+#include <chatgate/cpp.hpp>
+#include <iterator>
 
 #include "channel.h"
 #include "loop.h"
@@ -29,14 +30,13 @@ constexpr std::string_view kFailedText =
     "Sorry, something went wrong while answering. Please try again.";
 constexpr std::string_view kShutdownText = "The bot is restarting, please send that again shortly.";
 
-
 std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\n' ||
-                        s.front() == '\r')) {
+  while (!s.empty() &&
+         (s.front() == ' ' || s.front() == '\t' || s.front() == '\n' || s.front() == '\r')) {
     s.remove_prefix(1);
   }
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n' ||
-                        s.back() == '\r')) {
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\n' || s.back() == '\r')) {
     s.remove_suffix(1);
   }
   return s;
@@ -53,6 +53,9 @@ std::string command_of(std::string_view text) {
   return cmd;
 }
 
+// Finished jobs kept for reuse; enough for the usual in-flight count.
+constexpr size_t kSpareJobs = 256;
+
 }  // namespace
 
 // One message's journey. Freed by Router::finish once nothing it started is
@@ -62,18 +65,33 @@ struct Router::Job {
   InboundMessage msg;
   std::string context_key;
   std::vector<ContextTurn> turns;
+  std::vector<cg_model_turn_t> req_turns;
   std::string answer;
   uint64_t answer_id = 0;
   uint64_t call_id = 0;
   uint64_t timer_id = 0;
   uint64_t model_started_ms = 0;
   uint32_t sequence = 0;
-  int pending = 0;           // callbacks still to come
+  int pending = 0;  // callbacks still to come
   bool model_running = false;
   bool timed_out = false;
   bool replied = false;
 
   std::string_view channel() const { return msg.channel->name(); }
+
+  // Back to a blank job that keeps its buffers' capacity.
+  void reset() {
+    msg.id.clear();
+    msg.text.clear();
+    context_key.clear();
+    turns.clear();
+    req_turns.clear();
+    answer.clear();
+    answer_id = call_id = timer_id = model_started_ms = 0;
+    sequence = 0;
+    pending = 0;
+    model_running = timed_out = replied = false;
+  }
 
   // ---- cache calls: each returns false when the cache refused at once ----
 
@@ -81,7 +99,7 @@ struct Router::Job {
     auto *job = static_cast<Job *>(arg);
     job->pending--;
     if (status == CG_EEXIST) {
-      job->router->count("chatgate_messages_dropped_total", job->channel(), "reason=\"duplicate\"");
+      if (double *c = job->router->series(job->channel()).duplicates) *c += 1;
       spdlog::debug("router: duplicate message {} on '{}' dropped", job->msg.id, job->channel());
       job->msg.channel->on_dropped(job->msg, "duplicate");
       job->router->finish(job);
@@ -95,9 +113,9 @@ struct Router::Job {
     if (!msg.id.empty() && router->cache_ != nullptr) {
       const std::string key = fmt::format("d:{}:{}", channel(), msg.id);
       pending++;
-      const int rc = router->cache_->cache_ops()->set_nx(
-          router->cache_->state(), cs(key), cs("1"), router->config_.dedupe_ttl_seconds * 1000,
-          &Job::on_dedupe, this);
+      const int rc = router->cache_->cache_ops()->set_nx(router->cache_->state(), cs(key), cs("1"),
+                                                         router->config_.dedupe_ttl_seconds * 1000,
+                                                         &Job::on_dedupe, this);
       if (rc == 0) return;
       pending--;
       router->cache_degraded("dedupe", rc);
@@ -162,7 +180,11 @@ struct Router::Job {
   // ---- the model ----
 
   void call_model() {
-    std::vector<cg_model_turn_t> req_turns;
+    if (router->cancelling_) {
+      model_failed(CG_ECANCELED);
+      return;
+    }
+    req_turns.clear();
     req_turns.reserve(turns.size() * 2 + 1);
     for (const ContextTurn &t : turns) {
       req_turns.push_back({sizeof(cg_model_turn_t), CG_ROLE_USER, cs(t.user)});
@@ -181,8 +203,8 @@ struct Router::Job {
     cg_model_sink_t sink{sizeof(cg_model_sink_t), this, &Job::on_delta, &Job::on_model_done};
     model_started_ms = router->loop_.now_ms();
     pending++;
-    const int rc = router->model_.model_ops()->generate(router->model_.state(), &req, &sink,
-                                                        &call_id);
+    const int rc =
+        router->model_.model_ops()->generate(router->model_.state(), &req, &sink, &call_id);
     if (rc != 0) {
       pending--;
       const std::string why = router->model_.take_error();
@@ -232,15 +254,12 @@ struct Router::Job {
     job->timer_id = 0;
     Router *r = job->router;
     const double secs = static_cast<double>(r->loop_.now_ms() - job->model_started_ms) / 1000.0;
-    if (Histogram *h = r->metrics_.histogram("chatgate_model_latency_seconds",
-                                             fmt::format("model=\"{}\"", r->model_.name()))) {
-      h->observe(secs);
-    }
+    if (r->model_latency_ != nullptr) r->model_latency_->observe(secs);
     if (status != 0) {
       if (job->timed_out) status = CG_ETIMEDOUT;
       spdlog::error("router: model '{}' failed for conversation '{}' on '{}': {} ({}){}{}",
-                    r->model_.name(), job->msg.conversation_id, job->channel(),
-                    cg_strerror(status), cg_err_name(status), text.len ? ": " : "", sv(text));
+                    r->model_.name(), job->msg.conversation_id, job->channel(), cg_strerror(status),
+                    cg_err_name(status), text.len ? ": " : "", sv(text));
       job->model_failed(status);
       return;
     }
@@ -253,9 +272,9 @@ struct Router::Job {
     router->count("chatgate_model_errors_total", channel(),
                   fmt::format("cause=\"{}\"", cg_err_name(status)));
     const std::string_view text = status == CG_ETIMEDOUT   ? kTimeoutText
-                                  : status == CG_EBUSY      ? kBusyText
-                                  : status == CG_ECANCELED  ? kShutdownText
-                                                            : kFailedText;
+                                  : status == CG_EBUSY     ? kBusyText
+                                  : status == CG_ECANCELED ? kShutdownText
+                                                           : kFailedText;
     reply(text, CG_REPLY_ERROR);
   }
 
@@ -264,10 +283,9 @@ struct Router::Job {
     turns.push_back({msg.text, answer});
     const std::string value = ContextCodec::encode(turns, router->config_.context_turns);
     pending++;
-    const int rc = router->cache_->cache_ops()->set(router->cache_->state(), cs(context_key),
-                                                    cs(value),
-                                                    router->config_.context_ttl_seconds * 1000,
-                                                    &Job::on_stored, this);
+    const int rc = router->cache_->cache_ops()->set(
+        router->cache_->state(), cs(context_key), cs(value),
+        router->config_.context_ttl_seconds * 1000, &Job::on_stored, this);
     if (rc != 0) {
       pending--;
       router->cache_degraded("context store", rc);
@@ -302,19 +320,19 @@ struct Router::Job {
       pending--;
       spdlog::error("router: channel '{}' refused a reply for conversation '{}': {}", channel(),
                     msg.conversation_id, cg_strerror(rc));
-      if (flags & CG_REPLY_FINAL) router->count("chatgate_messages_failed_total", channel(), {});
+      if (flags & CG_REPLY_FINAL) {
+        if (double *c = router->series(channel()).failed) *c += 1;
+      }
     }
   }
 
   void reply(std::string_view text, uint32_t extra_flags) {
     replied = true;
     Router *r = router;
-    r->count((extra_flags & CG_REPLY_ERROR) ? "chatgate_messages_failed_total"
-                                            : "chatgate_messages_answered_total",
-             channel(), {});
-    if (Histogram *h = r->metrics_.histogram("chatgate_reply_latency_seconds",
-                                             fmt::format("channel=\"{}\"", channel()))) {
-      h->observe(static_cast<double>(r->loop_.now_ms() - msg.received_ms) / 1000.0);
+    ChannelSeries &s = r->series(channel());
+    if (double *c = (extra_flags & CG_REPLY_ERROR) ? s.failed : s.answered) *c += 1;
+    if (s.reply_latency != nullptr) {
+      s.reply_latency->observe(static_cast<double>(r->loop_.now_ms() - msg.received_ms) / 1000.0);
     }
     send(text, CG_REPLY_FINAL | extra_flags);
     r->finish(this);
@@ -331,8 +349,8 @@ struct Router::Job {
   }
 };
 
-Router::Router(Loop &loop, const RouterConfig &config, PluginInstance &model,
-               PluginInstance *cache, Metrics &metrics)
+Router::Router(Loop &loop, const RouterConfig &config, PluginInstance &model, PluginInstance *cache,
+               Metrics &metrics)
     : loop_(loop),
       config_(config),
       model_(model),
@@ -340,14 +358,38 @@ Router::Router(Loop &loop, const RouterConfig &config, PluginInstance &model,
       metrics_(metrics),
       queue_(std::make_unique<MemoryInboundQueue>(loop, config.max_queue)) {
   queue_->set_consumer([this](InboundMessage &&m) { consume(std::move(m)); });
+  model_latency_ =
+      metrics_.histogram("chatgate_model_latency_seconds",
+                         fmt::format("model=\"{}\"", model_.name()), "Model backend call latency");
 }
 
+// Jobs still here when the loop has stopped will get no more callbacks
+// (the plugins are stopped): the map frees them.
 Router::~Router() = default;
 
+Router::ChannelSeries &Router::series(std::string_view channel) {
+  auto it = series_.find(channel);
+  if (it != series_.end()) return it->second;
+  const std::string ch = fmt::format("channel=\"{}\"", channel);
+  ChannelSeries s;
+  s.received =
+      metrics_.counter("chatgate_messages_received_total", ch, "Messages accepted from channels");
+  s.answered = metrics_.counter("chatgate_messages_answered_total", ch,
+                                "Messages answered by the model or a command");
+  s.failed = metrics_.counter("chatgate_messages_failed_total", ch,
+                              "Messages answered with an error text or not delivered");
+  s.duplicates = metrics_.counter("chatgate_messages_dropped_total", ch + ",reason=\"duplicate\"",
+                                  "Messages dropped unanswered");
+  s.queue_full = metrics_.counter("chatgate_messages_dropped_total", ch + ",reason=\"queue_full\"",
+                                  "Messages dropped unanswered");
+  s.reply_latency = metrics_.histogram("chatgate_reply_latency_seconds", ch,
+                                       "From accepting a message to its final reply");
+  return series_.emplace(std::string(channel), s).first->second;
+}
+
 void Router::count(std::string_view name, std::string_view channel, std::string_view extra) {
-  const std::string labels = extra.empty()
-                                 ? fmt::format("channel=\"{}\"", channel)
-                                 : fmt::format("channel=\"{}\",{}", channel, extra);
+  const std::string labels = extra.empty() ? fmt::format("channel=\"{}\"", channel)
+                                           : fmt::format("channel=\"{}\",{}", channel, extra);
   if (double *c = metrics_.counter(name, labels)) *c += 1;
 }
 
@@ -359,8 +401,7 @@ void Router::cache_degraded(std::string_view what, int status) {
     spdlog::warn("router: cache '{}' unavailable for {} ({}); answering without it",
                  cache_ ? cache_->name() : std::string("none"), what, cg_strerror(status));
   }
-  if (double *c = metrics_.counter("chatgate_cache_errors_total",
-                                   fmt::format("op=\"{}\"", what))) {
+  if (double *c = metrics_.counter("chatgate_cache_errors_total", fmt::format("op=\"{}\"", what))) {
     *c += 1;
   }
 }
@@ -368,26 +409,38 @@ void Router::cache_degraded(std::string_view what, int status) {
 int Router::submit(InboundMessage msg) {
   if (msg.channel == nullptr) return CG_EINVAL;
   msg.received_ms = loop_.now_ms();
-  const std::string channel(msg.channel->name());
+  Channel *channel = msg.channel;
   const int rc = queue_->push(std::move(msg));
   if (rc == 0) {
-    count("chatgate_messages_received_total", channel, {});
+    if (double *c = series(channel->name()).received) *c += 1;
   } else if (rc == CG_EBUSY) {
-    count("chatgate_messages_dropped_total", channel, "reason=\"queue_full\"");
+    if (double *c = series(channel->name()).queue_full) *c += 1;
     spdlog::warn("router: inbound queue full ({} messages); '{}' told to retry", config_.max_queue,
-                 channel);
+                 channel->name());
   }
   return rc;
 }
 
 void Router::consume(InboundMessage &&msg) {
-  auto job = std::make_unique<Job>();
+  std::unique_ptr<Job> job;
+  if (spare_.empty()) {
+    job = std::make_unique<Job>();
+  } else {
+    job = std::move(spare_.back());
+    spare_.pop_back();
+  }
   job->router = this;
   job->msg = std::move(msg);
   job->answer_id = next_answer_id_++;
-  job->context_key = fmt::format("c:{}:{}", job->msg.channel->name(), job->msg.conversation_id);
-  Job *raw = job.release();
-  jobs_.insert(raw);
+  fmt::format_to(std::back_inserter(job->context_key), "c:{}:{}", job->msg.channel->name(),
+                 job->msg.conversation_id);
+  Job *raw = job.get();
+  jobs_.emplace(raw, std::move(job));
+  auto [lane, idle] = lanes_.try_emplace(raw->context_key);
+  if (!idle) {
+    lane->second.push_back(raw);
+    return;
+  }
   raw->start();
 }
 
@@ -396,9 +449,26 @@ void Router::finish(Job *job) {
   // and nothing it started is still to call back.
   if (job->pending > 0) return;
   if (!job->replied && job->model_running) return;
-  if (jobs_.erase(job) == 0) return;
-  std::unique_ptr<Job> owned(job);
+  auto it = jobs_.find(job);
+  if (it == jobs_.end()) return;
+  std::unique_ptr<Job> owned = std::move(it->second);
+  jobs_.erase(it);
   queue_->ack();
+
+  Job *next = nullptr;
+  if (auto lane = lanes_.find(job->context_key); lane != lanes_.end()) {
+    if (lane->second.empty()) {
+      lanes_.erase(lane);
+    } else {
+      next = lane->second.front();
+      lane->second.pop_front();
+    }
+  }
+  if (spare_.size() < kSpareJobs) {
+    owned->reset();
+    spare_.push_back(std::move(owned));
+  }
+  if (next != nullptr) next->start();
 }
 
 void Router::stop_intake() { queue_->close(); }
@@ -406,9 +476,12 @@ void Router::stop_intake() { queue_->close(); }
 size_t Router::in_flight() const { return queue_->in_flight(); }
 
 void Router::cancel_all() {
+  cancelling_ = true;
   // A copy: a backend that breaks the rule and completes inside cancel
-  // would otherwise erase from the set being walked.
-  const std::vector<Job *> jobs(jobs_.begin(), jobs_.end());
+  // would otherwise erase from the map being walked.
+  std::vector<Job *> jobs;
+  jobs.reserve(jobs_.size());
+  for (const auto &[job, owned] : jobs_) jobs.push_back(job);
   for (Job *job : jobs) {
     if (jobs_.count(job) != 0) job->cancel();
   }

@@ -11,10 +11,13 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_set>
+#include <unordered_map>
+#include <vector>
 
 #include "config.h"
 #include "context_codec.h"
@@ -25,6 +28,7 @@ namespace cg {
 class Loop;
 class Metrics;
 class PluginInstance;
+struct Histogram;
 
 class Router {
  public:
@@ -44,16 +48,35 @@ class Router {
   void stop_intake();
   // Messages accepted and not yet finished.
   size_t in_flight() const;
-  // Cancels every model call still running (each job then replies and ends).
+  // Cancels every model call still running (each job then replies and ends);
+  // messages that start afterwards are answered with the shutdown text.
   void cancel_all();
   Loop &loop() const { return loop_; }
 
   struct Job;  // one message's journey; internal
 
  private:
+  // The per-channel series of the hot path, looked up once per channel.
+  struct ChannelSeries {
+    double *received = nullptr;
+    double *answered = nullptr;
+    double *failed = nullptr;
+    double *duplicates = nullptr;
+    double *queue_full = nullptr;
+    Histogram *reply_latency = nullptr;
+  };
+  struct StringHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  // Messages of one conversation run one at a time, in arrival order: each
+  // reads the context the previous one stored, so no turn is lost.
+  using Lane = std::deque<Job *>;
+
   void consume(InboundMessage &&msg);
   void finish(Job *job);
-  // Adds 1 to name{channel="...",extra}.
+  ChannelSeries &series(std::string_view channel);
+  // Adds 1 to name{channel="...",extra}; for the rare paths.
   void count(std::string_view name, std::string_view channel, std::string_view extra);
   // Logs (rate-limited) and counts a cache failure the router works around.
   void cache_degraded(std::string_view what, int status);
@@ -65,9 +88,16 @@ class Router {
   Metrics &metrics_;
   ContextCodec codec_;
   std::unique_ptr<InboundQueue> queue_;
-  std::unordered_set<Job *> jobs_;
+  std::unordered_map<Job *, std::unique_ptr<Job>> jobs_;
+  // Context key -> jobs waiting behind the one running for it.
+  std::unordered_map<std::string, Lane, StringHash, std::equal_to<>> lanes_;
+  std::unordered_map<std::string, ChannelSeries, StringHash, std::equal_to<>> series_;
+  // Finished jobs kept for reuse: their strings and vectors keep capacity.
+  std::vector<std::unique_ptr<Job>> spare_;
+  Histogram *model_latency_ = nullptr;
   uint64_t next_answer_id_ = 1;
   uint64_t cache_warned_ms_ = 0;
+  bool cancelling_ = false;
 };
 
 }  // namespace cg

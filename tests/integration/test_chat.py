@@ -1,9 +1,12 @@
 """POST /api/chat end to end: router, context in the memory cache, commands,
 errors, through the real binary."""
 import json
+import re
+import threading
+import time
 import unittest
 
-from harness import Chatgate, chat, free_port, get, make_config, post_json
+from harness import Chatgate, chat, free_port, get, make_config, post_json, raw_exchange
 
 
 class ChatTest(unittest.TestCase):
@@ -101,6 +104,70 @@ class ChatTest(unittest.TestCase):
         status, _, headers = get(self.port, "/api/chat")
         self.assertEqual(status, 405)
         self.assertIn("POST", headers.get("Allow", ""))
+
+
+class ConcurrentConversationTest(unittest.TestCase):
+    """Messages of one conversation that arrive together each see the turn
+    the one before stored: none is lost, and they are answered in order."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.port = free_port()
+        # The model takes a while, so the requests really overlap.
+        cls.cg = Chatgate(make_config(cls.port, echo_config="        delayMs: 50",
+                                      router_extra="  contextTurns: 20")).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.cg.stop()
+        cls.cg.__exit__(None, None, None)
+        assert rc == 0, rc
+
+    def test_pipelined_messages_of_one_conversation_keep_every_turn(self):
+        body = json.dumps({"userId": "piper", "query": "q"}).encode()
+        one = (b"POST /api/chat HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body)) + body
+        last = one.replace(b"Host: t\r\n", b"Host: t\r\nConnection: close\r\n")
+        raw = raw_exchange(self.port, one * 4 + last)
+        answers = re.findall(rb'\{"answer":"([^"]*)"\}', raw)
+        self.assertEqual(answers, [b"echo: q (turn %d)" % n for n in range(1, 6)], raw)
+
+    def test_parallel_clients_in_one_conversation_keep_every_turn(self):
+        results = []
+        lock = threading.Lock()
+
+        def one(i):
+            r = chat(self.port, "user-%d" % i, "hi", conversationId="shared-room")
+            with lock:
+                results.append(r)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        self.assertEqual(sorted(r[0] for r in results), [200] * 6)
+        turns = sorted(int(re.search(r"turn (\d+)", r[1]["answer"]).group(1)) for r in results)
+        self.assertEqual(turns, [1, 2, 3, 4, 5, 6])
+        _, body, _ = chat(self.port, "late", "after", conversationId="shared-room")
+        self.assertEqual(body["answer"], "echo: after (turn 7)")
+
+    def test_other_conversations_do_not_wait(self):
+        # With a 1 s model, 4 conversations served one after the other would
+        # take 4 s; side by side they take about 1 s.
+        port = free_port()
+        with Chatgate(make_config(port, echo_config="        delayMs: 1000")):
+            results = []
+            threads = [threading.Thread(target=lambda i=i: results.append(
+                chat(port, "solo-%d" % i, "x"))) for i in range(4)]
+            started = time.monotonic()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(10)
+            elapsed = time.monotonic() - started
+        self.assertEqual([r[0] for r in results], [200] * 4)
+        self.assertLess(elapsed, 2.5)
 
 
 class ModelFailureTest(unittest.TestCase):

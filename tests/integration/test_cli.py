@@ -78,18 +78,33 @@ class CliTest(unittest.TestCase):
         self.assertIn("router.model: 'memory' must name a model backend instance, found a cache plugin", out)
 
     def test_check_config_opens_no_port(self):
-        # Binding the same port proves --check-config did not take it.
+        # The port is held by this test: a --check-config that tried to
+        # listen would fail with "address already in use".
         import socket
-        port = free_port()
-        path = write(make_config(port))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen(1)
+            path = write(make_config(s.getsockname()[1]))
+            try:
+                rc, out = run("--check-config", "--config", path)
+            finally:
+                os.unlink(path)
+        self.assertEqual(rc, 0, out)
+        self.assertIn("config OK", out)
+
+    def test_check_config_runs_plugin_init(self):
+        # The schema allows any prefix string; echo's init refuses one of
+        # 64 bytes or more. --check-config must catch what a start would.
+        text = make_config(free_port()).replace("prefix: echo", "prefix: " + "p" * 70)
+        path = write(text)
         try:
             rc, out = run("--check-config", "--config", path)
-            self.assertEqual(rc, 0, out)
-            s = socket.socket()
-            s.bind(("127.0.0.1", port))
-            s.close()
         finally:
             os.unlink(path)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("plugin instance 'echo'", out)
+        self.assertIn("init failed", out)
+        self.assertIn(path, out)
 
     def test_missing_config_file(self):
         rc, out = run("--check-config", "--config", "/nonexistent/chatgate.yaml")

@@ -22,6 +22,11 @@ class ShutdownTest(unittest.TestCase):
         t.start()
         time.sleep(0.25)  # the request is now waiting on the model
         cg.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.15)
+        # While that request is still in flight, new connections are refused.
+        self.assertIsNone(cg.proc.poll())
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
         t.join(10)
         status, body, _ = result["r"]
         self.assertEqual(status, 200)
@@ -30,9 +35,6 @@ class ShutdownTest(unittest.TestCase):
         log = cg.log()
         self.assertIn("SIGTERM: shutting down", log)
         self.assertIn("chatgate stopped", log)
-        # New connections are refused once shutdown began.
-        with self.assertRaises(OSError):
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
         cg.__exit__(None, None, None)
 
     def test_deadline_cancels_stuck_requests(self):

@@ -298,15 +298,25 @@ TEST_CASE("http: CORS preflight and origin echo", "[http]") {
   h.run_client([&] {
     Client c(h.port);
     c.send(
-        "OPTIONS /anything HTTP/1.1\r\nOrigin: https://app.example\r\n"
-        "Access-Control-Request-Method: POST\r\n\r\n"
+        "OPTIONS /data HTTP/1.1\r\nOrigin: https://app.example\r\n"
+        "Access-Control-Request-Method: GET\r\n"
+        "Access-Control-Request-Headers: content-type, AUTHORIZATION\r\n\r\n"
         "OPTIONS /data HTTP/1.1\r\nOrigin: https://evil.example\r\n"
         "Access-Control-Request-Method: GET\r\n\r\n"
         "GET /data HTTP/1.1\r\nOrigin: https://app.example\r\n\r\n"
-        "GET /data HTTP/1.1\r\nOrigin: https://evil.example\r\n\r\n");
-    got = c.read(4);
+        "GET /data HTTP/1.1\r\nOrigin: https://evil.example\r\n\r\n"
+        // A method the policy does not allow, a header it does not allow,
+        // and a path no route serves.
+        "OPTIONS /data HTTP/1.1\r\nOrigin: https://app.example\r\n"
+        "Access-Control-Request-Method: DELETE\r\n\r\n"
+        "OPTIONS /data HTTP/1.1\r\nOrigin: https://app.example\r\n"
+        "Access-Control-Request-Method: GET\r\n"
+        "Access-Control-Request-Headers: Content-Type, X-Secret\r\n\r\n"
+        "OPTIONS /nowhere HTTP/1.1\r\nOrigin: https://app.example\r\n"
+        "Access-Control-Request-Method: GET\r\n\r\n");
+    got = c.read(7);
   });
-  REQUIRE(got.size() == 4);
+  REQUIRE(got.size() == 7);
   CHECK(got[0].status == 204);
   CHECK(got[0].header("access-control-allow-origin") == "https://app.example");
   CHECK(got[0].header("access-control-allow-methods") == "GET, POST, OPTIONS");
@@ -320,6 +330,10 @@ TEST_CASE("http: CORS preflight and origin echo", "[http]") {
   CHECK(got[2].header("vary") == "Origin");
   CHECK(got[3].status == 200);
   CHECK(got[3].header("access-control-allow-origin").empty());
+  CHECK(got[4].status == 403);
+  CHECK(got[4].header("access-control-allow-methods").empty());
+  CHECK(got[5].status == 403);
+  CHECK(got[6].status == 404);
 }
 
 TEST_CASE("http: without CORS, OPTIONS goes through normal routing", "[http]") {
