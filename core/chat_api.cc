@@ -15,9 +15,10 @@ constexpr size_t kMaxIdBytes = 256;
 const HttpHeader kJson[] = {{"Content-Type", "application/json"}};
 
 // Reads an optional string member; false when present but not a string.
+// A null member counts as absent, as JSON encoders write unset fields so.
 bool optional_string(simdjson::dom::object obj, std::string_view key, std::string_view *out) {
   simdjson::dom::element el;
-  if (obj[key].get(el) != simdjson::SUCCESS) return true;  // absent
+  if (obj[key].get(el) != simdjson::SUCCESS || el.is_null()) return true;  // absent
   return el.get_string().get(*out) == simdjson::SUCCESS;
 }
 
@@ -26,10 +27,9 @@ bool optional_string(simdjson::dom::object obj, std::string_view key, std::strin
 ChatApi::ChatApi(HttpServer &server, Router &router) : server_(server), router_(router) {}
 
 int ChatApi::install() {
-  int rc = server_.add_route("POST", "/api/chat", false,
-                             [this](HttpExchange *ex, const HttpRequest &req) {
-                               handle_chat(ex, req);
-                             });
+  int rc =
+      server_.add_route("POST", "/api/chat", false,
+                        [this](HttpExchange *ex, const HttpRequest &req) { handle_chat(ex, req); });
   if (rc != 0) return rc;
   return server_.add_route("GET", "/healthz", false, [this](HttpExchange *ex, const HttpRequest &) {
     server_.respond(ex, 200, kJson, "{\"status\":\"ok\"}");
@@ -45,8 +45,11 @@ void ChatApi::answer_error(HttpExchange *ex, int status, std::string_view messag
 
 void ChatApi::handle_chat(HttpExchange *ex, const HttpRequest &req) {
   simdjson::dom::element doc;
-  if (parser_.parse(req.body().data(), req.body().size()).get(doc) != simdjson::SUCCESS) {
-    answer_error(ex, 400, "body is not valid JSON");
+  if (const auto err = parser_.parse(req.body().data(), req.body().size()).get(doc);
+      err != simdjson::SUCCESS) {
+    answer_error(
+        ex, 400,
+        err == simdjson::UTF8_ERROR ? "body is not valid UTF-8" : "body is not valid JSON");
     return;
   }
   simdjson::dom::object obj;

@@ -1,10 +1,11 @@
 // The cg_host_api_t table: the functions plugins call, routed to the
 // instance's services. Every function checks its arguments, because a
 // plugin's mistake must end in an error code, not a host crash.
-#include <chatgate/cpp.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
+#include <chatgate/cpp.hpp>
 #include <string>
 #include <vector>
 
@@ -19,7 +20,6 @@ namespace {
 
 constexpr auto sv = chatgate::view;
 constexpr auto cs = chatgate::str;
-
 
 PluginInstance *inst(cg_host_t *h) { return h ? h->instance : nullptr; }
 
@@ -124,8 +124,8 @@ int h_defer(cg_host_t *h, cg_fn fn, void *arg) {
   return i->services()->loop->defer(fn, arg);
 }
 
-int h_timer_start(cg_host_t *h, uint64_t timeout_ms, uint64_t repeat_ms, cg_timer_cb cb,
-                  void *arg, uint64_t *timer_id) {
+int h_timer_start(cg_host_t *h, uint64_t timeout_ms, uint64_t repeat_ms, cg_timer_cb cb, void *arg,
+                  uint64_t *timer_id) {
   auto *i = inst(h);
   if (i == nullptr || cb == nullptr) return CG_EINVAL;
   return i->services()->loop->timer_start(timeout_ms, repeat_ms, cb, arg, timer_id);
@@ -162,25 +162,26 @@ int h_http_route_add(cg_host_t *h, cg_str_t method, cg_str_t path, uint32_t flag
   if (i == nullptr || cb == nullptr || path.len == 0 || method.len == 0) return CG_EINVAL;
   HttpServer *api = i->services()->api;
   if (api == nullptr) return CG_EUNAVAIL;
-  const int rc = api->add_route(
-      sv(method), sv(path), (flags & CG_ROUTE_PREFIX) != 0,
-      [cb, arg](HttpExchange *ex, const HttpRequest &req) {
-        // Views into the request, which outlives this call.
-        thread_local std::vector<cg_http_header_t> headers;
-        headers.clear();
-        for (const HttpHeader &hd : req.headers()) headers.push_back({cs(hd.name), cs(hd.value)});
-        cg_http_request_t r{};
-        r.struct_size = sizeof r;
-        r.header_count = static_cast<uint32_t>(headers.size());
-        r.method = cs(req.method());
-        r.path = cs(req.path());
-        r.query = cs(req.query());
-        r.headers = headers.data();
-        r.body = cs(req.body());
-        r.remote_addr = cs(req.remote_addr());
-        cb(arg, reinterpret_cast<cg_http_exchange_t *>(ex), &r);
-      });
-  return rc == 0 ? 0 : CG_EEXIST;
+  const int rc = api->add_route(sv(method), sv(path), (flags & CG_ROUTE_PREFIX) != 0,
+                                [cb, arg](HttpExchange *ex, const HttpRequest &req) {
+                                  // Views into the request, which outlives this call.
+                                  thread_local std::vector<cg_http_header_t> headers;
+                                  headers.clear();
+                                  for (const HttpHeader &hd : req.headers())
+                                    headers.push_back({cs(hd.name), cs(hd.value)});
+                                  cg_http_request_t r{};
+                                  r.struct_size = sizeof r;
+                                  r.header_count = static_cast<uint32_t>(headers.size());
+                                  r.method = cs(req.method());
+                                  r.path = cs(req.path());
+                                  r.query = cs(req.query());
+                                  r.headers = headers.data();
+                                  r.body = cs(req.body());
+                                  r.remote_addr = cs(req.remote_addr());
+                                  cb(arg, reinterpret_cast<cg_http_exchange_t *>(ex), &r);
+                                });
+  if (rc == 0) return 0;
+  return rc == -EEXIST ? CG_EEXIST : CG_EINVAL;
 }
 
 int h_http_respond(cg_host_t *h, cg_http_exchange_t *ex, int status,
@@ -190,7 +191,8 @@ int h_http_respond(cg_host_t *h, cg_http_exchange_t *ex, int status,
   if (header_count > 0 && headers == nullptr) return CG_EINVAL;
   std::vector<HttpHeader> hs;
   hs.reserve(header_count);
-  for (size_t k = 0; k < header_count; k++) hs.push_back({sv(headers[k].name), sv(headers[k].value)});
+  for (size_t k = 0; k < header_count; k++)
+    hs.push_back({sv(headers[k].name), sv(headers[k].value)});
   i->services()->api->respond(reinterpret_cast<HttpExchange *>(ex), status, hs, sv(body));
   return 0;
 }
@@ -258,27 +260,30 @@ int with_series(cg_host_t *h, cg_str_t name, cg_str_t labels, Fn fn) {
 
 int h_metric_counter_add(cg_host_t *h, cg_str_t name, cg_str_t labels, double value) {
   if (value < 0) return CG_EINVAL;
-  return with_series(h, name, labels, [value](Metrics &m, const std::string &n, const std::string &l) {
-    double *c = m.counter(n, l);
-    if (c) *c += value;
-    return c != nullptr;
-  });
+  return with_series(h, name, labels,
+                     [value](Metrics &m, const std::string &n, const std::string &l) {
+                       double *c = m.counter(n, l);
+                       if (c) *c += value;
+                       return c != nullptr;
+                     });
 }
 
 int h_metric_gauge_set(cg_host_t *h, cg_str_t name, cg_str_t labels, double value) {
-  return with_series(h, name, labels, [value](Metrics &m, const std::string &n, const std::string &l) {
-    double *g = m.gauge(n, l);
-    if (g) *g = value;
-    return g != nullptr;
-  });
+  return with_series(h, name, labels,
+                     [value](Metrics &m, const std::string &n, const std::string &l) {
+                       double *g = m.gauge(n, l);
+                       if (g) *g = value;
+                       return g != nullptr;
+                     });
 }
 
 int h_metric_observe(cg_host_t *h, cg_str_t name, cg_str_t labels, double value) {
-  return with_series(h, name, labels, [value](Metrics &m, const std::string &n, const std::string &l) {
-    Histogram *hist = m.histogram(n, l);
-    if (hist) hist->observe(value);
-    return hist != nullptr;
-  });
+  return with_series(h, name, labels,
+                     [value](Metrics &m, const std::string &n, const std::string &l) {
+                       Histogram *hist = m.histogram(n, l);
+                       if (hist) hist->observe(value);
+                       return hist != nullptr;
+                     });
 }
 
 const cg_host_api_t kHostApi = {

@@ -72,6 +72,17 @@ class ChatTest(unittest.TestCase):
         self.assertEqual(status, 400)
         self.assertIn("not valid JSON", body["error"])
 
+    def test_invalid_utf8_is_400_and_says_so(self):
+        status, body, _ = post_json(self.port, "/api/chat", b'{"userId": "u", "query": "a\xff b"}')
+        self.assertEqual(status, 400)
+        self.assertIn("not valid UTF-8", body["error"])
+
+    def test_null_conversation_id_counts_as_absent(self):
+        status, body, _ = chat(self.port, "nully", "hi", conversationId=None)
+        self.assertEqual(status, 200, body)
+        _, body, _ = chat(self.port, "nully", "again")
+        self.assertEqual(body["answer"], "echo: again (turn 2)")
+
     def test_missing_or_wrong_fields_are_400(self):
         for payload, word in (({"query": "hi"}, "userId"), ({"userId": "u"}, "query"),
                               ({"userId": "", "query": "x"}, "userId"),

@@ -232,4 +232,21 @@ TEST_CASE("http: connections beyond max_connections get 503", "[http]") {
   CHECK(again[0].status == 200);
 }
 
+TEST_CASE("http: a connection that never sends a byte closes after the head timeout", "[http]") {
+  HttpListenerConfig config = small_limits();
+  config.limits.idle_timeout_ms = 60000;  // the idle limit must not apply before the first byte
+  Harness h(config);
+  h.start();
+  bool closed = false;
+  std::string raw;
+  h.run_client([&] {
+    Client c(h.port);
+    closed = c.wait_closed(1500);
+    raw = c.raw();
+  });
+  CHECK(closed);
+  CHECK(raw.empty());  // silent: nothing was asked, so nothing is answered
+  CHECK(h.server->connection_count() == 0);
+}
+
 }  // namespace cg
