@@ -121,3 +121,9 @@ echo "idle RSS:              $IDLE_RSS kB"
 echo "RSS after load:        $LOAD_RSS kB"
 echo "start to ready:        $READY_MS ms"
 [ -z "$ERRORS" ] || echo "chatgate errors:       $ERRORS"
+
+echo
+echo "== heap allocations per request (LD_PRELOAD counter, keep-alive, after warm-up)"
+cc -O2 -shared -fPIC -o "$work/malloc_count.so" bench/malloc_count.c
+kill "$cg_pid" 2>/dev/null; wait "$cg_pid" 2>/dev/null || true; cg_pid=
+python3 bench/allocs.py "$BIN" "$work/chatgate.yaml" "$CG_PORT" "$work/malloc_count.so"

@@ -55,6 +55,8 @@ std::string command_of(std::string_view text) {
 
 // Finished jobs kept for reuse; enough for the usual in-flight count.
 constexpr size_t kSpareJobs = 256;
+// A spare job's buffers above this size are freed rather than kept.
+constexpr size_t kKeepBufferBytes = 16 * 1024;
 
 }  // namespace
 
@@ -64,8 +66,10 @@ struct Router::Job {
   Router *router = nullptr;
   InboundMessage msg;
   std::string context_key;
+  std::string context_text;  // what `turns` views point into
   std::vector<ContextTurn> turns;
   std::vector<cg_model_turn_t> req_turns;
+  std::string encoded;  // the context to store
   std::string answer;
   uint64_t answer_id = 0;
   uint64_t call_id = 0;
@@ -86,7 +90,14 @@ struct Router::Job {
     context_key.clear();
     turns.clear();
     req_turns.clear();
-    answer.clear();
+    // Kept for the next job, unless one long conversation made them large.
+    for (std::string *buf : {&context_text, &encoded, &answer}) {
+      if (buf->capacity() > kKeepBufferBytes) {
+        std::string().swap(*buf);
+      } else {
+        buf->clear();
+      }
+    }
     answer_id = call_id = timer_id = model_started_ms = 0;
     sequence = 0;
     pending = 0;
@@ -167,7 +178,7 @@ struct Router::Job {
     auto *job = static_cast<Job *>(arg);
     job->pending--;
     if (status == 0) {
-      if (!job->router->codec_.decode(sv(value), &job->turns)) {
+      if (!job->router->codec_.decode(sv(value), &job->context_text, &job->turns)) {
         spdlog::warn("router: context of conversation '{}' on '{}' is unreadable; starting afresh",
                      job->msg.conversation_id, job->channel());
       }
@@ -281,10 +292,10 @@ struct Router::Job {
   void store_turn() {
     if (router->cache_ == nullptr || router->config_.context_turns == 0) return;
     turns.push_back({msg.text, answer});
-    const std::string value = ContextCodec::encode(turns, router->config_.context_turns);
+    ContextCodec::encode(turns, router->config_.context_turns, &encoded);
     pending++;
     const int rc = router->cache_->cache_ops()->set(
-        router->cache_->state(), cs(context_key), cs(value),
+        router->cache_->state(), cs(context_key), cs(encoded),
         router->config_.context_ttl_seconds * 1000, &Job::on_stored, this);
     if (rc != 0) {
       pending--;
