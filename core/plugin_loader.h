@@ -33,7 +33,10 @@ struct LoadedPlugin {
 // found (the caller logs it). Refuses: a file dlopen cannot load (not a
 // shared object, unresolved symbols), a missing entry symbol, an entry that
 // returns NULL, another ABI major, a newer minor, a descriptor or ops table
-// smaller than ABI 1.0's, an unknown kind, missing hooks, a bad name.
+// smaller than ABI 1.0's, an unknown kind, missing hooks, a bad name, a NULL
+// version, an ops table with a NULL 1.0 function, a malformed schema. The
+// version is judged before the size whenever struct_size covers it, so a
+// small descriptor of another major is reported as that major.
 int plugin_load(const std::string &path, LoadedPlugin *out, std::string *error);
 
 // "channel", "model", "cache" or "unknown".

@@ -34,6 +34,7 @@ struct echo_state_s {
   const cg_host_api_t *api;
   cg_host_t *host;
   char prefix[64];
+  size_t prefix_len; /* the prefix may hold NUL bytes: never strlen it */
   int64_t delay_ms;
   int fail; /* 0 none, CG_EBUSY or CG_EIO */
   uint64_t next_id;
@@ -71,13 +72,42 @@ static void echo_timer(void *arg, uint64_t timer_id) {
   echo_complete(call);
 }
 
+/* Builds "<prefix>: <text> (turn N)" with memcpy rather than printf's %.*s,
+ * which would stop at the first NUL byte and takes an int length: any bytes
+ * the user sent come back whole. */
+static int echo_answer(const echo_state_t *st, cg_str_t text, uint32_t turn, echo_call_t *call) {
+  char tail[32];
+  const int tail_len = snprintf(tail, sizeof tail, " (turn %u)", (unsigned)turn);
+  size_t fixed, total;
+  char *p;
+
+  if (tail_len < 0 || (size_t)tail_len >= sizeof tail) return CG_EINVAL;
+  fixed = st->prefix_len + 2 + (size_t)tail_len;
+  if (text.len > SIZE_MAX - fixed) return CG_ETOOBIG;
+  total = fixed + text.len;
+  call->text = (char *)malloc(total);
+  if (call->text == NULL) return CG_ENOMEM;
+  p = call->text;
+  memcpy(p, st->prefix, st->prefix_len);
+  p += st->prefix_len;
+  memcpy(p, ": ", 2);
+  p += 2;
+  /* memcpy's pointers must be valid even for 0 bytes; an empty view's may
+   * be NULL. */
+  if (text.len > 0) memcpy(p, text.ptr, text.len);
+  p += text.len;
+  memcpy(p, tail, (size_t)tail_len);
+  call->text_len = total;
+  return 0;
+}
+
 static int echo_generate(void *state, const cg_model_request_t *req, const cg_model_sink_t *sink,
                          uint64_t *call_id) {
   echo_state_t *st = (echo_state_t *)state;
   const cg_model_turn_t *last;
   uint32_t i, user_turns = 0;
   echo_call_t *call;
-  int n;
+  int rc;
 
   if (req == NULL || sink == NULL || req->turn_count == 0 || req->turns == NULL) return CG_EINVAL;
   if (st->stop_done != NULL) return CG_ECLOSED;
@@ -86,17 +116,15 @@ static int echo_generate(void *state, const cg_model_request_t *req, const cg_mo
   }
   last = &req->turns[req->turn_count - 1];
 
+  if (last->content.len > 0 && last->content.ptr == NULL) return CG_EINVAL;
+
   call = (echo_call_t *)calloc(1, sizeof *call);
   if (call == NULL) return CG_ENOMEM;
-  call->text_len = strlen(st->prefix) + last->content.len + 32;
-  call->text = (char *)malloc(call->text_len);
-  if (call->text == NULL) {
+  rc = echo_answer(st, last->content, user_turns, call);
+  if (rc != 0) {
     free(call);
-    return CG_ENOMEM;
+    return rc;
   }
-  n = snprintf(call->text, call->text_len, "%s: %.*s (turn %u)", st->prefix,
-               (int)last->content.len, last->content.ptr, user_turns);
-  call->text_len = n > 0 ? (size_t)n : 0;
   call->st = st;
   call->id = ++st->next_id;
   call->status = st->fail;
@@ -105,20 +133,15 @@ static int echo_generate(void *state, const cg_model_request_t *req, const cg_mo
 
   /* Never complete inside generate: defer, or wait for the configured delay. */
   if (st->delay_ms > 0) {
-    int rc = st->api->timer_start(st->host, (uint64_t)st->delay_ms, 0, echo_timer, call,
-                                  &call->timer_id);
-    if (rc != 0) {
-      free(call->text);
-      free(call);
-      return rc;
-    }
+    rc = st->api->timer_start(st->host, (uint64_t)st->delay_ms, 0, echo_timer, call,
+                              &call->timer_id);
   } else {
-    int rc = st->api->defer(st->host, echo_deferred, call);
-    if (rc != 0) {
-      free(call->text);
-      free(call);
-      return rc;
-    }
+    rc = st->api->defer(st->host, echo_deferred, call);
+  }
+  if (rc != 0) {
+    free(call->text);
+    free(call);
+    return rc;
   }
   call->next = st->calls;
   st->calls = call;
@@ -170,7 +193,8 @@ static int echo_init(const cg_host_api_t *api, cg_host_t *host, const cg_config_
   if (st == NULL) return CG_ENOMEM;
   st->api = api;
   st->host = host;
-  memcpy(st->prefix, prefix.ptr, prefix.len);
+  if (prefix.len > 0) memcpy(st->prefix, prefix.ptr, prefix.len);
+  st->prefix_len = prefix.len;
   st->delay_ms = delay;
   if (fail.len == 4 && memcmp(fail.ptr, "busy", 4) == 0) st->fail = CG_EBUSY;
   if (fail.len == 5 && memcmp(fail.ptr, "error", 5) == 0) st->fail = CG_EIO;

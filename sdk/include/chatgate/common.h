@@ -44,7 +44,9 @@ typedef struct cg_str_s {
   size_t len;
 } cg_str_t;
 
-/* Builds a view of a NUL-terminated string (or an empty view for NULL). */
+/* Builds a view of a NUL-terminated string (or an empty view for NULL).
+ * THREAD: any. OWNERSHIP: the view borrows `s`; keep `s` alive while it is
+ * used. */
 static inline cg_str_t cg_str(const char *s) {
   cg_str_t v;
   size_t n = 0;
@@ -83,8 +85,9 @@ enum {
   CG_OK = 0
 };
 
-/* Returns a static, human-readable description of an error code. Header-only
- * so a plugin needs no host symbol for it. THREAD: any. */
+/* Returns a human-readable description of an error code. Header-only so a
+ * plugin needs no host symbol for it. THREAD: any. OWNERSHIP: a static
+ * string; never free it. */
 static inline const char *cg_strerror(int err) {
   switch (err) {
   case 0:
@@ -99,7 +102,8 @@ static inline const char *cg_strerror(int err) {
   }
 }
 
-/* Returns the symbolic name of an error code ("CG_ETIMEDOUT"). THREAD: any. */
+/* Returns the symbolic name of an error code ("CG_ETIMEDOUT"). THREAD: any.
+ * OWNERSHIP: a static string; never free it. */
 static inline const char *cg_err_name(int err) {
   switch (err) {
   case 0:

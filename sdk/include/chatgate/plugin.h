@@ -79,10 +79,14 @@ typedef struct cg_config_field_s {
 /* ---- ops per kind ------------------------------------------------------- */
 
 /* A channel: the host calls send to deliver a reply (or one update of a
- * streamed reply) to the platform. done fires once, with 0 when the platform
- * accepted it. OWNERSHIP: `reply` is borrowed until send returns. */
+ * streamed reply) to the platform. */
 typedef struct cg_channel_ops_s {
   uint32_t struct_size;
+  /* Unless it returns an error, done(arg, status) fires exactly once, never
+   * inside send, with 0 when the platform accepted the reply. THREAD: called
+   * on the loop thread; call done there. OWNERSHIP: `reply` and its views
+   * and buttons are borrowed until send returns (copy what a later request
+   * needs); `arg` is the host's, hand it back untouched. */
   int (*send)(void *state, const cg_reply_t *reply, cg_done_cb done, void *arg);
 } cg_channel_ops_t;
 
@@ -110,38 +114,58 @@ typedef struct cg_model_request_s {
   uint64_t timeout_ms;          /* the router's deadline; 0 = the backend's own */
 } cg_model_request_t;
 
-/* Where a model delivers its answer. on_delta (optional to call) gives text
- * appended to the answer so far; on_done fires exactly once with status 0
- * and the whole answer, or a CG_E* code and a short cause for the log (never
- * a secret). OWNERSHIP: views are borrowed until each callback returns. */
+/* Where a model delivers its answer. The host fills it; the model copies
+ * it in generate. */
 typedef struct cg_model_sink_s {
   uint32_t struct_size;
-  void *arg;
+  void *arg; /* the host's; passed back to both callbacks untouched */
+  /* Optional to call: gives text appended to the answer so far, never after
+   * on_done. THREAD: call on the loop thread, never inside generate.
+   * OWNERSHIP: `text` is the model's, borrowed until on_delta returns. */
   void (*on_delta)(void *arg, cg_str_t text);
+  /* Fires exactly once per accepted call with status 0 and the whole
+   * answer, or a CG_E* code and a short cause for the log (never a
+   * secret). THREAD: call on the loop thread, never inside generate or
+   * cancel. OWNERSHIP: `text` is the model's, borrowed until on_done
+   * returns; `arg` and the sink are not used by the model afterwards. */
   void (*on_done)(void *arg, int status, cg_str_t text);
 } cg_model_sink_t;
 
-/* A model backend. generate starts a call and stores its id in *call_id;
- * cancel ends it early: on_done then fires with CG_ECANCELED (exactly once,
- * never inside cancel itself). OWNERSHIP: `req` and `sink` are borrowed
- * until generate returns: copy them. */
+/* A model backend. */
 typedef struct cg_model_ops_s {
   uint32_t struct_size;
+  /* Starts a call and stores its id in *call_id before returning; the sink
+   * then gets its callbacks, unless generate returned an error. THREAD:
+   * called on the loop thread. OWNERSHIP: `req` (turns and views included)
+   * and `sink` are borrowed until generate returns: copy them; `sink->arg`
+   * stays the host's and valid until on_done ran. */
   int (*generate)(void *state, const cg_model_request_t *req,
                   const cg_model_sink_t *sink, uint64_t *call_id);
+  /* Ends a call early: its on_done then fires with CG_ECANCELED, exactly
+   * once and never inside cancel itself. Returns CG_ENOENT for an unknown
+   * call or one whose on_done already ran. THREAD: called on the loop
+   * thread. OWNERSHIP: nothing is borrowed or kept. */
   int (*cancel)(void *state, uint64_t call_id);
 } cg_model_ops_t;
 
 /* A cache. Semantics as in cg_host_api_t.cache_*; keys arrive namespaced by
- * the host. ttl_ms 0 = no expiry. OWNERSHIP: key and value are borrowed until
- * the call returns; the value given to cb is borrowed until cb returns. */
+ * the host. ttl_ms 0 = no expiry. For all four: unless the call returns an
+ * error, cb fires exactly once, never inside the call. THREAD: called on the
+ * loop thread; call cb there. OWNERSHIP: key and value are borrowed until
+ * the call returns (copy them); the value given to cb is the cache's,
+ * borrowed until cb returns; `arg` is the host's, hand it back untouched. */
 typedef struct cg_cache_ops_s {
   uint32_t struct_size;
+  /* cb gets the value, or CG_ENOENT. THREAD, OWNERSHIP: as above. */
   int (*get)(void *state, cg_str_t key, cg_cache_cb cb, void *arg);
+  /* Stores unconditionally. THREAD, OWNERSHIP: as above. */
   int (*set)(void *state, cg_str_t key, cg_str_t value, uint64_t ttl_ms, cg_cache_cb cb,
              void *arg);
+  /* Stores only when absent, else cb gets CG_EEXIST. THREAD, OWNERSHIP: as
+   * above. */
   int (*set_nx)(void *state, cg_str_t key, cg_str_t value, uint64_t ttl_ms, cg_cache_cb cb,
                 void *arg);
+  /* Removes, or cb gets CG_ENOENT. THREAD, OWNERSHIP: as above. */
   int (*del)(void *state, cg_str_t key, cg_cache_cb cb, void *arg);
 } cg_cache_ops_t;
 
@@ -163,12 +187,22 @@ typedef struct cg_plugin_s {
   uint32_t config_field_count;
   uint32_t reserved;
 
-  /* OWNERSHIP: `api`, `host` and `config` stay valid until destroy returns.
-   * *state is the plugin's; the host hands it back to every call. */
+  /* Validates config and allocates; no I/O, no timers. THREAD: loop
+   * thread, perhaps before the loop runs. OWNERSHIP: `api`, `host` and
+   * `config` are the host's and stay valid until destroy returns. *state
+   * is the plugin's; the host hands it back to every call. On failure
+   * free what init allocated: nothing else is called. */
   int (*init)(const cg_host_api_t *api, cg_host_t *host, const cg_config_t *config,
               void **state);
+  /* The loop is running: connect, register timers. On failure destroy (not
+   * stop) follows. THREAD: loop thread. OWNERSHIP: `state` is the plugin's. */
   int (*start)(void *state);
+  /* Finishes or cancels in-flight work, then calls done(done_arg, status)
+   * exactly once. THREAD: loop thread; call done there. OWNERSHIP: `state`
+   * is the plugin's; `done_arg` is the host's, hand it back untouched. */
   void (*stop)(void *state, cg_done_cb done, void *done_arg);
+  /* Frees everything; no host call and no callback may follow. THREAD: loop
+   * thread. OWNERSHIP: `state` is the plugin's, to free here. */
   void (*destroy)(void *state);
 
   /* The kind's ops table: cg_channel_ops_t, cg_model_ops_t or cg_cache_ops_t.
@@ -176,6 +210,11 @@ typedef struct cg_plugin_s {
   const void *ops;
 } cg_plugin_t;
 
+/* The exported entry (see the top of this file). THREAD: the host's main
+ * (loop) thread, before any other call into the plugin. OWNERSHIP: the
+ * descriptor, its strings, schema and ops table are the plugin's and must
+ * stay valid and unchanged while the shared object is loaded (static
+ * const data). */
 typedef const cg_plugin_t *(*cg_plugin_entry_fn)(uint32_t host_major, uint32_t host_minor);
 
 #ifdef __cplusplus
