@@ -186,6 +186,9 @@ class ModelFailureTest(unittest.TestCase):
         port = free_port()
         with Chatgate(make_config(port, echo_config=echo_config, router_extra=router_extra)) as cg:
             status, body, _ = chat(port, "u", "hello")
+            # Logging is asynchronous: the line may trail the answer, and is
+            # flushed by the time the process has exited.
+            self.assertEqual(cg.stop(), 0)
             return status, body, cg.log()
 
     def test_busy_model_gives_user_visible_reply_and_log_line(self):
