@@ -35,8 +35,8 @@ std::string app_load_plugins(const Config &config, HostServices *services,
     }
     PluginConfig values;
     const std::string prefix = fmt::format("plugins.instances[{}].config", i);
-    if (auto err =
-            plugin_config_validate(pc.section, loaded.fields, config.file, prefix, &values)) {
+    if (auto err = plugin_config_validate(pc.section, loaded.fields, config.file, prefix, &values,
+                                          pc.line)) {
       return err->to_string();
     }
     out->push_back(
@@ -47,18 +47,22 @@ std::string app_load_plugins(const Config &config, HostServices *services,
 
 std::string app_check_router(const Config &config,
                              const std::vector<std::unique_ptr<PluginInstance>> &plugins) {
-  auto check = [&](std::string_view key, const std::string &name, uint32_t kind,
+  auto check = [&](std::string_view key, int line, const std::string &name, uint32_t kind,
                    std::string_view what) -> std::string {
     auto it = std::find_if(plugins.begin(), plugins.end(),
                            [&](const auto &p) { return p->name() == name; });
     if (it != plugins.end() && (*it)->kind() == kind) return {};
-    return fmt::format("{}: {}: '{}' must name {} instance, found {}", config.file, key, name, what,
-                       it == plugins.end()
-                           ? std::string("no such instance")
-                           : fmt::format("a {} plugin", plugin_kind_name((*it)->kind())));
+    return fmt::format(
+        "{}:{}: {}: '{}' must name {} instance, found {}", config.file, line, key, name, what,
+        it == plugins.end() ? std::string("no such instance")
+                            : fmt::format("a {} plugin", plugin_kind_name((*it)->kind())));
   };
-  std::string err = check("router.model", config.router.model, CG_KIND_MODEL, "a model backend");
-  if (err.empty()) err = check("router.cache", config.router.cache, CG_KIND_CACHE, "a cache");
+  std::string err = check("router.model", config.router.model_line, config.router.model,
+                          CG_KIND_MODEL, "a model backend");
+  if (err.empty()) {
+    err = check("router.cache", config.router.cache_line, config.router.cache, CG_KIND_CACHE,
+                "a cache");
+  }
   return err;
 }
 

@@ -149,7 +149,9 @@ int64_t Loader::read_int(const Entry &e, int64_t min, int64_t max) const {
   } else {
     expected += " in " + std::to_string(min) + ".." + std::to_string(max);
   }
-  fail(e.path, e.line, expected + ", got " + quote(text));
+  // "expected >= 1, got '99999999999999999999'" alone would read as a contradiction.
+  const char *note = !value && config_is_decimal(text) ? " (out of the 64-bit range)" : "";
+  fail(e.path, e.line, expected + ", got " + quote(text) + note);
 }
 
 std::string Loader::read_enum(const Entry &e,
@@ -188,8 +190,10 @@ void read_logging(const Loader &l, const Entry &e, LoggingConfig &out) {
              out.level = l.read_enum(v, {"trace", "debug", "info", "warn", "error"});
            }},
           {"file", [&](const Entry &v) { out.file = l.read_string(v); }},
-          {"maxSizeMb", [&](const Entry &v) { out.max_size_mb = l.read_int(v, 1, kInt64Max); }},
-          {"maxFiles", [&](const Entry &v) { out.max_files = l.read_int(v, 1, kUint32Max); }},
+          {"maxSizeMb",
+           [&](const Entry &v) { out.max_size_mb = l.read_int(v, 1, kLogMaxSizeMbLimit); }},
+          {"maxFiles",
+           [&](const Entry &v) { out.max_files = l.read_int(v, 1, kLogMaxFilesLimit); }},
       });
 }
 
@@ -328,19 +332,18 @@ struct RouterLines {
 };
 
 void read_router(const Loader &l, const Entry &e, RouterConfig &out, RouterLines &lines) {
-  lines.section = e.line;
   l.read_mapping(
       e.value, e.path, e.line,
       {
           {"model",
            [&](const Entry &v) {
              out.model = l.read_string(v);
-             lines.model = v.line;
+             lines.model = out.model_line = v.line;
            }},
           {"cache",
            [&](const Entry &v) {
              out.cache = l.read_string(v);
-             lines.cache = v.line;
+             lines.cache = out.cache_line = v.line;
            }},
           {"contextTurns", [&](const Entry &v) { out.context_turns = l.read_int(v, 0, 1000); }},
           {"contextTtlSeconds",
@@ -388,12 +391,26 @@ void resolve_plugin_paths(Config &cfg) {
   }
 }
 
+// The line of `key` in the mapping `node`, or 0 when it is not there.
+int key_line(const YAML::Node &node, std::string_view key) {
+  if (!node.IsMap()) return 0;
+  for (const auto &kv : node) {
+    if (kv.first.IsScalar() && kv.first.Scalar() == key) return config_line(kv.first);
+  }
+  return 0;
+}
+
 void read_root(const Loader &l, const YAML::Node &root, Config &cfg) {
   RouterLines router_lines;
   if (root.IsDefined() && !root.IsNull() && !root.IsMap()) {
     l.fail("", config_line(root),
            std::string("expected a mapping at the top, got ") + node_kind(root));
   }
+  // A missing router.model needs a line even when `router:` is empty (its
+  // handler never runs) or absent; then the top of the file is the place to
+  // add it.
+  router_lines.section = key_line(root, "router");
+  if (router_lines.section == 0) router_lines.section = std::max(config_line(root), 1);
   l.read_mapping(
       root, "", config_line(root),
       {
@@ -464,9 +481,17 @@ std::optional<std::string> config_expand_env(std::string_view text, std::string 
   return out;
 }
 
+bool config_is_decimal(std::string_view text) {
+  if (!text.empty() && (text[0] == '+' || text[0] == '-')) text.remove_prefix(1);
+  return !text.empty() &&
+         std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
 std::optional<int64_t> config_parse_int(std::string_view text) {
-  if (!text.empty() && text[0] == '+') text.remove_prefix(1);  // from_chars rejects '+'
-  if (text.empty() || text[0] == '+') return std::nullopt;
+  // from_chars alone would take "-5" after a stripped '+' ("+-5") and has
+  // no '+' of its own, so the form is checked first.
+  if (!config_is_decimal(text)) return std::nullopt;
+  if (text[0] == '+') text.remove_prefix(1);
   int64_t value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
@@ -480,8 +505,14 @@ std::optional<bool> config_parse_bool(std::string_view text) {
 }
 
 std::optional<double> config_parse_double(std::string_view text) {
-  if (!text.empty() && text[0] == '+') text.remove_prefix(1);
-  if (text.empty() || text[0] == '+') return std::nullopt;
+  // One sign at most, and a digit or '.' after it: from_chars would also take
+  // "-5" after a stripped '+' ("+-5"), and "inf"/"nan".
+  const std::string_view body =
+      !text.empty() && (text[0] == '+' || text[0] == '-') ? text.substr(1) : text;
+  if (body.empty() || !((body[0] >= '0' && body[0] <= '9') || body[0] == '.')) {
+    return std::nullopt;
+  }
+  if (text[0] == '+') text.remove_prefix(1);
   double value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc() || end != text.data() + text.size() || !std::isfinite(value)) {

@@ -29,11 +29,17 @@ struct ConfigError {
   std::string to_string() const;
 };
 
+// Upper bounds of logging.maxSizeMb and logging.maxFiles. 1 TiB per file
+// keeps the size in bytes far from overflowing 64 bits while allowing any
+// real disk; 200000 is the most rotated files spdlog's sink accepts.
+inline constexpr uint64_t kLogMaxSizeMbLimit = 1048576;
+inline constexpr uint32_t kLogMaxFilesLimit = 200000;
+
 struct LoggingConfig {
   std::string level = "info";  // trace|debug|info|warn|error
   std::string file;            // empty: stderr
-  uint64_t max_size_mb = 10;
-  uint32_t max_files = 3;
+  uint64_t max_size_mb = 10;   // 1..kLogMaxSizeMbLimit
+  uint32_t max_files = 3;      // 1..kLogMaxFilesLimit
 };
 
 struct PluginInstanceConfig {
@@ -52,6 +58,7 @@ struct RouterConfig {
   uint64_t model_timeout_ms = 30000;
   uint64_t dedupe_ttl_seconds = 86400;
   uint32_t max_queue = 1024;
+  int model_line = 0, cache_line = 0;  // where model and cache were written, for errors
 };
 
 struct Config {
@@ -84,11 +91,17 @@ std::optional<ConfigError> config_load_file(const std::string &path, Config *out
 // Scalar conversions shared by the core and plugin schema validation, applied
 // to the text after ${VAR} expansion. Each returns std::nullopt when `text`
 // is not exactly one value of the type (no surrounding spaces).
-// Integers: decimal, optional sign. Bools: true/false (also True, TRUE...).
-// Doubles: decimal or exponent notation, finite.
+// Integers: one optional sign, then decimal digits only (no hex, no
+// exponent), within int64. Bools: true/false (also True, TRUE...).
+// Doubles: one optional sign, then decimal or exponent notation, finite.
 std::optional<int64_t> config_parse_int(std::string_view text);
 std::optional<bool> config_parse_bool(std::string_view text);
 std::optional<double> config_parse_double(std::string_view text);
+
+// True when `text` is written as a decimal integer (as config_parse_int
+// takes it) whatever its size, so an error can tell a number too large for
+// 64 bits from text that is no number at all.
+bool config_is_decimal(std::string_view text);
 
 // The 1-based line of a node, or 0 when it has none (null or invalid node).
 int config_line(const YAML::Node &node);

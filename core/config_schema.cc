@@ -62,9 +62,14 @@ std::string join(const std::vector<std::string> &items, std::string_view sep) {
 
 bool has_bounds(const cg_config_field_t &f) { return f.type == CG_CFG_INT && f.min < f.max; }
 
+// Whether a value's text goes through ${VAR} expansion: the operator's does;
+// a plugin's default is a C string the author wrote, taken literally.
+enum class Expand { kEnv, kNone };
+
 class SchemaValidator {
  public:
-  SchemaValidator(std::string_view file, std::string_view prefix) : file_(file), prefix_(prefix) {}
+  SchemaValidator(std::string_view file, std::string_view prefix, int instance_line)
+      : file_(file), prefix_(prefix), instance_line_(instance_line) {}
 
   [[noreturn]] void fail(const std::string &key, int line, std::string message) const {
     throw SchemaFailure{ConfigError{file_, line, key, std::move(message)}};
@@ -75,19 +80,24 @@ class SchemaValidator {
     return prefix_.empty() ? std::string(key) : prefix_ + "." + std::string(key);
   }
 
+  // The line for an error that has none of its own: the instance's.
+  int instance_line() const { return instance_line_; }
+
   void check_schema(std::span<const cg_config_field_t *const> fields) const;
   // Converts the operator's (or the default's) node into a value of f's type.
   PluginConfigValue convert(const cg_config_field_t &f, const YAML::Node &node,
-                            const std::string &key, int line) const;
+                            const std::string &key, int line, Expand expand) const;
   PluginConfigValue parse_default(const cg_config_field_t &f) const;
 
  private:
-  std::string scalar(const YAML::Node &node, const std::string &key, int line,
-                     const char *expected) const;
+  std::string scalar(const YAML::Node &node, const std::string &key, int line, const char *expected,
+                     Expand expand) const;
   [[noreturn]] void bad_value(const cg_config_field_t &f, const std::string &key, int line,
-                              const std::string &expected, const std::string &text) const;
+                              const std::string &expected, const std::string &text,
+                              std::string_view note = {}) const;
   std::string file_;
   std::string prefix_;
+  int instance_line_;
 };
 
 void SchemaValidator::check_schema(std::span<const cg_config_field_t *const> fields) const {
@@ -96,21 +106,25 @@ void SchemaValidator::check_schema(std::span<const cg_config_field_t *const> fie
     const cg_config_field_t *f = fields[i];
     const std::string where = "plugin schema field " + std::to_string(i);
     if (f == nullptr || f->struct_size < kFieldSizeV1_0) {
-      fail(prefix_, 0, where + " is malformed (struct_size too small)");
+      fail(prefix_, instance_line_, where + " is malformed (struct_size too small)");
     }
-    if (f->key == nullptr || *f->key == '\0') fail(prefix_, 0, where + " has no key");
+    if (f->key == nullptr || *f->key == '\0') fail(prefix_, instance_line_, where + " has no key");
     if (type_name(f->type) == nullptr) {
-      fail(path(f->key), 0, "plugin schema has unknown type " + std::to_string(f->type));
+      fail(path(f->key), instance_line_,
+           "plugin schema has unknown type " + std::to_string(f->type));
     }
     if (f->type == CG_CFG_ENUM && split_choices(f->choices).empty()) {
-      fail(path(f->key), 0, "plugin schema declares an enum without choices");
+      fail(path(f->key), instance_line_, "plugin schema declares an enum without choices");
     }
-    if (!keys.insert(f->key).second) fail(path(f->key), 0, "plugin schema declares the key twice");
+    if (!keys.insert(f->key).second) {
+      fail(path(f->key), instance_line_, "plugin schema declares the key twice");
+    }
   }
 }
 
 void SchemaValidator::bad_value(const cg_config_field_t &f, const std::string &key, int line,
-                                const std::string &expected, const std::string &text) const {
+                                const std::string &expected, const std::string &text,
+                                std::string_view note) const {
   std::string message = "expected " + expected;
   if (!(f.flags & CG_CFG_SECRET)) {
     constexpr size_t kMax = 40;  // short, one line: values may hold anything
@@ -120,11 +134,11 @@ void SchemaValidator::bad_value(const cg_config_field_t &f, const std::string &k
     }
     message += ", got '" + shown + (text.size() > kMax ? "...'" : "'");
   }
-  fail(key, line, std::move(message));
+  fail(key, line, message.append(note));
 }
 
 std::string SchemaValidator::scalar(const YAML::Node &node, const std::string &key, int line,
-                                    const char *expected) const {
+                                    const char *expected, Expand expand) const {
   if (!node.IsScalar()) {
     fail(key, line,
          std::string("expected ") + expected + ", got " +
@@ -132,6 +146,7 @@ std::string SchemaValidator::scalar(const YAML::Node &node, const std::string &k
               : node.IsSequence() ? "a list"
                                   : "nothing"));
   }
+  if (expand == Expand::kNone) return node.Scalar();
   std::string error;
   auto text = config_expand_env(node.Scalar(), &error);
   if (!text) fail(key, line, error);  // names the variable, never a value
@@ -139,35 +154,39 @@ std::string SchemaValidator::scalar(const YAML::Node &node, const std::string &k
 }
 
 PluginConfigValue SchemaValidator::convert(const cg_config_field_t &f, const YAML::Node &node,
-                                           const std::string &key, int line) const {
+                                           const std::string &key, int line, Expand expand) const {
   PluginConfigValue v;
   v.type = f.type;
   v.secret = f.flags & CG_CFG_SECRET;
   v.present = true;
   switch (f.type) {
     case CG_CFG_STRING:
-      v.str = scalar(node, key, line, "a string");
+      v.str = scalar(node, key, line, "a string", expand);
       break;
     case CG_CFG_INT: {
-      const std::string text = scalar(node, key, line, "an integer");
+      const std::string text = scalar(node, key, line, "an integer", expand);
       const auto i = config_parse_int(text);
+      // Tells a too-large number from a typo; says nothing more of a secret.
+      const std::string_view note =
+          !i && config_is_decimal(text) ? " (out of the 64-bit range)" : "";
       if (has_bounds(f) && (!i || *i < f.min || *i > f.max)) {
         bad_value(f, key, line,
-                  "an integer in " + std::to_string(f.min) + ".." + std::to_string(f.max), text);
+                  "an integer in " + std::to_string(f.min) + ".." + std::to_string(f.max), text,
+                  note);
       }
-      if (!i) bad_value(f, key, line, "an integer", text);
+      if (!i) bad_value(f, key, line, "an integer", text, note);
       v.i = *i;
       break;
     }
     case CG_CFG_BOOL: {
-      const std::string text = scalar(node, key, line, "true or false");
+      const std::string text = scalar(node, key, line, "true or false", expand);
       const auto b = config_parse_bool(text);
       if (!b) bad_value(f, key, line, "true or false", text);
       v.b = *b;
       break;
     }
     case CG_CFG_DOUBLE: {
-      const std::string text = scalar(node, key, line, "a number");
+      const std::string text = scalar(node, key, line, "a number", expand);
       const auto d = config_parse_double(text);
       if (!d) bad_value(f, key, line, "a number", text);
       v.d = *d;
@@ -180,12 +199,13 @@ PluginConfigValue SchemaValidator::convert(const cg_config_field_t &f, const YAM
       for (size_t i = 0; i < node.size(); ++i) {
         const YAML::Node item = node[i];
         const int item_line = config_line(item) ? config_line(item) : line;
-        v.list.push_back(scalar(item, key + "[" + std::to_string(i) + "]", item_line, "a string"));
+        v.list.push_back(
+            scalar(item, key + "[" + std::to_string(i) + "]", item_line, "a string", expand));
       }
       break;
     case CG_CFG_ENUM: {
       const auto choices = split_choices(f.choices);
-      v.str = scalar(node, key, line, "a string");
+      v.str = scalar(node, key, line, "a string", expand);
       bool ok = false;
       for (const auto &c : choices) ok = ok || c == v.str;
       if (!ok) bad_value(f, key, line, "one of: " + join(choices, ", "), v.str);
@@ -198,20 +218,22 @@ PluginConfigValue SchemaValidator::convert(const cg_config_field_t &f, const YAM
 PluginConfigValue SchemaValidator::parse_default(const cg_config_field_t &f) const {
   const std::string key = path(f.key);
   // A scalar default is taken as written: plugin authors write C strings, and
-  // YAML rules would turn "#general" into a comment or "" into null. Only a
-  // list needs YAML ("[a, b]").
+  // YAML rules would turn "#general" into a comment or "" into null, as
+  // ${VAR} expansion would turn "${" into an error. Only a list needs YAML
+  // ("[a, b]"). A broken default is the plugin's fault, found at this
+  // instance, so errors name the instance's line.
   YAML::Node node(std::string(f.default_value));
   if (f.type == CG_CFG_STRING_LIST) {
     try {
       node = YAML::Load(f.default_value);
     } catch (const YAML::Exception &) {
-      fail(key, 0, "the plugin's default is not a YAML list (a plugin bug)");
+      fail(key, instance_line_, "the plugin's default is not a YAML list (a plugin bug)");
     }
   }
   try {
-    return convert(f, node, key, 0);
+    return convert(f, node, key, instance_line_, Expand::kNone);
   } catch (const SchemaFailure &e) {
-    fail(key, 0, "the plugin's default is invalid (a plugin bug): " + e.error.message);
+    fail(key, instance_line_, "the plugin's default is invalid (a plugin bug): " + e.error.message);
   }
 }
 
@@ -253,7 +275,7 @@ void read_given(const SchemaValidator &sv, const YAML::Node &section,
       sv.fail(key, line, "duplicate key (first at line " + std::to_string(it->second) + ")");
     }
     if (kv.second.IsNull()) continue;  // `key:` alone: as if not given
-    values[name] = sv.convert(*f, kv.second, key, line);
+    values[name] = sv.convert(*f, kv.second, key, line, Expand::kEnv);
   }
 }
 
@@ -267,8 +289,9 @@ const PluginConfigValue *PluginConfig::find(std::string_view key) const {
 std::optional<ConfigError> plugin_config_validate(const YAML::Node &section,
                                                   std::span<const cg_config_field_t *const> fields,
                                                   std::string_view file,
-                                                  std::string_view key_prefix, PluginConfig *out) {
-  SchemaValidator sv(file, key_prefix);
+                                                  std::string_view key_prefix, PluginConfig *out,
+                                                  int instance_line) {
+  SchemaValidator sv(file, key_prefix, instance_line);
   std::map<std::string, PluginConfigValue, std::less<>> values;
   try {
     sv.check_schema(fields);
@@ -278,9 +301,10 @@ std::optional<ConfigError> plugin_config_validate(const YAML::Node &section,
       if (f->default_value != nullptr) {
         values[f->key] = sv.parse_default(*f);
       } else if (f->flags & CG_CFG_REQUIRED) {
-        // The mapping's line; a null section's mark points past it, so none then.
-        sv.fail(sv.path(f->key), section.IsMap() ? config_line(section) : 0,
-                "required key missing");
+        // The mapping's line; a null section's mark points past it, and an
+        // absent one has none, so then the instance's.
+        const int line = section.IsMap() ? config_line(section) : 0;
+        sv.fail(sv.path(f->key), line > 0 ? line : sv.instance_line(), "required key missing");
       } else {  // absent: the plugin's config_* getters answer CG_ENOENT
         PluginConfigValue absent;
         absent.type = f->type;

@@ -142,6 +142,12 @@ int main(int argc, char **argv) {
     std::fprintf(stderr, "chatgate: %s (logging.file in %s)\n", e.c_str(), config.file.c_str());
     return 1;
   }
-  cg::App app;
-  return app.run(std::move(config));
+  int rc = 0;
+  {
+    cg::App app;
+    rc = app.run(std::move(config));
+  }
+  // Writes out what the logging thread still holds, then joins it.
+  cg::log_shutdown();
+  return rc;
 }

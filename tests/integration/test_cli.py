@@ -75,7 +75,9 @@ class CliTest(unittest.TestCase):
         finally:
             os.unlink(path)
         self.assertEqual(rc, 1)
-        self.assertIn("router.model: 'memory' must name a model backend instance, found a cache plugin", out)
+        line = text.splitlines().index("  model: memory") + 1
+        self.assertIn("%s:%d: router.model: 'memory' must name a model backend instance, "
+                      "found a cache plugin" % (path, line), out)
 
     def test_check_config_opens_no_port(self):
         # The port is held by this test: a --check-config that tried to

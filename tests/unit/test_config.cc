@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -293,11 +294,22 @@ TEST_CASE("config: router must name configured instances", "[config]") {
   CHECK(err.key == "router.model");
   CHECK(err.message.rfind("required key missing", 0) == 0);
 
+  // Without a router section the error still names a line: the top of the file.
   err = load_error("");
-  CHECK(err.line == 0);
+  CHECK(err.line == 1);
   CHECK(err.key == "router.model");
   CHECK(err.to_string() ==
-        "test.yaml: router.model: required key missing (name a plugins.instances entry)");
+        "test.yaml:1: router.model: required key missing (name a plugins.instances entry)");
+  err = load_error("# comment\n\nshutdown:\n  deadlineMs: 5\n");
+  CHECK(err.line == 3);
+  CHECK(err.key == "router.model");
+
+  // `router:` with nothing under it: the line of `router:`.
+  err = load_error(plugins + "router:\nshutdown: {}\n");
+  CHECK(err.line == 5);
+  CHECK(err.key == "router.model");
+  err = load_error(plugins + "router: ~\n");
+  CHECK(err.line == 5);
 }
 
 TEST_CASE("config: YAML syntax errors and documents", "[config]") {
@@ -316,6 +328,51 @@ TEST_CASE("config: YAML syntax errors and documents", "[config]") {
   err = load_error("- a\n- b\n");
   CHECK(err.line == 1);
   CHECK(err.message == "expected a mapping at the top, got a list");
+}
+
+TEST_CASE("config: logging bounds", "[config]") {
+  auto err = load_error("logging:\n  maxSizeMb: 1048577\n" + kTail);
+  CHECK(err.line == 2);
+  CHECK(err.key == "logging.maxSizeMb");
+  CHECK(err.message == "expected an integer in 1..1048576, got '1048577'");
+  err = load_error("logging:\n  maxSizeMb: 0\n" + kTail);
+  CHECK(err.message == "expected an integer in 1..1048576, got '0'");
+  // Once big enough to overflow max_size_mb * 1024 * 1024.
+  err = load_error("logging:\n  maxSizeMb: 17592186044416\n" + kTail);
+  CHECK(err.key == "logging.maxSizeMb");
+
+  err = load_error("logging:\n  maxFiles: 200001\n" + kTail);
+  CHECK(err.key == "logging.maxFiles");
+  CHECK(err.message == "expected an integer in 1..200000, got '200001'");
+  CHECK(load_error("logging:\n  maxFiles: 0\n" + kTail).key == "logging.maxFiles");
+
+  Config cfg;
+  REQUIRE_FALSE(load("logging:\n  maxSizeMb: 1048576\n  maxFiles: 200000\n", &cfg));
+  CHECK(cfg.logging.max_size_mb == cg::kLogMaxSizeMbLimit);
+  CHECK(cfg.logging.max_files == cg::kLogMaxFilesLimit);
+}
+
+TEST_CASE("config: malformed integers are errors", "[config]") {
+  auto err = load_error("listeners:\n  api:\n    port: +-5\n" + kTail);
+  CHECK(err.line == 3);
+  CHECK(err.key == "listeners.api.port");
+  CHECK(err.message == "expected an integer in 0..65535, got '+-5'");
+  for (const char *bad :
+       {"\"\"", "\"+\"", "\"-\"", "\" 5\"", "\"5 \"", "0x10", "1e3", "5.0", "--5"}) {
+    INFO(bad);
+    err = load_error("listeners:\n  api:\n    port: " + std::string(bad) + "\n" + kTail);
+    CHECK(err.line == 3);
+    CHECK(err.message.rfind("expected an integer in 0..65535, got '", 0) == 0);
+  }
+
+  // Beyond int64 the message says why, since the text does look like a number.
+  err = load_error("shutdown:\n  deadlineMs: 99999999999999999999\n" + kTail);
+  CHECK(err.line == 2);
+  CHECK(err.message ==
+        "expected an integer >= 0, got '99999999999999999999' (out of the 64-bit range)");
+  err = load_error("listeners:\n  api:\n    port: -99999999999999999999\n" + kTail);
+  CHECK(err.message ==
+        "expected an integer in 0..65535, got '-99999999999999999999' (out of the 64-bit range)");
 }
 
 TEST_CASE("config: files", "[config]") {
@@ -344,17 +401,34 @@ TEST_CASE("config: scalar parsers", "[config]") {
   CHECK(cg::config_parse_int("42") == 42);
   CHECK(cg::config_parse_int("+42") == 42);
   CHECK(cg::config_parse_int("-42") == -42);
-  CHECK_FALSE(cg::config_parse_int("4 2"));
-  CHECK_FALSE(cg::config_parse_int("++4"));
-  CHECK_FALSE(cg::config_parse_int("0x10"));
-  CHECK_FALSE(cg::config_parse_int("99999999999999999999"));
+  CHECK(cg::config_parse_int("007") == 7);
+  CHECK(cg::config_parse_int("-0") == 0);
+  CHECK(cg::config_parse_int("9223372036854775807") == INT64_MAX);
+  CHECK(cg::config_parse_int("-9223372036854775808") == INT64_MIN);
+  for (const char *bad :
+       {"4 2", "++4", "+-5", "-+5", "--5", "", "+", "-", " 5", "5 ", "5\n", "0x10", "1e3", "1.0",
+        "9223372036854775808", "-9223372036854775809", "99999999999999999999"}) {
+    INFO("'" << bad << "'");
+    CHECK_FALSE(cg::config_parse_int(bad));
+  }
+  CHECK(cg::config_is_decimal("99999999999999999999"));
+  CHECK(cg::config_is_decimal("-5"));
+  CHECK_FALSE(cg::config_is_decimal("+-5"));
+  CHECK_FALSE(cg::config_is_decimal("-"));
+  CHECK_FALSE(cg::config_is_decimal("1e3"));
+
   CHECK(cg::config_parse_bool("TRUE") == true);
   CHECK(cg::config_parse_bool("false") == false);
   CHECK_FALSE(cg::config_parse_bool("yes"));
   CHECK(cg::config_parse_double("0.5") == 0.5);
   CHECK(cg::config_parse_double("1e3") == 1000.0);
-  CHECK_FALSE(cg::config_parse_double("inf"));
-  CHECK_FALSE(cg::config_parse_double("1.5x"));
+  CHECK(cg::config_parse_double("-2.5") == -2.5);
+  CHECK(cg::config_parse_double("+.5") == 0.5);
+  for (const char *bad : {"inf", "-inf", "+nan", "1.5x", "+-5", "-+5", "--5", "", "+", "-", " 1",
+                          "1 ", "0x10", "1e999"}) {
+    INFO("'" << bad << "'");
+    CHECK_FALSE(cg::config_parse_double(bad));
+  }
 }
 
 TEST_CASE("config: default plugin dir", "[config]") {
@@ -476,8 +550,49 @@ TEST_CASE("plugin config: required keys", "[config][schema]") {
   cg::PluginConfig pc;
   auto null_err = cg::plugin_config_validate(YAML::Node(), kSchema, "t", kPrefix, &pc);
   REQUIRE(null_err);
-  CHECK(null_err->line == 0);
+  CHECK(null_err->line == 0);  // no section and no instance line: nothing to point at
   CHECK(null_err->key == "plugins.instances[1].config.appId");
+  null_err = cg::plugin_config_validate(YAML::Node(), kSchema, "t", kPrefix, &pc, 7);
+  REQUIRE(null_err);
+  CHECK(null_err->line == 7);
+}
+
+TEST_CASE("plugin config: a required key of an instance without config names its line",
+          "[config][schema]") {
+  const cg_config_field_t token = field(CG_CFG_STRING, "token", CG_CFG_REQUIRED | CG_CFG_SECRET);
+  const cg_config_field_t *const schema[] = {&token};
+  Config cfg;
+  // Instances start on lines 3, 5, 7, 9 (`config:` null) and 12 (`config: {}` on 14).
+  auto err = cg::config_load_string(
+      "plugins:\n"
+      "  instances:\n"
+      "    - name: echo\n"
+      "      plugin: echo.so\n"
+      "    - name: memory\n"
+      "      plugin: memory.so\n"
+      "    - name: bot\n"
+      "      plugin: bot.so\n"
+      "    - plugin: bot.so\n"
+      "      name: bot2\n"
+      "      config:\n"
+      "    - name: bot3\n"
+      "      plugin: bot.so\n"
+      "      config: {}\n"
+      "router:\n  model: echo\n  cache: memory\n",
+      "n.yaml", &cfg);
+  REQUIRE_FALSE(err);
+  auto validate_instance = [&](size_t i) {
+    cg::PluginConfig pc;
+    const std::string prefix = "plugins.instances[" + std::to_string(i) + "].config";
+    auto e = cg::plugin_config_validate(cfg.plugins[i].section, schema, cfg.file, prefix, &pc,
+                                        cfg.plugins[i].line);
+    REQUIRE(e);
+    return *e;
+  };
+  CHECK(validate_instance(2).to_string() ==
+        "n.yaml:7: plugins.instances[2].config.token: required key missing");
+  CHECK(validate_instance(3).line == 9);  // `config:` with nothing under it
+  CHECK(validate_instance(4).line == 14);
 }
 
 TEST_CASE("plugin config: bad values", "[config][schema]") {
@@ -517,6 +632,16 @@ TEST_CASE("plugin config: bad values", "[config][schema]") {
   cg::PluginConfig pc;
   REQUIRE_FALSE(validate("n: -9000000000\n", &pc, schema));
   CHECK(pc.find("n")->i == -9000000000LL);
+
+  err = validate_error("n: +-5\n", schema);
+  CHECK(err.message == "expected an integer, got '+-5'");
+  err = validate_error("n: 99999999999999999999\n", schema);
+  CHECK(err.message == "expected an integer, got '99999999999999999999' (out of the 64-bit range)");
+  err = validate_error(kRequired + "timeout: 99999999999999999999\n");
+  CHECK(err.message ==
+        "expected an integer in 1..600000, got '99999999999999999999' (out of the 64-bit range)");
+  err = validate_error(kRequired + "temperature: +-1\n");
+  CHECK(err.message == "expected a number, got '+-1'");
 }
 
 TEST_CASE("plugin config: unknown and duplicate keys, non-mapping sections", "[config][schema]") {
@@ -566,6 +691,12 @@ TEST_CASE("plugin config: bad schemas are plugin errors", "[config][schema]") {
   CHECK(err.message ==
         "the plugin's default is invalid (a plugin bug): expected an integer in 0..5, got 'many'");
 
+  // A plugin bug is found at an instance: the error names the instance's line.
+  cg::PluginConfig pc;
+  auto at = cg::plugin_config_validate(YAML::Load("{}"), schema, "t.yaml", kPrefix, &pc, 12);
+  REQUIRE(at);
+  CHECK(at->to_string().rfind("t.yaml:12: " + kPrefix + ".retries: the plugin's default", 0) == 0);
+
   const cg_config_field_t bad_list = field(CG_CFG_STRING_LIST, "hosts", 0, "a");
   const cg_config_field_t *const list_schema[] = {&bad_list};
   CHECK(validate_error("{}\n", list_schema)
@@ -586,6 +717,35 @@ TEST_CASE("plugin config: bad schemas are plugin errors", "[config][schema]") {
   const cg_config_field_t *const enum_schema[] = {&no_choices};
   CHECK(validate_error("{}\n", enum_schema).message ==
         "plugin schema declares an enum without choices");
+
+  for (auto bad_schema : {std::span<const cg_config_field_t *const>(twice),
+                          std::span<const cg_config_field_t *const>(malformed),
+                          std::span<const cg_config_field_t *const>(enum_schema)}) {
+    auto e = cg::plugin_config_validate(YAML::Load("{}"), bad_schema, "t.yaml", kPrefix, &pc, 12);
+    REQUIRE(e);
+    CHECK(e->line == 12);
+  }
+}
+
+TEST_CASE("plugin config: defaults are taken literally, without ${VAR} expansion",
+          "[config][schema]") {
+  EnvGuard set("CG_T_DEFAULT_VAR", "from-env");
+  const cg_config_field_t tpl =
+      field(CG_CFG_STRING, "tpl", 0, "Hi ${name}, $${x} ${CG_T_DEFAULT_VAR}");
+  const cg_config_field_t unterminated = field(CG_CFG_STRING, "open", 0, "${");
+  const cg_config_field_t list = field(CG_CFG_STRING_LIST, "list", 0, "[\"${A}\", b]");
+  const cg_config_field_t *const schema[] = {&tpl, &unterminated, &list};
+  cg::PluginConfig pc;
+  auto err = validate("{}\n", &pc, schema);
+  INFO((err ? err->to_string() : ""));
+  REQUIRE_FALSE(err);
+  CHECK(pc.find("tpl")->str == "Hi ${name}, $${x} ${CG_T_DEFAULT_VAR}");
+  CHECK(pc.find("open")->str == "${");
+  CHECK(pc.find("list")->list == std::vector<std::string>{"${A}", "b"});
+
+  // The operator's values still expand.
+  REQUIRE_FALSE(validate("tpl: ${CG_T_DEFAULT_VAR}\n", &pc, schema));
+  CHECK(pc.find("tpl")->str == "from-env");
 }
 
 TEST_CASE("plugin config: help text", "[config][schema]") {
