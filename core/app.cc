@@ -85,10 +85,12 @@ std::string app_check_config(const Config &config, size_t *instances) {
     std::vector<std::unique_ptr<PluginInstance>> plugins;
     err = app_load_plugins(config, &services, &plugins);
     if (err.empty()) err = app_check_router(config, plugins);
-    for (auto &p : plugins) {
-      if (!err.empty()) break;
+    for (size_t i = 0; i < plugins.size() && err.empty(); i++) {
       std::string e;
-      if (p->init(&e) != 0) err = fmt::format("{}: {}", config.file, e);
+      if (plugins[i]->init(&e) != 0) {
+        err = fmt::format("{}:{}: plugins.instances[{}]: {}", config.file, config.plugins[i].line,
+                          i, e);
+      }
     }
     *instances = plugins.size();
     while (!plugins.empty()) plugins.pop_back();  // destroy in reverse order

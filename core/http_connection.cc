@@ -249,8 +249,7 @@ void HttpConnection::read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (block != nullptr) c->owner_.release_block(block);
     // EOF or error: the client is gone (or, when lingering, done reading).
     // A half-close counts as gone too, as nginx does: a socket closed for
-    // good cannot be told from one shut for writing, and a model call for a
-    // client that left should be cancelled early, not answered into a reset.
+    // good cannot be told from one shut for writing.
     if (nread < 0) c->close();
     return;
   }

@@ -68,6 +68,9 @@ void Loop::on_async(uv_async_t *h) {
 }
 
 int Loop::defer(LoopFn fn, void *arg) {
+  // Once close() has drained the queue, the check handle that runs it is
+  // gone. Tasks deferred during that last drain still run.
+  if (defer_closed_) return CG_ECLOSED;
   deferred_.push_back({fn, arg});
   if (!idle_active_) {
     // An active idle handle makes the next poll non-blocking, so the check
@@ -175,6 +178,7 @@ void Loop::close() {
   // Run what was posted or deferred before the handles go.
   on_async(&async_);
   while (!deferred_.empty()) run_deferred();
+  defer_closed_ = true;
   uv_close(reinterpret_cast<uv_handle_t *>(&async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t *>(&check_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t *>(&idle_), nullptr);

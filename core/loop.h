@@ -35,6 +35,8 @@ class Loop {
   int post(LoopFn fn, void *arg);
   // Runs fn(arg) on the next loop turn. Tasks deferred while the queue runs
   // wait for the turn after, so a task that re-defers cannot starve I/O.
+  // CG_ECLOSED once close() has run the deferred queue for the last time
+  // (fn is then never called).
   int defer(LoopFn fn, void *arg);
   // Timers by id: stop is safe after the timer fired (returns CG_ENOENT).
   int timer_start(uint64_t timeout_ms, uint64_t repeat_ms, LoopTimerFn fn, void *arg,
@@ -70,6 +72,7 @@ class Loop {
   uv_idle_t idle_{};
   bool idle_active_ = false;
   bool closing_ = false;
+  bool defer_closed_ = false;  // close() drained the deferred queue for the last time
   std::vector<Task> deferred_, running_;
   std::mutex post_mutex_;
   std::vector<Task> posted_;  // guarded by post_mutex_

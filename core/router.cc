@@ -135,6 +135,19 @@ struct Router::Job {
   }
 
   void dispatch() {
+    // A message that waited behind its conversation's earlier ones for longer
+    // than a model call may take is answered "busy" at once: a hung model
+    // must not let one conversation's backlog hold the queue for hours.
+    const uint64_t timeout = router->config_.model_timeout_ms;
+    if (timeout > 0 && router->loop_.now_ms() - msg.received_ms > timeout) {
+      spdlog::warn(
+          "router: message on '{}' for conversation '{}' waited over {} ms behind "
+          "earlier ones; answered busy",
+          channel(), msg.conversation_id, timeout);
+      router->count("chatgate_messages_dropped_total", channel(), "reason=\"backlog\"");
+      reply(kBusyText, CG_REPLY_ERROR);
+      return;
+    }
     const std::string cmd = command_of(msg.text);
     if (cmd == "/help") {
       reply(kHelpText, 0);
@@ -192,7 +205,8 @@ struct Router::Job {
 
   void call_model() {
     if (router->cancelling_) {
-      model_failed(CG_ECANCELED);
+      // Never reached the model: no model error to count.
+      reply(kShutdownText, CG_REPLY_ERROR);
       return;
     }
     req_turns.clear();

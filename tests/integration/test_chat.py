@@ -181,6 +181,31 @@ class ConcurrentConversationTest(unittest.TestCase):
         self.assertLess(elapsed, 2.5)
 
 
+class BacklogTest(unittest.TestCase):
+    def test_a_backlog_older_than_the_model_timeout_is_answered_busy(self):
+        # Each answer takes 300 ms; a message that waited over 700 ms behind
+        # its conversation's earlier ones is answered busy instead of waiting.
+        port = free_port()
+        config = make_config(port, echo_config="        delayMs: 300",
+                             router_extra="  modelTimeoutMs: 700")
+        with Chatgate(config) as cg:
+            body = json.dumps({"userId": "pile", "query": "q"}).encode()
+            one = (b"POST /api/chat HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n" % len(body)) + body
+            last = one.replace(b"Host: t\r\n", b"Host: t\r\nConnection: close\r\n")
+            raw = raw_exchange(port, one * 4 + last, timeout=10)
+            statuses = re.findall(rb"HTTP/1.1 (\d+)", raw)
+            self.assertEqual(len(statuses), 5, raw)
+            self.assertEqual(statuses[:2], [b"200", b"200"])
+            self.assertEqual(statuses[-1], b"503")
+            self.assertIn(b"busy", raw.split(b"\r\n\r\n")[-1])
+            # Another conversation is answered normally meanwhile and after.
+            status, body, _ = chat(port, "other", "hi")
+            self.assertEqual(status, 200)
+            self.assertEqual(cg.stop(), 0)
+            self.assertIn("waited over 700 ms behind earlier ones", cg.log())
+
+
 class ModelFailureTest(unittest.TestCase):
     def run_with(self, echo_config, router_extra=""):
         port = free_port()

@@ -104,9 +104,9 @@ class CliTest(unittest.TestCase):
         finally:
             os.unlink(path)
         self.assertEqual(rc, 1, out)
-        self.assertIn("plugin instance 'echo'", out)
+        line = text.splitlines().index("    - name: echo") + 1
+        self.assertIn("%s:%d: plugins.instances[0]: plugin instance 'echo'" % (path, line), out)
         self.assertIn("init failed", out)
-        self.assertIn(path, out)
 
     def test_missing_config_file(self):
         rc, out = run("--check-config", "--config", "/nonexistent/chatgate.yaml")

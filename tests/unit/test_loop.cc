@@ -127,3 +127,23 @@ TEST_CASE("loop: close cancels queued work that has not started", "[loop]") {
   CHECK(result.done == kPool);
   CHECK(result.cancelled == 1);
 }
+
+TEST_CASE("loop: tasks deferred during close still run; after close defer is refused", "[loop]") {
+  UvLoop u;
+  Loop loop(&u.uv);
+  struct State {
+    Loop *loop;
+    int runs = 0;
+  } state{&loop};
+  // A task that defers another while close() drains the queue.
+  REQUIRE(loop.defer(
+              [](void *arg) {
+                auto *s = static_cast<State *>(arg);
+                s->runs++;
+                REQUIRE(s->loop->defer([](void *a) { static_cast<State *>(a)->runs++; }, s) == 0);
+              },
+              &state) == 0);
+  loop.close();
+  CHECK(state.runs == 2);
+  CHECK(loop.defer([](void *) {}, nullptr) == CG_ECLOSED);
+}

@@ -144,7 +144,9 @@ typedef struct cg_host_api_s {
   /* Runs fn(arg) on the next loop turn, without a syscall. For completions
    * that are ready at once (a completion must never run before the call
    * that started it returns). Once accepted, fn runs exactly once, in the
-   * order deferred, also during shutdown. THREAD: loop thread only.
+   * order deferred, also during shutdown. CG_ECLOSED once the host's loop is
+   * closing, after every plugin has stopped (a queue_work completion that
+   * arrives then must finish its work inline). THREAD: loop thread only.
    * OWNERSHIP: `arg` is the plugin's; the host holds it until fn(arg) ran. */
   int (*defer)(cg_host_t *h, cg_fn fn, void *arg);
 
