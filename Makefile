@@ -1,14 +1,14 @@
 # The two commands (see README.md):
 #   make run    set up this machine, build, and run chatgate on its embedded default config
 #   make test   set up this machine, build, and run every test
-# Also: make build, make test-asan, make bench, make format, make clean.
+# Also: make build, make test-asan, make bench, make format, make tidy, make clean.
 
 BUILD_DIR ?= build
 ASAN_DIR ?= build-asan
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test test-asan bench format clean
+.PHONY: all deps build run test test-asan bench format tidy clean
 
 all: build
 
@@ -38,6 +38,10 @@ bench: build
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h' '*.c')
+
+# clang-tidy with the root .clang-tidy over the core and the plugins.
+tidy: build
+	clang-tidy -p $(BUILD_DIR) --quiet $$(git ls-files 'core/*.cc' 'plugins/*.cc' 'plugins/*.c')
 
 clean:
 	rm -rf $(BUILD_DIR) $(ASAN_DIR)

@@ -107,7 +107,9 @@ void Loader::read_mapping(const YAML::Node &node, const std::string &path, int l
     const int key_line = config_line(kv.first);
     if (!kv.first.IsScalar()) fail(path, key_line, "expected a key name");
     const std::string &name = kv.first.Scalar();
-    const std::string key_path = path.empty() ? name : path + "." + name;
+    std::string key_path = path;
+    if (!key_path.empty()) key_path += '.';
+    key_path += name;
     auto [it, inserted] = seen.emplace(name, key_line);
     if (!inserted) {
       fail(key_path, key_line, "duplicate key (first at line " + std::to_string(it->second) + ")");
@@ -216,7 +218,9 @@ void read_cors(const Loader &l, const Entry &e, CorsPolicy &out) {
           {"allowedHeaders", [&](const Entry &v) { out.allowed_headers = l.read_string_list(v); }},
           {"maxAgeSeconds",
            [&](const Entry &v) {
-             out.max_age_seconds = l.read_int(v, 0, std::numeric_limits<int>::max());
+             // In range by the bound just checked.
+             out.max_age_seconds =
+                 static_cast<int>(l.read_int(v, 0, std::numeric_limits<int>::max()));
            }},
       });
 }
@@ -231,7 +235,7 @@ void read_api_listener(const Loader &l, const Entry &e, HttpListenerConfig &out)
       e.value, e.path, e.line,
       {
           {"address", [&](const Entry &v) { read_address(l, v, out.address); }},
-          {"port", [&](const Entry &v) { out.port = l.read_int(v, 0, 65535); }},
+          {"port", [&](const Entry &v) { out.port = static_cast<int>(l.read_int(v, 0, 65535)); }},
           {"maxConnections", positive(lim.max_connections)},
           {"maxHeaderBytes",
            [&](const Entry &v) { lim.max_header_bytes = l.read_int(v, 1024, kInt64Max); }},

@@ -75,7 +75,7 @@ class HttpConnectionOwner {
 
 class HttpConnection {
  public:
-  static constexpr size_t kReadBlockSize = 64 * 1024;
+  static constexpr size_t kReadBlockSize = size_t{64} * 1024;
   static constexpr size_t kNoLength = static_cast<size_t>(-1);  // "no Content-Length"
 
   // Initializes the handles; from here on the connection must be closed

@@ -16,7 +16,7 @@ namespace {
 
 // Buffers that grew past this are freed on reuse instead of kept, so one
 // large upload or answer does not pin memory on an idle keep-alive connection.
-constexpr size_t kKeepCapacity = 64 * 1024;
+constexpr size_t kKeepCapacity = size_t{64} * 1024;
 constexpr size_t kMaxSpareExchanges = 4;
 constexpr size_t kNoLength = HttpConnection::kNoLength;
 

@@ -17,13 +17,13 @@
 namespace cg {
 
 struct HttpLimits {
-  size_t max_header_bytes = 16 * 1024;  // request line + headers; over: 431
-  size_t max_body_bytes = 1024 * 1024;  // decoded body; over: 413
-  uint64_t header_timeout_ms = 10000;   // first byte to end of headers; over: 408
-  uint64_t body_timeout_ms = 30000;     // end of headers to end of body; over: 408
-  uint64_t idle_timeout_ms = 60000;     // keep-alive connection with nothing pending: closed
-  size_t max_connections = 10000;       // beyond: 503 and close
-  size_t max_pipeline = 16;             // requests queued on one connection before reads pause
+  size_t max_header_bytes = size_t{16} * 1024;  // request line + headers; over: 431
+  size_t max_body_bytes = size_t{1024} * 1024;  // decoded body; over: 413
+  uint64_t header_timeout_ms = 10000;           // first byte to end of headers; over: 408
+  uint64_t body_timeout_ms = 30000;             // end of headers to end of body; over: 408
+  uint64_t idle_timeout_ms = 60000;  // keep-alive connection with nothing pending: closed
+  size_t max_connections = 10000;    // beyond: 503 and close
+  size_t max_pipeline = 16;          // requests queued on one connection before reads pause
 };
 
 struct CorsPolicy {
@@ -90,8 +90,7 @@ class HttpServer {
   // Exact routes win over prefix routes; the longest prefix wins. A path
   // that matches with another method gets 405 with an Allow header.
   // Returns 0, or -EEXIST when the same method+path is taken.
-  int add_route(std::string_view method, std::string_view path, bool prefix,
-                HttpHandler handler);
+  int add_route(std::string_view method, std::string_view path, bool prefix, HttpHandler handler);
 
   // Answers an exchange with a complete body. `headers` are extra response
   // headers (Content-Type...); Content-Length, Connection and Date are the

@@ -17,7 +17,7 @@ namespace {
 
 constexpr const char *kLoggerName = "chatgate";
 constexpr const char *kPattern = "%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v";
-constexpr uint64_t kBytesPerMb = 1024 * 1024;
+constexpr uint64_t kBytesPerMb = uint64_t{1024} * 1024;
 
 // The async logger holds only a weak_ptr to its thread pool, so the pool
 // needs an owner; the logger is kept too so that log_shutdown drains the one

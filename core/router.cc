@@ -56,7 +56,7 @@ std::string command_of(std::string_view text) {
 // Finished jobs kept for reuse; enough for the usual in-flight count.
 constexpr size_t kSpareJobs = 256;
 // A spare job's buffers above this size are freed rather than kept.
-constexpr size_t kKeepBufferBytes = 16 * 1024;
+constexpr size_t kKeepBufferBytes = size_t{16} * 1024;
 
 }  // namespace
 

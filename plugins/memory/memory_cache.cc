@@ -177,7 +177,7 @@ struct MemoryCache {
       give_back(std::move(c));
       return rc;
     }
-    c.release();
+    (void)c.release();  // owned by the deferred deliver now
     pending++;
     return 0;
   }
