@@ -11,6 +11,7 @@
 
 #include <catch2/catch.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -274,7 +275,7 @@ TEST_CASE("log: a burst beyond the queue keeps the newest line and the order", "
   bool ordered = true;
   for (size_t at = text.find(" info burst "); at != std::string::npos;
        at = text.find(" info burst ", at + 1)) {
-    const long n = std::stol(text.substr(at + 12));
+    const long n = std::strtol(text.c_str() + at + 12, nullptr, 10);
     if (n <= last) ordered = false;
     last = n;
   }
