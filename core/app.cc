@@ -8,6 +8,7 @@
 #include "channel.h"
 #include "chat_api.h"
 #include "config_schema.h"
+#include "http_client.h"
 #include "http_server.h"
 #include "loop.h"
 #include "metrics.h"
@@ -123,6 +124,8 @@ int App::run(Config config) {
   services_->metrics = metrics_.get();
   api_ = std::make_unique<HttpServer>(&uv_loop_, config_.api);
   services_->api = api_.get();
+  http_ = std::make_unique<HttpClient>(*loop_, config_.http_client);
+  services_->http = http_.get();
   uv_timer_init(&uv_loop_, &drain_timer_);
   drain_timer_.data = this;
 
@@ -143,6 +146,7 @@ int App::run(Config config) {
   while (!plugins_.empty()) plugins_.pop_back();  // destroy in reverse order
   channels_.clear();
   api_.reset();
+  http_.reset();
   loop_.reset();
   if (uv_loop_close(&uv_loop_) != 0) spdlog::warn("loop closed with handles still open");
   if (exit_code == 0) spdlog::info("chatgate stopped");
@@ -286,6 +290,7 @@ void App::close_everything() {
     }
   }
   uv_close(reinterpret_cast<uv_handle_t *>(&drain_timer_), nullptr);
+  http_->close();  // before the loop's last drain, which runs its completions
   loop_->close();
 }
 

@@ -199,6 +199,19 @@ void read_logging(const Loader &l, const Entry &e, LoggingConfig &out) {
       });
 }
 
+void read_http_client(const Loader &l, const Entry &e, HttpClientConfig &out) {
+  l.read_mapping(
+      e.value, e.path, e.line,
+      {
+          {"caFile", [&](const Entry &v) { out.ca_file = l.read_string(v); }},
+          {"timeoutMs", [&](const Entry &v) { out.timeout_ms = l.read_int(v, 1, kInt64Max); }},
+          {"connectTimeoutMs",
+           [&](const Entry &v) { out.connect_timeout_ms = l.read_int(v, 1, kInt64Max); }},
+          {"maxResponseBytes",
+           [&](const Entry &v) { out.max_response_bytes = l.read_int(v, 1, kInt64Max); }},
+      });
+}
+
 void read_address(const Loader &l, const Entry &e, std::string &out) {
   std::string text = l.read_string(e);
   unsigned char buf[sizeof(struct in6_addr)];
@@ -422,6 +435,7 @@ void read_root(const Loader &l, const YAML::Node &root, Config &cfg) {
           {"listeners", [&](const Entry &v) { read_listeners(l, v, cfg.api); }},
           {"plugins", [&](const Entry &v) { read_plugins(l, v, cfg); }},
           {"router", [&](const Entry &v) { read_router(l, v, cfg.router, router_lines); }},
+          {"httpClient", [&](const Entry &v) { read_http_client(l, v, cfg.http_client); }},
           {"shutdown", [&](const Entry &v) { read_shutdown(l, v, cfg); }},
       });
   check_router_refs(l, cfg, router_lines);

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "http_client.h"
 #include "http_server.h"
 
 namespace cg {
@@ -68,6 +69,7 @@ struct Config {
   std::string plugin_dir;  // resolved directory for bare plugin file names
   std::vector<PluginInstanceConfig> plugins;
   RouterConfig router;
+  HttpClientConfig http_client;  // httpClient: outbound HTTP for plugins
   uint64_t shutdown_deadline_ms = 10000;
 };
 

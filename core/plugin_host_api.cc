@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "http_client.h"
 #include "http_server.h"
 #include "log.h"
 #include "loop.h"
@@ -286,6 +287,26 @@ int h_metric_observe(cg_host_t *h, cg_str_t name, cg_str_t labels, double value)
                      });
 }
 
+// ---- outbound HTTP (since 1.1) ----
+
+int h_http_request(cg_host_t *h, const cg_http_client_request_t *req, cg_http_data_cb on_data,
+                   cg_http_done_cb done, void *arg, uint64_t *request_id) {
+  auto *i = inst(h);
+  if (i == nullptr || req == nullptr || done == nullptr) return CG_EINVAL;
+  if (req->struct_size < sizeof(cg_http_client_request_t)) return CG_EINVAL;
+  HttpClient *http = i->services()->http;
+  if (http == nullptr) return CG_EUNAVAIL;
+  return http->request(*req, on_data, done, arg, request_id);
+}
+
+int h_http_cancel(cg_host_t *h, uint64_t request_id) {
+  auto *i = inst(h);
+  if (i == nullptr) return CG_EINVAL;
+  HttpClient *http = i->services()->http;
+  if (http == nullptr) return CG_ENOENT;
+  return http->cancel(request_id);
+}
+
 const cg_host_api_t kHostApi = {
     sizeof(cg_host_api_t),
     CG_ABI_MAJOR,
@@ -316,6 +337,8 @@ const cg_host_api_t kHostApi = {
     h_metric_counter_add,
     h_metric_gauge_set,
     h_metric_observe,
+    h_http_request,
+    h_http_cancel,
 };
 
 }  // namespace

@@ -19,14 +19,16 @@ namespace cg {
 class Loop;
 class Metrics;
 class HttpServer;
+class HttpClient;
 class PluginInstance;
 
 // What the host API reaches through, owned by the app.
 struct HostServices {
   Loop *loop = nullptr;
   Metrics *metrics = nullptr;
-  HttpServer *api = nullptr;          // listener for plugin routes
-  PluginInstance *cache = nullptr;    // the router's cache instance
+  HttpServer *api = nullptr;        // listener for plugin routes
+  HttpClient *http = nullptr;       // outbound HTTP (null under --check-config)
+  PluginInstance *cache = nullptr;  // the router's cache instance
   // Hands a channel's inbound message to the router (copies it).
   std::function<int(PluginInstance &, const cg_message_t &)> emit;
 };

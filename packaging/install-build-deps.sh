@@ -12,6 +12,7 @@ libuv1-dev
 node-llhttp
 libsimdjson-dev
 libssl-dev
+libcurl4-openssl-dev
 libyaml-cpp-dev
 libspdlog-dev
 libfmt-dev

@@ -68,7 +68,9 @@ CG_ABI_CHECK(cg_http_request_t, query, 40);
 CG_ABI_CHECK(cg_http_request_t, headers, 56);
 CG_ABI_CHECK(cg_http_request_t, body, 64);
 CG_ABI_CHECK(cg_http_request_t, remote_addr, 80);
-CG_ABI_SIZE(cg_host_api_t, 224);
+/* The 1.0 table ended at 224 bytes; 1.1 appended after it. */
+CG_STATIC_ASSERT(offsetof(cg_host_api_t, metric_observe) + sizeof(void *) == 224,
+                 "cg_host_api_t's 1.0 part changed size");
 CG_ABI_CHECK(cg_host_api_t, abi_major, 4);
 CG_ABI_CHECK(cg_host_api_t, abi_minor, 8);
 CG_ABI_CHECK(cg_host_api_t, instance_name, 16);
@@ -146,6 +148,25 @@ CG_ABI_CHECK(cg_plugin_t, start, 72);
 CG_ABI_CHECK(cg_plugin_t, stop, 80);
 CG_ABI_CHECK(cg_plugin_t, destroy, 88);
 CG_ABI_CHECK(cg_plugin_t, ops, 96);
+
+/* --- since 1.1: outbound HTTP ---------------------------------------- */
+CG_ABI_CHECK(cg_host_api_t, http_request, 224);
+CG_ABI_CHECK(cg_host_api_t, http_cancel, 232);
+CG_ABI_SIZE(cg_host_api_t, 240);
+CG_ABI_SIZE(cg_http_client_request_t, 80);
+CG_ABI_CHECK(cg_http_client_request_t, header_count, 4);
+CG_ABI_CHECK(cg_http_client_request_t, method, 8);
+CG_ABI_CHECK(cg_http_client_request_t, url, 24);
+CG_ABI_CHECK(cg_http_client_request_t, headers, 40);
+CG_ABI_CHECK(cg_http_client_request_t, body, 48);
+CG_ABI_CHECK(cg_http_client_request_t, timeout_ms, 64);
+CG_ABI_CHECK(cg_http_client_request_t, connect_timeout_ms, 72);
+CG_ABI_SIZE(cg_http_client_response_t, 56);
+CG_ABI_CHECK(cg_http_client_response_t, header_count, 4);
+CG_ABI_CHECK(cg_http_client_response_t, status, 8);
+CG_ABI_CHECK(cg_http_client_response_t, headers, 16);
+CG_ABI_CHECK(cg_http_client_response_t, body, 24);
+CG_ABI_CHECK(cg_http_client_response_t, error, 40);
 
 /* Error codes are part of the ABI too. */
 CG_STATIC_ASSERT(CG_EINVAL == -1 && CG_EBUSY == -5 && CG_ECANCELED == -7 && CG_EAGAIN == -16,

@@ -74,6 +74,47 @@ typedef struct cg_http_request_s {
 typedef void (*cg_http_handler_cb)(void *arg, cg_http_exchange_t *ex,
                                    const cg_http_request_t *req);
 
+/* --- outbound HTTP (since 1.1) ------------------------------------------ */
+
+/* A request for http_request. Borrowed for the call: the host copies every
+ * view before it returns. */
+typedef struct cg_http_client_request_s {
+  uint32_t struct_size;
+  uint32_t header_count;
+  cg_str_t method;                 /* "GET", "POST", ... */
+  cg_str_t url;                    /* http:// or https:// */
+  const cg_http_header_t *headers; /* header_count entries, sent as given */
+  cg_str_t body;                   /* sent as is; empty for none */
+  uint64_t timeout_ms;             /* the whole exchange; 0: the host's default */
+  uint64_t connect_timeout_ms;     /* DNS + TCP + TLS; 0: the host's default */
+} cg_http_client_request_t;
+
+/* What came back. Borrowed until the callback returns. */
+typedef struct cg_http_client_response_s {
+  uint32_t struct_size;
+  uint32_t header_count;
+  int32_t status;                  /* HTTP status, or 0 when none arrived */
+  const cg_http_header_t *headers; /* of the final response (names as sent) */
+  cg_str_t body;                   /* empty when the body went to on_data */
+  cg_str_t error;                  /* why the exchange failed, or empty; never
+                                      holds request headers (no secrets) */
+} cg_http_client_response_t;
+
+/* Streaming body: called for each piece as it arrives, after the headers
+ * (so `status` is known). Return 0 to go on, anything else to abort (the
+ * completion then gets CG_ECANCELED). THREAD: loop thread. OWNERSHIP:
+ * `chunk` is borrowed until the callback returns; `arg` is the caller's. */
+typedef int (*cg_http_data_cb)(void *arg, int32_t status, cg_str_t chunk);
+
+/* The end of an outbound request, exactly once. result: 0 when a response
+ * arrived (whatever its status), CG_ETIMEDOUT, CG_ECANCELED (http_cancel,
+ * an aborting on_data, or shutdown), CG_ETOOBIG (the body passed the host's
+ * limit), CG_EIO (DNS, connect, TLS or the peer went away; resp->error
+ * says which). THREAD: loop thread, never inside http_request or
+ * http_cancel. OWNERSHIP: `resp` and its views are borrowed until the
+ * callback returns; `arg` is the caller's, the host's last use of it. */
+typedef void (*cg_http_done_cb)(void *arg, int result, const cg_http_client_response_t *resp);
+
 /* Route flags. */
 #define CG_ROUTE_PREFIX 0x1u /* match every path that starts with `path` */
 
@@ -238,6 +279,28 @@ typedef struct cg_host_api_s {
   int (*metric_gauge_set)(cg_host_t *h, cg_str_t name, cg_str_t labels, double value);
   /* Records one histogram sample. THREAD, OWNERSHIP: as above. */
   int (*metric_observe)(cg_host_t *h, cg_str_t name, cg_str_t labels, double value);
+
+  /* --- outbound HTTP (since 1.1) ------------------------------------- */
+
+  /* Starts an HTTP(S) request on the loop (libcurl's multi interface: no
+   * thread, no blocking DNS or connect). Connections are reused, HTTP/2 is
+   * used where the server offers it, TLS peers are verified (the operator
+   * may set a CA file), and https_proxy / no_proxy are honored. With
+   * `on_data` the body streams to it and resp->body stays empty; without,
+   * the body is collected. `*request_id` (may be NULL) receives an id for
+   * http_cancel. Returns 0 and then calls `done` exactly once, or an error
+   * (CG_EINVAL for a bad request or URL, CG_ECLOSED while shutting down)
+   * and never calls either callback. THREAD: loop thread; callbacks run
+   * there. OWNERSHIP: `req` and its views are copied; `arg` is the
+   * plugin's and the host holds it until `done` ran. */
+  int (*http_request)(cg_host_t *h, const cg_http_client_request_t *req,
+                      cg_http_data_cb on_data, cg_http_done_cb done, void *arg,
+                      uint64_t *request_id);
+
+  /* Cancels a request: its `done` gets CG_ECANCELED on a later loop turn,
+   * unless it already ran (then CG_ENOENT, harmless). Safe from inside the
+   * request's own on_data. THREAD: loop thread. OWNERSHIP: nothing. */
+  int (*http_cancel)(cg_host_t *h, uint64_t request_id);
 } cg_host_api_t;
 
 #ifdef __cplusplus

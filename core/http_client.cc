@@ -1,0 +1,370 @@
+#include "http_client.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chatgate/cpp.hpp>
+#include <cstdio>
+#include <mutex>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "loop.h"
+
+namespace cg {
+namespace {
+
+constexpr auto sv = chatgate::view;
+constexpr auto cs = chatgate::str;
+
+std::once_flag g_curl_once;
+
+bool has_crlf(std::string_view s) { return s.find_first_of("\r\n") != std::string_view::npos; }
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+}  // namespace
+
+struct HttpClient::Poll {
+  uv_poll_t handle{};
+  HttpClient *client = nullptr;
+  curl_socket_t fd = CURL_SOCKET_BAD;
+};
+
+struct HttpClient::Transfer {
+  HttpClient *client = nullptr;
+  CURL *easy = nullptr;
+  curl_slist *header_list = nullptr;
+  uint64_t id = 0;
+  std::string url, method, body;  // curl reads these while the transfer runs
+  cg_http_data_cb on_data = nullptr;
+  cg_http_done_cb done = nullptr;
+  void *arg = nullptr;
+  std::string resp_body;
+  size_t received = 0;
+  std::vector<std::pair<std::string, std::string>> resp_headers;
+  char errbuf[CURL_ERROR_SIZE] = {};
+  bool added = false;       // in the multi handle
+  bool cancelled = false;   // http_cancel or shutdown: done gets CG_ECANCELED
+  bool data_abort = false;  // on_data asked to stop
+  bool too_big = false;
+
+  ~Transfer() {
+    if (easy != nullptr) curl_easy_cleanup(easy);
+    curl_slist_free_all(header_list);
+  }
+
+  static size_t on_header(char *data, size_t size, size_t n, void *userp) {
+    auto *t = static_cast<Transfer *>(userp);
+    const std::string_view line(data, size * n);
+    // A new status line (after a 100 Continue, say) starts a new header set.
+    if (line.starts_with("HTTP/")) {
+      t->resp_headers.clear();
+      return line.size();
+    }
+    const size_t colon = line.find(':');
+    if (colon != std::string_view::npos) {
+      t->resp_headers.emplace_back(std::string(trim(line.substr(0, colon))),
+                                   std::string(trim(line.substr(colon + 1))));
+    }
+    return line.size();
+  }
+
+  static size_t on_body(char *data, size_t size, size_t n, void *userp) {
+    auto *t = static_cast<Transfer *>(userp);
+    const size_t len = size * n;
+    // Returning less than len makes curl end the transfer with an error.
+    if (t->cancelled) return 0;
+    t->received += len;
+    if (t->received > t->client->config_.max_response_bytes) {
+      t->too_big = true;
+      return 0;
+    }
+    if (t->on_data == nullptr) {
+      t->resp_body.append(data, len);
+      return len;
+    }
+    long status = 0;
+    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (t->on_data(t->arg, static_cast<int32_t>(status), cg_str_t{data, len}) != 0) {
+      t->data_abort = true;
+      return 0;
+    }
+    return t->cancelled ? 0 : len;
+  }
+};
+
+HttpClient::HttpClient(Loop &loop, HttpClientConfig config)
+    : loop_(loop), config_(std::move(config)) {
+  // Not thread-safe in curl; the first client is made before any thread
+  // that could use curl exists.
+  std::call_once(g_curl_once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  multi_ = curl_multi_init();
+  curl_multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, &HttpClient::on_socket);
+  curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
+  curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, &HttpClient::on_timer);
+  curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
+  uv_timer_init(loop_.uv(), &timer_);
+  timer_.data = this;
+}
+
+HttpClient::~HttpClient() {
+  if (multi_ == nullptr) return;
+  // close() was skipped or its cleanup never ran: end everything here. The
+  // handles' close callbacks need one more loop run to free their memory.
+  spdlog::error("http client destroyed before close() completed; cleaning up now");
+  closing_ = true;
+  on_cleanup(this);
+}
+
+int HttpClient::request(const cg_http_client_request_t &req, cg_http_data_cb on_data,
+                        cg_http_done_cb done, void *arg, uint64_t *request_id) {
+  if (closing_) return CG_ECLOSED;
+  if (done == nullptr || req.url.len == 0 || req.method.len == 0) return CG_EINVAL;
+  const std::string_view url = sv(req.url);
+  if (!url.starts_with("http://") && !url.starts_with("https://")) return CG_EINVAL;
+  if (has_crlf(url) || has_crlf(sv(req.method))) return CG_EINVAL;
+  if (req.header_count > 0 && req.headers == nullptr) return CG_EINVAL;
+
+  auto t = std::make_unique<Transfer>();
+  t->client = this;
+  t->id = next_id_++;
+  t->url.assign(url);
+  t->method.assign(sv(req.method));
+  t->body.assign(sv(req.body));
+  t->on_data = on_data;
+  t->done = done;
+  t->arg = arg;
+  for (uint32_t i = 0; i < req.header_count; i++) {
+    const std::string_view name = sv(req.headers[i].name);
+    const std::string_view value = sv(req.headers[i].value);
+    // A CR or LF would let a value smuggle in another header.
+    if (name.empty() || has_crlf(name) || has_crlf(value) ||
+        name.find(':') != std::string_view::npos) {
+      return CG_EINVAL;
+    }
+    std::string line;
+    line.reserve(name.size() + value.size() + 2);
+    line.append(name).append(": ").append(value);
+    curl_slist *next = curl_slist_append(t->header_list, line.c_str());
+    if (next == nullptr) return CG_ENOMEM;
+    t->header_list = next;
+  }
+  // curl sends "Expect: 100-continue" for large bodies and then waits for
+  // an answer many servers never send: turn it off.
+  if (curl_slist *next = curl_slist_append(t->header_list, "Expect:")) t->header_list = next;
+
+  CURL *e = t->easy = curl_easy_init();
+  if (e == nullptr) return CG_ENOMEM;
+  const uint64_t timeout = req.timeout_ms != 0 ? req.timeout_ms : config_.timeout_ms;
+  const uint64_t connect_timeout =
+      req.connect_timeout_ms != 0 ? req.connect_timeout_ms : config_.connect_timeout_ms;
+  curl_easy_setopt(e, CURLOPT_URL, t->url.c_str());
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, t.get());
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->header_list);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout));
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(connect_timeout));
+  curl_easy_setopt(e, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
+  curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Transfer::on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Transfer::on_body);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get());
+  if (!config_.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, config_.ca_file.c_str());
+  if (t->method == "GET" && t->body.empty()) {
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+  } else if (t->method == "HEAD") {
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  } else {
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->body.data());
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t->body.size()));
+    if (t->method != "POST") curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, t->method.c_str());
+  }
+  if (curl_multi_add_handle(multi_, e) != CURLM_OK) return CG_EIO;
+  t->added = true;
+  if (request_id != nullptr) *request_id = t->id;
+  transfers_.emplace(t->id, std::move(t));
+  // curl asked for a 0 ms timeout through on_timer: the transfer starts on
+  // the next loop turn, so done never runs inside this call.
+  return 0;
+}
+
+int HttpClient::cancel(uint64_t request_id) {
+  auto it = transfers_.find(request_id);
+  if (it == transfers_.end() || it->second->cancelled) return CG_ENOENT;
+  Transfer *t = it->second.get();
+  t->cancelled = true;
+  // Deferred: curl forbids removing a handle from inside its callbacks, and
+  // the caller may be in on_data. The transfer stays in the map until then.
+  if (loop_.defer(&HttpClient::on_cancelled, t) != 0) finish(t, CG_ECANCELED);
+  return 0;
+}
+
+void HttpClient::on_cancelled(void *arg) {
+  auto *t = static_cast<Transfer *>(arg);
+  t->client->finish(t, CG_ECANCELED);
+}
+
+void HttpClient::finish(Transfer *t, int result) {
+  if (t->added) {
+    curl_multi_remove_handle(multi_, t->easy);
+    t->added = false;
+  }
+  long status = 0;
+  curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+  std::vector<cg_http_header_t> headers;
+  headers.reserve(t->resp_headers.size());
+  for (const auto &[name, value] : t->resp_headers) headers.push_back({cs(name), cs(value)});
+  cg_http_client_response_t resp{};
+  resp.struct_size = sizeof resp;
+  resp.status = static_cast<int32_t>(status);
+  resp.header_count = static_cast<uint32_t>(headers.size());
+  resp.headers = headers.data();
+  resp.body = cs(t->resp_body);
+  std::string error;
+  if (result == CG_ECANCELED) {
+    error = t->data_abort ? "aborted by the data callback" : "cancelled";
+  } else if (result == CG_ETOOBIG) {
+    error = "response body over " + std::to_string(config_.max_response_bytes) + " bytes";
+  } else if (result != 0) {
+    error = t->errbuf[0] != '\0' ? t->errbuf : "transfer failed";
+  }
+  resp.error = cs(error);
+  // Out of the map first: the callback may start or cancel requests.
+  std::unique_ptr<Transfer> owned = std::move(transfers_.at(t->id));
+  transfers_.erase(t->id);
+  owned->done(owned->arg, result, &resp);
+}
+
+void HttpClient::collect_done() {
+  int left = 0;
+  while (CURLMsg *m = curl_multi_info_read(multi_, &left)) {
+    if (m->msg != CURLMSG_DONE) continue;
+    Transfer *t = nullptr;
+    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &t);
+    if (t == nullptr || t->cancelled) continue;  // the deferred cancel finishes it
+    const CURLcode code = m->data.result;
+    int result = 0;
+    if (code == CURLE_OK) {
+      result = 0;
+    } else if (t->too_big) {
+      result = CG_ETOOBIG;
+    } else if (t->data_abort) {
+      result = CG_ECANCELED;
+    } else if (code == CURLE_OPERATION_TIMEDOUT) {
+      result = CG_ETIMEDOUT;
+    } else {
+      result = CG_EIO;
+      if (t->errbuf[0] == '\0') {
+        std::snprintf(t->errbuf, sizeof t->errbuf, "%s", curl_easy_strerror(code));
+      }
+    }
+    finish(t, result);
+  }
+}
+
+void HttpClient::drive(curl_socket_t s, int flags) {
+  int running = 0;
+  curl_multi_socket_action(multi_, s, flags, &running);
+  collect_done();
+}
+
+int HttpClient::on_timer(CURLM *, long timeout_ms, void *userp) {
+  auto *self = static_cast<HttpClient *>(userp);
+  if (self->closing_) return 0;
+  if (timeout_ms < 0) {
+    uv_timer_stop(&self->timer_);
+  } else {
+    uv_timer_start(&self->timer_, &HttpClient::on_uv_timer, static_cast<uint64_t>(timeout_ms), 0);
+  }
+  return 0;
+}
+
+void HttpClient::on_uv_timer(uv_timer_t *timer) {
+  static_cast<HttpClient *>(timer->data)->drive(CURL_SOCKET_TIMEOUT, 0);
+}
+
+int HttpClient::on_socket(CURL *, curl_socket_t s, int what, void *userp, void *socketp) {
+  auto *self = static_cast<HttpClient *>(userp);
+  auto *p = static_cast<Poll *>(socketp);
+  if (what == CURL_POLL_REMOVE) {
+    if (p != nullptr) {
+      curl_multi_assign(self->multi_, s, nullptr);
+      self->close_poll(p);
+    }
+    return 0;
+  }
+  if (p == nullptr) {
+    auto owned = std::make_unique<Poll>();
+    owned->client = self;
+    owned->fd = s;
+    if (uv_poll_init_socket(self->loop_.uv(), &owned->handle, s) != 0) return -1;
+    owned->handle.data = owned.get();
+    p = owned.release();
+    self->polls_.insert(p);
+    curl_multi_assign(self->multi_, s, p);
+  }
+  int events = 0;
+  if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) events |= UV_READABLE;
+  if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) events |= UV_WRITABLE;
+  uv_poll_start(&p->handle, events, &HttpClient::on_poll);
+  return 0;
+}
+
+void HttpClient::on_poll(uv_poll_t *handle, int status, int events) {
+  auto *p = static_cast<Poll *>(handle->data);
+  int flags = 0;
+  if (status < 0) {
+    flags = CURL_CSELECT_ERR;
+  } else {
+    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+  }
+  p->client->drive(p->fd, flags);
+}
+
+void HttpClient::close_poll(Poll *p) {
+  polls_.erase(p);
+  uv_poll_stop(&p->handle);
+  uv_close(reinterpret_cast<uv_handle_t *>(&p->handle),
+           [](uv_handle_t *h) { std::unique_ptr<Poll> owned(static_cast<Poll *>(h->data)); });
+}
+
+void HttpClient::close() {
+  if (closing_) return;
+  std::vector<uint64_t> ids;
+  ids.reserve(transfers_.size());
+  for (const auto &[id, t] : transfers_) ids.push_back(id);
+  for (uint64_t id : ids) cancel(id);
+  closing_ = true;
+  // Queued behind the cancels, so it runs once their completions did.
+  if (loop_.defer(&HttpClient::on_cleanup, this) != 0) on_cleanup(this);
+}
+
+void HttpClient::on_cleanup(void *arg) {
+  auto *self = static_cast<HttpClient *>(arg);
+  // Whatever is left (a cancel whose defer was refused) ends here.
+  while (!self->transfers_.empty()) {
+    self->finish(self->transfers_.begin()->second.get(), CG_ECANCELED);
+  }
+  // curl closes its cached connections here, through on_socket's REMOVE.
+  curl_multi_cleanup(self->multi_);
+  self->multi_ = nullptr;
+  const std::vector<Poll *> left(self->polls_.begin(), self->polls_.end());
+  for (Poll *p : left) self->close_poll(p);
+  uv_timer_stop(&self->timer_);
+  uv_close(reinterpret_cast<uv_handle_t *>(&self->timer_), nullptr);
+}
+
+}  // namespace cg

@@ -1,0 +1,76 @@
+// Outbound HTTP(S) for plugins: libcurl's multi interface driven by the
+// libuv loop (curl_multi_socket_action with a uv_poll_t per socket and one
+// uv_timer_t), so DNS (curl's threaded resolver), connect, TLS and transfer
+// never block the loop thread. Connections are cached and reused by the
+// multi handle; HTTP/2 is negotiated over TLS where the server offers it;
+// https_proxy / no_proxy come from the environment as curl reads them.
+//
+// THREAD: not thread-safe; loop thread only.
+#pragma once
+
+#include <chatgate/host.h>
+#include <curl/curl.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace cg {
+
+class Loop;
+
+struct HttpClientConfig {
+  std::string ca_file;                   // empty: the system's CA store
+  uint64_t timeout_ms = 30000;           // a request's default whole-exchange limit
+  uint64_t connect_timeout_ms = 10000;   // default DNS + TCP + TLS limit
+  size_t max_response_bytes = 8u << 20;  // collected or streamed body; beyond: CG_ETOOBIG
+};
+
+class HttpClient {
+ public:
+  HttpClient(Loop &loop, HttpClientConfig config);
+  ~HttpClient();
+  HttpClient(const HttpClient &) = delete;
+  HttpClient &operator=(const HttpClient &) = delete;
+
+  // As cg_host_api_t.http_request / http_cancel (see sdk/include/chatgate/host.h).
+  int request(const cg_http_client_request_t &req, cg_http_data_cb on_data, cg_http_done_cb done,
+              void *arg, uint64_t *request_id);
+  int cancel(uint64_t request_id);
+
+  // Cancels every request (their done callbacks get CG_ECANCELED on the
+  // next loop turn), then frees curl and closes the handles. Call before
+  // Loop::close(), which runs those deferred completions.
+  void close();
+
+  size_t active() const { return transfers_.size(); }
+
+  struct Transfer;  // internal
+  struct Poll;      // internal
+
+ private:
+  static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp);
+  static int on_timer(CURLM *multi, long timeout_ms, void *userp);
+  static void on_uv_timer(uv_timer_t *t);
+  static void on_poll(uv_poll_t *p, int status, int events);
+  static void on_cancelled(void *arg);
+  static void on_cleanup(void *arg);
+  void drive(curl_socket_t s, int flags);
+  void collect_done();
+  void finish(Transfer *t, int result);
+  void close_poll(Poll *p);
+
+  Loop &loop_;
+  HttpClientConfig config_;
+  CURLM *multi_ = nullptr;
+  uv_timer_t timer_{};
+  bool closing_ = false;
+  uint64_t next_id_ = 1;
+  std::unordered_map<uint64_t, std::unique_ptr<Transfer>> transfers_;
+  std::unordered_set<Poll *> polls_;
+};
+
+}  // namespace cg
