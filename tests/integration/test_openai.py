@@ -1,0 +1,229 @@
+"""openai.so end to end: the real chatgate, the real openai.so and the host's
+HTTP client, against tests/fakes/fake_openai.py (an independent fake of the
+OpenAI Chat Completions API) on loopback."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import unittest
+import urllib.request
+
+from harness import PLUGIN_DIR, SOURCE_DIR, Chatgate, chat, free_port
+
+FAKE = os.path.join(SOURCE_DIR, "tests", "fakes", "fake_openai.py")
+KEY = "sk-test-5ecretKEYvalue-9876"
+
+
+class FakeOpenAI:
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, FAKE], stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        assert line.startswith("PORT "), line
+        self.port = int(line.split()[1])
+        self.base = "http://127.0.0.1:%d" % self.port
+
+    def call(self, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method="POST" if data else "GET")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())
+
+    def script(self, *steps):
+        self.call("/control", {"script": list(steps)})
+
+    def requests(self):
+        return self.call("/requests")
+
+    def reset(self):
+        self.call("/reset", {})
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+
+
+def openai_config(port, endpoint, extra="", router_extra=""):
+    return textwrap.dedent("""\
+        logging:
+          level: debug
+        listeners:
+          api:
+            address: 127.0.0.1
+            port: {port}
+        plugins:
+          dir: {plugin_dir}
+          instances:
+            - name: gpt
+              plugin: openai.so
+              config:
+                endpoint: {endpoint}
+                apiKey: ${{TEST_MODEL_KEY}}
+                model: fake-model
+                systemPrompt: You are terse.
+        {extra}
+            - name: memory
+              plugin: memory.so
+        router:
+          model: gpt
+          cache: memory
+        {router_extra}
+        """).format(port=port, plugin_dir=PLUGIN_DIR, endpoint=endpoint, extra=extra,
+                    router_extra=router_extra)
+
+
+class OpenAITest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeOpenAI()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.close()
+
+    def setUp(self):
+        self.fake.reset()
+
+    def start(self, extra="", router_extra="", endpoint=None):
+        port = free_port()
+        cg = Chatgate(openai_config(port, endpoint or self.fake.base + "/v1", extra, router_extra),
+                      env={"TEST_MODEL_KEY": KEY}).start()
+        self.addCleanup(cg.__exit__, None, None, None)
+        return port, cg
+
+    def stop_and_log(self, cg):
+        self.assertEqual(cg.stop(), 0)
+        log = cg.log()
+        for fragment in (KEY, KEY[:6] + "***", "5ecretKEY"):
+            self.assertNotIn(fragment, log)
+        return log
+
+    def test_answers_with_context_and_sends_what_the_api_expects(self):
+        port, cg = self.start()
+        status, body, _ = chat(port, "ann", "hello")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["answer"], "reply to: hello (2 messages)")  # system + user
+        _, body, _ = chat(port, "ann", "again")
+        self.assertEqual(body["answer"], "reply to: again (4 messages)")
+        reqs = self.fake.requests()
+        self.assertEqual(len(reqs), 2)
+        self.assertEqual(reqs[0]["path"], "/v1/chat/completions")
+        self.assertEqual(reqs[0]["headers"]["Authorization"], "Bearer " + KEY)
+        sent = reqs[1]["body"]
+        self.assertEqual(sent["model"], "fake-model")
+        self.assertTrue(sent["stream"])
+        self.assertEqual([m["role"] for m in sent["messages"]],
+                         ["system", "user", "assistant", "user"])
+        self.assertEqual(sent["messages"][0]["content"], "You are terse.")
+        self.assertEqual(sent["messages"][2]["content"], "reply to: hello (2 messages)")
+        self.stop_and_log(cg)
+
+    def test_non_streaming_mode(self):
+        port, cg = self.start(extra="        stream: false")
+        status, body, _ = chat(port, "nos", "plain")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["answer"], "reply to: plain (2 messages)")
+        self.assertNotIn("stream", self.fake.requests()[0]["body"])
+        self.stop_and_log(cg)
+
+    def test_retries_429_with_retry_after_and_500_then_answers(self):
+        port, cg = self.start()
+        self.fake.script("status:429:0.3", "status:500", "ok")
+        started = time.monotonic()
+        status, body, _ = chat(port, "rita", "retry me")
+        elapsed = time.monotonic() - started
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["answer"], "reply to: retry me (2 messages)")
+        self.assertEqual(len(self.fake.requests()), 3)
+        self.assertGreaterEqual(elapsed, 0.3)  # Retry-After was honored
+        log = self.stop_and_log(cg)
+        self.assertIn("attempt 1 failed (HTTP 429: fake error 429); retrying in 300 ms", log)
+        self.assertIn("attempt 2 failed (HTTP 500: fake error 500)", log)
+
+    def test_gives_up_after_the_configured_retries(self):
+        port, cg = self.start(extra="        retries: 1")
+        self.fake.script("status:503", "status:503", "ok")
+        status, body, _ = chat(port, "gus", "fail")
+        self.assertEqual(status, 503)
+        self.assertEqual(body["error"], "model_unavailable")
+        self.assertEqual(len(self.fake.requests()), 2)
+        log = self.stop_and_log(cg)
+        self.assertIn("HTTP 503: fake error 503", log)
+
+    def test_stream_dropped_before_any_delta_is_retried(self):
+        port, cg = self.start()
+        self.fake.script("drop", "ok")
+        status, body, _ = chat(port, "dora", "drop me")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["answer"], "reply to: drop me (2 messages)")
+        self.assertEqual(len(self.fake.requests()), 2)
+        self.stop_and_log(cg)
+
+    def test_model_timeout_is_answered(self):
+        port, cg = self.start(router_extra="  modelTimeoutMs: 500")
+        self.fake.script("hang")
+        status, body, _ = chat(port, "tim", "slow")
+        self.assertEqual(status, 503)
+        self.assertIn("too long", body["answer"])
+        log = self.stop_and_log(cg)
+        self.assertIn("CG_ETIMEDOUT", log)
+
+    def test_refused_key_is_reported_without_the_key(self):
+        port, cg = self.start()
+        self.fake.script("status:401")
+        status, body, _ = chat(port, "kim", "who am i")
+        self.assertEqual(status, 503)
+        self.assertEqual(len(self.fake.requests()), 1)  # a 401 is not retried
+        log = self.stop_and_log(cg)
+        self.assertIn("HTTP 401", log)
+        self.assertIn("quoted the API key and is withheld", log)
+
+    def test_unreachable_service_is_retried_then_reported(self):
+        dead = "http://127.0.0.1:%d/v1" % free_port()
+        port, cg = self.start(endpoint=dead, extra="        retries: 2")
+        status, body, _ = chat(port, "ned", "anyone")
+        self.assertEqual(status, 503)
+        log = self.stop_and_log(cg)
+        self.assertEqual(log.count("retrying in"), 2)
+        self.assertIn("CG_EIO", log)
+
+    def test_circuit_breaker_opens_fails_fast_and_closes_after_a_probe(self):
+        port, cg = self.start(extra="        retries: 0\n        breakerThreshold: 2\n"
+                                    "        breakerCooldownMs: 600")
+        self.fake.script("status:500", "status:500")
+        for _ in range(2):
+            self.assertEqual(chat(port, "bea", "x")[0], 503)
+        self.assertEqual(len(self.fake.requests()), 2)
+        status, body, _ = chat(port, "bea", "x")  # open: not sent
+        self.assertEqual(status, 503)
+        self.assertEqual(len(self.fake.requests()), 2)
+        time.sleep(0.7)
+        status, body, _ = chat(port, "bea", "probe")  # half-open: one probe, it succeeds
+        self.assertEqual(status, 200, body)
+        status, _, _ = chat(port, "bea", "closed")
+        self.assertEqual(status, 200)
+        self.assertEqual(len(self.fake.requests()), 4)
+        log = self.stop_and_log(cg)
+        self.assertIn("circuit breaker open after 2 consecutive failures", log)
+        self.assertIn("circuit breaker closed", log)
+
+    def test_beyond_max_concurrent_and_queue_the_user_hears_busy(self):
+        port, cg = self.start(extra="        maxConcurrent: 1\n        maxQueue: 0")
+        self.fake.script("delay:700")
+        results = {}
+        t = threading.Thread(target=lambda: results.setdefault("first", chat(port, "c1", "a")))
+        t.start()
+        time.sleep(0.3)
+        second = chat(port, "c2", "b")
+        t.join(5)
+        self.assertEqual(results["first"][0], 200)
+        self.assertEqual(second[0], 503)
+        self.assertIn("busy", second[1]["answer"])
+        self.stop_and_log(cg)
+
+
+if __name__ == "__main__":
+    unittest.main()
