@@ -80,10 +80,19 @@ void ChatApi::handle_chat(HttpExchange *ex, const HttpRequest &req) {
     return;
   }
 
+  bool stream = false;
+  simdjson::dom::element stream_el;
+  if (obj["stream"].get(stream_el) == simdjson::SUCCESS && !stream_el.is_null() &&
+      stream_el.get_bool().get(stream) != simdjson::SUCCESS) {
+    answer_error(ex, 400, "\"stream\" must be true or false");
+    return;
+  }
+
   InboundMessage msg;
   msg.channel = this;
   msg.conversation_type = CG_CONV_DIRECT;
   msg.mentioned = true;
+  msg.stream = stream;
   msg.id = message_id;
   msg.sender_id = user_id;
   msg.sender_name = user_id;
@@ -101,31 +110,73 @@ void ChatApi::handle_chat(HttpExchange *ex, const HttpRequest &req) {
     return;
   }
   // If the client leaves first, the exchange stays here until the router's
-  // answer frees it (the server drops that answer).
-  waiting_.emplace(token, ex);
+  // answer frees it (the server drops that answer); the router is told, so
+  // it cancels the model call and stores no turn.
+  waiting_.emplace(token, Waiting{ex, stream, false, 0});
+  server_.set_abort_callback(ex, [this, token] { router_.abandon(this, std::to_string(token)); });
 }
 
-HttpExchange *ChatApi::take(std::string_view token) {
+ChatApi::Waiting *ChatApi::find(std::string_view token) {
   uint64_t id = 0;
   std::from_chars(token.data(), token.data() + token.size(), id);
   auto it = waiting_.find(id);
-  if (it == waiting_.end()) return nullptr;
-  HttpExchange *ex = it->second;
+  return it == waiting_.end() ? nullptr : &it->second;
+}
+
+bool ChatApi::take(std::string_view token, Waiting *out) {
+  uint64_t id = 0;
+  std::from_chars(token.data(), token.data() + token.size(), id);
+  auto it = waiting_.find(id);
+  if (it == waiting_.end()) return false;
+  *out = it->second;
   waiting_.erase(it);
-  return ex;
+  return true;
+}
+
+void ChatApi::send_event(Waiting &w, std::string_view event) {
+  if (!w.begun) {
+    static const HttpHeader kSse[] = {{"Content-Type", "text/event-stream"},
+                                      {"Cache-Control", "no-cache"}};
+    server_.stream_begin(w.ex, 200, kSse);
+    w.begun = true;
+  }
+  server_.stream_write(w.ex, event);
 }
 
 int ChatApi::send(const cg_reply_t &reply, cg_done_cb done, void *arg) {
-  // Not a streaming channel: the router sends exactly one FINAL reply.
-  if (!(reply.flags & CG_REPLY_FINAL)) return CG_ENOTSUP;
-  HttpExchange *ex = take(std::string_view(reply.reply_token.ptr, reply.reply_token.len));
-  if (ex != nullptr) {
-    std::string body = "{\"answer\":";
-    json_append_string(body, std::string_view(reply.text.ptr, reply.text.len));
-    // A failed answer is still shown to the user, with a status that says so.
-    if (reply.flags & CG_REPLY_ERROR) body += ",\"error\":\"model_unavailable\"";
-    body += '}';
-    server_.respond(ex, (reply.flags & CG_REPLY_ERROR) ? 503 : 200, kJson, body);
+  const std::string_view token(reply.reply_token.ptr, reply.reply_token.len);
+  const std::string_view text(reply.text.ptr, reply.text.len);
+  int status = 0;
+  if (!(reply.flags & CG_REPLY_FINAL)) {
+    // A partial answer: the text so far. Only the new part goes out.
+    Waiting *w = find(token);
+    if (w == nullptr || !w->stream) return CG_ENOTSUP;
+    if (text.size() > w->sent) {
+      std::string event = "data: {\"delta\":";
+      json_append_string(event, text.substr(w->sent));
+      event += "}\n\n";
+      send_event(*w, event);
+      w->sent = text.size();
+    }
+  } else {
+    Waiting w;
+    if (!take(token, &w)) {
+      status = CG_ECLOSED;
+    } else if (w.stream) {
+      std::string event = "data: {\"answer\":";
+      json_append_string(event, text);
+      if (reply.flags & CG_REPLY_ERROR) event += ",\"error\":\"model_unavailable\"";
+      event += ",\"done\":true}\n\n";
+      send_event(w, event);
+      server_.stream_end(w.ex);
+    } else {
+      std::string body = "{\"answer\":";
+      json_append_string(body, text);
+      // A failed answer is still shown to the user, with a status that says so.
+      if (reply.flags & CG_REPLY_ERROR) body += ",\"error\":\"model_unavailable\"";
+      body += '}';
+      server_.respond(w.ex, (reply.flags & CG_REPLY_ERROR) ? 503 : 200, kJson, body);
+    }
   }
   // Completion never runs inside send.
   struct Done {
@@ -133,7 +184,7 @@ int ChatApi::send(const cg_reply_t &reply, cg_done_cb done, void *arg) {
     void *arg;
     int status;
   };
-  auto d = std::make_unique<Done>(Done{done, arg, ex != nullptr ? 0 : CG_ECLOSED});
+  auto d = std::make_unique<Done>(Done{done, arg, status});
   router_.loop().defer(
       [](void *p) {
         std::unique_ptr<Done> owned(static_cast<Done *>(p));
@@ -144,13 +195,20 @@ int ChatApi::send(const cg_reply_t &reply, cg_done_cb done, void *arg) {
 }
 
 void ChatApi::on_dropped(const InboundMessage &msg, std::string_view reason) {
-  HttpExchange *ex = take(msg.reply_token);
-  if (ex == nullptr) return;
-  if (reason == "duplicate") {
-    answer_error(ex, 409, "duplicate messageId: this message was already answered");
-  } else {
-    answer_error(ex, 503, reason);
+  Waiting w;
+  if (!take(msg.reply_token, &w)) return;
+  const int status = reason == "duplicate" ? 409 : 503;
+  const std::string_view text =
+      reason == "duplicate" ? "duplicate messageId: this message was already answered" : reason;
+  if (w.begun) {
+    std::string event = "data: {\"error\":";
+    json_append_string(event, text);
+    event += ",\"done\":true}\n\n";
+    server_.stream_write(w.ex, event);
+    server_.stream_end(w.ex);
+    return;
   }
+  answer_error(w.ex, status, text);
 }
 
 }  // namespace cg

@@ -1,5 +1,7 @@
 // The HTTP chat API, a built-in channel named "api":
-//   POST /api/chat  {"userId","query"[,"conversationId"][,"messageId"]} -> {"answer"}
+//   POST /api/chat  {"userId","query"[,"conversationId"][,"messageId"][,"stream"]}
+//                   -> {"answer"}, or with "stream": true server-sent events:
+//                   data: {"delta":"..."} ... then data: {"answer":"...","done":true}
 //   GET  /healthz   {"status":"ok"}
 //
 // THREAD: not thread-safe; loop thread only.
@@ -32,16 +34,25 @@ class ChatApi final : public Channel {
   size_t waiting() const { return waiting_.size(); }
 
  private:
+  // A request waiting for its answer.
+  struct Waiting {
+    HttpExchange *ex = nullptr;
+    bool stream = false;  // answer as server-sent events
+    bool begun = false;   // the event stream's head went out
+    size_t sent = 0;      // bytes of the answer already sent as deltas
+  };
   void handle_chat(HttpExchange *ex, const HttpRequest &req);
   void answer_error(HttpExchange *ex, int status, std::string_view message);
-  HttpExchange *take(std::string_view token);
+  void send_event(Waiting &w, std::string_view event);
+  Waiting *find(std::string_view token);
+  bool take(std::string_view token, Waiting *out);
 
   HttpServer &server_;
   Router &router_;
   simdjson::dom::parser parser_;
   uint64_t next_token_ = 1;
   // Reply token -> the exchange waiting for its answer.
-  std::unordered_map<uint64_t, HttpExchange *> waiting_;
+  std::unordered_map<uint64_t, Waiting> waiting_;
 };
 
 }  // namespace cg

@@ -28,6 +28,7 @@ struct InboundMessage {
   Channel *channel = nullptr;
   uint32_t conversation_type = CG_CONV_DIRECT;
   bool mentioned = false;
+  bool stream = false;  // the sender wants partial answers (the chat API's "stream")
   int64_t timestamp_ms = 0;
   uint64_t received_ms = 0;  // loop time when accepted
   std::string id, conversation_id, sender_id, sender_name, text, reply_token;

@@ -80,8 +80,21 @@ struct Router::Job {
   bool model_running = false;
   bool timed_out = false;
   bool replied = false;
+  bool abandoned = false;  // the sender left: answer nobody, store nothing
 
   std::string_view channel() const { return msg.channel->name(); }
+  bool streaming() const {
+    return msg.stream || (msg.channel->capabilities() & CG_CHANNEL_CAP_STREAMING) != 0;
+  }
+
+  // The sender left before this message was answered: drop it quietly.
+  void drop_abandoned() {
+    if (double *c = router->series(channel()).client_gone) *c += 1;
+    spdlog::debug("router: sender of message on '{}' for conversation '{}' left; dropped",
+                  channel(), msg.conversation_id);
+    msg.channel->on_dropped(msg, "client_gone");
+    router->finish(this);
+  }
 
   // Back to a blank job that keeps its buffers' capacity.
   void reset() {
@@ -101,7 +114,7 @@ struct Router::Job {
     answer_id = call_id = timer_id = model_started_ms = 0;
     sequence = 0;
     pending = 0;
-    model_running = timed_out = replied = false;
+    model_running = timed_out = replied = abandoned = false;
   }
 
   // ---- cache calls: each returns false when the cache refused at once ----
@@ -135,6 +148,10 @@ struct Router::Job {
   }
 
   void dispatch() {
+    if (abandoned) {
+      drop_abandoned();
+      return;
+    }
     // A message that waited behind its conversation's earlier ones for longer
     // than a model call may take is answered "busy" at once: a hung model
     // must not let one conversation's backlog hold the queue for hours.
@@ -223,7 +240,7 @@ struct Router::Job {
     req.channel = cs(channel());
     req.conversation_id = cs(msg.conversation_id);
     req.user_id = cs(msg.sender_id);
-    req.stream = (msg.channel->capabilities() & CG_CHANNEL_CAP_STREAMING) ? 1 : 0;
+    req.stream = streaming() ? 1 : 0;
     req.timeout_ms = router->config_.model_timeout_ms;
     cg_model_sink_t sink{sizeof(cg_model_sink_t), this, &Job::on_delta, &Job::on_model_done};
     model_started_ms = router->loop_.now_ms();
@@ -266,7 +283,7 @@ struct Router::Job {
     auto *job = static_cast<Job *>(arg);
     if (!job->model_running) return;
     job->answer.append(sv(text));
-    if (job->msg.channel->capabilities() & CG_CHANNEL_CAP_STREAMING) {
+    if (job->streaming() && !job->abandoned) {
       job->send(job->answer, CG_REPLY_PARTIAL);
     }
   }
@@ -280,6 +297,10 @@ struct Router::Job {
     Router *r = job->router;
     const double secs = static_cast<double>(r->loop_.now_ms() - job->model_started_ms) / 1000.0;
     if (r->model_latency_ != nullptr) r->model_latency_->observe(secs);
+    if (job->abandoned) {
+      job->drop_abandoned();
+      return;
+    }
     if (status != 0) {
       if (job->timed_out) status = CG_ETIMEDOUT;
       spdlog::error("router: model '{}' failed for conversation '{}' on '{}': {} ({}){}{}",
@@ -407,6 +428,8 @@ Router::ChannelSeries &Router::series(std::string_view channel) {
                                   "Messages dropped unanswered");
   s.queue_full = metrics_.counter("chatgate_messages_dropped_total", ch + ",reason=\"queue_full\"",
                                   "Messages dropped unanswered");
+  s.client_gone = metrics_.counter("chatgate_messages_dropped_total",
+                                   ch + ",reason=\"client_gone\"", "Messages dropped unanswered");
   s.reply_latency = metrics_.histogram("chatgate_reply_latency_seconds", ch,
                                        "From accepting a message to its final reply");
   return series_.emplace(std::string(channel), s).first->second;
@@ -456,6 +479,12 @@ void Router::consume(InboundMessage &&msg) {
   }
   job->router = this;
   job->msg = std::move(msg);
+  if (!abandoned_tokens_.empty()) {
+    if (auto it = abandoned_tokens_.find(job->msg.reply_token); it != abandoned_tokens_.end()) {
+      abandoned_tokens_.erase(it);
+      job->abandoned = true;
+    }
+  }
   job->answer_id = next_answer_id_++;
   fmt::format_to(std::back_inserter(job->context_key), "c:{}:{}", job->msg.channel->name(),
                  job->msg.conversation_id);
@@ -494,6 +523,19 @@ void Router::finish(Job *job) {
     spare_.push_back(std::move(owned));
   }
   if (next != nullptr) next->start();
+}
+
+void Router::abandon(const Channel *channel, std::string_view reply_token) {
+  // A linear walk: a client leaving mid-answer is rare next to answers, and
+  // a map from token to job would cost every message an entry.
+  for (const auto &[job, owned] : jobs_) {
+    if (job->msg.channel != channel || job->msg.reply_token != reply_token) continue;
+    job->abandoned = true;
+    if (job->model_running) job->cancel();
+    return;
+  }
+  // Not consumed yet (still in the inbound queue): consume() checks.
+  abandoned_tokens_.emplace(reply_token);
 }
 
 void Router::stop_intake() { queue_->close(); }

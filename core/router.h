@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "config.h"
@@ -25,6 +26,7 @@
 
 namespace cg {
 
+class Channel;
 class Loop;
 class Metrics;
 class PluginInstance;
@@ -43,6 +45,11 @@ class Router {
   // Accepts a message (copied into the inbound queue): 0, CG_EBUSY when the
   // queue is full, CG_ECLOSED after stop_intake.
   int submit(InboundMessage msg);
+
+  // The sender of the message with this reply token left (a client that
+  // disconnected): its model call is cancelled, or it is dropped before it
+  // starts, and no turn is stored. Unknown tokens are ignored.
+  void abandon(const Channel *channel, std::string_view reply_token);
 
   // Shutdown: refuse new messages; in-flight ones go on.
   void stop_intake();
@@ -63,6 +70,7 @@ class Router {
     double *failed = nullptr;
     double *duplicates = nullptr;
     double *queue_full = nullptr;
+    double *client_gone = nullptr;
     Histogram *reply_latency = nullptr;
   };
   struct StringHash {
@@ -95,6 +103,8 @@ class Router {
   // Finished jobs kept for reuse: their strings and vectors keep capacity.
   std::vector<std::unique_ptr<Job>> spare_;
   Histogram *model_latency_ = nullptr;
+  // Reply tokens whose sender left before the router consumed the message.
+  std::unordered_set<std::string, StringHash, std::equal_to<>> abandoned_tokens_;
   uint64_t next_answer_id_ = 1;
   uint64_t cache_warned_ms_ = 0;
   bool cancelling_ = false;

@@ -15,7 +15,8 @@ the context that was sent. Tests steer the next requests with
 one entry per coming request (then "ok" again): "ok", "delay:MS",
 "status:CODE[:RETRY_AFTER_SECONDS]", "drop" (close mid-answer),
 "trickle:MS" (stream one word every MS), "hang" (never answer).
-GET /requests returns every request seen: path, headers and body.
+GET /requests returns every request seen: path, headers and body; GET
+/aborted how many streams the client closed before their end.
 POST /reset forgets the script and the requests.
 """
 import json
@@ -25,7 +26,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-STATE = {"script": [], "requests": []}
+STATE = {"script": [], "requests": [], "aborted": 0}
 LOCK = threading.Lock()
 
 
@@ -59,6 +60,11 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 self.send_json(200, STATE["requests"])
             return
+        if self.path == "/aborted":
+            # Streams the client closed before their end.
+            with LOCK:
+                self.send_json(200, {"aborted": STATE["aborted"]})
+            return
         self.send_json(404, {"error": {"message": "not found"}})
 
     def do_POST(self):
@@ -72,6 +78,7 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 STATE["script"] = []
                 STATE["requests"] = []
+                STATE["aborted"] = 0
             self.send_json(200, {"ok": True})
             return
         if not self.path.endswith("/chat/completions"):
@@ -106,7 +113,12 @@ class Handler(BaseHTTPRequestHandler):
         last_user = [m for m in messages if m.get("role") == "user"][-1]["content"]
         answer = "reply to: %s (%d messages)" % (last_user, len(messages))
         if req.get("stream"):
-            self.stream(answer, kind, arg)
+            try:
+                self.stream(answer, kind, arg)
+            except (BrokenPipeError, ConnectionResetError):
+                with LOCK:
+                    STATE["aborted"] += 1
+                self.close_connection = True
             return
         if kind == "drop":
             self.close_hard()
@@ -150,12 +162,20 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A client that hangs up mid-answer is a test case, not a fault.
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 def main():
     port = 0
     if "--port" in sys.argv:
         port = int(sys.argv[sys.argv.index("--port") + 1])
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
+    server = Server(("127.0.0.1", port), Handler)
     print("PORT %d" % server.server_address[1], flush=True)
     server.serve_forever()
 

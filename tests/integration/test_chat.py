@@ -1,5 +1,6 @@
 """POST /api/chat end to end: router, context in the memory cache, commands,
 errors, through the real binary."""
+import http.client
 import json
 import re
 import threading
@@ -82,6 +83,23 @@ class ChatTest(unittest.TestCase):
         self.assertEqual(status, 200, body)
         _, body, _ = chat(self.port, "nully", "again")
         self.assertEqual(body["answer"], "echo: again (turn 2)")
+
+    def test_stream_with_echo_ends_with_the_whole_answer(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn.request("POST", "/api/chat", json.dumps(
+            {"userId": "streamer", "query": "hi", "stream": True}))
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 200)
+        events = [json.loads(line[6:]) for line in resp.read().decode().split("\n")
+                  if line.startswith("data: ")]
+        conn.close()
+        self.assertEqual(events[-1], {"answer": "echo: hi (turn 1)", "done": True})
+        self.assertEqual("".join(e.get("delta", "") for e in events), "echo: hi (turn 1)")
+
+    def test_stream_must_be_a_boolean(self):
+        status, body, _ = chat(self.port, "u", "x", stream="yes")
+        self.assertEqual(status, 400)
+        self.assertIn("stream", body["error"])
 
     def test_missing_or_wrong_fields_are_400(self):
         for payload, word in (({"query": "hi"}, "userId"), ({"userId": "u"}, "query"),

@@ -1,8 +1,10 @@
 """openai.so end to end: the real chatgate, the real openai.so and the host's
 HTTP client, against tests/fakes/fake_openai.py (an independent fake of the
 OpenAI Chat Completions API) on loopback."""
+import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -209,6 +211,46 @@ class OpenAITest(unittest.TestCase):
         log = self.stop_and_log(cg)
         self.assertIn("circuit breaker open after 2 consecutive failures", log)
         self.assertIn("circuit breaker closed", log)
+
+    def test_stream_true_gives_server_sent_events(self):
+        port, cg = self.start()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", "/api/chat", json.dumps(
+            {"userId": "sse", "query": "one two three", "stream": True}))
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(resp.getheader("Content-Type"), "text/event-stream")
+        events = [json.loads(line[6:]) for line in resp.read().decode().split("\n")
+                  if line.startswith("data: ")]
+        conn.close()
+        deltas = [e["delta"] for e in events if "delta" in e]
+        self.assertGreater(len(deltas), 1)  # word by word, as the fake streams
+        final = events[-1]
+        self.assertTrue(final["done"])
+        self.assertEqual(final["answer"], "reply to: one two three (2 messages)")
+        self.assertEqual("".join(deltas), final["answer"])
+        self.stop_and_log(cg)
+
+    def test_client_leaving_mid_stream_cancels_the_backend_and_stores_no_turn(self):
+        port, cg = self.start()
+        self.fake.script("trickle:200")
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        body = json.dumps({"userId": "leaver", "query": "a b c d e f g h", "stream": True})
+        s.sendall(("POST /api/chat HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s"
+                   % (len(body), body)).encode())
+        got = b""
+        while b"delta" not in got:
+            got += s.recv(4096)
+        s.close()  # gone after the first delta
+        deadline = time.time() + 5
+        while self.fake.call("/aborted")["aborted"] == 0 and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.fake.call("/aborted")["aborted"], 1)
+        # The abandoned turn was not stored: the next one starts afresh.
+        _, answer, _ = chat(port, "leaver", "again")
+        self.assertEqual(answer["answer"], "reply to: again (2 messages)")
+        log = self.stop_and_log(cg)
+        self.assertIn("left; dropped", log)
 
     def test_beyond_max_concurrent_and_queue_the_user_hears_busy(self):
         port, cg = self.start(extra="        maxConcurrent: 1\n        maxQueue: 0")
