@@ -1,0 +1,57 @@
+"""Every openai.so example in docs/model-backends.md passes --check-config,
+which validates the schema and runs the plugin's own init."""
+import os
+import re
+import subprocess
+import tempfile
+import textwrap
+import unittest
+
+from harness import BIN, PLUGIN_DIR, SOURCE_DIR, free_port
+
+DOC = os.path.join(SOURCE_DIR, "docs", "model-backends.md")
+
+
+def examples():
+    with open(DOC) as f:
+        text = f.read()
+    return re.findall(r"```yaml\n(.*?)```", text, re.S)
+
+
+class ModelExamplesTest(unittest.TestCase):
+    def test_there_is_an_example_per_service(self):
+        names = [re.search(r"- name: (\S+)", e).group(1) for e in examples()]
+        self.assertEqual(names, ["gpt", "deepseek", "qwen", "moonshot", "zhipu", "vllm",
+                                 "ollama", "llamacpp"])
+
+    def test_each_example_passes_check_config(self):
+        for example in examples():
+            name = re.search(r"- name: (\S+)", example).group(1)
+            config = textwrap.dedent("""\
+                listeners:
+                  api:
+                    port: {port}
+                plugins:
+                  dir: {plugin_dir}
+                  instances:
+                {example}    - name: memory
+                      plugin: memory.so
+                router:
+                  model: {name}
+                  cache: memory
+                """).format(port=free_port(), plugin_dir=PLUGIN_DIR, example=example, name=name)
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+                f.write(config)
+            try:
+                p = subprocess.run([BIN, "--check-config", "--config", f.name],
+                                   capture_output=True, text=True, timeout=20,
+                                   env=dict(os.environ, MODEL_SERVICE_KEY="sk-example"))
+            finally:
+                os.unlink(f.name)
+            with self.subTest(name=name):
+                self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+                self.assertNotIn("sk-example", p.stdout + p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
