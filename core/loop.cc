@@ -1,6 +1,7 @@
 #include "loop.h"
 
 #include <chatgate/common.h>
+#include <chatgate/host.h>
 
 #include <utility>
 
@@ -161,6 +162,81 @@ int Loop::queue_work(LoopFn work, LoopWorkDoneFn done, void *arg) {
   return 0;
 }
 
+struct Loop::FdWatch {
+  uv_poll_t handle{};
+  uint64_t id = 0;
+  int fd = -1;
+  FdFn fn = nullptr;
+  void *arg = nullptr;
+  uint32_t events = 0;
+};
+
+namespace {
+
+int uv_events_of(uint32_t events) {
+  return ((events & CG_FD_READABLE) ? UV_READABLE : 0) |
+         ((events & CG_FD_WRITABLE) ? UV_WRITABLE : 0);
+}
+
+void free_watch_handle(uv_handle_t *h) {
+  std::unique_ptr<Loop::FdWatch> owned(static_cast<Loop::FdWatch *>(h->data));
+}
+
+void on_fd_ready(uv_poll_t *h, int status, int events) {
+  auto *w = static_cast<Loop::FdWatch *>(h->data);
+  uint32_t ready = 0;
+  if (events & UV_READABLE) ready |= CG_FD_READABLE;
+  if (events & UV_WRITABLE) ready |= CG_FD_WRITABLE;
+  w->fn(w->arg, status < 0 ? CG_EIO : 0, ready);
+}
+
+}  // namespace
+
+int Loop::fd_watch_start(int fd, uint32_t events, FdFn fn, void *arg, uint64_t *watch_id) {
+  if (closing_) return CG_ECLOSED;
+  if (fd < 0 || fn == nullptr || (events & (CG_FD_READABLE | CG_FD_WRITABLE)) == 0) {
+    return CG_EINVAL;
+  }
+  if (watched_fds_.count(fd) != 0) return CG_EEXIST;
+  auto w = std::make_unique<FdWatch>();
+  w->id = next_watch_id_++;
+  w->fd = fd;
+  w->fn = fn;
+  w->arg = arg;
+  w->events = events;
+  if (uv_poll_init(loop_, &w->handle, fd) != 0) return CG_EINVAL;
+  w->handle.data = w.get();
+  uv_poll_start(&w->handle, uv_events_of(events), on_fd_ready);
+  if (watch_id != nullptr) *watch_id = w->id;
+  watched_fds_.insert(fd);
+  watches_.emplace(w->id, std::move(w));
+  return 0;
+}
+
+int Loop::fd_watch_update(uint64_t watch_id, uint32_t events) {
+  auto it = watches_.find(watch_id);
+  if (it == watches_.end()) return CG_ENOENT;
+  FdWatch *w = it->second.get();
+  w->events = events;
+  if ((events & (CG_FD_READABLE | CG_FD_WRITABLE)) == 0) {
+    uv_poll_stop(&w->handle);
+  } else {
+    uv_poll_start(&w->handle, uv_events_of(events), on_fd_ready);
+  }
+  return 0;
+}
+
+int Loop::fd_watch_stop(uint64_t watch_id) {
+  auto it = watches_.find(watch_id);
+  if (it == watches_.end()) return CG_ENOENT;
+  FdWatch *w = it->second.release();
+  watches_.erase(it);
+  watched_fds_.erase(w->fd);
+  uv_poll_stop(&w->handle);
+  uv_close(reinterpret_cast<uv_handle_t *>(&w->handle), free_watch_handle);
+  return 0;
+}
+
 void Loop::close() {
   if (closing_) return;
   closing_ = true;
@@ -168,6 +244,10 @@ void Loop::close() {
   ids.reserve(timers_.size());
   for (const auto &[id, t] : timers_) ids.push_back(id);
   for (uint64_t id : ids) timer_stop(id);
+  // Watches a plugin forgot to stop: their callbacks never run again.
+  ids.clear();
+  for (const auto &[id, w] : watches_) ids.push_back(id);
+  for (uint64_t id : ids) fd_watch_stop(id);
   // Work not yet picked up by a pool thread completes with CG_ECANCELED;
   // work already running finishes and completes normally.
   for (Work *w : work_) uv_cancel(reinterpret_cast<uv_req_t *>(&w->req));

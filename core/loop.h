@@ -45,6 +45,13 @@ class Loop {
   // work(arg) on the thread pool, then done(arg, 0 | CG_ECANCELED) here.
   int queue_work(LoopFn work, LoopWorkDoneFn done, void *arg);
 
+  // Readiness of a descriptor someone else reads and writes (a plugin's
+  // client library), by id. events: CG_FD_*; status 0 or CG_EIO.
+  using FdFn = void (*)(void *arg, int status, uint32_t events);
+  int fd_watch_start(int fd, uint32_t events, FdFn fn, void *arg, uint64_t *watch_id);
+  int fd_watch_update(uint64_t watch_id, uint32_t events);
+  int fd_watch_stop(uint64_t watch_id);
+
   size_t active_timers() const { return timers_.size(); }
 
   // Stops every timer (their callbacks never run), cancels queued work that
@@ -53,8 +60,9 @@ class Loop {
   // run first, so every started completion fires.
   void close();
 
-  struct Timer;  // internal; public only so the close callback can free it
-  struct Work;   // internal, likewise
+  struct Timer;    // internal; public only so the close callback can free it
+  struct Work;     // internal, likewise
+  struct FdWatch;  // internal, likewise
 
  private:
   struct Task {
@@ -80,6 +88,9 @@ class Loop {
   uint64_t next_timer_id_ = 1;
   std::unordered_map<uint64_t, std::unique_ptr<Timer>> timers_;
   std::unordered_set<Work *> work_;  // queued or running; owned by their callbacks
+  uint64_t next_watch_id_ = 1;
+  std::unordered_map<uint64_t, std::unique_ptr<FdWatch>> watches_;
+  std::unordered_set<int> watched_fds_;
 };
 
 }  // namespace cg

@@ -307,6 +307,29 @@ int h_http_cancel(cg_host_t *h, uint64_t request_id) {
   return http->cancel(request_id);
 }
 
+// ---- file descriptor readiness (since 1.1) ----
+
+int h_fd_watch_start(cg_host_t *h, int fd, uint32_t events, cg_fd_cb cb, void *arg,
+                     uint64_t *watch_id) {
+  auto *i = inst(h);
+  if (i == nullptr || cb == nullptr) return CG_EINVAL;
+  Loop *loop = i->services()->loop;
+  if (loop == nullptr) return CG_EUNAVAIL;
+  return loop->fd_watch_start(fd, events, cb, arg, watch_id);
+}
+
+int h_fd_watch_update(cg_host_t *h, uint64_t watch_id, uint32_t events) {
+  auto *i = inst(h);
+  if (i == nullptr || i->services()->loop == nullptr) return CG_EINVAL;
+  return i->services()->loop->fd_watch_update(watch_id, events);
+}
+
+int h_fd_watch_stop(cg_host_t *h, uint64_t watch_id) {
+  auto *i = inst(h);
+  if (i == nullptr || i->services()->loop == nullptr) return CG_EINVAL;
+  return i->services()->loop->fd_watch_stop(watch_id);
+}
+
 const cg_host_api_t kHostApi = {
     sizeof(cg_host_api_t),
     CG_ABI_MAJOR,
@@ -339,6 +362,9 @@ const cg_host_api_t kHostApi = {
     h_metric_observe,
     h_http_request,
     h_http_cancel,
+    h_fd_watch_start,
+    h_fd_watch_update,
+    h_fd_watch_stop,
 };
 
 }  // namespace

@@ -21,6 +21,8 @@ python3
 curl
 wrk
 nginx-light
+libhiredis-dev
+redis-server
 "
 
 missing=""

@@ -152,7 +152,10 @@ CG_ABI_CHECK(cg_plugin_t, ops, 96);
 /* --- since 1.1: outbound HTTP ---------------------------------------- */
 CG_ABI_CHECK(cg_host_api_t, http_request, 224);
 CG_ABI_CHECK(cg_host_api_t, http_cancel, 232);
-CG_ABI_SIZE(cg_host_api_t, 240);
+CG_ABI_CHECK(cg_host_api_t, fd_watch_start, 240);
+CG_ABI_CHECK(cg_host_api_t, fd_watch_update, 248);
+CG_ABI_CHECK(cg_host_api_t, fd_watch_stop, 256);
+CG_ABI_SIZE(cg_host_api_t, 264);
 CG_ABI_SIZE(cg_http_client_request_t, 80);
 CG_ABI_CHECK(cg_http_client_request_t, header_count, 4);
 CG_ABI_CHECK(cg_http_client_request_t, method, 8);

@@ -1,6 +1,8 @@
 // Loop: defer, post from other threads, timers, thread-pool work, and close
 // (queued work that never started completes with CG_ECANCELED).
 #include <chatgate/common.h>
+#include <chatgate/host.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <atomic>
@@ -146,4 +148,39 @@ TEST_CASE("loop: tasks deferred during close still run; after close defer is ref
   loop.close();
   CHECK(state.runs == 2);
   CHECK(loop.defer([](void *) {}, nullptr) == CG_ECLOSED);
+}
+
+TEST_CASE("loop: fd watches report readiness until stopped", "[loop]") {
+  UvLoop u;
+  Loop loop(&u.uv);
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  struct State {
+    int calls = 0;
+    uint32_t events = 0;
+  } state;
+  auto fn = [](void *arg, int status, uint32_t events) {
+    auto *s = static_cast<State *>(arg);
+    if (status == 0) s->events |= events;
+    s->calls++;
+  };
+  uint64_t id = 0;
+  REQUIRE(loop.fd_watch_start(fds[0], CG_FD_READABLE, fn, &state, &id) == 0);
+  CHECK(loop.fd_watch_start(fds[0], CG_FD_READABLE, fn, &state, nullptr) == CG_EEXIST);
+  CHECK(loop.fd_watch_start(fds[1], 0, fn, &state, nullptr) == CG_EINVAL);
+  uv_run(&u.uv, UV_RUN_NOWAIT);
+  CHECK(state.calls == 0);  // nothing to read yet
+  REQUIRE(::write(fds[1], "x", 1) == 1);
+  for (int i = 0; i < 100 && state.calls == 0; i++) uv_run(&u.uv, UV_RUN_ONCE);
+  CHECK(state.events == CG_FD_READABLE);
+  REQUIRE(loop.fd_watch_update(id, 0) == 0);  // paused: no more calls though still readable
+  const int seen = state.calls;
+  uv_run(&u.uv, UV_RUN_NOWAIT);
+  CHECK(state.calls == seen);
+  CHECK(loop.fd_watch_stop(id) == 0);
+  CHECK(loop.fd_watch_stop(id) == CG_ENOENT);
+  loop.close();
+  uv_run(&u.uv, UV_RUN_DEFAULT);
+  ::close(fds[0]);
+  ::close(fds[1]);
 }

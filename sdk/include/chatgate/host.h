@@ -115,6 +115,16 @@ typedef int (*cg_http_data_cb)(void *arg, int32_t status, cg_str_t chunk);
  * callback returns; `arg` is the caller's, the host's last use of it. */
 typedef void (*cg_http_done_cb)(void *arg, int result, const cg_http_client_response_t *resp);
 
+/* --- file descriptor readiness (since 1.1) ------------------------------- */
+
+#define CG_FD_READABLE 0x1u
+#define CG_FD_WRITABLE 0x2u
+
+/* A watched descriptor is ready. `events`: CG_FD_* that are ready; `status`
+ * 0, or CG_EIO when polling failed (the plugin should close the fd and stop
+ * the watch). THREAD: loop thread. OWNERSHIP: `arg` is the plugin's. */
+typedef void (*cg_fd_cb)(void *arg, int status, uint32_t events);
+
 /* Route flags. */
 #define CG_ROUTE_PREFIX 0x1u /* match every path that starts with `path` */
 
@@ -301,6 +311,25 @@ typedef struct cg_host_api_s {
    * unless it already ran (then CG_ENOENT, harmless). Safe from inside the
    * request's own on_data. THREAD: loop thread. OWNERSHIP: nothing. */
   int (*http_cancel)(cg_host_t *h, uint64_t request_id);
+
+  /* --- file descriptor readiness (since 1.1) ------------------------- */
+
+  /* For a client library that does its own non-blocking socket I/O (hiredis,
+   * say): cb fires on the loop thread while `fd` is ready for `events`
+   * (CG_FD_*; level-triggered). `*watch_id` receives an id. At most one
+   * watch per fd. Returns CG_EINVAL for a bad fd or no events, CG_EEXIST
+   * when the fd is watched already. THREAD: loop thread. OWNERSHIP: the fd
+   * stays the plugin's (the host never closes it); `arg` is the plugin's and
+   * the host holds it until fd_watch_stop returned. Stop the watch before
+   * closing the fd. */
+  int (*fd_watch_start)(cg_host_t *h, int fd, uint32_t events, cg_fd_cb cb, void *arg,
+                        uint64_t *watch_id);
+  /* Changes the events watched; 0 pauses the watch. THREAD: loop thread,
+   * also from cb. OWNERSHIP: nothing. */
+  int (*fd_watch_update)(cg_host_t *h, uint64_t watch_id, uint32_t events);
+  /* Ends a watch; cb never runs again. CG_ENOENT for an unknown id. THREAD:
+   * loop thread, also from cb. OWNERSHIP: the host drops `arg`. */
+  int (*fd_watch_stop)(cg_host_t *h, uint64_t watch_id);
 } cg_host_api_t;
 
 #ifdef __cplusplus
