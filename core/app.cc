@@ -198,6 +198,13 @@ int App::start() {
     return 1;
   }
 
+  // Plugins built for 1.1+ may call out over HTTP: set curl up now rather
+  // than inside their first request.
+  if (std::any_of(plugins_.begin(), plugins_.end(),
+                  [](const auto &p) { return p->desc()->abi_minor >= 1; })) {
+    http_->ensure_started();
+  }
+
   for (PluginInstance *p : start_order()) {
     std::string error;
     if (p->start(&error) != 0) {

@@ -1,5 +1,6 @@
 #include "http_client.h"
 
+#include <dlfcn.h>
 #include <spdlog/spdlog.h>
 
 #include <chatgate/cpp.hpp>
@@ -17,7 +18,76 @@ namespace {
 constexpr auto sv = chatgate::view;
 constexpr auto cs = chatgate::str;
 
+// libcurl is loaded with dlopen on first use rather than linked: its
+// dependency chain (OpenSSL, GnuTLS through librtmp, LDAP, Kerberos, ...)
+// costs every process start some 16 ms on this class of machine, and a
+// gateway whose plugins never call out should not pay that.
+constexpr const char *kLibcurl = "libcurl.so.4";
+
+struct CurlApi {
+  CURLcode (*global_init)(long flags);
+  CURLM *(*multi_init)();
+  CURLMcode (*multi_setopt)(CURLM *, CURLMoption, ...);
+  CURLMcode (*multi_add_handle)(CURLM *, CURL *);
+  CURLMcode (*multi_remove_handle)(CURLM *, CURL *);
+  CURLMcode (*multi_socket_action)(CURLM *, curl_socket_t, int, int *);
+  CURLMsg *(*multi_info_read)(CURLM *, int *);
+  CURLMcode (*multi_assign)(CURLM *, curl_socket_t, void *);
+  CURLMcode (*multi_cleanup)(CURLM *);
+  CURL *(*easy_init)();
+  CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
+  CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
+  void (*easy_cleanup)(CURL *);
+  const char *(*easy_strerror)(CURLcode);
+  curl_slist *(*slist_append)(curl_slist *, const char *);
+  void (*slist_free_all)(curl_slist *);
+};
+CurlApi g_curl{};
+std::string g_curl_error;  // why libcurl could not be loaded, or empty
+
+template <typename Fn>
+bool bind(void *lib, const char *name, Fn *out) {
+  *out = reinterpret_cast<Fn>(dlsym(lib, name));
+  if (*out == nullptr) g_curl_error = std::string("libcurl lacks ") + name;
+  return *out != nullptr;
+}
+
+bool load_curl() {
+  void *lib = dlopen(kLibcurl, RTLD_NOW | RTLD_LOCAL);
+  if (lib == nullptr) {
+    const char *why = dlerror();
+    g_curl_error = std::string("cannot load ") + kLibcurl + ": " + (why ? why : "unknown error");
+    return false;
+  }
+  // Never dlclosed: curl keeps threads and OpenSSL state for the process.
+  CurlApi &c = g_curl;
+  const bool ok = bind(lib, "curl_global_init", &c.global_init) &&
+                  bind(lib, "curl_multi_init", &c.multi_init) &&
+                  bind(lib, "curl_multi_setopt", &c.multi_setopt) &&
+                  bind(lib, "curl_multi_add_handle", &c.multi_add_handle) &&
+                  bind(lib, "curl_multi_remove_handle", &c.multi_remove_handle) &&
+                  bind(lib, "curl_multi_socket_action", &c.multi_socket_action) &&
+                  bind(lib, "curl_multi_info_read", &c.multi_info_read) &&
+                  bind(lib, "curl_multi_assign", &c.multi_assign) &&
+                  bind(lib, "curl_multi_cleanup", &c.multi_cleanup) &&
+                  bind(lib, "curl_easy_init", &c.easy_init) &&
+                  bind(lib, "curl_easy_setopt", &c.easy_setopt) &&
+                  bind(lib, "curl_easy_getinfo", &c.easy_getinfo) &&
+                  bind(lib, "curl_easy_cleanup", &c.easy_cleanup) &&
+                  bind(lib, "curl_easy_strerror", &c.easy_strerror) &&
+                  bind(lib, "curl_slist_append", &c.slist_append) &&
+                  bind(lib, "curl_slist_free_all", &c.slist_free_all);
+  if (!ok) return false;
+  if (c.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    g_curl_error = "curl_global_init failed";
+    return false;
+  }
+  return true;
+}
+
 std::once_flag g_curl_once;
+bool g_curl_loaded = false;
+constexpr long kReceiveBufferBytes = 8192;
 
 bool has_crlf(std::string_view s) { return s.find_first_of("\r\n") != std::string_view::npos; }
 
@@ -57,8 +127,8 @@ struct HttpClient::Transfer {
   bool too_big = false;
 
   ~Transfer() {
-    if (easy != nullptr) curl_easy_cleanup(easy);
-    curl_slist_free_all(header_list);
+    if (easy != nullptr) g_curl.easy_cleanup(easy);
+    g_curl.slist_free_all(header_list);
   }
 
   static size_t on_header(char *data, size_t size, size_t n, void *userp) {
@@ -92,7 +162,7 @@ struct HttpClient::Transfer {
       return len;
     }
     long status = 0;
-    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+    g_curl.easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
     if (t->on_data(t->arg, static_cast<int32_t>(status), cg_str_t{data, len}) != 0) {
       t->data_abort = true;
       return 0;
@@ -102,15 +172,26 @@ struct HttpClient::Transfer {
 };
 
 HttpClient::HttpClient(Loop &loop, HttpClientConfig config)
-    : loop_(loop), config_(std::move(config)) {
-  // Not thread-safe in curl; the first client is made before any thread
-  // that could use curl exists.
-  std::call_once(g_curl_once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-  multi_ = curl_multi_init();
-  curl_multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, &HttpClient::on_socket);
-  curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
-  curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, &HttpClient::on_timer);
-  curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
+    : loop_(loop), config_(std::move(config)) {}
+
+void HttpClient::ensure_started() {
+  if (multi_ != nullptr || closing_) return;
+  // curl's global init loads and configures OpenSSL: some ten milliseconds
+  // and megabytes that a gateway whose plugins never call out should not
+  // pay. Not thread-safe in curl; the loop thread is the only caller.
+  std::call_once(g_curl_once, [] { g_curl_loaded = load_curl(); });
+  if (!g_curl_loaded) {
+    if (!load_error_logged_) {
+      spdlog::error("http client unavailable: {}; outbound requests fail", g_curl_error);
+      load_error_logged_ = true;
+    }
+    return;
+  }
+  multi_ = g_curl.multi_init();
+  g_curl.multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, &HttpClient::on_socket);
+  g_curl.multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
+  g_curl.multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, &HttpClient::on_timer);
+  g_curl.multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
   uv_timer_init(loop_.uv(), &timer_);
   timer_.data = this;
 }
@@ -128,6 +209,8 @@ int HttpClient::request(const cg_http_client_request_t &req, cg_http_data_cb on_
                         cg_http_done_cb done, void *arg, uint64_t *request_id) {
   if (closing_) return CG_ECLOSED;
   if (done == nullptr || req.url.len == 0 || req.method.len == 0) return CG_EINVAL;
+  ensure_started();
+  if (multi_ == nullptr) return CG_EUNAVAIL;
   const std::string_view url = sv(req.url);
   if (!url.starts_with("http://") && !url.starts_with("https://")) return CG_EINVAL;
   if (has_crlf(url) || has_crlf(sv(req.method))) return CG_EINVAL;
@@ -153,45 +236,49 @@ int HttpClient::request(const cg_http_client_request_t &req, cg_http_data_cb on_
     std::string line;
     line.reserve(name.size() + value.size() + 2);
     line.append(name).append(": ").append(value);
-    curl_slist *next = curl_slist_append(t->header_list, line.c_str());
+    curl_slist *next = g_curl.slist_append(t->header_list, line.c_str());
     if (next == nullptr) return CG_ENOMEM;
     t->header_list = next;
   }
   // curl sends "Expect: 100-continue" for large bodies and then waits for
   // an answer many servers never send: turn it off.
-  if (curl_slist *next = curl_slist_append(t->header_list, "Expect:")) t->header_list = next;
+  if (curl_slist *next = g_curl.slist_append(t->header_list, "Expect:")) t->header_list = next;
 
-  CURL *e = t->easy = curl_easy_init();
+  CURL *e = t->easy = g_curl.easy_init();
   if (e == nullptr) return CG_ENOMEM;
   const uint64_t timeout = req.timeout_ms != 0 ? req.timeout_ms : config_.timeout_ms;
   const uint64_t connect_timeout =
       req.connect_timeout_ms != 0 ? req.connect_timeout_ms : config_.connect_timeout_ms;
-  curl_easy_setopt(e, CURLOPT_URL, t->url.c_str());
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_PRIVATE, t.get());
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->header_list);
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout));
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(connect_timeout));
-  curl_easy_setopt(e, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
-  curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Transfer::on_header);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Transfer::on_body);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get());
-  if (!config_.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, config_.ca_file.c_str());
+  g_curl.easy_setopt(e, CURLOPT_URL, t->url.c_str());
+  g_curl.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  g_curl.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  g_curl.easy_setopt(e, CURLOPT_PRIVATE, t.get());
+  g_curl.easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
+  g_curl.easy_setopt(e, CURLOPT_HTTPHEADER, t->header_list);
+  g_curl.easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout));
+  g_curl.easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(connect_timeout));
+  g_curl.easy_setopt(e, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
+  g_curl.easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+  // curl's receive buffer is per transfer: 16 KiB by default. Model answers
+  // and platform APIs send a few KiB at a time, and at a thousand requests
+  // in flight the buffers are most of the memory.
+  g_curl.easy_setopt(e, CURLOPT_BUFFERSIZE, kReceiveBufferBytes);
+  g_curl.easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  g_curl.easy_setopt(e, CURLOPT_HEADERFUNCTION, &Transfer::on_header);
+  g_curl.easy_setopt(e, CURLOPT_HEADERDATA, t.get());
+  g_curl.easy_setopt(e, CURLOPT_WRITEFUNCTION, &Transfer::on_body);
+  g_curl.easy_setopt(e, CURLOPT_WRITEDATA, t.get());
+  if (!config_.ca_file.empty()) g_curl.easy_setopt(e, CURLOPT_CAINFO, config_.ca_file.c_str());
   if (t->method == "GET" && t->body.empty()) {
-    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    g_curl.easy_setopt(e, CURLOPT_HTTPGET, 1L);
   } else if (t->method == "HEAD") {
-    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    g_curl.easy_setopt(e, CURLOPT_NOBODY, 1L);
   } else {
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->body.data());
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t->body.size()));
-    if (t->method != "POST") curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, t->method.c_str());
+    g_curl.easy_setopt(e, CURLOPT_POSTFIELDS, t->body.data());
+    g_curl.easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t->body.size()));
+    if (t->method != "POST") g_curl.easy_setopt(e, CURLOPT_CUSTOMREQUEST, t->method.c_str());
   }
-  if (curl_multi_add_handle(multi_, e) != CURLM_OK) return CG_EIO;
+  if (g_curl.multi_add_handle(multi_, e) != CURLM_OK) return CG_EIO;
   t->added = true;
   if (request_id != nullptr) *request_id = t->id;
   transfers_.emplace(t->id, std::move(t));
@@ -218,11 +305,11 @@ void HttpClient::on_cancelled(void *arg) {
 
 void HttpClient::finish(Transfer *t, int result) {
   if (t->added) {
-    curl_multi_remove_handle(multi_, t->easy);
+    g_curl.multi_remove_handle(multi_, t->easy);
     t->added = false;
   }
   long status = 0;
-  curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+  g_curl.easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
   std::vector<cg_http_header_t> headers;
   headers.reserve(t->resp_headers.size());
   for (const auto &[name, value] : t->resp_headers) headers.push_back({cs(name), cs(value)});
@@ -249,10 +336,10 @@ void HttpClient::finish(Transfer *t, int result) {
 
 void HttpClient::collect_done() {
   int left = 0;
-  while (CURLMsg *m = curl_multi_info_read(multi_, &left)) {
+  while (CURLMsg *m = g_curl.multi_info_read(multi_, &left)) {
     if (m->msg != CURLMSG_DONE) continue;
     Transfer *t = nullptr;
-    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &t);
+    g_curl.easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &t);
     if (t == nullptr || t->cancelled) continue;  // the deferred cancel finishes it
     const CURLcode code = m->data.result;
     int result = 0;
@@ -267,7 +354,7 @@ void HttpClient::collect_done() {
     } else {
       result = CG_EIO;
       if (t->errbuf[0] == '\0') {
-        std::snprintf(t->errbuf, sizeof t->errbuf, "%s", curl_easy_strerror(code));
+        std::snprintf(t->errbuf, sizeof t->errbuf, "%s", g_curl.easy_strerror(code));
       }
     }
     finish(t, result);
@@ -276,7 +363,7 @@ void HttpClient::collect_done() {
 
 void HttpClient::drive(curl_socket_t s, int flags) {
   int running = 0;
-  curl_multi_socket_action(multi_, s, flags, &running);
+  g_curl.multi_socket_action(multi_, s, flags, &running);
   collect_done();
 }
 
@@ -300,7 +387,7 @@ int HttpClient::on_socket(CURL *, curl_socket_t s, int what, void *userp, void *
   auto *p = static_cast<Poll *>(socketp);
   if (what == CURL_POLL_REMOVE) {
     if (p != nullptr) {
-      curl_multi_assign(self->multi_, s, nullptr);
+      g_curl.multi_assign(self->multi_, s, nullptr);
       self->close_poll(p);
     }
     return 0;
@@ -313,7 +400,7 @@ int HttpClient::on_socket(CURL *, curl_socket_t s, int what, void *userp, void *
     owned->handle.data = owned.get();
     p = owned.release();
     self->polls_.insert(p);
-    curl_multi_assign(self->multi_, s, p);
+    g_curl.multi_assign(self->multi_, s, p);
   }
   int events = 0;
   if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) events |= UV_READABLE;
@@ -343,6 +430,10 @@ void HttpClient::close_poll(Poll *p) {
 
 void HttpClient::close() {
   if (closing_) return;
+  if (multi_ == nullptr) {
+    closing_ = true;  // never started: no handles to close
+    return;
+  }
   std::vector<uint64_t> ids;
   ids.reserve(transfers_.size());
   for (const auto &[id, t] : transfers_) ids.push_back(id);
@@ -359,7 +450,7 @@ void HttpClient::on_cleanup(void *arg) {
     self->finish(self->transfers_.begin()->second.get(), CG_ECANCELED);
   }
   // curl closes its cached connections here, through on_socket's REMOVE.
-  curl_multi_cleanup(self->multi_);
+  g_curl.multi_cleanup(self->multi_);
   self->multi_ = nullptr;
   const std::vector<Poll *> left(self->polls_.begin(), self->polls_.end());
   for (Poll *p : left) self->close_poll(p);

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <chatgate/host.h>
+#define CURL_DISABLE_TYPECHECK  // calls go through dlsym'd pointers
 #include <curl/curl.h>
 #include <uv.h>
 
@@ -48,6 +49,11 @@ class HttpClient {
 
   size_t active() const { return transfers_.size(); }
 
+  // Initializes curl and the loop handles; request() does it on first use.
+  // The app calls it at start when a plugin built for ABI 1.1 or newer is
+  // loaded, so the first request does not pay for it on the loop thread.
+  void ensure_started();
+
   struct Transfer;  // internal
   struct Poll;      // internal
 
@@ -68,6 +74,7 @@ class HttpClient {
   CURLM *multi_ = nullptr;
   uv_timer_t timer_{};
   bool closing_ = false;
+  bool load_error_logged_ = false;
   uint64_t next_id_ = 1;
   std::unordered_map<uint64_t, std::unique_ptr<Transfer>> transfers_;
   std::unordered_set<Poll *> polls_;
