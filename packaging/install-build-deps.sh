@@ -21,6 +21,7 @@ python3
 curl
 wrk
 nginx-light
+nodejs
 libhiredis-dev
 redis-server
 "
