@@ -310,8 +310,10 @@ struct Router::Job {
       return;
     }
     job->answer.assign(sv(text));
-    job->store_turn();
-    job->reply(job->answer, 0);
+    // The answer goes out once the turn is stored: a user who answers at
+    // once may land on another instance sharing the cache, which must see
+    // this turn. One cache round trip, next to a model's seconds.
+    if (!job->store_turn()) job->reply(job->answer, 0);
   }
 
   void model_failed(int status) {
@@ -324,8 +326,9 @@ struct Router::Job {
     reply(text, CG_REPLY_ERROR);
   }
 
-  void store_turn() {
-    if (router->cache_ == nullptr || router->config_.context_turns == 0) return;
+  // True when the store is under way (on_stored then replies).
+  bool store_turn() {
+    if (router->cache_ == nullptr || router->config_.context_turns == 0) return false;
     turns.push_back({msg.text, answer});
     ContextCodec::encode(turns, router->config_.context_turns, &encoded);
     pending++;
@@ -335,14 +338,18 @@ struct Router::Job {
     if (rc != 0) {
       pending--;
       router->cache_degraded("context store", rc);
+      return false;
     }
+    return true;
   }
 
   static void on_stored(void *arg, int status, cg_str_t) {
     auto *job = static_cast<Job *>(arg);
     job->pending--;
     if (status != 0) job->router->cache_degraded("context store", status);
-    job->router->finish(job);
+    // A failed store still answers: the user loses a turn of memory, not
+    // the answer.
+    job->reply(job->answer, 0);
   }
 
   // ---- replies ----

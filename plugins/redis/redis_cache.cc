@@ -37,7 +37,7 @@ struct Redis {
   const cg_host_api_t *api = nullptr;
   cg_host_t *host = nullptr;
   std::string host_name, unix_socket, username, password, prefix;
-  int64_t port = 6379, database = 0;
+  int64_t port = 6379, database = 0, command_timeout_ms = 2000;
 
   State state = State::kDown;
   redisAsyncContext *ac = nullptr;
@@ -301,10 +301,39 @@ struct Op {
   cg_cache_cb cb;
   void *arg;
   enum Kind { kGet, kSet, kSetNx, kDel } kind;
+  Redis *r = nullptr;
+  uint64_t timer_id = 0;
+  bool timer_active = false;
+  bool answered = false;  // the caller got its callback (the timeout came first)
 };
+
+// A Redis that accepts the connection but stops answering would otherwise
+// hold a caller forever: answer CG_ETIMEDOUT, and drop the connection so
+// the reconnect logic takes over. The Op lives on until hiredis hands it
+// back (a reply or the disconnect), since hiredis still holds it.
+void on_op_timeout(void *arg, uint64_t) {
+  auto *op = static_cast<Op *>(arg);
+  op->timer_active = false;
+  op->answered = true;
+  op->cb(op->arg, CG_ETIMEDOUT, cg_str_t{nullptr, 0});
+  Redis *r = op->r;
+  if (r->ac != nullptr && r->state == State::kReady) {
+    r->log(CG_LOG_WARN, "redis at " + r->where() + " did not answer within " +
+                            std::to_string(r->command_timeout_ms) + " ms; reconnecting");
+    // A hard close: a graceful disconnect would wait for the replies that
+    // are not coming. Pending commands (this one too, which frees `op`)
+    // get their callbacks with no reply now.
+    redisAsyncFree(r->ac);
+    // Whether hiredis called the disconnect callback depends on its
+    // version; make sure the reconnect is scheduled either way.
+    if (r->state == State::kReady) went_down(r, "no answer in time");
+  }
+}
 
 void on_reply(redisAsyncContext *, void *reply, void *privdata) {
   std::unique_ptr<Op> op(static_cast<Op *>(privdata));
+  if (op->timer_active) op->r->api->timer_stop(op->r->host, op->timer_id);
+  if (op->answered) return;
   const auto *rep = static_cast<redisReply *>(reply);
   if (rep == nullptr) {
     op->cb(op->arg, CG_EUNAVAIL, cg_str_t{nullptr, 0});  // the connection went away
@@ -342,8 +371,14 @@ int send(Redis *r, Op::Kind kind, cg_cache_cb cb, void *arg, const char *fmt, Ar
   if (r->state != State::kReady || r->ac == nullptr) return CG_EUNAVAIL;
   auto op = std::unique_ptr<Op>(new (std::nothrow) Op{cb, arg, kind});
   if (!op) return CG_ENOMEM;
+  op->r = r;
   if (redisAsyncCommand(r->ac, on_reply, op.get(), fmt, args...) != REDIS_OK) {
     return CG_EUNAVAIL;
+  }
+  if (r->command_timeout_ms > 0 &&
+      r->api->timer_start(r->host, static_cast<uint64_t>(r->command_timeout_ms), 0, on_op_timeout,
+                          op.get(), &op->timer_id) == 0) {
+    op->timer_active = true;
   }
   (void)op.release();  // on_reply frees it
   return 0;
@@ -410,6 +445,7 @@ int rc_init(const cg_host_api_t *api, cg_host_t *host, const cg_config_t *config
   if (api->config_string(config, "keyPrefix", &s) == 0) r->prefix.assign(sv(s));
   api->config_int(config, "port", &r->port);
   api->config_int(config, "database", &r->database);
+  api->config_int(config, "commandTimeoutMs", &r->command_timeout_ms);
   if (r->unix_socket.empty() && r->host_name.empty()) {
     api->set_error(host, cs("set host (and port) or unixSocket"));
     return CG_ECONFIG;
@@ -442,9 +478,11 @@ void rc_stop(void *state, cg_done_cb done, void *done_arg) noexcept {
     r->api->timer_stop(r->host, r->reconnect_timer);
     r->timer_active = false;
   }
-  // Replies still due arrive first; then the disconnect callback ends stop.
+  // Closed at once: by now the router has finished with the cache, and a
+  // graceful disconnect could wait forever on a Redis that stopped
+  // answering. Anything still pending gets CG_EUNAVAIL.
   r->in_stop = true;
-  if (r->ac != nullptr) redisAsyncDisconnect(r->ac);
+  if (r->ac != nullptr) redisAsyncFree(r->ac);
   r->in_stop = false;
   // Never inside stop: the rest happens on a later turn.
   if (r->api->defer(r->host, stop_deferred, r) != 0 && r->ac == nullptr && !r->resolving) {
@@ -472,6 +510,10 @@ const cg_config_field_t kFields[] = {
      "AUTH password; empty: no AUTH", nullptr, 0, 0},
     {sizeof(cg_config_field_t), CG_CFG_INT, 0, "database", "0", "SELECTed database index", nullptr,
      0, 1000000},
+    {sizeof(cg_config_field_t), CG_CFG_INT, 0, "commandTimeoutMs", "2000",
+     "a command unanswered this long fails with a timeout and the connection is remade; 0: "
+     "no limit",
+     nullptr, 0, 3600000},
     {sizeof(cg_config_field_t), CG_CFG_STRING, 0, "keyPrefix", "chatgate:",
      "prepended to every key, so several deployments can share one Redis", nullptr, 0, 0},
 };

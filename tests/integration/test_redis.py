@@ -6,6 +6,7 @@ import socket
 import subprocess
 import tempfile
 import textwrap
+import threading
 import time
 import unittest
 
@@ -156,6 +157,42 @@ class RedisCacheTest(unittest.TestCase):
         self.assertEqual(status, 409)
         self.assertEqual(a.stop(), 0)
         self.assertEqual(b.stop(), 0)
+
+
+class SilentRedisTest(unittest.TestCase):
+    def test_a_redis_that_never_answers_times_out_and_the_chat_goes_on(self):
+        # Accepts connections, reads, never answers: a hung Redis.
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        self.addCleanup(listener.close)
+        held = []
+
+        def accept_forever():
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                held.append(conn)
+
+        threading.Thread(target=accept_forever, daemon=True).start()
+        port = free_port()
+        cg = Chatgate(redis_config(port, listener.getsockname()[1],
+                                   "        commandTimeoutMs: 300")).start()
+        self.addCleanup(cg.__exit__, None, None, None)
+        self.assertTrue(wait_for(lambda: "connected to redis" in cg.log()), cg.log())
+        started = time.monotonic()
+        status, body, _ = chat(port, "hung", "hello")
+        self.assertEqual(status, 200)
+        self.assertEqual(body["answer"], "echo: hello (turn 1)")
+        self.assertLess(time.monotonic() - started, 5)
+        # The connection is remade (the silent server accepts it again).
+        self.assertTrue(wait_for(lambda: "reconnected to redis" in cg.log()), cg.log())
+        self.assertEqual(cg.stop(), 0)
+        self.assertIn("did not answer within 300 ms; reconnecting", cg.log())
+        for c in held:
+            c.close()
 
 
 class RedisAuthTest(unittest.TestCase):
