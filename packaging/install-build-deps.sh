@@ -19,6 +19,7 @@ libfmt-dev
 catch2
 python3
 curl
+openssl
 wrk
 nginx-light
 nodejs

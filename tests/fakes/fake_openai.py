@@ -5,7 +5,7 @@ Written from the public API reference (POST /v1/chat/completions, JSON or
 server-sent events with `data: {...}` chunks ending in `data: [DONE]`),
 independently of chatgate's code. Standard library only.
 
-    fake_openai.py [--port N]     prints "PORT <n>" once listening
+    fake_openai.py [--port N] [--tls CERT KEY]   prints "PORT <n>" once listening
 
 The answer is "reply to: <last user message> (<n> messages)", so a test sees
 the context that was sent. Tests steer the next requests with
@@ -21,6 +21,7 @@ POST /reset forgets the script and the requests.
 """
 import json
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -176,6 +177,12 @@ def main():
     if "--port" in sys.argv:
         port = int(sys.argv[sys.argv.index("--port") + 1])
     server = Server(("127.0.0.1", port), Handler)
+    if "--tls" in sys.argv:
+        # --tls CERT KEY: HTTPS with the test's own certificate.
+        i = sys.argv.index("--tls")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(sys.argv[i + 1], sys.argv[i + 2])
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     print("PORT %d" % server.server_address[1], flush=True)
     server.serve_forever()
 

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -20,8 +21,9 @@ KEY = "sk-test-5ecretKEYvalue-9876"
 
 
 class FakeOpenAI:
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, FAKE], stdout=subprocess.PIPE, text=True)
+    def __init__(self, args=()):
+        self.proc = subprocess.Popen([sys.executable, FAKE] + list(args), stdout=subprocess.PIPE,
+                                     text=True)
         line = self.proc.stdout.readline()
         assert line.startswith("PORT "), line
         self.port = int(line.split()[1])
@@ -48,8 +50,9 @@ class FakeOpenAI:
         self.proc.stdout.close()
 
 
-def openai_config(port, endpoint, extra="", router_extra=""):
+def openai_config(port, endpoint, extra="", router_extra="", top_extra=""):
     return textwrap.dedent("""\
+        {top_extra}
         logging:
           level: debug
         listeners:
@@ -74,7 +77,7 @@ def openai_config(port, endpoint, extra="", router_extra=""):
           cache: memory
         {router_extra}
         """).format(port=port, plugin_dir=PLUGIN_DIR, endpoint=endpoint, extra=extra,
-                    router_extra=router_extra)
+                    router_extra=router_extra, top_extra=top_extra)
 
 
 class OpenAITest(unittest.TestCase):
@@ -265,6 +268,46 @@ class OpenAITest(unittest.TestCase):
         self.assertEqual(second[0], 503)
         self.assertIn("busy", second[1]["answer"])
         self.stop_and_log(cg)
+
+
+class TlsTest(unittest.TestCase):
+    """HTTPS to the model with a certificate the test makes: verified against
+    httpClient.caFile, refused without it (peers are always verified)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.TemporaryDirectory(prefix="chatgate-tls-")
+        cls.cert = os.path.join(cls.dir.name, "cert.pem")
+        key = os.path.join(cls.dir.name, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", key, "-out", cls.cert], check=True, capture_output=True)
+        cls.fake = FakeOpenAI(["--tls", cls.cert, key])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.close()
+        cls.dir.cleanup()
+
+    def run_chat(self, top_extra=""):
+        port = free_port()
+        endpoint = "https://127.0.0.1:%d/v1" % self.fake.port
+        with Chatgate(openai_config(port, endpoint, "        retries: 0", top_extra=top_extra),
+                      env={"TEST_MODEL_KEY": KEY}) as cg:
+            status, body, _ = chat(port, "tls", "secure hello")
+            self.assertEqual(cg.stop(), 0)
+            return status, body, cg.log()
+
+    def test_https_with_the_operators_ca_file(self):
+        status, body, log = self.run_chat("httpClient:\n  caFile: %s" % self.cert)
+        self.assertEqual(status, 200, log)
+        self.assertEqual(body["answer"], "reply to: secure hello (2 messages)")
+
+    def test_an_unknown_certificate_is_refused(self):
+        status, body, log = self.run_chat()
+        self.assertEqual(status, 503)
+        self.assertIn("SSL certificate problem", log)
+        self.assertNotIn(KEY, log)
 
 
 if __name__ == "__main__":
