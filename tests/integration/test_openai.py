@@ -270,6 +270,60 @@ class OpenAITest(unittest.TestCase):
         self.stop_and_log(cg)
 
 
+class ProxyAndLimitTest(unittest.TestCase):
+    """http_proxy / no_proxy from chatgate's environment, and the response
+    body limit (httpClient.maxResponseBytes)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeOpenAI()
+        cls.proxy = subprocess.Popen([sys.executable, os.path.join(SOURCE_DIR, "tests", "fakes",
+                                                                   "fake_proxy.py")],
+                                     stdout=subprocess.PIPE, text=True)
+        cls.proxy_port = int(cls.proxy.stdout.readline().split()[1])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.close()
+        cls.proxy.kill()
+        cls.proxy.wait()
+        cls.proxy.stdout.close()
+
+    def forwarded(self):
+        url = "http://127.0.0.1:%d/proxy-count" % self.proxy_port
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return int(r.read())
+
+    def run_chat(self, env, query="via proxy", top_extra=""):
+        port = free_port()
+        env = dict(env, TEST_MODEL_KEY=KEY)
+        with Chatgate(openai_config(port, self.fake.base + "/v1", "        retries: 0",
+                                    top_extra=top_extra), env=env) as cg:
+            result = chat(port, "px", query)
+            self.assertEqual(cg.stop(), 0)
+            return result, cg.log()
+
+    def test_http_proxy_from_the_environment_is_used(self):
+        before = self.forwarded()
+        proxy = "http://127.0.0.1:%d" % self.proxy_port
+        (status, body, _), _ = self.run_chat({"http_proxy": proxy, "no_proxy": ""})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(self.forwarded(), before + 1)
+
+    def test_no_proxy_bypasses_it(self):
+        before = self.forwarded()
+        proxy = "http://127.0.0.1:%d" % self.proxy_port
+        (status, _, _), _ = self.run_chat({"http_proxy": proxy, "no_proxy": "127.0.0.1"})
+        self.assertEqual(status, 200)
+        self.assertEqual(self.forwarded(), before)
+
+    def test_a_response_over_the_limit_is_refused(self):
+        (status, body, _), log = self.run_chat(
+            {}, query="x" * 3000, top_extra="httpClient:\n  maxResponseBytes: 1024")
+        self.assertEqual(status, 503)
+        self.assertIn("response body over 1024 bytes", log)
+
+
 class TlsTest(unittest.TestCase):
     """HTTPS to the model with a certificate the test makes: verified against
     httpClient.caFile, refused without it (peers are always verified)."""
