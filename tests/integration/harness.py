@@ -70,7 +70,11 @@ class Chatgate:
             with open(self.config_path, "w") as f:
                 f.write(config_text)
         self.args = args
-        self.env = dict(os.environ, **(env or {}))
+        # Hermetic: a proxy set on the machine must not catch the loopback
+        # fakes; a test that wants one passes it in `env`.
+        base = {k: v for k, v in os.environ.items()
+                if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
+        self.env = dict(base, **(env or {}))
         self.proc = None
         self.log_file = None
 
