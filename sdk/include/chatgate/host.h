@@ -299,8 +299,9 @@ typedef struct cg_host_api_s {
    * `on_data` the body streams to it and resp->body stays empty; without,
    * the body is collected. `*request_id` (may be NULL) receives an id for
    * http_cancel. Returns 0 and then calls `done` exactly once, or an error
-   * (CG_EINVAL for a bad request or URL, CG_ECLOSED while shutting down)
-   * and never calls either callback. THREAD: loop thread; callbacks run
+   * (CG_EINVAL for a bad request or URL, CG_ECLOSED while shutting down,
+   * CG_EUNAVAIL when the host has no HTTP client: libcurl missing, or
+   * --check-config) and never calls either callback. THREAD: loop thread; callbacks run
    * there. OWNERSHIP: `req` and its views are copied; `arg` is the
    * plugin's and the host holds it until `done` ran. */
   int (*http_request)(cg_host_t *h, const cg_http_client_request_t *req,
