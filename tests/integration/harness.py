@@ -57,6 +57,24 @@ def make_config(port, echo_config="", router_extra="", api_extra="", extra_insta
                     extra_instances=extra_instances, shutdown_ms=shutdown_ms)
 
 
+def gateway_config(port, instances, model, cache, router_extra="", top_extra=""):
+    """A config with the API on `port` and the given plugin instances
+    (YAML list items, indented four spaces), router.model and router.cache."""
+    return textwrap.dedent("""\
+        {top_extra}
+        logging:
+          level: debug
+        listeners:
+          api:
+            address: 127.0.0.1
+            port: {port}
+        plugins:
+          dir: {plugin_dir}
+          instances:
+        """).format(top_extra=top_extra, port=port, plugin_dir=PLUGIN_DIR) + instances + \
+        "router:\n  model: %s\n  cache: %s\n%s\n" % (model, cache, router_extra)
+
+
 class Chatgate:
     """One chatgate process. Use as a context manager."""
 

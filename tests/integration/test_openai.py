@@ -14,7 +14,7 @@ import time
 import unittest
 import urllib.request
 
-from harness import PLUGIN_DIR, SOURCE_DIR, Chatgate, chat, free_port
+from harness import SOURCE_DIR, Chatgate, chat, free_port, gateway_config
 
 FAKE = os.path.join(SOURCE_DIR, "tests", "fakes", "fake_openai.py")
 KEY = "sk-test-5ecretKEYvalue-9876"
@@ -51,17 +51,7 @@ class FakeOpenAI:
 
 
 def openai_config(port, endpoint, extra="", router_extra="", top_extra=""):
-    return textwrap.dedent("""\
-        {top_extra}
-        logging:
-          level: debug
-        listeners:
-          api:
-            address: 127.0.0.1
-            port: {port}
-        plugins:
-          dir: {plugin_dir}
-          instances:
+    instances = textwrap.dedent("""\
             - name: gpt
               plugin: openai.so
               config:
@@ -72,12 +62,8 @@ def openai_config(port, endpoint, extra="", router_extra="", top_extra=""):
         {extra}
             - name: memory
               plugin: memory.so
-        router:
-          model: gpt
-          cache: memory
-        {router_extra}
-        """).format(port=port, plugin_dir=PLUGIN_DIR, endpoint=endpoint, extra=extra,
-                    router_extra=router_extra, top_extra=top_extra)
+        """).format(endpoint=endpoint, extra=extra)
+    return gateway_config(port, instances, "gpt", "memory", router_extra, top_extra)
 
 
 class OpenAITest(unittest.TestCase):

@@ -10,7 +10,7 @@ import threading
 import time
 import unittest
 
-from harness import PLUGIN_DIR, Chatgate, chat, free_port
+from harness import Chatgate, chat, free_port, gateway_config
 
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -62,16 +62,7 @@ class RedisServer:
 
 
 def redis_config(port, redis_port, extra=""):
-    return textwrap.dedent("""\
-        logging:
-          level: debug
-        listeners:
-          api:
-            address: 127.0.0.1
-            port: {port}
-        plugins:
-          dir: {plugin_dir}
-          instances:
+    instances = textwrap.dedent("""\
             - name: echo
               plugin: echo.so
             - name: shared
@@ -80,10 +71,8 @@ def redis_config(port, redis_port, extra=""):
                 host: localhost
                 port: {redis_port}
         {extra}
-        router:
-          model: echo
-          cache: shared
-        """).format(port=port, plugin_dir=PLUGIN_DIR, redis_port=redis_port, extra=extra)
+        """).format(redis_port=redis_port, extra=extra)
+    return gateway_config(port, instances, "echo", "shared")
 
 
 def wait_for(predicate, timeout=5):
