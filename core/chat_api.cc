@@ -22,6 +22,13 @@ bool optional_string(simdjson::dom::object obj, std::string_view key, std::strin
   return el.get_string().get(*out) == simdjson::SUCCESS;
 }
 
+// A reply token back to the number handle_chat wrote into it.
+uint64_t token_id(std::string_view token) {
+  uint64_t id = 0;
+  std::from_chars(token.data(), token.data() + token.size(), id);
+  return id;
+}
+
 }  // namespace
 
 ChatApi::ChatApi(HttpServer &server, Router &router) : server_(server), router_(router) {}
@@ -117,16 +124,12 @@ void ChatApi::handle_chat(HttpExchange *ex, const HttpRequest &req) {
 }
 
 ChatApi::Waiting *ChatApi::find(std::string_view token) {
-  uint64_t id = 0;
-  std::from_chars(token.data(), token.data() + token.size(), id);
-  auto it = waiting_.find(id);
+  auto it = waiting_.find(token_id(token));
   return it == waiting_.end() ? nullptr : &it->second;
 }
 
 bool ChatApi::take(std::string_view token, Waiting *out) {
-  uint64_t id = 0;
-  std::from_chars(token.data(), token.data() + token.size(), id);
-  auto it = waiting_.find(id);
+  auto it = waiting_.find(token_id(token));
   if (it == waiting_.end()) return false;
   *out = it->second;
   waiting_.erase(it);

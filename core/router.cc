@@ -98,8 +98,8 @@ struct Router::Job {
 
   // Back to a blank job that keeps its buffers' capacity.
   void reset() {
-    msg.id.clear();
-    msg.text.clear();
+    // msg is move-assigned by the next consume(); only the buffers kept for
+    // reuse need clearing here.
     context_key.clear();
     turns.clear();
     req_turns.clear();

@@ -27,7 +27,27 @@ def make_config(port, echo_config="", router_extra="", api_extra="", extra_insta
                 shutdown_ms=5000):
     """A config like the embedded default, on `port`, with optional tweaks
     (YAML text, already indented for its place)."""
+    instances = textwrap.dedent("""\
+            - name: echo
+              plugin: echo.so
+              config:
+                prefix: echo
+        {echo_config}
+            - name: memory
+              plugin: memory.so
+        {extra_instances}
+        """).format(echo_config=echo_config, extra_instances=extra_instances)
+    return gateway_config(port, instances, "echo", "memory", router_extra, api_extra=api_extra,
+                          tail="shutdown:\n  deadlineMs: %d\n" % shutdown_ms)
+
+
+def gateway_config(port, instances, model, cache, router_extra="", top_extra="", api_extra="",
+                   tail=""):
+    """A config with the API on `port` and the given plugin instances
+    (YAML list items, indented four spaces), router.model and router.cache.
+    The extras are YAML text already indented for their place."""
     return textwrap.dedent("""\
+        {top_extra}
         logging:
           level: debug
         listeners:
@@ -38,41 +58,9 @@ def make_config(port, echo_config="", router_extra="", api_extra="", extra_insta
         plugins:
           dir: {plugin_dir}
           instances:
-            - name: echo
-              plugin: echo.so
-              config:
-                prefix: echo
-        {echo_config}
-            - name: memory
-              plugin: memory.so
-        {extra_instances}
-        router:
-          model: echo
-          cache: memory
-        {router_extra}
-        shutdown:
-          deadlineMs: {shutdown_ms}
-        """).format(port=port, plugin_dir=PLUGIN_DIR, api_extra=api_extra,
-                    echo_config=echo_config, router_extra=router_extra,
-                    extra_instances=extra_instances, shutdown_ms=shutdown_ms)
-
-
-def gateway_config(port, instances, model, cache, router_extra="", top_extra=""):
-    """A config with the API on `port` and the given plugin instances
-    (YAML list items, indented four spaces), router.model and router.cache."""
-    return textwrap.dedent("""\
-        {top_extra}
-        logging:
-          level: debug
-        listeners:
-          api:
-            address: 127.0.0.1
-            port: {port}
-        plugins:
-          dir: {plugin_dir}
-          instances:
-        """).format(top_extra=top_extra, port=port, plugin_dir=PLUGIN_DIR) + instances + \
-        "router:\n  model: %s\n  cache: %s\n%s\n" % (model, cache, router_extra)
+        """).format(top_extra=top_extra, port=port, api_extra=api_extra,
+                    plugin_dir=PLUGIN_DIR) + instances + \
+        "router:\n  model: %s\n  cache: %s\n%s\n%s" % (model, cache, router_extra, tail)
 
 
 class Chatgate:
