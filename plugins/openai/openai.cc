@@ -301,7 +301,6 @@ int on_data(void *arg, int32_t status, cg_str_t chunk) {
       line.remove_prefix(5);
       if (!line.empty() && line.front() == ' ') line.remove_prefix(1);
       on_event(c, line);
-      if (c->finishing) return 1;
     }
   }
   c->sse.erase(0, start);

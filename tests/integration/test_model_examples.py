@@ -53,5 +53,49 @@ class ModelExamplesTest(unittest.TestCase):
                 self.assertNotIn("sk-example", p.stdout + p.stderr)
 
 
+class BadOpenAIConfigTest(unittest.TestCase):
+    def check(self, instance_config):
+        config = textwrap.dedent("""\
+            plugins:
+              dir: {plugin_dir}
+              instances:
+                - name: gpt
+                  plugin: openai.so
+                  config:
+            {cfg}
+                - name: memory
+                  plugin: memory.so
+            router:
+              model: gpt
+              cache: memory
+            """).format(plugin_dir=PLUGIN_DIR, cfg=instance_config)
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(config)
+        try:
+            p = subprocess.run([BIN, "--check-config", "--config", f.name],
+                               capture_output=True, text=True, timeout=20)
+        finally:
+            os.unlink(f.name)
+        return p.returncode, p.stdout + p.stderr
+
+    def test_endpoint_must_be_http(self):
+        rc, out = self.check("            endpoint: ftp://models.example\n"
+                             "            model: m")
+        self.assertEqual(rc, 1)
+        self.assertIn("endpoint must start with http:// or https://", out)
+
+    def test_header_without_a_colon_is_refused(self):
+        rc, out = self.check("            endpoint: https://models.example/v1\n"
+                             "            model: m\n"
+                             "            headers: [\"X-Team engineering\"]")
+        self.assertEqual(rc, 1)
+        self.assertIn("headers[0] must be \"Name: value\"", out)
+
+    def test_missing_model_names_the_key(self):
+        rc, out = self.check("            endpoint: https://models.example/v1")
+        self.assertEqual(rc, 1)
+        self.assertIn("plugins.instances[0].config.model: required key missing", out)
+
+
 if __name__ == "__main__":
     unittest.main()
