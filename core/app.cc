@@ -10,6 +10,7 @@
 #include "config_schema.h"
 #include "http_client.h"
 #include "http_server.h"
+#include "ws_client.h"
 #include "loop.h"
 #include "metrics.h"
 #include "plugin_instance.h"
@@ -126,6 +127,8 @@ int App::run(Config config) {
   services_->api = api_.get();
   http_ = std::make_unique<HttpClient>(*loop_, config_.http_client);
   services_->http = http_.get();
+  ws_ = std::make_unique<WsClient>(*loop_, config_.http_client.ca_file);
+  services_->ws = ws_.get();
   uv_timer_init(&uv_loop_, &drain_timer_);
   drain_timer_.data = this;
 
@@ -147,6 +150,7 @@ int App::run(Config config) {
   channels_.clear();
   api_.reset();
   http_.reset();
+  ws_.reset();
   loop_.reset();
   if (uv_loop_close(&uv_loop_) != 0) spdlog::warn("loop closed with handles still open");
   if (exit_code == 0) spdlog::info("chatgate stopped");
@@ -298,6 +302,7 @@ void App::close_everything() {
   }
   uv_close(reinterpret_cast<uv_handle_t *>(&drain_timer_), nullptr);
   http_->close();  // before the loop's last drain, which runs its completions
+  ws_->close_all();
   loop_->close();
 }
 

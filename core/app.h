@@ -16,6 +16,7 @@ namespace cg {
 
 class ChatApi;
 class HttpClient;
+class WsClient;
 class HttpServer;
 class Loop;
 class Metrics;
@@ -73,6 +74,7 @@ class App {
   std::vector<std::unique_ptr<PluginChannel>> channels_;
   std::unique_ptr<HttpServer> api_;
   std::unique_ptr<HttpClient> http_;
+  std::unique_ptr<WsClient> ws_;
   std::unique_ptr<Router> router_;
   std::unique_ptr<ChatApi> chat_api_;
   uv_signal_t sigterm_{}, sigint_{}, sighup_{};

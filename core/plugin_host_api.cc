@@ -15,6 +15,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "plugin_instance.h"
+#include "ws_client.h"
 
 namespace cg {
 namespace {
@@ -307,6 +308,43 @@ int h_http_cancel(cg_host_t *h, uint64_t request_id) {
   return http->cancel(request_id);
 }
 
+// ---- WebSocket client (since 1.2) ----
+
+int h_ws_connect(cg_host_t *h, const cg_ws_connect_t *opts, cg_ws_cb cb, void *arg,
+                 uint64_t *ws_id) {
+  auto *i = inst(h);
+  if (i == nullptr || opts == nullptr || cb == nullptr) return CG_EINVAL;
+  if (opts->struct_size < sizeof(cg_ws_connect_t)) return CG_EINVAL;
+  WsClient *ws = i->services()->ws;
+  if (ws == nullptr) return CG_EUNAVAIL;
+  return ws->connect(i, *opts, cb, arg, ws_id);
+}
+
+int h_ws_send(cg_host_t *h, uint64_t ws_id, uint32_t opcode, cg_str_t data) {
+  auto *i = inst(h);
+  if (i == nullptr) return CG_EINVAL;
+  WsClient *ws = i->services()->ws;
+  return ws == nullptr ? CG_ENOENT : ws->send(i, ws_id, opcode, chatgate::view(data));
+}
+
+int h_ws_ping(cg_host_t *h, uint64_t ws_id, cg_str_t data) {
+  auto *i = inst(h);
+  if (i == nullptr) return CG_EINVAL;
+  WsClient *ws = i->services()->ws;
+  return ws == nullptr ? CG_ENOENT : ws->ping(i, ws_id, chatgate::view(data));
+}
+
+int h_ws_close(cg_host_t *h, uint64_t ws_id, int32_t code, cg_str_t reason) {
+  auto *i = inst(h);
+  if (i == nullptr) return CG_EINVAL;
+  WsClient *ws = i->services()->ws;
+  return ws == nullptr ? CG_ENOENT : ws->close(i, ws_id, code, chatgate::view(reason));
+}
+
+uint64_t h_backoff_ms(cg_host_t * /*h*/, uint32_t attempt, uint64_t base_ms, uint64_t max_ms) {
+  return backoff_delay_ms(attempt, base_ms, max_ms);
+}
+
 // ---- file descriptor readiness (since 1.1) ----
 
 int h_fd_watch_start(cg_host_t *h, int fd, uint32_t events, cg_fd_cb cb, void *arg,
@@ -365,6 +403,11 @@ const cg_host_api_t kHostApi = {
     h_fd_watch_start,
     h_fd_watch_update,
     h_fd_watch_stop,
+    h_ws_connect,
+    h_ws_send,
+    h_ws_ping,
+    h_ws_close,
+    h_backoff_ms,
 };
 
 }  // namespace

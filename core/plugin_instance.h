@@ -20,6 +20,7 @@ class Loop;
 class Metrics;
 class HttpServer;
 class HttpClient;
+class WsClient;
 class PluginInstance;
 
 // What the host API reaches through, owned by the app.
@@ -28,6 +29,7 @@ struct HostServices {
   Metrics *metrics = nullptr;
   HttpServer *api = nullptr;        // listener for plugin routes
   HttpClient *http = nullptr;       // outbound HTTP (null under --check-config)
+  WsClient *ws = nullptr;           // outbound WebSocket (null under --check-config)
   PluginInstance *cache = nullptr;  // the router's cache instance
   // Hands a channel's inbound message to the router (copies it).
   std::function<int(PluginInstance &, const cg_message_t &)> emit;

@@ -155,7 +155,6 @@ CG_ABI_CHECK(cg_host_api_t, http_cancel, 232);
 CG_ABI_CHECK(cg_host_api_t, fd_watch_start, 240);
 CG_ABI_CHECK(cg_host_api_t, fd_watch_update, 248);
 CG_ABI_CHECK(cg_host_api_t, fd_watch_stop, 256);
-CG_ABI_SIZE(cg_host_api_t, 264);
 CG_ABI_SIZE(cg_http_client_request_t, 80);
 CG_ABI_CHECK(cg_http_client_request_t, header_count, 4);
 CG_ABI_CHECK(cg_http_client_request_t, method, 8);
@@ -170,6 +169,32 @@ CG_ABI_CHECK(cg_http_client_response_t, status, 8);
 CG_ABI_CHECK(cg_http_client_response_t, headers, 16);
 CG_ABI_CHECK(cg_http_client_response_t, body, 24);
 CG_ABI_CHECK(cg_http_client_response_t, error, 40);
+
+/* --- since 1.2: WebSocket client (the 1.1 table ended at 264) ----------- */
+CG_ABI_CHECK(cg_host_api_t, ws_connect, 264);
+CG_ABI_CHECK(cg_host_api_t, ws_send, 272);
+CG_ABI_CHECK(cg_host_api_t, ws_ping, 280);
+CG_ABI_CHECK(cg_host_api_t, ws_close, 288);
+CG_ABI_CHECK(cg_host_api_t, backoff_ms, 296);
+CG_ABI_SIZE(cg_host_api_t, 304);
+CG_ABI_SIZE(cg_ws_connect_t, 56);
+CG_ABI_CHECK(cg_ws_connect_t, header_count, 4);
+CG_ABI_CHECK(cg_ws_connect_t, url, 8);
+CG_ABI_CHECK(cg_ws_connect_t, headers, 24);
+CG_ABI_CHECK(cg_ws_connect_t, connect_timeout_ms, 32);
+CG_ABI_CHECK(cg_ws_connect_t, ping_interval_ms, 40);
+CG_ABI_CHECK(cg_ws_connect_t, max_message_bytes, 48);
+CG_ABI_SIZE(cg_ws_event_t, 48);
+CG_ABI_CHECK(cg_ws_event_t, type, 4);
+CG_ABI_CHECK(cg_ws_event_t, ws_id, 8);
+CG_ABI_CHECK(cg_ws_event_t, opcode, 16);
+CG_ABI_CHECK(cg_ws_event_t, result, 20);
+CG_ABI_CHECK(cg_ws_event_t, close_code, 24);
+CG_ABI_CHECK(cg_ws_event_t, http_status, 28);
+CG_ABI_CHECK(cg_ws_event_t, data, 32);
+CG_STATIC_ASSERT(CG_WS_TEXT == 1 && CG_WS_BINARY == 2 && CG_WS_OPEN == 1 && CG_WS_MESSAGE == 2 &&
+                     CG_WS_CLOSED == 3,
+                 "WebSocket constants renumbered");
 
 /* Error codes are part of the ABI too. */
 CG_STATIC_ASSERT(CG_EINVAL == -1 && CG_EBUSY == -5 && CG_ECANCELED == -7 && CG_EAGAIN == -16,

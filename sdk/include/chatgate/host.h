@@ -125,6 +125,60 @@ typedef void (*cg_http_done_cb)(void *arg, int result, const cg_http_client_resp
  * the watch). THREAD: loop thread. OWNERSHIP: `arg` is the plugin's. */
 typedef void (*cg_fd_cb)(void *arg, int status, uint32_t events);
 
+/* --- WebSocket client (since 1.2) ---------------------------------------- */
+
+/* Message opcodes for ws_send and CG_WS_MESSAGE events. */
+#define CG_WS_TEXT 0x1u   /* UTF-8 text (the host checks incoming text) */
+#define CG_WS_BINARY 0x2u /* bytes */
+
+/* A connection to open with ws_connect. Borrowed for the call: the host
+ * copies every view before it returns. */
+typedef struct cg_ws_connect_s {
+  uint32_t struct_size;
+  uint32_t header_count;
+  cg_str_t url;                    /* ws:// or wss:// (host, port, path, query) */
+  const cg_http_header_t *headers; /* extra upgrade request headers, sent as given */
+  uint64_t connect_timeout_ms;     /* DNS + TCP + TLS + upgrade; 0: 10000 */
+  uint64_t ping_interval_ms;       /* 0: none; else the host pings at this
+                                      interval and closes the connection with
+                                      CG_ETIMEDOUT after two intervals without
+                                      a frame from the server */
+  uint64_t max_message_bytes;      /* a larger incoming message closes the
+                                      connection (1009, CG_ETOOBIG); 0: 16 MiB */
+} cg_ws_connect_t;
+
+/* What happened on a connection. */
+typedef enum cg_ws_event_type_e {
+  CG_WS_OPEN = 1,    /* the upgrade succeeded; ws_send may be called */
+  CG_WS_MESSAGE = 2, /* a whole message (fragments are joined) */
+  CG_WS_CLOSED = 3   /* the last event: the id is invalid after it */
+} cg_ws_event_type_t;
+
+typedef struct cg_ws_event_s {
+  uint32_t struct_size;
+  uint32_t type;        /* cg_ws_event_type_t */
+  uint64_t ws_id;
+  uint32_t opcode;      /* CG_WS_MESSAGE: CG_WS_TEXT or CG_WS_BINARY */
+  int32_t result;       /* CG_WS_CLOSED: 0 after a close handshake (either
+                           side began it); CG_ETIMEDOUT (connect or pings),
+                           CG_EIO (DNS, connect, TLS, or the peer vanished),
+                           CG_EPROTO (upgrade refused or a protocol breach),
+                           CG_ETOOBIG, CG_ECANCELED (shutdown) */
+  int32_t close_code;   /* CG_WS_CLOSED: the close code the peer sent (or we
+                           sent, for our breach); 1005 for none, 1006 when
+                           the connection ended without a close frame */
+  int32_t http_status;  /* CG_WS_CLOSED before CG_WS_OPEN: the upgrade
+                           answer's HTTP status, 0 when none arrived */
+  cg_str_t data;        /* CG_WS_MESSAGE: the payload; CG_WS_CLOSED: the
+                           peer's close reason or why it failed (no secrets) */
+} cg_ws_event_t;
+
+/* Every event of a connection. THREAD: loop thread, never inside a ws_*
+ * call. OWNERSHIP: `ev` and its views are borrowed until the callback
+ * returns; `arg` is the caller's, and the CG_WS_CLOSED event is the host's
+ * last use of it. */
+typedef void (*cg_ws_cb)(void *arg, const cg_ws_event_t *ev);
+
 /* Route flags. */
 #define CG_ROUTE_PREFIX 0x1u /* match every path that starts with `path` */
 
@@ -331,6 +385,41 @@ typedef struct cg_host_api_s {
   /* Ends a watch; cb never runs again. CG_ENOENT for an unknown id. THREAD:
    * loop thread, also from cb. OWNERSHIP: the host drops `arg`. */
   int (*fd_watch_stop)(cg_host_t *h, uint64_t watch_id);
+
+  /* --- WebSocket client (since 1.2) ---------------------------------- */
+
+  /* Opens a WebSocket client connection (RFC 6455) on the loop: DNS on the
+   * thread pool, TLS peers verified against the system CA store or the
+   * operator's httpClient.caFile, host name checked. `*ws_id` receives the
+   * connection's id. Returns 0 and then calls `cb` with CG_WS_OPEN, any
+   * number of CG_WS_MESSAGE and exactly one CG_WS_CLOSED (also when the
+   * connection never opened); or an error (CG_EINVAL for a bad URL or
+   * header, CG_ECLOSED while shutting down, CG_EUNAVAIL under
+   * --check-config) and never calls `cb`. Proxies are not used. THREAD:
+   * loop thread. OWNERSHIP: `opts` and its views are copied; `arg` is the
+   * plugin's, held until CG_WS_CLOSED. */
+  int (*ws_connect)(cg_host_t *h, const cg_ws_connect_t *opts, cg_ws_cb cb, void *arg,
+                    uint64_t *ws_id);
+  /* Sends one message (CG_WS_TEXT or CG_WS_BINARY). CG_ENOENT for an
+   * unknown or closed id, CG_EAGAIN before CG_WS_OPEN, CG_EBUSY when more
+   * than 64 MiB wait to be written. THREAD: loop thread, also from the
+   * callback. OWNERSHIP: `data` is copied. */
+  int (*ws_send)(cg_host_t *h, uint64_t ws_id, uint32_t opcode, cg_str_t data);
+  /* Sends a ping (payload at most 125 bytes; the host answers server pings
+   * itself). Errors as ws_send. THREAD, OWNERSHIP: as ws_send. */
+  int (*ws_ping)(cg_host_t *h, uint64_t ws_id, cg_str_t data);
+  /* Begins closing: sends a close frame with `code` (1000-4999, or 0 for
+   * none) and `reason` (at most 123 bytes), waits briefly for the server's,
+   * then ends the connection; CG_WS_CLOSED follows on a later turn. Before
+   * CG_WS_OPEN it abandons the attempt (result CG_ECANCELED). CG_ENOENT
+   * when already closing or closed. THREAD: loop thread, also from the
+   * callback. OWNERSHIP: `reason` is copied. */
+  int (*ws_close)(cg_host_t *h, uint64_t ws_id, int32_t code, cg_str_t reason);
+  /* The delay before reconnect attempt `attempt` (0 for the first retry):
+   * min(max_ms, base_ms * 2^attempt), less a random part of up to half of
+   * it, so that many clients dropped at once do not return at once.
+   * THREAD: any. OWNERSHIP: nothing. */
+  uint64_t (*backoff_ms)(cg_host_t *h, uint32_t attempt, uint64_t base_ms, uint64_t max_ms);
 } cg_host_api_t;
 
 #ifdef __cplusplus
