@@ -25,6 +25,7 @@ nginx-light
 nodejs
 libhiredis-dev
 redis-server
+python3-websockets
 "
 
 missing=""
