@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""A minimal forward HTTP proxy for chatgate's tests (plain http:// targets,
-absolute-form request lines, as RFC 9112 section 3.2.2 describes for
-proxies). Counts what it forwarded: GET /proxy-count on the proxy itself.
-Standard library only.   fake_proxy.py    prints "PORT <n>" once listening"""
+"""A minimal forward HTTP proxy for chatgate's tests: plain http:// targets
+in absolute form (RFC 9112 section 3.2.2), and CONNECT tunnels for https://
+targets (RFC 9110 section 9.3.6). Counts what it forwarded and tunnelled:
+GET /proxy-count and GET /tunnel-count on the proxy itself. Standard library
+only.   fake_proxy.py    prints "PORT <n>" once listening"""
 import http.client
+import select
+import socket
 import sys
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-COUNT = {"forwarded": 0}
+COUNT = {"forwarded": 0, "tunnels": 0}
 LOCK = threading.Lock()
 
 
@@ -20,8 +23,8 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def forward(self):
-        if self.path == "/proxy-count":
-            body = str(COUNT["forwarded"]).encode()
+        if self.path in ("/proxy-count", "/tunnel-count"):
+            body = str(COUNT["forwarded" if self.path == "/proxy-count" else "tunnels"]).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -53,6 +56,36 @@ class Handler(BaseHTTPRequestHandler):
 
     do_GET = forward
     do_POST = forward
+
+    def do_CONNECT(self):
+        host, _, port = self.path.rpartition(":")
+        try:
+            upstream = socket.create_connection((host, int(port)), timeout=10)
+        except (OSError, ValueError):
+            self.send_error(502, "cannot reach " + self.path)
+            return
+        with LOCK:
+            COUNT["tunnels"] += 1
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        self.wfile.flush()
+        # Bytes both ways until either side closes; the TLS inside is not ours.
+        client = self.connection
+        try:
+            while True:
+                ready, _, _ = select.select([client, upstream], [], [], 30)
+                if not ready:
+                    break
+                for s in ready:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    (upstream if s is client else client).sendall(data)
+        except OSError:
+            pass
+        finally:
+            upstream.close()
+            self.close_connection = True
 
 
 def main():

@@ -124,6 +124,12 @@ class Chatgate:
     def __exit__(self, *exc):
         try:
             self.stop()
+            # Under the sanitizer build a leak or a UB report at exit would
+            # otherwise pass unseen in tests that do not check the exit code.
+            log = self.log() if self.proc else ""
+            for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+                if marker in log and exc[0] is None:
+                    raise AssertionError("sanitizer report from chatgate:\n" + log[-6000:])
         finally:
             if self.log_file:
                 self.log_file.close()

@@ -329,11 +329,11 @@ class TlsTest(unittest.TestCase):
         cls.fake.close()
         cls.dir.cleanup()
 
-    def run_chat(self, top_extra=""):
+    def run_chat(self, top_extra="", env=None):
         port = free_port()
         endpoint = "https://127.0.0.1:%d/v1" % self.fake.port
         with Chatgate(openai_config(port, endpoint, "        retries: 0", top_extra=top_extra),
-                      env={"TEST_MODEL_KEY": KEY}) as cg:
+                      env=dict(env or {}, TEST_MODEL_KEY=KEY)) as cg:
             status, body, _ = chat(port, "tls", "secure hello")
             self.assertEqual(cg.stop(), 0)
             return status, body, cg.log()
@@ -342,6 +342,25 @@ class TlsTest(unittest.TestCase):
         status, body, log = self.run_chat("httpClient:\n  caFile: %s" % self.cert)
         self.assertEqual(status, 200, log)
         self.assertEqual(body["answer"], "reply to: secure hello (2 messages)")
+
+    def test_https_proxy_tunnels_with_connect(self):
+        proxy = subprocess.Popen([sys.executable, os.path.join(SOURCE_DIR, "tests", "fakes",
+                                                               "fake_proxy.py")],
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            proxy_port = int(proxy.stdout.readline().split()[1])
+            url = "http://127.0.0.1:%d/tunnel-count" % proxy_port
+            status, body, log = self.run_chat(
+                "httpClient:\n  caFile: %s" % self.cert,
+                env={"https_proxy": "http://127.0.0.1:%d" % proxy_port, "no_proxy": ""})
+            self.assertEqual(status, 200, log)
+            self.assertEqual(body["answer"], "reply to: secure hello (2 messages)")
+            with urllib.request.urlopen(url, timeout=5) as r:
+                self.assertEqual(int(r.read()), 1)
+        finally:
+            proxy.kill()
+            proxy.wait()
+            proxy.stdout.close()
 
     def test_an_unknown_certificate_is_refused(self):
         status, body, log = self.run_chat()
