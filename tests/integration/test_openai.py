@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -318,7 +319,7 @@ class TlsTest(unittest.TestCase):
     def setUpClass(cls):
         cls.dir = tempfile.TemporaryDirectory(prefix="chatgate-tls-")
         cls.cert = os.path.join(cls.dir.name, "cert.pem")
-        key = os.path.join(cls.dir.name, "key.pem")
+        key = cls.key = os.path.join(cls.dir.name, "key.pem")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
                         "-keyout", key, "-out", cls.cert], check=True, capture_output=True)
@@ -361,6 +362,33 @@ class TlsTest(unittest.TestCase):
             proxy.kill()
             proxy.wait()
             proxy.stdout.close()
+
+    def test_http2_is_negotiated_and_the_connection_reused(self):
+        fake = subprocess.Popen(["node", os.path.join(SOURCE_DIR, "tests", "fakes", "fake_h2.js"),
+                                 self.cert, self.key], stdout=subprocess.PIPE, text=True)
+        try:
+            h2_port = int(fake.stdout.readline().split()[1])
+            port = free_port()
+            endpoint = "https://127.0.0.1:%d/v1" % h2_port
+            config = openai_config(port, endpoint, "        retries: 0\n        stream: false",
+                                   top_extra="httpClient:\n  caFile: %s" % self.cert)
+            with Chatgate(config, env={"TEST_MODEL_KEY": KEY}) as cg:
+                for i in range(3):
+                    status, body, _ = chat(port, "h2-%d" % i, "hello")
+                    self.assertEqual(status, 200, cg.log())
+                    self.assertEqual(body["answer"], "reply over HTTP/2.0")
+                self.assertEqual(cg.stop(), 0)
+            ctx = ssl.create_default_context(cafile=self.cert)
+            with urllib.request.urlopen("https://127.0.0.1:%d/stats" % h2_port, timeout=5,
+                                        context=ctx) as r:
+                stats = json.loads(r.read())
+            # Three requests, one TLS connection (plus this /stats one).
+            self.assertEqual(stats["versions"], ["2.0"] * 3)
+            self.assertEqual(stats["sessions"], 2)
+        finally:
+            fake.kill()
+            fake.wait()
+            fake.stdout.close()
 
     def test_an_unknown_certificate_is_refused(self):
         status, body, log = self.run_chat()
