@@ -1,6 +1,7 @@
 #!/bin/sh
 # /api/chat through openai.so against a fake model server that answers after
-# a fixed delay (bench/fake_model.js, 200 ms), with many concurrent
+# a fixed delay (bench/fake_model.c, 200 ms; FAKE=node uses the Node.js
+# bench/fake_model.js instead, which costs far more CPU), with many concurrent
 # conversations. Reports requests/s against the ideal (concurrency / delay),
 # chatgate's added latency (its percentiles minus the fake's own, measured
 # with the same wrk settings directly against the fake), and RSS at idle and
@@ -8,6 +9,7 @@
 #
 #   bench/backend.sh                      (after make build)
 #   CONNECTIONS=1000 DURATION=20 DELAY_MS=200 bench/backend.sh
+#   FAKE=node bench/backend.sh
 set -eu
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build/chatgate}
@@ -22,7 +24,10 @@ export BENCH_USERS=${BENCH_USERS:-1000000}
 
 [ -x "$BIN" ] || { echo "bench: build first (make build)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "bench: wrk missing" >&2; exit 1; }
-command -v node >/dev/null || { echo "bench: node missing" >&2; exit 1; }
+FAKE=${FAKE:-c}
+if [ "$FAKE" = node ]; then
+  command -v node >/dev/null || { echo "bench: node missing" >&2; exit 1; }
+fi
 ulimit -n 65536 2>/dev/null || true
 
 work=$(mktemp -d)
@@ -37,7 +42,12 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 CG_PORT=$(free_port)
 FAKE_PORT=$(free_port)
 
-node bench/fake_model.js "$FAKE_PORT" > "$work/fake.out" &
+if [ "$FAKE" = node ]; then
+  node bench/fake_model.js "$FAKE_PORT" > "$work/fake.out" &
+else
+  cc -O2 -o "$work/fake_model" bench/fake_model.c $(pkg-config --cflags --libs libuv)
+  "$work/fake_model" "$FAKE_PORT" > "$work/fake.out" &
+fi
 fake_pid=$!
 
 cat > "$work/chatgate.yaml" <<YAML

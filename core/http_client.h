@@ -18,6 +18,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 namespace cg {
 
@@ -68,6 +69,15 @@ class HttpClient {
   void collect_done();
   void finish(Transfer *t, int result);
   void close_poll(Poll *p);
+  CURL *take_easy();
+
+ public:
+  // A finished transfer's handle, back to the idle pool (internal).
+  void recycle_easy(CURL *e);
+
+ private:
+  static constexpr size_t kIdleEasyMax = 64;
+  std::vector<CURL *> idle_easy_;
 
   Loop &loop_;
   HttpClientConfig config_;
