@@ -25,6 +25,13 @@ export BENCH_USERS=${BENCH_USERS:-1000000}
 [ -x "$BIN" ] || { echo "bench: build first (make build)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "bench: wrk missing" >&2; exit 1; }
 FAKE=${FAKE:-c}
+# PIN=1: chatgate alone on CPU 1, wrk and the fake on CPU 0, so the figures
+# are not the kernel scheduler sharing two cores among four busy threads.
+if [ "${PIN:-0}" = 1 ]; then
+  CG_CPU="taskset -c 1"; LOAD_CPU="taskset -c 0"
+else
+  CG_CPU=""; LOAD_CPU=""
+fi
 if [ "$FAKE" = node ]; then
   command -v node >/dev/null || { echo "bench: node missing" >&2; exit 1; }
 fi
@@ -43,10 +50,10 @@ CG_PORT=$(free_port)
 FAKE_PORT=$(free_port)
 
 if [ "$FAKE" = node ]; then
-  node bench/fake_model.js "$FAKE_PORT" > "$work/fake.out" &
+  $LOAD_CPU node bench/fake_model.js "$FAKE_PORT" > "$work/fake.out" &
 else
   cc -O2 -o "$work/fake_model" bench/fake_model.c $(pkg-config --cflags --libs libuv)
-  "$work/fake_model" "$FAKE_PORT" > "$work/fake.out" &
+  $LOAD_CPU "$work/fake_model" "$FAKE_PORT" > "$work/fake.out" &
 fi
 fake_pid=$!
 
@@ -77,7 +84,7 @@ router:
   maxQueue: 8192
 YAML
 
-"$BIN" --config "$work/chatgate.yaml" 2>"$work/chatgate.log" &
+$CG_CPU "$BIN" --config "$work/chatgate.yaml" 2>"$work/chatgate.log" &
 cg_pid=$!
 python3 - "$CG_PORT" "$FAKE_PORT" <<'PY'
 import socket, sys, time
@@ -93,12 +100,12 @@ rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 IDLE_RSS=$(rss_kb "$cg_pid")
 
 # The fake alone, with the same wrk settings: its own latency is the floor.
-BENCH_PATH=/v1/chat/completions wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
+BENCH_PATH=/v1/chat/completions $LOAD_CPU wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
   -s bench/chat.lua "http://127.0.0.1:$FAKE_PORT" > "$work/direct.txt"
 
 echo "== chatgate + openai.so: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s POST /api/chat (model answers after ${DELAY_MS} ms)"
-wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s bench/chat.lua "http://127.0.0.1:$CG_PORT" > /dev/null
-wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/chat.lua \
+$LOAD_CPU wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s bench/chat.lua "http://127.0.0.1:$CG_PORT" > /dev/null
+$LOAD_CPU wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/chat.lua \
   "http://127.0.0.1:$CG_PORT" > "$work/cg.txt" &
 wrk_pid=$!
 sleep $((DURATION / 2))

@@ -89,7 +89,7 @@ bool load_curl() {
 
 std::once_flag g_curl_once;
 bool g_curl_loaded = false;
-constexpr long kReceiveBufferBytes = 8192;
+constexpr long kReceiveBufferBytes = 2048;
 
 bool has_crlf(std::string_view s) { return s.find_first_of("\r\n") != std::string_view::npos; }
 
@@ -104,14 +104,22 @@ std::string_view trim(std::string_view s) {
 
 }  // namespace
 
+struct HttpClient::Shard {
+  HttpClient *client = nullptr;
+  CURLM *multi = nullptr;
+  uv_timer_t timer{};
+  size_t active = 0;  // transfers in this multi handle
+};
+
 struct HttpClient::Poll {
   uv_poll_t handle{};
-  HttpClient *client = nullptr;
+  Shard *shard = nullptr;
   curl_socket_t fd = CURL_SOCKET_BAD;
 };
 
 struct HttpClient::Transfer {
   HttpClient *client = nullptr;
+  Shard *shard = nullptr;  // set while added to its multi handle
   CURL *easy = nullptr;
   curl_slist *header_list = nullptr;
   uint64_t id = 0;
@@ -177,7 +185,7 @@ HttpClient::HttpClient(Loop &loop, HttpClientConfig config)
     : loop_(loop), config_(std::move(config)) {}
 
 void HttpClient::ensure_started() {
-  if (multi_ != nullptr || closing_) return;
+  if (!shards_.empty() || closing_) return;
   // curl's global init loads and configures OpenSSL: some ten milliseconds
   // and megabytes that a gateway whose plugins never call out should not
   // pay. Not thread-safe in curl; the loop thread is the only caller.
@@ -189,17 +197,34 @@ void HttpClient::ensure_started() {
     }
     return;
   }
-  multi_ = g_curl.multi_init();
-  g_curl.multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, &HttpClient::on_socket);
-  g_curl.multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
-  g_curl.multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, &HttpClient::on_timer);
-  g_curl.multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
-  uv_timer_init(loop_.uv(), &timer_);
-  timer_.data = this;
+  for (size_t i = 0; i < kShards; ++i) {
+    auto shard = std::make_unique<Shard>();
+    shard->client = this;
+    shard->multi = g_curl.multi_init();
+    if (shard->multi == nullptr) break;
+    g_curl.multi_setopt(shard->multi, CURLMOPT_SOCKETFUNCTION, &HttpClient::on_socket);
+    g_curl.multi_setopt(shard->multi, CURLMOPT_SOCKETDATA, shard.get());
+    g_curl.multi_setopt(shard->multi, CURLMOPT_TIMERFUNCTION, &HttpClient::on_timer);
+    g_curl.multi_setopt(shard->multi, CURLMOPT_TIMERDATA, shard.get());
+    uv_timer_init(loop_.uv(), &shard->timer);
+    shard->timer.data = shard.get();
+    shards_.push_back(std::move(shard));
+  }
+}
+
+// The least busy multi handle, the first on a tie: one request at a time
+// always takes the first, so it keeps reusing one connection (one HTTP/2
+// connection carries everything), while a thousand spread over all.
+HttpClient::Shard *HttpClient::pick_shard() {
+  Shard *best = shards_.front().get();
+  for (const auto &s : shards_) {
+    if (s->active < best->active) best = s.get();
+  }
+  return best;
 }
 
 HttpClient::~HttpClient() {
-  if (multi_ == nullptr) return;
+  if (shards_.empty()) return;
   // close() was skipped or its cleanup never ran: end everything here. The
   // handles' close callbacks need one more loop run to free their memory.
   spdlog::error("http client destroyed before close() completed; cleaning up now");
@@ -212,7 +237,7 @@ int HttpClient::request(const cg_http_client_request_t &req, cg_http_data_cb on_
   if (closing_) return CG_ECLOSED;
   if (done == nullptr || req.url.len == 0 || req.method.len == 0) return CG_EINVAL;
   ensure_started();
-  if (multi_ == nullptr) return CG_EUNAVAIL;
+  if (shards_.empty()) return CG_EUNAVAIL;
   const std::string_view url = sv(req.url);
   if (!url.starts_with("http://") && !url.starts_with("https://")) return CG_EINVAL;
   if (has_crlf(url) || has_crlf(sv(req.method))) return CG_EINVAL;
@@ -280,8 +305,11 @@ int HttpClient::request(const cg_http_client_request_t &req, cg_http_data_cb on_
     g_curl.easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t->body.size()));
     if (t->method != "POST") g_curl.easy_setopt(e, CURLOPT_CUSTOMREQUEST, t->method.c_str());
   }
-  if (g_curl.multi_add_handle(multi_, e) != CURLM_OK) return CG_EIO;
+  Shard *shard = pick_shard();
+  if (g_curl.multi_add_handle(shard->multi, e) != CURLM_OK) return CG_EIO;
   t->added = true;
+  t->shard = shard;
+  ++shard->active;
   if (request_id != nullptr) *request_id = t->id;
   transfers_.emplace(t->id, std::move(t));
   // curl asked for a 0 ms timeout through on_timer: the transfer starts on
@@ -307,7 +335,8 @@ void HttpClient::on_cancelled(void *arg) {
 
 void HttpClient::finish(Transfer *t, int result) {
   if (t->added) {
-    g_curl.multi_remove_handle(multi_, t->easy);
+    g_curl.multi_remove_handle(t->shard->multi, t->easy);
+    --t->shard->active;
     t->added = false;
   }
   long status = 0;
@@ -336,9 +365,9 @@ void HttpClient::finish(Transfer *t, int result) {
   owned->done(owned->arg, result, &resp);
 }
 
-void HttpClient::collect_done() {
+void HttpClient::collect_done(Shard *shard) {
   int left = 0;
-  while (CURLMsg *m = g_curl.multi_info_read(multi_, &left)) {
+  while (CURLMsg *m = g_curl.multi_info_read(shard->multi, &left)) {
     if (m->msg != CURLMSG_DONE) continue;
     Transfer *t = nullptr;
     g_curl.easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &t);
@@ -363,46 +392,48 @@ void HttpClient::collect_done() {
   }
 }
 
-void HttpClient::drive(curl_socket_t s, int flags) {
+void HttpClient::drive(Shard *shard, curl_socket_t s, int flags) {
   int running = 0;
-  g_curl.multi_socket_action(multi_, s, flags, &running);
-  collect_done();
+  g_curl.multi_socket_action(shard->multi, s, flags, &running);
+  collect_done(shard);
 }
 
 int HttpClient::on_timer(CURLM *, long timeout_ms, void *userp) {
-  auto *self = static_cast<HttpClient *>(userp);
-  if (self->closing_) return 0;
+  auto *shard = static_cast<Shard *>(userp);
+  if (shard->client->closing_) return 0;
   if (timeout_ms < 0) {
-    uv_timer_stop(&self->timer_);
+    uv_timer_stop(&shard->timer);
   } else {
-    uv_timer_start(&self->timer_, &HttpClient::on_uv_timer, static_cast<uint64_t>(timeout_ms), 0);
+    uv_timer_start(&shard->timer, &HttpClient::on_uv_timer, static_cast<uint64_t>(timeout_ms), 0);
   }
   return 0;
 }
 
 void HttpClient::on_uv_timer(uv_timer_t *timer) {
-  static_cast<HttpClient *>(timer->data)->drive(CURL_SOCKET_TIMEOUT, 0);
+  auto *shard = static_cast<Shard *>(timer->data);
+  shard->client->drive(shard, CURL_SOCKET_TIMEOUT, 0);
 }
 
 int HttpClient::on_socket(CURL *, curl_socket_t s, int what, void *userp, void *socketp) {
-  auto *self = static_cast<HttpClient *>(userp);
+  auto *shard = static_cast<Shard *>(userp);
+  HttpClient *self = shard->client;
   auto *p = static_cast<Poll *>(socketp);
   if (what == CURL_POLL_REMOVE) {
     if (p != nullptr) {
-      g_curl.multi_assign(self->multi_, s, nullptr);
+      g_curl.multi_assign(shard->multi, s, nullptr);
       self->close_poll(p);
     }
     return 0;
   }
   if (p == nullptr) {
     auto owned = std::make_unique<Poll>();
-    owned->client = self;
+    owned->shard = shard;
     owned->fd = s;
     if (uv_poll_init_socket(self->loop_.uv(), &owned->handle, s) != 0) return -1;
     owned->handle.data = owned.get();
     p = owned.release();
     self->polls_.insert(p);
-    g_curl.multi_assign(self->multi_, s, p);
+    g_curl.multi_assign(shard->multi, s, p);
   }
   int events = 0;
   if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) events |= UV_READABLE;
@@ -420,7 +451,7 @@ void HttpClient::on_poll(uv_poll_t *handle, int status, int events) {
     if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
     if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
   }
-  p->client->drive(p->fd, flags);
+  p->shard->client->drive(p->shard, p->fd, flags);
 }
 
 void HttpClient::close_poll(Poll *p) {
@@ -432,7 +463,7 @@ void HttpClient::close_poll(Poll *p) {
 
 void HttpClient::close() {
   if (closing_) return;
-  if (multi_ == nullptr) {
+  if (shards_.empty()) {
     closing_ = true;  // never started: no handles to close
     return;
   }
@@ -456,7 +487,7 @@ CURL *HttpClient::take_easy() {
 }
 
 void HttpClient::recycle_easy(CURL *e) {
-  if (idle_easy_.size() >= kIdleEasyMax || multi_ == nullptr) {
+  if (idle_easy_.size() >= kIdleEasyMax || shards_.empty()) {
     g_curl.easy_cleanup(e);
     return;
   }
@@ -474,12 +505,17 @@ void HttpClient::on_cleanup(void *arg) {
   for (CURL *e : self->idle_easy_) g_curl.easy_cleanup(e);
   self->idle_easy_.clear();
   // curl closes its cached connections here, through on_socket's REMOVE.
-  g_curl.multi_cleanup(self->multi_);
-  self->multi_ = nullptr;
+  for (const auto &shard : self->shards_) g_curl.multi_cleanup(shard->multi);
   const std::vector<Poll *> left(self->polls_.begin(), self->polls_.end());
   for (Poll *p : left) self->close_poll(p);
-  uv_timer_stop(&self->timer_);
-  uv_close(reinterpret_cast<uv_handle_t *>(&self->timer_), nullptr);
+  // The shards are freed once their timers have closed.
+  for (auto &shard : self->shards_) {
+    uv_timer_stop(&shard->timer);
+    uv_close(reinterpret_cast<uv_handle_t *>(&shard->timer),
+             [](uv_handle_t *h) { std::unique_ptr<Shard> owned(static_cast<Shard *>(h->data)); });
+    (void)shard.release();
+  }
+  self->shards_.clear();
 }
 
 }  // namespace cg
