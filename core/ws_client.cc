@@ -610,7 +610,7 @@ int WsClient::Conn::write_raw(std::string data) {
     end(CG_EIO, kWsAbnormal, std::string("write: ") + uv_strerror(rc));
     return CG_EIO;
   }
-  w.release();  // the write callback owns it now
+  (void)w.release();  // the write callback owns it now
   return 0;
 }
 
@@ -767,7 +767,7 @@ int WsClient::connect(const void *owner, const cg_ws_connect_t &opts, cg_ws_cb c
     job->client = this;
     job->ca_file = ca_file_;
     if (loop_.queue_work(on_ctx_work, on_ctx_done, job.get()) == 0) {
-      job.release();  // on_ctx_done owns it
+      (void)job.release();  // on_ctx_done owns it
       ctx_state_ = CtxState::kLoading;
     } else {
       waiting_.pop_back();
