@@ -63,6 +63,34 @@ def gateway_config(port, instances, model, cache, router_extra="", top_extra="",
         "router:\n  model: %s\n  cache: %s\n%s\n%s" % (model, cache, router_extra, tail)
 
 
+def make_cert(directory, cn, san):
+    """A self-signed certificate and key made by the openssl command (not by
+    chatgate's code), valid a day. Returns (cert path, key path)."""
+    cert = os.path.join(directory, "cert.pem")
+    key = os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=" + cn, "-addext", "subjectAltName=" + san,
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+class FakeProcess:
+    """A fake server in a child process that prints "PORT n" once listening."""
+
+    def __init__(self, cmd):
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            self.close()
+            raise AssertionError("%s did not start (printed %r)" % (cmd[-1], line))
+        self.port = int(line.split()[1])
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+
+
 class Chatgate:
     """One chatgate process. Use as a context manager."""
 

@@ -6,7 +6,6 @@ import json
 import os
 import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -15,19 +14,17 @@ import time
 import unittest
 import urllib.request
 
-from harness import SOURCE_DIR, Chatgate, chat, free_port, gateway_config
+from harness import SOURCE_DIR, Chatgate, FakeProcess, chat, free_port, gateway_config,
+                     make_cert
 
 FAKE = os.path.join(SOURCE_DIR, "tests", "fakes", "fake_openai.py")
+PROXY = os.path.join(SOURCE_DIR, "tests", "fakes", "fake_proxy.py")
 KEY = "sk-test-5ecretKEYvalue-9876"
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeProcess):
     def __init__(self, args=()):
-        self.proc = subprocess.Popen([sys.executable, FAKE] + list(args), stdout=subprocess.PIPE,
-                                     text=True)
-        line = self.proc.stdout.readline()
-        assert line.startswith("PORT "), line
-        self.port = int(line.split()[1])
+        super().__init__([sys.executable, FAKE] + list(args))
         self.base = "http://127.0.0.1:%d" % self.port
 
     def call(self, path, body=None):
@@ -44,11 +41,6 @@ class FakeOpenAI:
 
     def reset(self):
         self.call("/reset", {})
-
-    def close(self):
-        self.proc.kill()
-        self.proc.wait()
-        self.proc.stdout.close()
 
 
 def openai_config(port, endpoint, extra="", router_extra="", top_extra=""):
@@ -264,17 +256,13 @@ class ProxyAndLimitTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.fake = FakeOpenAI()
-        cls.proxy = subprocess.Popen([sys.executable, os.path.join(SOURCE_DIR, "tests", "fakes",
-                                                                   "fake_proxy.py")],
-                                     stdout=subprocess.PIPE, text=True)
-        cls.proxy_port = int(cls.proxy.stdout.readline().split()[1])
+        cls.proxy = FakeProcess([sys.executable, PROXY])
+        cls.proxy_port = cls.proxy.port
 
     @classmethod
     def tearDownClass(cls):
         cls.fake.close()
-        cls.proxy.kill()
-        cls.proxy.wait()
-        cls.proxy.stdout.close()
+        cls.proxy.close()
 
     def forwarded(self):
         url = "http://127.0.0.1:%d/proxy-count" % self.proxy_port
@@ -318,11 +306,8 @@ class TlsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dir = tempfile.TemporaryDirectory(prefix="chatgate-tls-")
-        cls.cert = os.path.join(cls.dir.name, "cert.pem")
-        key = cls.key = os.path.join(cls.dir.name, "key.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                        "-keyout", key, "-out", cls.cert], check=True, capture_output=True)
+        cls.cert, cls.key = make_cert(cls.dir.name, "127.0.0.1", "IP:127.0.0.1")
+        key = cls.key
         cls.fake = FakeOpenAI(["--tls", cls.cert, key])
 
     @classmethod
@@ -345,11 +330,9 @@ class TlsTest(unittest.TestCase):
         self.assertEqual(body["answer"], "reply to: secure hello (2 messages)")
 
     def test_https_proxy_tunnels_with_connect(self):
-        proxy = subprocess.Popen([sys.executable, os.path.join(SOURCE_DIR, "tests", "fakes",
-                                                               "fake_proxy.py")],
-                                 stdout=subprocess.PIPE, text=True)
+        proxy = FakeProcess([sys.executable, PROXY])
         try:
-            proxy_port = int(proxy.stdout.readline().split()[1])
+            proxy_port = proxy.port
             url = "http://127.0.0.1:%d/tunnel-count" % proxy_port
             status, body, log = self.run_chat(
                 "httpClient:\n  caFile: %s" % self.cert,
@@ -359,15 +342,13 @@ class TlsTest(unittest.TestCase):
             with urllib.request.urlopen(url, timeout=5) as r:
                 self.assertEqual(int(r.read()), 1)
         finally:
-            proxy.kill()
-            proxy.wait()
-            proxy.stdout.close()
+            proxy.close()
 
     def test_http2_is_negotiated_and_the_connection_reused(self):
-        fake = subprocess.Popen(["node", os.path.join(SOURCE_DIR, "tests", "fakes", "fake_h2.js"),
-                                 self.cert, self.key], stdout=subprocess.PIPE, text=True)
+        fake = FakeProcess(["node", os.path.join(SOURCE_DIR, "tests", "fakes", "fake_h2.js"),
+                            self.cert, self.key])
         try:
-            h2_port = int(fake.stdout.readline().split()[1])
+            h2_port = fake.port
             port = free_port()
             endpoint = "https://127.0.0.1:%d/v1" % h2_port
             config = openai_config(port, endpoint, "        retries: 0\n        stream: false",
@@ -386,9 +367,7 @@ class TlsTest(unittest.TestCase):
             self.assertEqual(stats["versions"], ["2.0"] * 3)
             self.assertEqual(stats["sessions"], 2)
         finally:
-            fake.kill()
-            fake.wait()
-            fake.stdout.close()
+            fake.close()
 
     def test_an_unknown_certificate_is_refused(self):
         status, body, log = self.run_chat()

@@ -7,14 +7,15 @@ purpose; those are small raw-socket servers in this file."""
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import unittest
 
-from harness import FIXTURE_DIR, SOURCE_DIR, Chatgate, free_port, get, make_config, post_json
+from harness import (FIXTURE_DIR, SOURCE_DIR, Chatgate, FakeProcess, free_port, get, make_cert,
+                     make_config,
+                     post_json)
 
 FAKE = os.path.join(SOURCE_DIR, "tests", "fakes", "fake_ws.py")
 OPEN, MESSAGE, CLOSED = 1, 2, 3
@@ -23,18 +24,9 @@ TEXT, BINARY = 1, 2
 EIO, ETIMEDOUT, ECANCELED, EPROTO, ETOOBIG, ENOENT, EINVAL = -8, -6, -7, -10, -14, -3, -1
 
 
-class FakeWs:
+class FakeWs(FakeProcess):
     def __init__(self, args=()):
-        self.proc = subprocess.Popen([sys.executable, FAKE] + list(args), stdout=subprocess.PIPE,
-                                     text=True)
-        line = self.proc.stdout.readline()
-        assert line.startswith("PORT "), line
-        self.port = int(line.split()[1])
-
-    def close(self):
-        self.proc.kill()
-        self.proc.wait()
-        self.proc.stdout.close()
+        super().__init__([sys.executable, FAKE] + list(args))
 
 
 def probe_instances(probes):
@@ -92,12 +84,7 @@ class TlsWebSocketTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dir = tempfile.TemporaryDirectory(prefix="chatgate-ws-")
-        cls.cert = os.path.join(cls.dir.name, "cert.pem")
-        key = os.path.join(cls.dir.name, "key.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                        "-subj", "/CN=localhost",
-                        "-addext", "subjectAltName=DNS:localhost",
-                        "-keyout", key, "-out", cls.cert], check=True, capture_output=True)
+        cls.cert, key = make_cert(cls.dir.name, "localhost", "DNS:localhost")
         cls.fake = FakeWs(["--tls", cls.cert, key])
 
     @classmethod
@@ -313,20 +300,25 @@ class PlainWebSocketTest(unittest.TestCase):
         finally:
             server.close()
 
-    def test_connect_timeout(self):
-        server, port = raw_server(lambda conn: time.sleep(3))
+    def closed_against_raw(self, answer, **probe_config):
+        """Connects to a raw server that runs answer(conn) for each connection,
+        and returns the connection's CLOSED event."""
+        server, port = raw_server(answer)
         try:
-            with self.gateway({"p": {"url": "ws://127.0.0.1:%d/" % port,
-                                     "connectTimeoutMs": 300}}) as gw:
+            config = dict({"url": "ws://127.0.0.1:%d/" % port}, **probe_config)
+            with self.gateway({"p": config}) as gw:
                 p = Probe(gw, "p")
-                t0 = time.time()
                 p.call("connect")
-                c = p.closed()
-                self.assertEqual(c["result"], ETIMEDOUT, c)
-                self.assertIn("waiting for the upgrade answer", c["reason"])
-                self.assertLess(time.time() - t0, 2.5)
+                return p.closed()
         finally:
             server.close()
+
+    def test_connect_timeout(self):
+        t0 = time.time()
+        c = self.closed_against_raw(lambda conn: time.sleep(3), connectTimeoutMs=300)
+        self.assertEqual(c["result"], ETIMEDOUT, c)
+        self.assertIn("waiting for the upgrade answer", c["reason"])
+        self.assertLess(time.time() - t0, 2.5)
 
     def test_wrong_accept_key_is_refused(self):
         def answer(conn):
@@ -334,16 +326,9 @@ class PlainWebSocketTest(unittest.TestCase):
             conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                          b"Connection: Upgrade\r\nSec-WebSocket-Accept: bm90IHRoZSBrZXk=\r\n\r\n")
             time.sleep(1)
-        server, port = raw_server(answer)
-        try:
-            with self.gateway({"p": {"url": "ws://127.0.0.1:%d/" % port}}) as gw:
-                p = Probe(gw, "p")
-                p.call("connect")
-                c = p.closed()
-                self.assertEqual((c["result"], c["http"]), (EPROTO, 101), c)
-                self.assertIn("Sec-WebSocket-Accept", c["reason"])
-        finally:
-            server.close()
+        c = self.closed_against_raw(answer)
+        self.assertEqual((c["result"], c["http"]), (EPROTO, 101), c)
+        self.assertIn("Sec-WebSocket-Accept", c["reason"])
 
     def test_masked_server_frame_is_a_protocol_error(self):
         def answer(conn):
@@ -351,16 +336,9 @@ class PlainWebSocketTest(unittest.TestCase):
             conn.sendall(upgrade_answer(key))
             conn.sendall(b"\x81\x82abcd" + bytes([ord("h") ^ ord("a"), ord("i") ^ ord("b")]))
             time.sleep(1)
-        server, port = raw_server(answer)
-        try:
-            with self.gateway({"p": {"url": "ws://127.0.0.1:%d/" % port}}) as gw:
-                p = Probe(gw, "p")
-                p.call("connect")
-                c = p.closed()
-                self.assertEqual((c["result"], c["code"]), (EPROTO, 1002), c)
-                self.assertIn("masked frame", c["reason"])
-        finally:
-            server.close()
+        c = self.closed_against_raw(answer)
+        self.assertEqual((c["result"], c["code"]), (EPROTO, 1002), c)
+        self.assertIn("masked frame", c["reason"])
 
 
 def read_head(conn):
