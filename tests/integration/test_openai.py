@@ -14,8 +14,8 @@ import time
 import unittest
 import urllib.request
 
-from harness import SOURCE_DIR, Chatgate, FakeProcess, chat, free_port, gateway_config,
-                     make_cert
+from harness import (SOURCE_DIR, Chatgate, FakeProcess, chat, free_port, gateway_config,
+                     make_cert)
 
 FAKE = os.path.join(SOURCE_DIR, "tests", "fakes", "fake_openai.py")
 PROXY = os.path.join(SOURCE_DIR, "tests", "fakes", "fake_proxy.py")
