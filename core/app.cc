@@ -5,16 +5,17 @@
 
 #include <algorithm>
 
+#include "admin.h"
 #include "channel.h"
 #include "chat_api.h"
 #include "config_schema.h"
 #include "http_client.h"
 #include "http_server.h"
-#include "ws_client.h"
 #include "loop.h"
 #include "metrics.h"
 #include "plugin_instance.h"
 #include "router.h"
+#include "ws_client.h"
 
 namespace cg {
 namespace {
@@ -125,6 +126,8 @@ int App::run(Config config) {
   services_->metrics = metrics_.get();
   api_ = std::make_unique<HttpServer>(&uv_loop_, config_.api);
   services_->api = api_.get();
+  if (config_.admin_enabled)
+    admin_ = std::make_unique<HttpServer>(&uv_loop_, config_.admin_listener);
   http_ = std::make_unique<HttpClient>(*loop_, config_.http_client);
   services_->http = http_.get();
   ws_ = std::make_unique<WsClient>(*loop_, config_.http_client.ca_file);
@@ -134,21 +137,27 @@ int App::run(Config config) {
 
   int exit_code = start();
   if (exit_code == 0) {
-    spdlog::info("chatgate {} ready in {:.1f} ms: api on http://{}:{} ({} plugin instances)",
+    spdlog::info("chatgate {} ready in {:.1f} ms: api on http://{}:{}{} ({} plugin instances)",
                  CHATGATE_VERSION, static_cast<double>(uv_hrtime() - t0) / 1e6, config_.api.address,
-                 api_->port(), plugins_.size());
+                 api_->port(),
+                 admin_ ? fmt::format(", admin on http://{}:{}", config_.admin_listener.address,
+                                      admin_->port())
+                        : std::string(),
+                 plugins_.size());
   } else {
     // Stop what did start, then leave with the error.
     shutting_down_ = true;
-    api_->close([this] { stop_plugins(plugins_.size()); });
+    close_listeners();
   }
   uv_run(&uv_loop_, UV_RUN_DEFAULT);
 
   chat_api_.reset();
+  admin_api_.reset();
   router_.reset();
   while (!plugins_.empty()) plugins_.pop_back();  // destroy in reverse order
   channels_.clear();
   api_.reset();
+  admin_.reset();
   http_.reset();
   ws_.reset();
   loop_.reset();
@@ -185,6 +194,12 @@ int App::start() {
     spdlog::error("listener 'api': cannot register the chat API routes");
     return 1;
   }
+  admin_api_ = std::make_unique<AdminApi>(config_, *loop_, *metrics_, plugins_, *api_);
+  if (admin_api_->install_probes(*api_, false) != 0 ||
+      (admin_ && admin_api_->install(*admin_) != 0)) {
+    spdlog::error("cannot register the probe and admin routes");
+    return 1;
+  }
 
   for (auto &p : plugins_) {
     std::string error;
@@ -200,6 +215,17 @@ int App::start() {
         "listeners.api.address in {}",
         config_.api.address, config_.api.port, uv_strerror(rc), config_.file);
     return 1;
+  }
+
+  if (admin_) {
+    if (const int rc = admin_->listen(); rc != 0) {
+      spdlog::error(
+          "listener 'admin' cannot listen on {}:{}: {}; change listeners.admin.port or "
+          "listeners.admin.address in {}, or set listeners.admin.enabled: false",
+          config_.admin_listener.address, config_.admin_listener.port, uv_strerror(rc),
+          config_.file);
+      return 1;
+    }
   }
 
   // Plugins built for 1.1+ may call out over HTTP: set curl up now rather
@@ -251,6 +277,7 @@ void App::begin_shutdown(const char *why) {
       "requests",
       why, config_.shutdown_deadline_ms, api_->in_flight());
   api_->stop_accepting();
+  if (admin_) admin_->stop_accepting();
   router_->stop_intake();
   uv_timer_start(
       &drain_timer_, [](uv_timer_t *t) { static_cast<App *>(t->data)->drain_tick(); }, 0,
@@ -270,7 +297,17 @@ void App::drain_tick() {
   }
   if (!idle && elapsed < config_.shutdown_deadline_ms + kCancelGraceMs) return;
   uv_timer_stop(&drain_timer_);
-  api_->close([this] { stop_plugins(plugins_.size()); });
+  close_listeners();
+}
+
+void App::close_listeners() {
+  api_->close([this] {
+    if (admin_) {
+      admin_->close([this] { stop_plugins(plugins_.size()); });
+    } else {
+      stop_plugins(plugins_.size());
+    }
+  });
 }
 
 std::vector<PluginInstance *> App::start_order() const {

@@ -16,6 +16,7 @@ namespace cg {
 
 class ChatApi;
 class HttpClient;
+class AdminApi;
 class WsClient;
 class HttpServer;
 class Loop;
@@ -58,6 +59,7 @@ class App {
   void begin_shutdown(const char *why);
   void drain_tick();
   void stop_plugins(size_t index);
+  void close_listeners();  // api, then admin, then the plugins stop
   // The order plugins start in: caches, then model backends, then channels
   // (each in config order), so a channel's start can use the cache and no
   // message arrives before the backend runs. They stop in reverse.
@@ -73,10 +75,12 @@ class App {
   std::vector<std::unique_ptr<PluginInstance>> plugins_;
   std::vector<std::unique_ptr<PluginChannel>> channels_;
   std::unique_ptr<HttpServer> api_;
+  std::unique_ptr<HttpServer> admin_;  // null when listeners.admin.enabled is false
   std::unique_ptr<HttpClient> http_;
   std::unique_ptr<WsClient> ws_;
   std::unique_ptr<Router> router_;
   std::unique_ptr<ChatApi> chat_api_;
+  std::unique_ptr<AdminApi> admin_api_;
   uv_signal_t sigterm_{}, sigint_{}, sighup_{};
   uv_timer_t drain_timer_{};
   uint64_t shutdown_started_ms_ = 0;

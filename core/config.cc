@@ -67,6 +67,7 @@ class Loader {
   int64_t read_int(const Entry &e, int64_t min, int64_t max) const;
   std::string read_enum(const Entry &e, std::initializer_list<std::string_view> choices) const;
   std::vector<std::string> read_string_list(const Entry &e) const;
+  bool read_bool(const Entry &e) const;
 
   const std::string &file() const { return file_; }
 
@@ -140,6 +141,13 @@ std::string Loader::scalar_text(const Entry &e, const char *expected) const {
 }
 
 std::string Loader::read_string(const Entry &e) const { return scalar_text(e, "a string"); }
+
+bool Loader::read_bool(const Entry &e) const {
+  const std::string text = scalar_text(e, "true or false");
+  const std::optional<bool> v = config_parse_bool(text);
+  if (!v) fail(e.path, e.line, "expected true or false, got " + quote(text));
+  return *v;
+}
 
 int64_t Loader::read_int(const Entry &e, int64_t min, int64_t max) const {
   const std::string text = scalar_text(e, "an integer");
@@ -238,32 +246,70 @@ void read_cors(const Loader &l, const Entry &e, CorsPolicy &out) {
       });
 }
 
-void read_api_listener(const Loader &l, const Entry &e, HttpListenerConfig &out) {
+// listeners.api and listeners.admin take the same keys; `extra` adds the
+// admin's own (enabled).
+void read_http_listener(const Loader &l, const Entry &e, HttpListenerConfig &out,
+                        KeyTable extra = {}) {
   HttpLimits &lim = out.limits;
   // Binds a handler for a count or duration that must be at least 1.
   auto positive = [&l](auto &field) {
     return [&l, p = &field](const Entry &v) { *p = l.read_int(v, 1, kInt64Max); };
   };
+  KeyTable keys = {
+      {"address", [&](const Entry &v) { read_address(l, v, out.address); }},
+      {"port", [&](const Entry &v) { out.port = static_cast<int>(l.read_int(v, 0, 65535)); }},
+      {"maxConnections", positive(lim.max_connections)},
+      {"maxHeaderBytes",
+       [&](const Entry &v) { lim.max_header_bytes = l.read_int(v, 1024, kInt64Max); }},
+      {"maxBodyBytes", positive(lim.max_body_bytes)},
+      {"headerTimeoutMs", positive(lim.header_timeout_ms)},
+      {"bodyTimeoutMs", positive(lim.body_timeout_ms)},
+      {"idleTimeoutMs", positive(lim.idle_timeout_ms)},
+      {"maxPipeline", positive(lim.max_pipeline)},
+      {"cors", [&](const Entry &v) { read_cors(l, v, out.cors); }},
+  };
+  for (auto &entry : extra) keys.push_back(std::move(entry));
+  l.read_mapping(e.value, e.path, e.line, keys);
+}
+
+void read_listeners(const Loader &l, const Entry &e, Config &cfg) {
   l.read_mapping(
       e.value, e.path, e.line,
       {
-          {"address", [&](const Entry &v) { read_address(l, v, out.address); }},
-          {"port", [&](const Entry &v) { out.port = static_cast<int>(l.read_int(v, 0, 65535)); }},
-          {"maxConnections", positive(lim.max_connections)},
-          {"maxHeaderBytes",
-           [&](const Entry &v) { lim.max_header_bytes = l.read_int(v, 1024, kInt64Max); }},
-          {"maxBodyBytes", positive(lim.max_body_bytes)},
-          {"headerTimeoutMs", positive(lim.header_timeout_ms)},
-          {"bodyTimeoutMs", positive(lim.body_timeout_ms)},
-          {"idleTimeoutMs", positive(lim.idle_timeout_ms)},
-          {"maxPipeline", positive(lim.max_pipeline)},
-          {"cors", [&](const Entry &v) { read_cors(l, v, out.cors); }},
+          {"api", [&](const Entry &v) { read_http_listener(l, v, cfg.api); }},
+          {"admin",
+           [&](const Entry &v) {
+             if (const YAML::Node a = v.value.IsMap() ? v.value["address"] : YAML::Node();
+                 a.IsDefined()) {
+               cfg.admin_address_line = config_line(a);
+             }
+             read_http_listener(
+                 l, v, cfg.admin_listener,
+                 {{"enabled", [&](const Entry &x) { cfg.admin_enabled = l.read_bool(x); }}});
+           }},
       });
 }
 
-void read_listeners(const Loader &l, const Entry &e, HttpListenerConfig &api) {
+void read_admin(const Loader &l, const Entry &e, AdminConfig &out) {
   l.read_mapping(e.value, e.path, e.line,
-                 {{"api", [&](const Entry &v) { read_api_listener(l, v, api); }}});
+                 {
+                     {"token", [&](const Entry &v) { out.token = l.read_string(v); }},
+                     {"showContent", [&](const Entry &v) { out.show_content = l.read_bool(v); }},
+                     {"maxLoginFailures",
+                      [&](const Entry &v) {
+                        out.max_failures = static_cast<uint32_t>(l.read_int(v, 1, 1000));
+                      }},
+                     {"lockoutSeconds",
+                      [&](const Entry &v) { out.lockout_seconds = l.read_int(v, 1, 86400); }},
+                 });
+}
+
+// True for 127.0.0.0/8 and ::1: the only addresses an admin listener
+// without a token may bind.
+bool is_loopback(const std::string &address) {
+  unsigned char buf[sizeof(struct in6_addr)] = {};
+  if (uv_inet_pton(AF_INET, address.c_str(), buf) == 0) return buf[0] == 127;
+  return address == "::1";
 }
 
 bool valid_instance_name(std::string_view name) {
@@ -432,13 +478,20 @@ void read_root(const Loader &l, const YAML::Node &root, Config &cfg) {
       root, "", config_line(root),
       {
           {"logging", [&](const Entry &v) { read_logging(l, v, cfg.logging); }},
-          {"listeners", [&](const Entry &v) { read_listeners(l, v, cfg.api); }},
+          {"listeners", [&](const Entry &v) { read_listeners(l, v, cfg); }},
+          {"admin", [&](const Entry &v) { read_admin(l, v, cfg.admin); }},
           {"plugins", [&](const Entry &v) { read_plugins(l, v, cfg); }},
           {"router", [&](const Entry &v) { read_router(l, v, cfg.router, router_lines); }},
           {"httpClient", [&](const Entry &v) { read_http_client(l, v, cfg.http_client); }},
           {"shutdown", [&](const Entry &v) { read_shutdown(l, v, cfg); }},
       });
   check_router_refs(l, cfg, router_lines);
+  if (cfg.admin_enabled && cfg.admin.token.empty() && !is_loopback(cfg.admin_listener.address)) {
+    l.fail("listeners.admin.address", cfg.admin_address_line,
+           "the admin listener binds " + quote(cfg.admin_listener.address) +
+               ", beyond loopback, without admin.token; set admin.token (for example "
+               "token: ${CHATGATE_ADMIN_TOKEN}) or bind 127.0.0.1");
+  }
   resolve_plugin_paths(cfg);
 }
 

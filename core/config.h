@@ -62,10 +62,23 @@ struct RouterConfig {
   int model_line = 0, cache_line = 0;  // where model and cache were written, for errors
 };
 
+// The admin listener's access rules (the `admin:` section).
+struct AdminConfig {
+  std::string token;           // empty: no auth (allowed on loopback only)
+  bool show_content = false;   // message text on the admin page and API
+  uint32_t max_failures = 10;  // wrong tokens from one address before a lockout
+  uint64_t lockout_seconds = 300;
+};
+
 struct Config {
   std::string file;  // "<embedded>" for the built-in default
   LoggingConfig logging;
   HttpListenerConfig api;  // listeners.api
+  // listeners.admin: admin page and API, /metrics, probes.
+  HttpListenerConfig admin_listener{"admin", "127.0.0.1", 18789, {}, {}};
+  bool admin_enabled = true;   // listeners.admin.enabled
+  int admin_address_line = 0;  // where listeners.admin.address was written, for errors
+  AdminConfig admin;
   std::string plugin_dir;  // resolved directory for bare plugin file names
   std::vector<PluginInstanceConfig> plugins;
   RouterConfig router;

@@ -42,7 +42,7 @@ def make_config(port, echo_config="", router_extra="", api_extra="", extra_insta
 
 
 def gateway_config(port, instances, model, cache, router_extra="", top_extra="", api_extra="",
-                   tail=""):
+                   tail="", admin_port=None):
     """A config with the API on `port` and the given plugin instances
     (YAML list items, indented four spaces), router.model and router.cache.
     The extras are YAML text already indented for their place."""
@@ -55,11 +55,14 @@ def gateway_config(port, instances, model, cache, router_extra="", top_extra="",
             address: 127.0.0.1
             port: {port}
         {api_extra}
+          admin:
+            address: 127.0.0.1
+            port: {admin_port}
         plugins:
           dir: {plugin_dir}
           instances:
         """).format(top_extra=top_extra, port=port, api_extra=api_extra,
-                    plugin_dir=PLUGIN_DIR) + instances + \
+                    admin_port=admin_port or free_port(), plugin_dir=PLUGIN_DIR) + instances + \
         "router:\n  model: %s\n  cache: %s\n%s\n%s" % (model, cache, router_extra, tail)
 
 

@@ -1,0 +1,73 @@
+// The admin listener's routes (default 127.0.0.1:18789) and the probes on
+// both listeners:
+//   GET /healthz            {"status":"ok"} while the process runs (both listeners)
+//   GET /readyz             200 {"ready":true,...}, or 503 with the instances
+//                           that are not running and why (both listeners)
+//   GET /metrics            Prometheus text format 0.0.4 (admin listener)
+//   GET /admin/api/status   version, uptime, listeners, counts (token)
+//   GET /admin/api/plugins  every instance: kind, version, ABI, state (token)
+//
+// Auth for /admin/api/: `Authorization: Bearer <admin.token>`, compared in
+// constant time; an address that sends admin.maxLoginFailures wrong tokens
+// is answered 429 for admin.lockoutSeconds. Without a token (allowed only on
+// loopback, see config.cc) the API is open. The probes and /metrics carry
+// no secrets and need no token, so load balancers and Prometheus can reach
+// them. Not yet built: the web page, login cookie and CSRF, conversations,
+// config, logs, reset, send and reload.
+//
+// THREAD: not thread-safe; loop thread only.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "config.h"
+#include "http_server.h"
+
+namespace cg {
+
+class Loop;
+class Metrics;
+class PluginInstance;
+
+class AdminApi {
+ public:
+  AdminApi(const Config &config, Loop &loop, Metrics &metrics,
+           const std::vector<std::unique_ptr<PluginInstance>> &plugins, const HttpServer &api);
+
+  // Adds /healthz and /readyz to `server` (the API listener has its own
+  // /healthz from the chat API, so `healthz` says whether to add it).
+  int install_probes(HttpServer &server, bool healthz);
+  // Adds /metrics and /admin/api/* (and the probes) to the admin listener.
+  int install(HttpServer &admin);
+
+ private:
+  void readyz(HttpServer &server, HttpExchange *ex);
+  void metrics(HttpServer &server, HttpExchange *ex);
+  // True when the request may use the admin API; otherwise answers it
+  // (401 or 429) and returns false.
+  bool authorize(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
+  void status(HttpServer &server, HttpExchange *ex);
+  void plugins(HttpServer &server, HttpExchange *ex);
+  void update_process_metrics();
+
+  const Config &config_;
+  Loop &loop_;
+  Metrics &metrics_;
+  const std::vector<std::unique_ptr<PluginInstance>> &plugins_;
+  const HttpServer &api_;
+  const HttpServer *admin_ = nullptr;
+  uint64_t started_ms_;
+  std::string token_digest_;  // SHA-256 of admin.token, or empty
+  struct Failures {
+    uint32_t count = 0;
+    uint64_t locked_until_ms = 0;
+  };
+  std::unordered_map<std::string, Failures> failures_;  // by client address
+};
+
+}  // namespace cg
