@@ -1,0 +1,234 @@
+"""The admin listener through the real binary: probes on both listeners,
+/metrics after known traffic, the admin API's token, lockout and security
+headers, and the refusal to expose an admin listener without a token."""
+import http.client
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+import unittest
+
+from harness import (BIN, FIXTURE_DIR, PLUGIN_DIR, Chatgate, chat, free_port, gateway_config)
+
+TOKEN = "adm-7e5t-T0ken-value-31337"
+ECHO_MEMORY = """\
+    - name: echo
+      plugin: echo.so
+    - name: memory
+      plugin: memory.so
+"""
+
+
+def probe(state, name="probe"):
+    """A wsprobe instance that reports a CG_STATE_* (1 running, 2 degraded,
+    3 failed) after start."""
+    return ("    - name: %s\n      plugin: %s/wsprobe.so\n      config:\n"
+            "        url: ws://127.0.0.1:9/\n        state: %d\n" % (name, FIXTURE_DIR, state))
+
+
+def request(port, path, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", path, headers=headers or {})
+    resp = conn.getresponse()
+    body = resp.read().decode("utf-8", "replace")
+    conn.close()
+    return resp.status, body, dict(resp.getheaders())
+
+
+class Gateway(Chatgate):
+    def __init__(self, instances=ECHO_MEMORY, top_extra="", env=None):
+        self.api_port, self.admin_port = free_port(), free_port()
+        super().__init__(gateway_config(self.api_port, instances, "echo", "memory",
+                                        top_extra=top_extra, admin_port=self.admin_port),
+                         env=env)
+
+
+def scrape(port):
+    """/metrics as {series text: value}, checking every line parses."""
+    status, text, headers = request(port, "/metrics")
+    assert status == 200, status
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4"), headers
+    series = {}
+    for line in text.splitlines():
+        if not line or line.startswith("# HELP ") or line.startswith("# TYPE "):
+            continue
+        m = re.fullmatch(r'([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)', line)
+        assert m, "unparsable metrics line: %r" % line
+        series[m.group(1)] = float(m.group(2))
+    return series
+
+
+class ProbeTest(unittest.TestCase):
+    def test_probes_on_both_listeners_when_all_run(self):
+        with Gateway() as gw:
+            for port in (gw.api_port, gw.admin_port):
+                status, body, _ = request(port, "/healthz")
+                self.assertEqual((status, json.loads(body)), (200, {"status": "ok"}))
+                status, body, headers = request(port, "/readyz")
+                self.assertEqual(status, 200, body)
+                self.assertEqual(json.loads(body), {"ready": True, "notReady": [], "degraded": []})
+                self.assertEqual(headers["Cache-Control"], "no-store")
+
+    def test_a_failed_instance_makes_readyz_503_with_the_reason(self):
+        with Gateway(ECHO_MEMORY + probe(3, "broken") + probe(2, "limping")) as gw:
+            deadline = time.time() + 5
+            while time.time() < deadline:
+                status, body, _ = request(gw.admin_port, "/readyz")
+                if status == 503:
+                    break
+                time.sleep(0.02)
+            self.assertEqual(status, 503, body)
+            doc = json.loads(body)
+            self.assertFalse(doc["ready"])
+            self.assertEqual([i["instance"] for i in doc["notReady"]], ["broken"])
+            self.assertEqual(doc["notReady"][0]["state"], "failed")
+            self.assertIn("told to report", doc["notReady"][0]["reason"])
+            # Degraded serves, so it is listed but does not block readiness.
+            self.assertEqual([i["instance"] for i in doc["degraded"]], ["limping"])
+            self.assertEqual(request(gw.api_port, "/readyz")[0], 503)
+
+    def test_degraded_alone_is_ready(self):
+        with Gateway(ECHO_MEMORY + probe(2)) as gw:
+            deadline = time.time() + 5
+            while time.time() < deadline:
+                status, body, _ = request(gw.admin_port, "/readyz")
+                if json.loads(body)["degraded"]:
+                    break
+                time.sleep(0.02)
+            self.assertEqual(status, 200, body)
+            self.assertEqual(json.loads(body)["degraded"][0]["state"], "degraded")
+
+
+class MetricsTest(unittest.TestCase):
+    def test_metrics_after_known_traffic(self):
+        with Gateway() as gw:
+            for i in range(3):
+                self.assertEqual(chat(gw.api_port, "m%d" % i, "hello")[0], 200)
+            m = scrape(gw.admin_port)
+            self.assertEqual(m['chatgate_messages_received_total{channel="api"}'], 3)
+            self.assertEqual(m['chatgate_messages_answered_total{channel="api"}'], 3)
+            self.assertEqual(m['chatgate_messages_failed_total{channel="api"}'], 0)
+            self.assertEqual(m['chatgate_reply_latency_seconds_count{channel="api"}'], 3)
+            self.assertEqual(m['chatgate_model_latency_seconds_count{model="echo"}'], 3)
+            self.assertEqual(m['chatgate_plugin_state{instance="echo",kind="model"}'], 1)
+            self.assertEqual(m['chatgate_plugin_state{instance="memory",kind="cache"}'], 1)
+            self.assertEqual(m['chatgate_build_info{version="0.1.0",abi="1.2"}'], 1)
+            self.assertGreater(m["process_resident_memory_bytes"], 1e6)
+            self.assertGreater(m["process_open_fds"], 3)
+            self.assertGreater(m["process_cpu_seconds_total"], 0)
+            # A duplicate message id is counted as dropped, by reason.
+            chat(gw.api_port, "dup", "once", messageId="mid-1")
+            chat(gw.api_port, "dup", "twice", messageId="mid-1")
+            m = scrape(gw.admin_port)
+            self.assertEqual(m['chatgate_messages_dropped_total{channel="api",reason="duplicate"}'], 1)
+
+
+class AuthTest(unittest.TestCase):
+    def gateway(self, extra=""):
+        return Gateway(top_extra="admin:\n  token: ${ADMIN_T}\n  maxLoginFailures: 3\n"
+                                 "  lockoutSeconds: 1\n" + extra, env={"ADMIN_T": TOKEN})
+
+    def test_token_required_and_checked(self):
+        with self.gateway() as gw:
+            status, body, headers = request(gw.admin_port, "/admin/api/status")
+            self.assertEqual(status, 401, body)
+            self.assertEqual(headers["WWW-Authenticate"], "Bearer")
+            status, _, _ = request(gw.admin_port, "/admin/api/status",
+                                   {"Authorization": "Bearer " + TOKEN + "x"})
+            self.assertEqual(status, 401)
+            status, body, headers = request(gw.admin_port, "/admin/api/status",
+                                            {"Authorization": "Bearer " + TOKEN})
+            self.assertEqual(status, 200, body)
+            doc = json.loads(body)
+            self.assertEqual(doc["version"], "0.1.0")
+            self.assertEqual([l["port"] for l in doc["listeners"]], [gw.api_port, gw.admin_port])
+            self.assertEqual((doc["instances"], doc["running"]), (2, 2))
+            for name, value in (("X-Frame-Options", "DENY"), ("Cache-Control", "no-store"),
+                                ("X-Content-Type-Options", "nosniff")):
+                self.assertEqual(headers[name], value)
+            self.assertIn("default-src 'none'", headers["Content-Security-Policy"])
+            status, body, _ = request(gw.admin_port, "/admin/api/plugins",
+                                      {"Authorization": "Bearer " + TOKEN})
+            plugins = json.loads(body)["plugins"]
+            self.assertEqual([(p["instance"], p["kind"], p["state"]) for p in plugins],
+                             [("echo", "model", "running"), ("memory", "cache", "running")])
+            self.assertEqual(plugins[0]["abi"], "1.0")
+            # The probes and /metrics need no token.
+            self.assertEqual(request(gw.admin_port, "/metrics")[0], 200)
+            self.assertEqual(request(gw.admin_port, "/readyz")[0], 200)
+
+    def test_lockout_after_repeated_failures(self):
+        with self.gateway() as gw:
+            bad = {"Authorization": "Bearer nope"}
+            for _ in range(3):
+                self.assertEqual(request(gw.admin_port, "/admin/api/status", bad)[0], 401)
+            # Locked: even the right token is refused for lockoutSeconds.
+            good = {"Authorization": "Bearer " + TOKEN}
+            status, _, headers = request(gw.admin_port, "/admin/api/status", good)
+            self.assertEqual(status, 429)
+            self.assertEqual(headers["Retry-After"], "1")
+            time.sleep(1.1)
+            self.assertEqual(request(gw.admin_port, "/admin/api/status", good)[0], 200)
+            self.assertIn("3 wrong admin tokens from 127.0.0.1; locked out", gw.log())
+
+    def test_the_token_appears_in_no_answer_and_no_log(self):
+        with self.gateway() as gw:
+            chat(gw.api_port, "s", "hello")
+            good = {"Authorization": "Bearer " + TOKEN}
+            bodies = [request(gw.admin_port, p, good)[1]
+                      for p in ("/admin/api/status", "/admin/api/plugins", "/metrics", "/readyz",
+                                "/healthz", "/nope")]
+            bodies.append(request(gw.admin_port, "/admin/api/status", {"Authorization": "Bearer x"})[1])
+            for body in bodies:
+                self.assertNotIn(TOKEN, body)
+            self.assertEqual(gw.stop(), 0)
+            self.assertNotIn(TOKEN, gw.log())
+
+
+class ExposureTest(unittest.TestCase):
+    def run_config(self, top_extra, admin_address):
+        config = gateway_config(free_port(), ECHO_MEMORY, "echo", "memory",
+                                top_extra=top_extra, admin_port=free_port())
+        config = config.replace("  admin:\n    address: 127.0.0.1",
+                                "  admin:\n    address: %s" % admin_address)
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(config)
+        try:
+            return subprocess.run([BIN, "--check-config", "--config", f.name],
+                                  capture_output=True, text=True, timeout=20)
+        finally:
+            os.unlink(f.name)
+
+    def test_admin_beyond_loopback_without_token_is_refused(self):
+        p = self.run_config("", "0.0.0.0")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("listeners.admin.address", p.stderr + p.stdout)
+        self.assertIn("without admin.token", p.stderr + p.stdout)
+
+    def test_admin_beyond_loopback_with_token_is_accepted(self):
+        p = self.run_config("admin:\n  token: something-long\n", "0.0.0.0")
+        self.assertEqual(p.returncode, 0, p.stderr + p.stdout)
+        self.assertNotIn("something-long", p.stderr + p.stdout)
+
+    def test_loopback_without_token_starts_with_a_warning(self):
+        with Gateway() as gw:
+            self.assertIn("no admin.token is set", gw.log())
+            self.assertEqual(request(gw.admin_port, "/admin/api/status")[0], 200)
+
+    def test_admin_listener_can_be_disabled(self):
+        port = free_port()
+        config = gateway_config(port, ECHO_MEMORY, "echo", "memory", admin_port=free_port())
+        admin_port = int(re.search(r"admin:\n    address: 127.0.0.1\n    port: (\d+)",
+                                   config).group(1))
+        config = config.replace("    port: %d\n" % admin_port,
+                                "    port: %d\n    enabled: false\n" % admin_port)
+        with Chatgate(config) as gw:
+            self.assertNotIn("admin on", gw.log())
+            with self.assertRaises(OSError):
+                request(admin_port, "/healthz")
+
+
+if __name__ == "__main__":
+    unittest.main()
