@@ -10,6 +10,7 @@
 #include <array>
 
 #include "json.h"
+#include "log.h"
 #include "loop.h"
 #include "metrics.h"
 #include "plugin_instance.h"
@@ -157,7 +158,7 @@ void AdminApi::update_process_metrics() {
     const double cpu = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
                        static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
     if (double *g = metrics_.counter("process_cpu_seconds_total", "",
-                                   "user and system CPU time of the process")) {
+                                     "user and system CPU time of the process")) {
       *g = cpu;
     }
   }
@@ -186,6 +187,15 @@ void AdminApi::update_process_metrics() {
     if (double *g = metrics_.gauge("chatgate_plugin_state", labels,
                                    "0 starting, 1 running, 2 degraded, 3 failed")) {
       *g = p->health();
+    }
+  }
+  static constexpr std::array<std::pair<int, const char *>, 2> kLevels = {
+      {{spdlog::level::warn, "warn"}, {spdlog::level::err, "error"}}};
+  for (const auto &[level, name] : kLevels) {
+    if (double *c =
+            metrics_.counter("chatgate_log_messages_total", std::string("level=\"") + name + "\"",
+                             "log lines written at warn and error level")) {
+      *c = static_cast<double>(log_lines_written(level));
     }
   }
   if (double *g = metrics_.gauge("chatgate_http_in_flight", "listener=\"api\"",

@@ -126,8 +126,11 @@ int App::run(Config config) {
   services_->metrics = metrics_.get();
   api_ = std::make_unique<HttpServer>(&uv_loop_, config_.api);
   services_->api = api_.get();
-  if (config_.admin_enabled)
+  api_->set_metrics(metrics_.get());
+  if (config_.admin_enabled) {
     admin_ = std::make_unique<HttpServer>(&uv_loop_, config_.admin_listener);
+    admin_->set_metrics(metrics_.get());
+  }
   http_ = std::make_unique<HttpClient>(*loop_, config_.http_client);
   services_->http = http_.get();
   ws_ = std::make_unique<WsClient>(*loop_, config_.http_client.ca_file);

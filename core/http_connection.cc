@@ -507,6 +507,7 @@ void HttpConnection::fail(int status, std::string_view why) {
   ex->keep_alive = false;
   HttpExchange *raw = ex.get();
   queue_.push_back(std::move(ex));
+  owner_.answered_internally(status);
   respond(raw, status, kJsonType, http_error_body(status));
 }
 

@@ -41,7 +41,8 @@ class HttpExchange {
   // Answer bytes held back while an earlier pipelined answer is unfinished.
   std::string out;
   std::function<void()> on_abort;
-  std::string_view cors_origin;  // allowed Origin to echo; points into `request`
+  std::string_view cors_origin;        // allowed Origin to echo; points into `request`
+  const std::string *route = nullptr;  // the matched route's path (interned), for metrics
   State state = State::kFree;
   bool keep_alive = true;    // the request lets the connection be reused
   bool head = false;         // HEAD: the answer has no body
@@ -58,6 +59,8 @@ class HttpConnectionOwner {
   virtual const HttpLimits &limits() const = 0;
   // A complete request, already queued on its connection, to route.
   virtual void dispatch(HttpExchange *ex) = 0;
+  // The connection answered a request itself (400, 408, 413, 431...).
+  virtual void answered_internally(int status) = 0;
   // The allowed Origin of a request to echo in CORS headers, or empty.
   virtual std::string_view allowed_origin(const HttpRequest &req) const = 0;
   // Fixed-size read blocks (HttpConnection::kReadBlockSize bytes).

@@ -77,6 +77,7 @@ void HttpConnection::reset_exchange(HttpExchange &ex) {
   clear_keep_small(ex.out);
   ex.on_abort = nullptr;
   ex.cors_origin = {};
+  ex.route = nullptr;
   ex.state = HttpExchange::State::kFree;
   ex.keep_alive = true;
   ex.head = ex.http10 = ex.internal = ex.aborted = ex.close_after = false;

@@ -13,10 +13,13 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <map>
+#include <set>
 #include <unordered_map>
 #include <utility>
 
 #include "http_connection.h"
+#include "metrics.h"
 
 namespace cg {
 namespace {
@@ -41,6 +44,7 @@ struct HttpServer::Impl final : HttpConnectionOwner {
     std::string method;
     std::string path;
     HttpHandler handler;
+    const std::string *label;  // `path` interned in route_labels: outlives the route table
   };
   enum class ListenState { kNone, kListening, kClosing, kClosed };
 
@@ -55,6 +59,7 @@ struct HttpServer::Impl final : HttpConnectionOwner {
   std::string_view listener_name() const override { return config.name; }
   const HttpLimits &limits() const override { return config.limits; }
   void dispatch(HttpExchange *ex) override;
+  void answered_internally(int status) override { count(nullptr, status); }
   std::string_view allowed_origin(const HttpRequest &req) const override;
   char *acquire_block() override;
   void release_block(char *block) override;
@@ -102,6 +107,13 @@ struct HttpServer::Impl final : HttpConnectionOwner {
   size_t in_flight = 0;
   HttpExchange *dispatching = nullptr;  // the exchange whose handler is running
   bool dispatch_answered = false;
+
+  // chatgate_http_requests_total series by (route label, status), looked up
+  // once each.
+  void count(const std::string *route, int status);
+  Metrics *metrics = nullptr;
+  std::set<std::string, std::less<>> route_labels;
+  std::map<std::pair<const std::string *, int>, double *> request_counters;
   std::function<void()> on_closed;
 };
 
@@ -314,6 +326,7 @@ void HttpServer::Impl::dispatch(HttpExchange *ex) {
 void HttpServer::Impl::invoke(const Route &route, HttpExchange *ex) {
   // An exception must not unwind through libuv's C frames; answer 500 for a
   // handler that threw before answering.
+  ex->route = route.label;
   HttpExchange *outer = std::exchange(dispatching, ex);
   bool outer_answered = std::exchange(dispatch_answered, false);
   try {
@@ -345,8 +358,26 @@ void HttpServer::Impl::respond(HttpExchange *ex, int status, std::span<const Htt
   }
   answered(ex);
   --in_flight;
+  count(ex->route, status);
   ex->conn->respond(ex, status, headers, body);  // may free ex and its connection
 }
+
+void HttpServer::Impl::count(const std::string *route, int status) {
+  if (metrics == nullptr) return;
+  auto [it, inserted] = request_counters.try_emplace({route, status}, nullptr);
+  if (inserted) {
+    std::string labels = "listener=\"" + config.name + "\",route=\"";
+    // Route paths are the code's own ("/api/chat", "/webhook/"): no quote
+    // or backslash to escape.
+    if (route != nullptr) labels += *route;
+    labels += "\",status=\"" + std::to_string(status) + "\"";
+    it->second = metrics->counter("chatgate_http_requests_total", labels,
+                                  "HTTP answers by listener, matched route and status");
+  }
+  if (it->second != nullptr) *it->second += 1;
+}
+
+void HttpServer::set_metrics(Metrics *metrics) { impl_->metrics = metrics; }
 
 HttpServer::HttpServer(uv_loop_t *loop, HttpListenerConfig config)
     : impl_(std::make_unique<Impl>(loop, std::move(config))) {
@@ -415,7 +446,8 @@ int HttpServer::add_route(std::string_view method, std::string_view path, bool p
   for (const auto &r : routes) {
     if (r.method == method && r.path == path) return -EEXIST;
   }
-  routes.push_back({std::string(method), std::string(path), std::move(handler)});
+  const std::string *label = &*impl_->route_labels.emplace(path).first;
+  routes.push_back({std::string(method), std::string(path), std::move(handler), label});
   if (prefix) {
     std::stable_sort(routes.begin(), routes.end(),
                      [](const auto &a, const auto &b) { return a.path.size() > b.path.size(); });
@@ -435,6 +467,7 @@ void HttpServer::stream_begin(HttpExchange *ex, int status, std::span<const Http
     return;
   }
   impl_->answered(ex);
+  impl_->count(ex->route, status);
   ex->conn->stream_begin(ex, status, headers);
 }
 

@@ -16,6 +16,8 @@
 
 namespace cg {
 
+class Metrics;
+
 struct HttpLimits {
   size_t max_header_bytes = size_t{16} * 1024;  // request line + headers; over: 431
   size_t max_body_bytes = size_t{1024} * 1024;  // decoded body; over: 413
@@ -111,6 +113,11 @@ class HttpServer {
   // still be answered (respond/stream_end), which then only frees it.
   void set_abort_callback(HttpExchange *ex, std::function<void()> on_abort);
   bool aborted(const HttpExchange *ex) const;
+
+  // Counts every answer in `metrics` as chatgate_http_requests_total
+  // {listener, route, status}: route is the matched route's path, "" when
+  // none matched or the connection answered itself. Null: no counting.
+  void set_metrics(Metrics *metrics);
 
   // Graceful stop, step 1: close the listening socket and idle keep-alive
   // connections; busy connections close after their in-flight answers.

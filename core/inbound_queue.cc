@@ -34,7 +34,8 @@ InboundMessage InboundMessage::from_c(Channel *channel, const cg_message_t &m) {
     const size_t stride = m.attachments[0].struct_size;
     for (uint32_t i = 0; i < m.attachment_count; i++) {
       const auto *a = reinterpret_cast<const cg_attachment_t *>(base + i * stride);
-      out.attachments.push_back({a->kind, copy(a->url), copy(a->key), copy(a->mime), copy(a->name)});
+      out.attachments.push_back(
+          {a->kind, copy(a->url), copy(a->key), copy(a->mime), copy(a->name)});
     }
   }
   return out;

@@ -3,10 +3,14 @@
 #include <chatgate/common.h>
 #include <spdlog/async.h>
 #include <spdlog/async_logger.h>
+#include <spdlog/details/null_mutex.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/rotating_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -14,6 +18,19 @@
 
 namespace cg {
 namespace {
+
+std::array<std::atomic<uint64_t>, 7> g_line_counts{};
+
+// Counts the lines written at each level, for chatgate_log_messages_total:
+// an error-rate alert needs them. Runs on the logger's thread only.
+class CountingSink final : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
+ protected:
+  void sink_it_(const spdlog::details::log_msg &msg) override {
+    const auto i = static_cast<size_t>(msg.level);
+    if (i < g_line_counts.size()) g_line_counts[i].fetch_add(1, std::memory_order_relaxed);
+  }
+  void flush_() override {}
+};
 
 constexpr const char *kLoggerName = "chatgate";
 constexpr const char *kPattern = "%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v";
@@ -42,6 +59,7 @@ std::string log_setup(const LoggingConfig &config) {
   }
 
   std::vector<spdlog::sink_ptr> sinks;
+  sinks.push_back(std::make_shared<CountingSink>());
   if (config.file.empty()) {
     sinks.push_back(std::make_shared<spdlog::sinks::stderr_sink_mt>());
   } else {
@@ -94,6 +112,11 @@ void log_shutdown() {
   pool->post_flush(std::move(g_logger), spdlog::async_overflow_policy::block);
   // The pool's destructor queues a stop behind the flush and joins the thread.
   pool.reset();
+}
+
+uint64_t log_lines_written(int spdlog_level) {
+  if (spdlog_level < 0 || static_cast<size_t>(spdlog_level) >= g_line_counts.size()) return 0;
+  return g_line_counts[static_cast<size_t>(spdlog_level)].load(std::memory_order_relaxed);
 }
 
 int log_level_from_cg(int cg_level) {

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "config.h"
@@ -33,6 +34,11 @@ std::string log_setup(const LoggingConfig &config);
 // stopped. Later log calls still work: they go synchronously to stderr.
 // Safe to call without log_setup and more than once.
 void log_shutdown();
+
+// Lines written so far at an spdlog level (spdlog::level::err, say), for
+// the metrics. Lines below the configured level are never written, so not
+// counted. THREAD: any.
+uint64_t log_lines_written(int spdlog_level);
 
 // The log level for a plugin's cg_log_level_t.
 int log_level_from_cg(int cg_level);

@@ -34,8 +34,7 @@ class Metrics {
   // not a valid Prometheus name or is registered with another type.
   double *counter(std::string_view name, std::string_view labels, std::string_view help = {});
   double *gauge(std::string_view name, std::string_view labels, std::string_view help = {});
-  Histogram *histogram(std::string_view name, std::string_view labels,
-                       std::string_view help = {});
+  Histogram *histogram(std::string_view name, std::string_view labels, std::string_view help = {});
 
   // The whole registry in Prometheus text format 0.0.4.
   std::string render() const;

@@ -30,9 +30,8 @@ int PluginInstance::init(std::string *error) {
   const int rc = plugin_.desc->init(host_api_table(), &host_, cfg, &state_);
   if (rc != 0) {
     const std::string why = take_error();
-    *error = fmt::format("plugin instance '{}' ({}): init failed: {} ({}){}{}", name_,
-                         plugin_.path, cg_strerror(rc), cg_err_name(rc), why.empty() ? "" : ": ",
-                         why);
+    *error = fmt::format("plugin instance '{}' ({}): init failed: {} ({}){}{}", name_, plugin_.path,
+                         cg_strerror(rc), cg_err_name(rc), why.empty() ? "" : ": ", why);
     state_ = nullptr;
     return rc;
   }
@@ -44,9 +43,9 @@ int PluginInstance::start(std::string *error) {
   const int rc = plugin_.desc->start(state_);
   if (rc != 0) {
     const std::string why = take_error();
-    *error = fmt::format("plugin instance '{}' ({}): start failed: {} ({}){}{}", name_,
-                         plugin_.path, cg_strerror(rc), cg_err_name(rc), why.empty() ? "" : ": ",
-                         why);
+    *error =
+        fmt::format("plugin instance '{}' ({}): start failed: {} ({}){}{}", name_, plugin_.path,
+                    cg_strerror(rc), cg_err_name(rc), why.empty() ? "" : ": ", why);
     set_health(CG_STATE_FAILED, "start failed");
     return rc;
   }
@@ -99,12 +98,10 @@ const cg_channel_ops_t *PluginInstance::channel_ops() const {
                                    : nullptr;
 }
 const cg_model_ops_t *PluginInstance::model_ops() const {
-  return kind() == CG_KIND_MODEL ? static_cast<const cg_model_ops_t *>(plugin_.desc->ops)
-                                 : nullptr;
+  return kind() == CG_KIND_MODEL ? static_cast<const cg_model_ops_t *>(plugin_.desc->ops) : nullptr;
 }
 const cg_cache_ops_t *PluginInstance::cache_ops() const {
-  return kind() == CG_KIND_CACHE ? static_cast<const cg_cache_ops_t *>(plugin_.desc->ops)
-                                 : nullptr;
+  return kind() == CG_KIND_CACHE ? static_cast<const cg_cache_ops_t *>(plugin_.desc->ops) : nullptr;
 }
 
 }  // namespace cg

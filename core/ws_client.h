@@ -51,7 +51,7 @@ class WsClient {
 
   size_t active() const { return conns_.size(); }
 
-  struct Conn;  // internal
+  struct Conn;              // internal
   void erase(uint64_t id);  // frees a connection whose handles all closed
 
  private:

@@ -118,6 +118,20 @@ class MetricsTest(unittest.TestCase):
             self.assertGreater(m["process_resident_memory_bytes"], 1e6)
             self.assertGreater(m["process_open_fds"], 3)
             self.assertGreater(m["process_cpu_seconds_total"], 0)
+            # Every answer by listener, matched route and status.
+            self.assertEqual(
+                m['chatgate_http_requests_total{listener="api",route="/api/chat",status="200"}'], 3)
+            request(gw.api_port, "/no/such/path")
+            status, _, _ = request(gw.admin_port, "/admin/api/status")
+            self.assertEqual(status, 200)
+            m = scrape(gw.admin_port)
+            self.assertEqual(m['chatgate_http_requests_total{listener="api",route="",status="404"}'], 1)
+            self.assertEqual(m['chatgate_http_requests_total{listener="admin",route="/metrics",'
+                               'status="200"}'], 1)
+            self.assertEqual(m['chatgate_http_requests_total{listener="admin",'
+                               'route="/admin/api/status",status="200"}'], 1)
+            # The start-up warning about the missing admin token was counted.
+            self.assertGreaterEqual(m['chatgate_log_messages_total{level="warn"}'], 1)
             # A duplicate message id is counted as dropped, by reason.
             chat(gw.api_port, "dup", "once", messageId="mid-1")
             chat(gw.api_port, "dup", "twice", messageId="mid-1")
