@@ -183,7 +183,7 @@ void AdminApi::update_process_metrics() {
   }
   for (const auto &p : plugins_) {
     const std::string labels =
-        "instance=" + json_quote(p->name()) + ",kind=\"" + kind_name(p->kind()) + "\"";
+        "plugin_instance=" + json_quote(p->name()) + ",kind=\"" + kind_name(p->kind()) + "\"";
     if (double *g = metrics_.gauge("chatgate_plugin_state", labels,
                                    "0 starting, 1 running, 2 degraded, 3 failed")) {
       *g = p->health();

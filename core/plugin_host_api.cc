@@ -248,15 +248,16 @@ int h_cache_del(cg_host_t *h, cg_str_t key, cg_cache_cb cb, void *arg) {
   return c->cache_ops()->del(c->state(), cs(k), cb, arg);
 }
 
-// ---- metrics: chatgate_plugin_<name>{instance="...",<labels>} ----
+// ---- metrics: chatgate_plugin_<name>{plugin_instance="...",<labels>} ----
+// Not "instance": Prometheus gives that label to the scraped target.
 
 template <typename Fn>
 int with_series(cg_host_t *h, cg_str_t name, cg_str_t labels, Fn fn) {
   auto *i = inst(h);
   if (i == nullptr) return CG_EINVAL;
   const std::string full = fmt::format("chatgate_plugin_{}", sv(name));
-  const std::string lbl = labels.len ? fmt::format("instance=\"{}\",{}", i->name(), sv(labels))
-                                     : fmt::format("instance=\"{}\"", i->name());
+  const std::string lbl = labels.len ? fmt::format("plugin_instance=\"{}\",{}", i->name(), sv(labels))
+                                     : fmt::format("plugin_instance=\"{}\"", i->name());
   return fn(*i->services()->metrics, full, lbl) ? 0 : CG_EINVAL;
 }
 

@@ -1,6 +1,8 @@
 #!/bin/sh
 # Installs the Debian 12 packages chatgate needs to build, test and
-# benchmark, if any are missing. Idempotent and quiet when all are present.
+# benchmark, if any are missing. (prometheus is there for promtool, which
+# checks the alert rules; on a machine with systemd the package also starts
+# a Prometheus server on port 9090, which chatgate's tests do not use.) Idempotent and quiet when all are present.
 # Runs apt-get as root, or through sudo otherwise.
 set -eu
 
@@ -26,6 +28,7 @@ nodejs
 libhiredis-dev
 redis-server
 python3-websockets
+prometheus
 "
 
 missing=""
