@@ -2,8 +2,9 @@
 # Installs the Debian 12 packages chatgate needs to build, test and
 # benchmark, if any are missing. (prometheus is there for promtool, which
 # checks the alert rules; on a machine with systemd the package also starts
-# a Prometheus server on port 9090, which chatgate's tests do not use.) Idempotent and quiet when all are present.
-# Runs apt-get as root, or through sudo otherwise.
+# a Prometheus server on port 9090, which chatgate's tests do not use.)
+# Idempotent and quiet when all are present. Runs apt-get as root, or
+# through sudo otherwise.
 set -eu
 
 PACKAGES="
