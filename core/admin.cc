@@ -124,6 +124,15 @@ int AdminApi::install(HttpServer &admin) {
                            if (authorize(*s, ex, req)) plugins(*s, ex);
                          });
   }
+  if (rc == 0) {
+    history_ = std::make_unique<AdminHistory>(loop_, metrics_,
+                                              config_.admin.chart_interval_seconds * 1000);
+    rc = admin.add_route("GET", "/admin/api/history", false,
+                         [this, s](HttpExchange *ex, const HttpRequest &req) {
+                           if (authorize(*s, ex, req))
+                             respond_json(*s, ex, 200, history_->to_json());
+                         });
+  }
   if (rc == 0 && token_digest_.empty()) {
     spdlog::warn(
         "listener 'admin': no admin.token is set, so anyone who can reach {}:{} may use the admin "

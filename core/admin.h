@@ -6,6 +6,7 @@
 //   GET /metrics            Prometheus text format 0.0.4 (admin listener)
 //   GET /admin/api/status   version, uptime, listeners, counts (token)
 //   GET /admin/api/plugins  every instance: kind, version, ABI, state (token)
+//   GET /admin/api/history  the last hour of the charts' samples (token)
 //
 // Auth for /admin/api/: `Authorization: Bearer <admin.token>`, compared in
 // constant time; an address that sends admin.maxLoginFailures wrong tokens
@@ -25,6 +26,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "admin_history.h"
 #include "config.h"
 #include "http_server.h"
 
@@ -68,6 +70,7 @@ class AdminApi {
     uint64_t locked_until_ms = 0;
   };
   std::unordered_map<std::string, Failures> failures_;  // by client address
+  std::unique_ptr<AdminHistory> history_;               // with the admin listener only
 };
 
 }  // namespace cg

@@ -301,6 +301,8 @@ void read_admin(const Loader &l, const Entry &e, AdminConfig &out) {
                       }},
                      {"lockoutSeconds",
                       [&](const Entry &v) { out.lockout_seconds = l.read_int(v, 1, 86400); }},
+                     {"chartIntervalSeconds",
+                      [&](const Entry &v) { out.chart_interval_seconds = l.read_int(v, 1, 60); }},
                  });
 }
 

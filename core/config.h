@@ -68,6 +68,7 @@ struct AdminConfig {
   bool show_content = false;   // message text on the admin page and API
   uint32_t max_failures = 10;  // wrong tokens from one address before a lockout
   uint64_t lockout_seconds = 300;
+  uint64_t chart_interval_seconds = 10;  // the admin page's chart resolution
 };
 
 struct Config {

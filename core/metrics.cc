@@ -81,6 +81,21 @@ Histogram *Metrics::histogram(std::string_view name, std::string_view labels,
   return it->second.get();
 }
 
+void Metrics::each_value(std::string_view name,
+                         const std::function<void(std::string_view, double)> &fn) const {
+  auto it = families_.find(name);
+  if (it == families_.end()) return;
+  for (const auto &[labels, v] : it->second.values) fn(labels, *v);
+}
+
+void Metrics::each_histogram(
+    std::string_view name,
+    const std::function<void(std::string_view, const Histogram &)> &fn) const {
+  auto it = families_.find(name);
+  if (it == families_.end()) return;
+  for (const auto &[labels, h] : it->second.histograms) fn(labels, *h);
+}
+
 std::string Metrics::render() const {
   std::string out;
   auto braces = [](std::string_view labels, std::string_view extra = {}) {

@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -38,6 +39,14 @@ class Metrics {
 
   // The whole registry in Prometheus text format 0.0.4.
   std::string render() const;
+
+  // Every series of a counter or gauge family / of a histogram family (none
+  // when the family does not exist), for the admin page's sampler.
+  void each_value(std::string_view name,
+                  const std::function<void(std::string_view labels, double value)> &fn) const;
+  void each_histogram(
+      std::string_view name,
+      const std::function<void(std::string_view labels, const Histogram &h)> &fn) const;
 
   static bool valid_name(std::string_view name);
   static bool valid_labels(std::string_view labels);

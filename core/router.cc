@@ -207,6 +207,10 @@ struct Router::Job {
   static void on_context(void *arg, int status, cg_str_t value) {
     auto *job = static_cast<Job *>(arg);
     job->pending--;
+    if (status == 0 && job->router->cache_hits_ != nullptr) *job->router->cache_hits_ += 1;
+    if (status == CG_ENOENT && job->router->cache_misses_ != nullptr) {
+      *job->router->cache_misses_ += 1;
+    }
     if (status == 0) {
       if (!job->router->codec_.decode(sv(value), &job->context_text, &job->turns)) {
         spdlog::warn("router: context of conversation '{}' on '{}' is unreadable; starting afresh",
@@ -414,6 +418,10 @@ Router::Router(Loop &loop, const RouterConfig &config, PluginInstance &model, Pl
   model_latency_ =
       metrics_.histogram("chatgate_model_latency_seconds",
                          fmt::format("model=\"{}\"", model_.name()), "Model backend call latency");
+  cache_hits_ = metrics_.counter("chatgate_cache_hits_total", "",
+                                 "Context loads that found the conversation's context");
+  cache_misses_ = metrics_.counter("chatgate_cache_misses_total", "",
+                                   "Context loads that found none (new or expired)");
 }
 
 // Jobs still here when the loop has stopped will get no more callbacks

@@ -103,6 +103,8 @@ class Router {
   // Finished jobs kept for reuse: their strings and vectors keep capacity.
   std::vector<std::unique_ptr<Job>> spare_;
   Histogram *model_latency_ = nullptr;
+  double *cache_hits_ = nullptr;    // a conversation's context was found
+  double *cache_misses_ = nullptr;  // none stored (a new conversation, or expired)
   // Reply tokens whose sender left before the router consumed the message.
   std::unordered_set<std::string, StringHash, std::equal_to<>> abandoned_tokens_;
   uint64_t next_answer_id_ = 1;

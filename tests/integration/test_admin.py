@@ -139,6 +139,36 @@ class MetricsTest(unittest.TestCase):
             self.assertEqual(m['chatgate_messages_dropped_total{channel="api",reason="duplicate"}'], 1)
 
 
+class HistoryTest(unittest.TestCase):
+    def test_history_holds_interval_samples(self):
+        with Gateway(top_extra="admin:\n  chartIntervalSeconds: 1\n") as gw:
+            for i in range(4):
+                chat(gw.api_port, "h%d" % (i % 2), "hello")
+            deadline = time.time() + 5
+            samples = []
+            while time.time() < deadline:
+                status, body, _ = request(gw.admin_port, "/admin/api/history")
+                self.assertEqual(status, 200, body)
+                doc = json.loads(body)
+                self.assertEqual(doc["intervalSeconds"], 1)
+                samples = doc["samples"]
+                if samples and sum(s["in"].get("api", 0) for s in samples) >= 4:
+                    break
+                time.sleep(0.2)
+            self.assertEqual(sum(s["in"].get("api", 0) for s in samples), 4, samples)
+            self.assertEqual(sum(s["out"].get("api", 0) for s in samples), 4)
+            busy = [s for s in samples if s["in"].get("api", 0) > 0]
+            for s in busy:
+                self.assertEqual(s["success"], 1)
+                self.assertEqual(len(s["reply"]), 3)
+                self.assertLessEqual(s["reply"][0], s["reply"][2])
+            # Two users, two messages each: the second of each found its
+            # context. Each message loads its context once, so the hits are
+            # ratio x messages, whichever samples the four fell into.
+            hits = sum(s["cacheHit"] * s["in"]["api"] for s in busy)
+            self.assertAlmostEqual(hits, 2)
+
+
 class AuthTest(unittest.TestCase):
     def gateway(self, extra=""):
         return Gateway(top_extra="admin:\n  token: ${ADMIN_T}\n  maxLoginFailures: 3\n"
