@@ -4,11 +4,15 @@
 #include <dirent.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <simdjson.h>
 #include <spdlog/spdlog.h>
 #include <uv.h>
 
 #include <array>
 
+#include "admin_assets.h"
+#include "chat_api.h"
 #include "json.h"
 #include "log.h"
 #include "loop.h"
@@ -19,6 +23,8 @@ namespace cg {
 namespace {
 
 constexpr size_t kMaxTrackedAddresses = 4096;
+constexpr size_t kMaxSessions = 64;
+constexpr uint64_t kSessionTtlMs = uint64_t{12} * 3600 * 1000;
 
 std::string sha256(std::string_view data) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
@@ -62,8 +68,31 @@ constexpr std::array<HttpHeader, 5> kJsonHeaders = {{
     {"Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"},
 }};
 
-void respond_json(HttpServer &server, HttpExchange *ex, int status, std::string_view body) {
-  server.respond(ex, status, kJsonHeaders, body);
+void respond_json(HttpServer &server, HttpExchange *ex, int status, std::string_view body,
+                  HttpHeader extra = {}) {
+  if (extra.name.empty()) {
+    server.respond(ex, status, kJsonHeaders, body);
+    return;
+  }
+  const std::array<HttpHeader, 6> headers = {
+      {kJsonHeaders[0], kJsonHeaders[1], kJsonHeaders[2], kJsonHeaders[3], kJsonHeaders[4], extra}};
+  server.respond(ex, status, headers, body);
+}
+
+std::string random_hex(size_t bytes) {
+  std::vector<unsigned char> raw(bytes);
+  if (RAND_bytes(raw.data(), static_cast<int>(raw.size())) != 1) {
+    // No randomness: no session can be made safely. Never expected on Linux.
+    throw std::runtime_error("RAND_bytes failed");
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes * 2);
+  for (unsigned char c : raw) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 0xF]);
+  }
+  return out;
 }
 
 size_t open_fds() {
@@ -83,15 +112,19 @@ size_t open_fds() {
 
 AdminApi::AdminApi(const Config &config, Loop &loop, Metrics &metrics,
                    const std::vector<std::unique_ptr<PluginInstance>> &plugins,
-                   const HttpServer &api)
+                   const HttpServer &api, Router &router)
     : config_(config),
       loop_(loop),
       metrics_(metrics),
       plugins_(plugins),
       api_(api),
-      started_ms_(loop.now_ms()) {
+      started_ms_(loop.now_ms()),
+      router_(router),
+      open_csrf_(random_hex(32)) {
   if (!config_.admin.token.empty()) token_digest_ = sha256(config_.admin.token);
 }
+
+AdminApi::~AdminApi() = default;
 
 int AdminApi::install_probes(HttpServer &server, bool healthz) {
   HttpServer *s = &server;
@@ -132,6 +165,38 @@ int AdminApi::install(HttpServer &admin) {
                            if (authorize(*s, ex, req))
                              respond_json(*s, ex, 200, history_->to_json());
                          });
+  }
+  if (rc == 0) {
+    rc = admin.add_route(
+        "GET", "/admin/api/session", false,
+        [this, s](HttpExchange *ex, const HttpRequest &req) { session(*s, ex, req); });
+  }
+  if (rc == 0) {
+    rc = admin.add_route(
+        "POST", "/admin/api/login", false,
+        [this, s](HttpExchange *ex, const HttpRequest &req) { login(*s, ex, req); });
+  }
+  if (rc == 0) {
+    rc = admin.add_route(
+        "POST", "/admin/api/logout", false,
+        [this, s](HttpExchange *ex, const HttpRequest &req) { logout(*s, ex, req); });
+  }
+  if (rc == 0) {
+    web_chat_ = std::make_unique<ChatApi>(admin, router_, "web");
+    rc = web_chat_->install("/admin/api/chat", [this, s](HttpExchange *ex, const HttpRequest &req) {
+      return authorize(*s, ex, req, true);
+    });
+  }
+  if (rc == 0) {
+    rc = admin.add_route(
+        "GET", "/admin/", true,
+        [this, s](HttpExchange *ex, const HttpRequest &req) { asset(*s, ex, req); });
+  }
+  if (rc == 0) {
+    rc = admin.add_route("GET", "/", false, [s](HttpExchange *ex, const HttpRequest &) {
+      const std::array<HttpHeader, 1> location = {{{"Location", "/admin/"}}};
+      s->respond(ex, 302, location, {});
+    });
   }
   if (rc == 0 && token_digest_.empty()) {
     spdlog::warn(
@@ -226,45 +291,26 @@ void AdminApi::metrics(HttpServer &server, HttpExchange *ex) {
   server.respond(ex, 200, kHeaders, metrics_.render());
 }
 
-bool AdminApi::authorize(HttpServer &server, HttpExchange *ex, const HttpRequest &req) {
-  if (token_digest_.empty()) return true;
-  const uint64_t now = loop_.now_ms();
-  const std::string addr(req.remote_addr());
-  auto it = failures_.find(addr);
-  if (it != failures_.end() && it->second.locked_until_ms > now) {
-    const std::string retry = std::to_string((it->second.locked_until_ms - now + 999) / 1000);
-    const std::array<HttpHeader, 6> headers = {{kJsonHeaders[0],
-                                                kJsonHeaders[1],
-                                                kJsonHeaders[2],
-                                                kJsonHeaders[3],
-                                                kJsonHeaders[4],
-                                                {"Retry-After", retry}}};
-    server.respond(ex, 429, headers, R"({"error":"too many failed logins; try again later"})");
-    return false;
-  }
-  std::string_view auth = req.header("Authorization");
-  constexpr std::string_view kBearer = "Bearer ";
-  const bool has_bearer = auth.size() > kBearer.size() && auth.substr(0, kBearer.size()) == kBearer;
+bool AdminApi::token_matches(std::string_view presented) const {
   // Digests of equal length, compared in constant time: neither the token's
   // length nor its prefix leaks through timing.
-  if (has_bearer) {
-    const std::string presented = sha256(auth.substr(kBearer.size()));
-    if (CRYPTO_memcmp(presented.data(), token_digest_.data(), token_digest_.size()) == 0) {
-      if (it != failures_.end()) failures_.erase(it);
-      return true;
-    }
-  }
-  if (!has_bearer && auth.empty()) {
-    // No credentials at all is not an attack on the token: no count.
-    const std::array<HttpHeader, 6> headers = {{kJsonHeaders[0],
-                                                kJsonHeaders[1],
-                                                kJsonHeaders[2],
-                                                kJsonHeaders[3],
-                                                kJsonHeaders[4],
-                                                {"WWW-Authenticate", "Bearer"}}};
-    server.respond(ex, 401, headers, R"({"error":"admin token required"})");
-    return false;
-  }
+  const std::string digest = sha256(presented);
+  return CRYPTO_memcmp(digest.data(), token_digest_.data(), token_digest_.size()) == 0;
+}
+
+bool AdminApi::locked_out(HttpServer &server, HttpExchange *ex, const std::string &addr) {
+  auto it = failures_.find(addr);
+  const uint64_t now = loop_.now_ms();
+  if (it == failures_.end() || it->second.locked_until_ms <= now) return false;
+  const std::string retry = std::to_string((it->second.locked_until_ms - now + 999) / 1000);
+  respond_json(server, ex, 429, R"({"error":"too many failed logins; try again later"})",
+               {"Retry-After", retry});
+  return true;
+}
+
+void AdminApi::count_failure(const std::string &addr) {
+  const uint64_t now = loop_.now_ms();
+  auto it = failures_.find(addr);
   if (it == failures_.end()) {
     if (failures_.size() >= kMaxTrackedAddresses) {
       std::erase_if(failures_, [now](const auto &kv) { return kv.second.locked_until_ms <= now; });
@@ -277,14 +323,148 @@ bool AdminApi::authorize(HttpServer &server, HttpExchange *ex, const HttpRequest
     spdlog::warn("listener 'admin': {} wrong admin tokens from {}; locked out for {} s",
                  config_.admin.max_failures, addr, config_.admin.lockout_seconds);
   }
-  const std::array<HttpHeader, 6> headers = {{kJsonHeaders[0],
-                                              kJsonHeaders[1],
-                                              kJsonHeaders[2],
-                                              kJsonHeaders[3],
-                                              kJsonHeaders[4],
-                                              {"WWW-Authenticate", "Bearer"}}};
-  server.respond(ex, 401, headers, R"({"error":"wrong admin token"})");
+}
+
+AdminApi::Session *AdminApi::session_of(const HttpRequest &req) {
+  std::string_view cookies = req.header("Cookie");
+  constexpr std::string_view kName = "cg_admin=";
+  while (!cookies.empty()) {
+    const size_t semi = cookies.find(';');
+    std::string_view c = cookies.substr(0, semi);
+    while (!c.empty() && c.front() == ' ') c.remove_prefix(1);
+    if (c.starts_with(kName)) {
+      auto it = sessions_.find(std::string(c.substr(kName.size())));
+      if (it == sessions_.end()) return nullptr;
+      if (it->second.expires_ms <= loop_.now_ms()) {
+        sessions_.erase(it);
+        return nullptr;
+      }
+      return &it->second;
+    }
+    if (semi == std::string_view::npos) break;
+    cookies.remove_prefix(semi + 1);
+  }
+  return nullptr;
+}
+
+bool AdminApi::authorize(HttpServer &server, HttpExchange *ex, const HttpRequest &req,
+                         bool state_changing) {
+  const std::string_view csrf = req.header("X-CSRF-Token");
+  auto csrf_ok = [&csrf](const std::string &want) {
+    return !want.empty() && csrf.size() == want.size() &&
+           CRYPTO_memcmp(csrf.data(), want.data(), want.size()) == 0;
+  };
+  if (token_digest_.empty()) {
+    if (state_changing && !csrf_ok(open_csrf_)) {
+      respond_json(server, ex, 403, R"({"error":"missing or wrong X-CSRF-Token"})");
+      return false;
+    }
+    return true;
+  }
+  const std::string addr(req.remote_addr());
+  if (locked_out(server, ex, addr)) return false;
+  const std::string_view auth = req.header("Authorization");
+  constexpr std::string_view kBearer = "Bearer ";
+  if (auth.starts_with(kBearer) && auth.size() > kBearer.size()) {
+    if (token_matches(auth.substr(kBearer.size()))) {
+      failures_.erase(addr);
+      return true;
+    }
+    count_failure(addr);
+    respond_json(server, ex, 401, R"({"error":"wrong admin token"})",
+                 {"WWW-Authenticate", "Bearer"});
+    return false;
+  }
+  if (const Session *s = session_of(req)) {
+    if (state_changing && !csrf_ok(s->csrf)) {
+      respond_json(server, ex, 403, R"({"error":"missing or wrong X-CSRF-Token"})");
+      return false;
+    }
+    return true;
+  }
+  // No credentials at all is not an attack on the token: no count.
+  respond_json(server, ex, 401, R"({"error":"admin token required"})",
+               {"WWW-Authenticate", "Bearer"});
   return false;
+}
+
+void AdminApi::session(HttpServer &server, HttpExchange *ex, const HttpRequest &req) {
+  if (token_digest_.empty()) {
+    respond_json(server, ex, 200, "{\"auth\":\"none\",\"csrf\":\"" + open_csrf_ + "\"}");
+    return;
+  }
+  if (const Session *s = session_of(req)) {
+    respond_json(server, ex, 200, "{\"auth\":\"token\",\"csrf\":\"" + s->csrf + "\"}");
+    return;
+  }
+  respond_json(server, ex, 401, R"({"error":"not logged in"})");
+}
+
+void AdminApi::login(HttpServer &server, HttpExchange *ex, const HttpRequest &req) {
+  if (token_digest_.empty()) {
+    respond_json(server, ex, 200, "{\"csrf\":\"" + open_csrf_ + "\"}");
+    return;
+  }
+  const std::string addr(req.remote_addr());
+  if (locked_out(server, ex, addr)) return;
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  std::string_view token;
+  if (parser.parse(req.body().data(), req.body().size()).get(doc) != simdjson::SUCCESS ||
+      doc["token"].get(token) != simdjson::SUCCESS) {
+    respond_json(server, ex, 400, R"({"error":"expected {\"token\": \"...\"}"})");
+    return;
+  }
+  if (!token_matches(token)) {
+    count_failure(addr);
+    respond_json(server, ex, 401, R"({"error":"wrong admin token"})");
+    return;
+  }
+  failures_.erase(addr);
+  const uint64_t now = loop_.now_ms();
+  std::erase_if(sessions_, [now](const auto &kv) { return kv.second.expires_ms <= now; });
+  if (sessions_.size() >= kMaxSessions) sessions_.erase(sessions_.begin());
+  const std::string id = random_hex(32);
+  Session &s = sessions_[id];
+  s.csrf = random_hex(32);
+  s.expires_ms = now + kSessionTtlMs;
+  const std::string cookie = "cg_admin=" + id + "; Path=/; HttpOnly; SameSite=Strict; Max-Age=" +
+                             std::to_string(kSessionTtlMs / 1000);
+  respond_json(server, ex, 200, "{\"csrf\":\"" + s.csrf + "\"}", {"Set-Cookie", cookie});
+}
+
+void AdminApi::logout(HttpServer &server, HttpExchange *ex, const HttpRequest &req) {
+  if (!authorize(server, ex, req, true)) return;
+  std::string_view cookies = req.header("Cookie");
+  if (const size_t at = cookies.find("cg_admin="); at != std::string_view::npos) {
+    std::string_view id = cookies.substr(at + 9);
+    id = id.substr(0, id.find(';'));
+    sessions_.erase(std::string(id));
+  }
+  respond_json(server, ex, 200, R"({"loggedOut":true})",
+               {"Set-Cookie", "cg_admin=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"});
+}
+
+void AdminApi::asset(HttpServer &server, HttpExchange *ex, const HttpRequest &req) {
+  std::string_view name = req.path().substr(std::string_view("/admin/").size());
+  if (name.empty()) name = "index.html";
+  for (const AdminAsset &a : admin_assets()) {
+    if (name != a.name) continue;
+    const char *type = name.ends_with(".html")  ? "text/html; charset=utf-8"
+                       : name.ends_with(".css") ? "text/css; charset=utf-8"
+                                                : "text/javascript; charset=utf-8";
+    static constexpr std::string_view kCsp =
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+    const std::array<HttpHeader, 5> headers = {{{"Content-Type", type},
+                                                {"Cache-Control", "no-cache"},
+                                                {"X-Content-Type-Options", "nosniff"},
+                                                {"X-Frame-Options", "DENY"},
+                                                {"Content-Security-Policy", kCsp}}};
+    server.respond(ex, 200, headers, a.data());
+    return;
+  }
+  respond_json(server, ex, 404, R"({"error":"not found"})");
 }
 
 void AdminApi::status(HttpServer &server, HttpExchange *ex) {

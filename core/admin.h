@@ -7,14 +7,25 @@
 //   GET /admin/api/status   version, uptime, listeners, counts (token)
 //   GET /admin/api/plugins  every instance: kind, version, ABI, state (token)
 //   GET /admin/api/history  the last hour of the charts' samples (token)
+//   GET /admin/api/session  {"auth","csrf"} for the page, or 401
+//   POST /admin/api/login   {"token"} -> a session cookie and its CSRF token
+//   POST /admin/api/logout  ends the session
+//   POST /admin/api/chat    the "web" channel: the chat API behind admin auth
+//   GET /admin/...          the page (core/admin_ui, compiled in); / redirects
+//
+// Sessions: login sets `cg_admin`, HttpOnly, SameSite=Strict, Path=/, for
+// 12 hours, kept in memory (a restart logs everyone out). Every POST but
+// login must carry the session's X-CSRF-Token (also without a token, where
+// the page gets it from /admin/api/session): another site's page cannot
+// read it, so cannot forge the call. Bearer calls need no CSRF token (no
+// ambient credential).
 //
 // Auth for /admin/api/: `Authorization: Bearer <admin.token>`, compared in
 // constant time; an address that sends admin.maxLoginFailures wrong tokens
 // is answered 429 for admin.lockoutSeconds. Without a token (allowed only on
 // loopback, see config.cc) the API is open. The probes and /metrics carry
 // no secrets and need no token, so load balancers and Prometheus can reach
-// them. Not yet built: the web page, login cookie and CSRF, conversations,
-// config, logs, reset, send and reload.
+// them. Not yet built: conversations, config, logs, reset, send and reload.
 //
 // THREAD: not thread-safe; loop thread only.
 #pragma once
@@ -32,14 +43,18 @@
 
 namespace cg {
 
+class ChatApi;
 class Loop;
 class Metrics;
 class PluginInstance;
+class Router;
 
 class AdminApi {
  public:
   AdminApi(const Config &config, Loop &loop, Metrics &metrics,
-           const std::vector<std::unique_ptr<PluginInstance>> &plugins, const HttpServer &api);
+           const std::vector<std::unique_ptr<PluginInstance>> &plugins, const HttpServer &api,
+           Router &router);
+  ~AdminApi();
 
   // Adds /healthz and /readyz to `server` (the API listener has its own
   // /healthz from the chat API, so `healthz` says whether to add it).
@@ -51,8 +66,21 @@ class AdminApi {
   void readyz(HttpServer &server, HttpExchange *ex);
   void metrics(HttpServer &server, HttpExchange *ex);
   // True when the request may use the admin API; otherwise answers it
-  // (401 or 429) and returns false.
-  bool authorize(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
+  // (401, 403 or 429) and returns false. `state_changing` calls also need
+  // the CSRF token unless they came with a Bearer token.
+  bool authorize(HttpServer &server, HttpExchange *ex, const HttpRequest &req,
+                 bool state_changing = false);
+  // Counts a wrong token from `addr`; locks the address out at the limit.
+  void count_failure(const std::string &addr);
+  // The lockout answer when `addr` is locked out (and true), else false.
+  bool locked_out(HttpServer &server, HttpExchange *ex, const std::string &addr);
+  bool token_matches(std::string_view presented) const;
+  struct Session;
+  Session *session_of(const HttpRequest &req);
+  void session(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
+  void login(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
+  void logout(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
+  void asset(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
   void status(HttpServer &server, HttpExchange *ex);
   void plugins(HttpServer &server, HttpExchange *ex);
   void update_process_metrics();
@@ -71,6 +99,14 @@ class AdminApi {
   };
   std::unordered_map<std::string, Failures> failures_;  // by client address
   std::unique_ptr<AdminHistory> history_;               // with the admin listener only
+  Router &router_;
+  std::unique_ptr<ChatApi> web_chat_;  // the "web" channel
+  struct Session {
+    std::string csrf;
+    uint64_t expires_ms = 0;
+  };
+  std::unordered_map<std::string, Session> sessions_;  // by cookie value
+  std::string open_csrf_;                              // the CSRF token when no admin.token is set
 };
 
 }  // namespace cg

@@ -197,8 +197,8 @@ int App::start() {
     spdlog::error("listener 'api': cannot register the chat API routes");
     return 1;
   }
-  admin_api_ = std::make_unique<AdminApi>(config_, *loop_, *metrics_, plugins_, *api_);
-  if (admin_api_->install_probes(*api_, false) != 0 ||
+  admin_api_ = std::make_unique<AdminApi>(config_, *loop_, *metrics_, plugins_, *api_, *router_);
+  if (admin_api_->install_probes(*api_, true) != 0 ||
       (admin_ && admin_api_->install(*admin_) != 0)) {
     spdlog::error("cannot register the probe and admin routes");
     return 1;

@@ -31,15 +31,14 @@ uint64_t token_id(std::string_view token) {
 
 }  // namespace
 
-ChatApi::ChatApi(HttpServer &server, Router &router) : server_(server), router_(router) {}
+ChatApi::ChatApi(HttpServer &server, Router &router, std::string name)
+    : server_(server), router_(router), name_(std::move(name)) {}
 
-int ChatApi::install() {
-  int rc =
-      server_.add_route("POST", "/api/chat", false,
-                        [this](HttpExchange *ex, const HttpRequest &req) { handle_chat(ex, req); });
-  if (rc != 0) return rc;
-  return server_.add_route("GET", "/healthz", false, [this](HttpExchange *ex, const HttpRequest &) {
-    server_.respond(ex, 200, kJson, "{\"status\":\"ok\"}");
+int ChatApi::install(std::string_view path, Guard guard) {
+  guard_ = std::move(guard);
+  return server_.add_route("POST", path, false, [this](HttpExchange *ex, const HttpRequest &req) {
+    if (guard_ && !guard_(ex, req)) return;
+    handle_chat(ex, req);
   });
 }
 

@@ -2,7 +2,8 @@
 //   POST /api/chat  {"userId","query"[,"conversationId"][,"messageId"][,"stream"]}
 //                   -> {"answer"}, or with "stream": true server-sent events:
 //                   data: {"delta":"..."} ... then data: {"answer":"...","done":true}
-//   GET  /healthz   {"status":"ok"}
+// The admin listener runs a second one, the "web" channel of the admin
+// page, on its own path behind the admin auth (see admin.cc).
 //
 // THREAD: not thread-safe; loop thread only.
 #pragma once
@@ -10,6 +11,8 @@
 #include <simdjson.h>
 
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <string_view>
 #include <unordered_map>
 
@@ -22,11 +25,14 @@ class Router;
 
 class ChatApi final : public Channel {
  public:
-  ChatApi(HttpServer &server, Router &router);
-  // Registers the routes.
-  int install();
+  // Refuses a request (answering it) by returning false.
+  using Guard = std::function<bool(HttpExchange *ex, const HttpRequest &req)>;
 
-  std::string_view name() const override { return "api"; }
+  ChatApi(HttpServer &server, Router &router, std::string name = "api");
+  // Registers POST `path`; `guard`, when given, runs first.
+  int install(std::string_view path = "/api/chat", Guard guard = {});
+
+  std::string_view name() const override { return name_; }
   uint32_t capabilities() const override { return 0; }
   int send(const cg_reply_t &reply, cg_done_cb done, void *arg) override;
   void on_dropped(const InboundMessage &msg, std::string_view reason) override;
@@ -49,6 +55,8 @@ class ChatApi final : public Channel {
 
   HttpServer &server_;
   Router &router_;
+  std::string name_;
+  Guard guard_;
   simdjson::dom::parser parser_;
   uint64_t next_token_ = 1;
   // Reply token -> the exchange waiting for its answer.

@@ -30,6 +30,7 @@ libhiredis-dev
 redis-server
 python3-websockets
 prometheus
+libjs-chart.js
 "
 
 missing=""

@@ -1,0 +1,210 @@
+// The admin page: session, overview with live charts, and chat through the
+// real router (the "web" channel). No inline script: the page's
+// Content-Security-Policy allows scripts from this origin only.
+'use strict';
+
+const state = { csrf: '', charts: {}, timer: null,
+                conversation: 'web-' + Math.random().toString(36).slice(2, 10) };
+
+const $ = (id) => document.getElementById(id);
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (options.body !== undefined) headers['Content-Type'] = 'application/json';
+  if ((options.method || 'GET') !== 'GET') headers['X-CSRF-Token'] = state.csrf;
+  const resp = await fetch(path, Object.assign({}, options, { headers, credentials: 'same-origin' }));
+  if (resp.status === 401) { showLogin(); throw new Error('not logged in'); }
+  return resp;
+}
+
+function show(section) {
+  for (const id of ['login', 'overview', 'chat']) $(id).hidden = id !== section;
+  $('nav').hidden = section === 'login';
+  for (const id of ['overview', 'chat']) $('nav-' + id).classList.toggle('active', id === section);
+}
+
+function showLogin() {
+  if (state.timer) { clearInterval(state.timer); state.timer = null; }
+  show('login');
+}
+
+async function start() {
+  const resp = await fetch('/admin/api/session', { credentials: 'same-origin' });
+  if (resp.status !== 200) { showLogin(); return; }
+  const session = await resp.json();
+  state.csrf = session.csrf;
+  $('logout').hidden = session.auth === 'none';
+  route();
+}
+
+function route() {
+  const section = location.hash === '#chat' ? 'chat' : 'overview';
+  show(section);
+  if (section === 'overview') {
+    refresh();
+    if (!state.timer) state.timer = setInterval(refresh, 5000);
+  }
+}
+
+async function login(event) {
+  event.preventDefault();
+  $('login-error').textContent = '';
+  const resp = await fetch('/admin/api/login', {
+    method: 'POST', credentials: 'same-origin', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ token: $('token').value }) });
+  $('token').value = '';
+  if (resp.status !== 200) {
+    const doc = await resp.json().catch(() => ({}));
+    $('login-error').textContent = doc.error || 'login failed';
+    return;
+  }
+  state.csrf = (await resp.json()).csrf;
+  $('logout').hidden = false;
+  route();
+}
+
+async function logout() {
+  await api('/admin/api/logout', { method: 'POST', body: '{}' }).catch(() => {});
+  state.csrf = '';
+  showLogin();
+}
+
+function cell(text, cls) {
+  const td = document.createElement('td');
+  td.textContent = text;
+  if (cls) td.className = cls;
+  return td;
+}
+
+async function refresh() {
+  try {
+    const [status, plugins, history] = await Promise.all([
+      api('/admin/api/status').then((r) => r.json()),
+      api('/admin/api/plugins').then((r) => r.json()),
+      api('/admin/api/history').then((r) => r.json())]);
+    const listeners = status.listeners.map((l) => `${l.name} ${l.address}:${l.port}`).join(', ');
+    $('status-line').textContent = `chatgate ${status.version} (plugin ABI ${status.abi}), ` +
+      `up ${status.uptimeSeconds} s; ${listeners}; ${status.running}/${status.instances} ` +
+      `instances running, ${status.inFlight} requests in flight`;
+    const body = $('plugins').querySelector('tbody');
+    body.replaceChildren(...plugins.plugins.map((p) => {
+      const tr = document.createElement('tr');
+      tr.append(cell(p.instance), cell(p.plugin), cell(p.kind), cell(p.version), cell(p.abi),
+                cell(p.state + (p.reason ? ': ' + p.reason : ''), 'state-' + p.state));
+      return tr;
+    }));
+    drawCharts(history);
+  } catch (e) {
+    if (e.message !== 'not logged in') $('status-line').textContent = 'cannot reach chatgate: ' + e;
+  }
+}
+
+const COLORS = ['#2f6fdf', '#1e8449', '#c0392b', '#b9770e', '#7d3c98', '#117a65'];
+
+function chart(id, datasets, options = {}) {
+  if (typeof Chart === 'undefined') return;
+  let c = state.charts[id];
+  if (!c) {
+    c = new Chart($(id), {
+      type: 'line',
+      data: { labels: [], datasets: [] },
+      options: Object.assign({ animation: false, responsive: true, spanGaps: true,
+        elements: { point: { radius: 0 } },
+        scales: { y: { beginAtZero: true } },
+        plugins: { legend: { position: 'bottom' } } }, options) });
+    state.charts[id] = c;
+  }
+  return c;
+}
+
+function setChart(id, labels, series, options) {
+  const c = chart(id, series, options);
+  if (!c) return;
+  c.data.labels = labels;
+  c.data.datasets = series.map((s, i) => ({ label: s.label, data: s.data,
+    borderColor: COLORS[i % COLORS.length], backgroundColor: COLORS[i % COLORS.length],
+    borderWidth: 1.5 }));
+  c.update();
+}
+
+// -1 in a sample means "nothing to measure in that interval": a gap.
+const gap = (v) => (v === null || v < 0 ? null : v);
+
+function drawCharts(history) {
+  const s = history.samples;
+  const labels = s.map((x) => new Date(x.t).toLocaleTimeString());
+  const channels = [...new Set(s.flatMap((x) => Object.keys(x.in)))];
+  setChart('chart-messages', labels, channels.flatMap((ch) => [
+    { label: ch + ' in', data: s.map((x) => x.in[ch] || 0) },
+    { label: ch + ' answered', data: s.map((x) => x.out[ch] || 0) },
+    { label: ch + ' failed', data: s.map((x) => x.failed[ch] || 0) }]));
+  setChart('chart-success', labels, [{ label: 'answered / (answered + failed)',
+    data: s.map((x) => gap(x.success)) }], { scales: { y: { min: 0, max: 1 } } });
+  for (const [id, key] of [['chart-reply', 'reply'], ['chart-model', 'model']]) {
+    setChart(id, labels, ['p50', 'p95', 'p99'].map((p, i) => ({ label: p,
+      data: s.map((x) => gap(x[key][i])) })));
+  }
+  setChart('chart-cache', labels, [{ label: 'hits / context loads',
+    data: s.map((x) => gap(x.cacheHit)) }], { scales: { y: { min: 0, max: 1 } } });
+  setChart('chart-errors', labels, [{ label: 'error lines', data: s.map((x) => x.errors) }]);
+}
+
+function addMessage(cls, text) {
+  const li = document.createElement('li');
+  li.className = cls;
+  li.textContent = text;
+  $('chat-log').append(li);
+  return li;
+}
+
+async function send(event) {
+  event.preventDefault();
+  const query = $('chat-input').value;
+  $('chat-input').value = '';
+  addMessage('user', query);
+  const bot = addMessage('bot', '');
+  try {
+    const resp = await api('/admin/api/chat', { method: 'POST', body: JSON.stringify({
+      userId: 'admin-web', conversationId: state.conversation, query, stream: true }) });
+    if (!resp.ok || !resp.body) {
+      const doc = await resp.json().catch(() => ({}));
+      bot.textContent = doc.answer || doc.error || ('HTTP ' + resp.status);
+      bot.classList.add('failed');
+      return;
+    }
+    // Server-sent events: "data: {json}" lines, deltas then a final event.
+    const reader = resp.body.getReader();
+    const decoder = new TextDecoder();
+    let buffered = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffered += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffered.indexOf('\n\n')) >= 0) {
+        const event = buffered.slice(0, end);
+        buffered = buffered.slice(end + 2);
+        for (const line of event.split('\n')) {
+          if (!line.startsWith('data: ')) continue;
+          const doc = JSON.parse(line.slice(6));
+          if (doc.delta !== undefined) bot.textContent += doc.delta;
+          if (doc.done) {
+            bot.textContent = doc.answer;
+            if (doc.error) bot.classList.add('failed');
+          }
+        }
+      }
+    }
+  } catch (e) {
+    bot.textContent = 'error: ' + e.message;
+    bot.classList.add('failed');
+  }
+}
+
+window.addEventListener('DOMContentLoaded', () => {
+  $('login-form').addEventListener('submit', login);
+  $('chat-form').addEventListener('submit', send);
+  $('logout').addEventListener('click', logout);
+  window.addEventListener('hashchange', route);
+  start();
+});
