@@ -28,9 +28,9 @@ def probe(state, name="probe"):
             "        url: ws://127.0.0.1:9/\n        state: %d\n" % (name, FIXTURE_DIR, state))
 
 
-def request(port, path, headers=None):
+def request(port, path, headers=None, method="GET", body=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", path, headers=headers or {})
+    conn.request(method, path, body=body, headers=headers or {})
     resp = conn.getresponse()
     body = resp.read().decode("utf-8", "replace")
     conn.close()
@@ -229,6 +229,96 @@ class AuthTest(unittest.TestCase):
                 self.assertNotIn(TOKEN, body)
             self.assertEqual(gw.stop(), 0)
             self.assertNotIn(TOKEN, gw.log())
+
+
+class PageTest(unittest.TestCase):
+    """The page's own calls: session cookie, CSRF token, the web channel."""
+
+    def gateway(self):
+        return Gateway(top_extra="admin:\n  token: ${ADMIN_T}\n", env={"ADMIN_T": TOKEN})
+
+    def login(self, gw):
+        status, body, headers = request(gw.admin_port, "/admin/api/login", method="POST",
+                                        body=json.dumps({"token": TOKEN}))
+        self.assertEqual(status, 200, body)
+        cookie = headers["Set-Cookie"]
+        for attr in ("HttpOnly", "SameSite=Strict", "Path=/"):
+            self.assertIn(attr, cookie)
+        return cookie.split(";")[0], json.loads(body)["csrf"]
+
+    def test_page_and_assets_are_served_with_a_strict_policy(self):
+        with self.gateway() as gw:
+            status, _, headers = request(gw.admin_port, "/")
+            self.assertEqual((status, headers["Location"]), (302, "/admin/"))
+            status, html, headers = request(gw.admin_port, "/admin/")
+            self.assertEqual(status, 200)
+            self.assertIn('<script src="/admin/app.js"', html)
+            self.assertNotIn("<script>", html)  # no inline script anywhere
+            csp = headers["Content-Security-Policy"]
+            self.assertIn("script-src 'self'", csp)
+            self.assertNotIn("unsafe-inline", csp)
+            self.assertEqual(headers["X-Frame-Options"], "DENY")
+            status, js, _ = request(gw.admin_port, "/admin/chart.min.js")
+            self.assertEqual(status, 200)
+            self.assertIn("Chart.js v3", js[:200])
+            self.assertEqual(request(gw.admin_port, "/admin/app.js")[0], 200)
+            self.assertEqual(request(gw.admin_port, "/admin/style.css")[0], 200)
+            self.assertEqual(request(gw.admin_port, "/admin/nope.js")[0], 404)
+
+    def test_login_session_csrf_and_web_chat(self):
+        with self.gateway() as gw:
+            self.assertEqual(request(gw.admin_port, "/admin/api/session")[0], 401)
+            status, body, _ = request(gw.admin_port, "/admin/api/login", method="POST",
+                                      body=json.dumps({"token": "wrong"}))
+            self.assertEqual(status, 401)
+            cookie, csrf = self.login(gw)
+            status, body, _ = request(gw.admin_port, "/admin/api/session", {"Cookie": cookie})
+            self.assertEqual(json.loads(body), {"auth": "token", "csrf": csrf})
+            self.assertEqual(request(gw.admin_port, "/admin/api/plugins", {"Cookie": cookie})[0], 200)
+            chat_body = json.dumps({"userId": "web-user", "query": "hi there", "stream": True})
+            # The cookie alone does not make a POST: the CSRF token must come too.
+            status, body, _ = request(gw.admin_port, "/admin/api/chat", {"Cookie": cookie},
+                                      method="POST", body=chat_body)
+            self.assertEqual(status, 403, body)
+            status, body, headers = request(gw.admin_port, "/admin/api/chat",
+                                            {"Cookie": cookie, "X-CSRF-Token": csrf},
+                                            method="POST", body=chat_body)
+            self.assertEqual(status, 200, body)
+            self.assertEqual(headers["Content-Type"], "text/event-stream")
+            events = [json.loads(l[6:]) for l in body.splitlines() if l.startswith("data: ")]
+            self.assertEqual(events[-1], {"answer": "echo: hi there (turn 1)", "done": True})
+            # It went through the router as the web channel.
+            m = scrape(gw.admin_port)
+            self.assertEqual(m['chatgate_messages_answered_total{channel="web"}'], 1)
+            # Logout ends the session.
+            status, _, headers = request(gw.admin_port, "/admin/api/logout",
+                                         {"Cookie": cookie, "X-CSRF-Token": csrf}, method="POST",
+                                         body="{}")
+            self.assertEqual(status, 200)
+            self.assertIn("Max-Age=0", headers["Set-Cookie"])
+            self.assertEqual(request(gw.admin_port, "/admin/api/session", {"Cookie": cookie})[0], 401)
+
+    def test_without_a_token_posts_still_need_the_csrf_token(self):
+        with Gateway() as gw:
+            status, body, _ = request(gw.admin_port, "/admin/api/session")
+            doc = json.loads(body)
+            self.assertEqual(doc["auth"], "none")
+            chat_body = json.dumps({"userId": "u", "query": "hello"})
+            self.assertEqual(request(gw.admin_port, "/admin/api/chat", method="POST",
+                                     body=chat_body)[0], 403)
+            status, body, _ = request(gw.admin_port, "/admin/api/chat", {"X-CSRF-Token": doc["csrf"]},
+                                      method="POST", body=chat_body)
+            self.assertEqual((status, json.loads(body)["answer"]), (200, "echo: hello (turn 1)"))
+
+    def test_login_failures_lock_out_too(self):
+        with Gateway(top_extra="admin:\n  token: ${ADMIN_T}\n  maxLoginFailures: 2\n",
+                     env={"ADMIN_T": TOKEN}) as gw:
+            for _ in range(2):
+                request(gw.admin_port, "/admin/api/login", method="POST",
+                        body=json.dumps({"token": "guess"}))
+            status, _, _ = request(gw.admin_port, "/admin/api/login", method="POST",
+                                   body=json.dumps({"token": TOKEN}))
+            self.assertEqual(status, 429)
 
 
 class ExposureTest(unittest.TestCase):
