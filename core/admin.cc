@@ -193,6 +193,12 @@ int AdminApi::install(HttpServer &admin) {
         [this, s](HttpExchange *ex, const HttpRequest &req) { asset(*s, ex, req); });
   }
   if (rc == 0) {
+    // Browsers ask for it on every visit; there is none.
+    rc = admin.add_route("GET", "/favicon.ico", false, [s](HttpExchange *ex, const HttpRequest &) {
+      s->respond(ex, 204, {}, {});
+    });
+  }
+  if (rc == 0) {
     rc = admin.add_route("GET", "/", false, [s](HttpExchange *ex, const HttpRequest &) {
       const std::array<HttpHeader, 1> location = {{{"Location", "/admin/"}}};
       s->respond(ex, 302, location, {});

@@ -109,7 +109,7 @@ function chart(id, datasets, options = {}) {
       type: 'line',
       data: { labels: [], datasets: [] },
       options: Object.assign({ animation: false, responsive: true, spanGaps: true,
-        elements: { point: { radius: 0 } },
+        elements: { point: { radius: 2 } },
         scales: { y: { beginAtZero: true } },
         plugins: { legend: { position: 'bottom' } } }, options) });
     state.charts[id] = c;

@@ -1,0 +1,144 @@
+// Browser test of the admin page: Debian's chromium, driven headless by
+// playwright-core (no browser download), against the real chatgate binary
+// on loopback. Logs in with the admin token, sees the plugin list and the
+// charts, chats through the web channel and sees the streamed reply, checks
+// that the token appears nowhere on the page, and saves a screenshot.
+//
+//   CHATGATE_BIN=build/chatgate CHATGATE_TEST_PLUGIN_DIR=build/plugins \
+//   SCREENSHOT_DIR=build node tests/browser/admin_page.mjs
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const BIN = process.env.CHATGATE_BIN || 'build/chatgate';
+const PLUGINS = process.env.CHATGATE_TEST_PLUGIN_DIR || 'build/plugins';
+const SHOTS = process.env.SCREENSHOT_DIR || 'build';
+const BROWSER = process.env.CHROMIUM || '/usr/bin/chromium';
+const TOKEN = 'brw-T0ken-' + Math.random().toString(36).slice(2);
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+function check(cond, what) {
+  if (!cond) throw new Error('check failed: ' + what);
+  console.log('ok - ' + what);
+}
+
+async function startGateway(dir) {
+  const [api, admin] = [await freePort(), await freePort()];
+  const config = join(dir, 'chatgate.yaml');
+  writeFileSync(config, `listeners:
+  api: {address: 127.0.0.1, port: ${api}}
+  admin: {address: 127.0.0.1, port: ${admin}}
+admin:
+  token: \${ADMIN_TOKEN}
+  chartIntervalSeconds: 1
+plugins:
+  dir: ${PLUGINS}
+  instances:
+    - {name: echo, plugin: echo.so}
+    - {name: memory, plugin: memory.so}
+router: {model: echo, cache: memory}
+`);
+  const proc = spawn(BIN, ['--config', config], { env: { ...process.env, ADMIN_TOKEN: TOKEN } });
+  let log = '';
+  proc.stdout.on('data', (d) => { log += d; });
+  proc.stderr.on('data', (d) => { log += d; });
+  const deadline = Date.now() + 10000;
+  while (!log.includes(' ready in ')) {
+    if (Date.now() > deadline || proc.exitCode !== null) throw new Error('chatgate did not start:\n' + log);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return { proc, api, admin, log: () => log };
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'chatgate-browser-'));
+const gw = await startGateway(dir);
+const browser = await chromium.launch({ executablePath: BROWSER, args: ['--no-sandbox'] });
+let failed = false;
+try {
+  const page = await browser.newPage({ viewport: { width: 1300, height: 1000 } });
+  // Script exceptions and CSP refusals; the expected 401s of the session
+  // probe and the wrong login are resource errors, not these.
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) errors.push(m.text());
+  });
+  page.on('response', (r) => {
+    if (r.status() === 404) errors.push('404 for ' + r.url());
+  });
+  const base = `http://127.0.0.1:${gw.admin}`;
+
+  await page.goto(base + '/');
+  await page.waitForSelector('#login-form', { state: 'visible' });
+  check(page.url() === base + '/admin/', 'the root redirects to the page, which asks to log in');
+
+  await page.fill('#token', 'not-the-token');
+  await page.click('#login-form button');
+  await page.waitForFunction(() => document.getElementById('login-error').textContent !== '');
+  check((await page.textContent('#login-error')).includes('wrong admin token'), 'a wrong token is refused');
+
+  await page.fill('#token', TOKEN);
+  await page.click('#login-form button');
+  await page.waitForSelector('#plugins tbody tr');
+  const rows = await page.$$eval('#plugins tbody tr', (trs) => trs.map((tr) => tr.innerText));
+  check(rows.length === 2 && rows[0].includes('echo') && rows[0].includes('running') &&
+        rows[1].includes('memory'), 'the plugin list shows both instances running');
+  const cookies = await page.context().cookies();
+  check(cookies.some((c) => c.name === 'cg_admin' && c.httpOnly && c.sameSite === 'Strict'),
+        'the session cookie is HttpOnly and SameSite=Strict');
+
+  await page.click('#nav-chat');
+  await page.fill('#chat-input', 'hello from the browser');
+  await page.click('#chat-form button');
+  await page.waitForFunction(() => {
+    const bot = document.querySelector('#chat-log li.bot');
+    return bot && bot.textContent.includes('echo: hello from the browser');
+  });
+  check((await page.textContent('#chat-log li.bot')) === 'echo: hello from the browser (turn 1)',
+        'a chat message gets the streamed reply through the router');
+
+  // Back to the overview: the web channel's message shows in the charts.
+  await page.click('#nav-overview');
+  await page.waitForFunction(async () => {
+    const r = await fetch('/admin/api/history');
+    const h = await r.json();
+    return h.samples.some((s) => (s.in.web || 0) > 0);
+  }, null, { timeout: 8000 });
+  await page.waitForTimeout(5500);  // one refresh of the page's own polling
+  const chartCount = await page.$$eval('canvas', (cs) => cs.filter((c) => c.width > 0).length);
+  check(chartCount === 6, 'six charts are drawn');
+
+  const html = await page.content();
+  check(!html.includes(TOKEN), 'the token appears nowhere on the page');
+  check(errors.length === 0, 'no script errors (CSP included): ' + errors.join('; '));
+  await page.screenshot({ path: join(SHOTS, 'admin-overview.png'), fullPage: true });
+  console.log('screenshot: ' + join(SHOTS, 'admin-overview.png'));
+
+  await page.click('#logout');
+  await page.waitForSelector('#login-form', { state: 'visible' });
+  check(true, 'logging out returns to the login form');
+} catch (e) {
+  failed = true;
+  console.error(e.stack || String(e));
+  console.error('chatgate log:\n' + gw.log());
+} finally {
+  await browser.close();
+  gw.proc.kill('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+}
+if (!gw.log().includes(TOKEN)) {
+  console.log('ok - the token is not in chatgate\'s log');
+} else {
+  console.error('the token appeared in chatgate\'s log');
+  failed = true;
+}
+process.exit(failed ? 1 : 0);
