@@ -108,6 +108,19 @@ size_t open_fds() {
   return n;
 }
 
+// True when the request names this host by a loopback name or address. An
+// admin listener without a token answers only such requests: a web page
+// whose DNS name was rebound to 127.0.0.1 sends its own name in Host.
+bool loopback_host(const HttpRequest &req) {
+  std::string_view host = req.header("Host");
+  if (host.starts_with("[")) {
+    host = host.substr(0, host.find(']') + 1);
+  } else {
+    host = host.substr(0, host.find(':'));
+  }
+  return host == "localhost" || host == "[::1]" || host.starts_with("127.");
+}
+
 }  // namespace
 
 AdminApi::AdminApi(const Config &config, Loop &loop, Metrics &metrics,
@@ -361,6 +374,11 @@ bool AdminApi::authorize(HttpServer &server, HttpExchange *ex, const HttpRequest
            CRYPTO_memcmp(csrf.data(), want.data(), want.size()) == 0;
   };
   if (token_digest_.empty()) {
+    if (!loopback_host(req)) {
+      respond_json(server, ex, 403,
+                   R"({"error":"without admin.token only loopback host names are served"})");
+      return false;
+    }
     if (state_changing && !csrf_ok(open_csrf_)) {
       respond_json(server, ex, 403, R"({"error":"missing or wrong X-CSRF-Token"})");
       return false;
@@ -396,7 +414,9 @@ bool AdminApi::authorize(HttpServer &server, HttpExchange *ex, const HttpRequest
 
 void AdminApi::session(HttpServer &server, HttpExchange *ex, const HttpRequest &req) {
   if (token_digest_.empty()) {
-    respond_json(server, ex, 200, "{\"auth\":\"none\",\"csrf\":\"" + open_csrf_ + "\"}");
+    if (authorize(server, ex, req)) {
+      respond_json(server, ex, 200, "{\"auth\":\"none\",\"csrf\":\"" + open_csrf_ + "\"}");
+    }
     return;
   }
   if (const Session *s = session_of(req)) {
@@ -408,7 +428,8 @@ void AdminApi::session(HttpServer &server, HttpExchange *ex, const HttpRequest &
 
 void AdminApi::login(HttpServer &server, HttpExchange *ex, const HttpRequest &req) {
   if (token_digest_.empty()) {
-    respond_json(server, ex, 200, "{\"csrf\":\"" + open_csrf_ + "\"}");
+    if (authorize(server, ex, req))
+      respond_json(server, ex, 200, "{\"csrf\":\"" + open_csrf_ + "\"}");
     return;
   }
   const std::string addr(req.remote_addr());

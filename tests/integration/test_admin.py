@@ -310,6 +310,17 @@ class PageTest(unittest.TestCase):
                                       method="POST", body=chat_body)
             self.assertEqual((status, json.loads(body)["answer"]), (200, "echo: hello (turn 1)"))
 
+    def test_without_a_token_only_loopback_host_names_are_served(self):
+        # A page whose DNS name was rebound to 127.0.0.1 sends its own Host.
+        with Gateway() as gw:
+            status, body, _ = request(gw.admin_port, "/admin/api/session",
+                                      {"Host": "evil.example:%d" % gw.admin_port})
+            self.assertEqual(status, 403, body)
+            self.assertNotIn("csrf", body)
+            for host in ("localhost", "127.0.0.1:%d" % gw.admin_port, "[::1]:1"):
+                self.assertEqual(request(gw.admin_port, "/admin/api/session", {"Host": host})[0],
+                                 200, host)
+
     def test_login_failures_lock_out_too(self):
         with Gateway(top_extra="admin:\n  token: ${ADMIN_T}\n  maxLoginFailures: 2\n",
                      env={"ADMIN_T": TOKEN}) as gw:
