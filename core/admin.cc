@@ -12,6 +12,7 @@
 #include <array>
 
 #include "admin_assets.h"
+#include "admin_config.h"
 #include "chat_api.h"
 #include "json.h"
 #include "log.h"
@@ -177,6 +178,14 @@ int AdminApi::install(HttpServer &admin) {
                          [this, s](HttpExchange *ex, const HttpRequest &req) {
                            if (authorize(*s, ex, req))
                              respond_json(*s, ex, 200, history_->to_json());
+                         });
+  }
+  if (rc == 0) {
+    rc = admin.add_route("GET", "/admin/api/config", false,
+                         [this, s](HttpExchange *ex, const HttpRequest &req) {
+                           if (authorize(*s, ex, req)) {
+                             respond_json(*s, ex, 200, admin_config_json(config_, plugins_));
+                           }
                          });
   }
   if (rc == 0) {

@@ -7,6 +7,7 @@
 //   GET /admin/api/status   version, uptime, listeners, counts (token)
 //   GET /admin/api/plugins  every instance: kind, version, ABI, state (token)
 //   GET /admin/api/history  the last hour of the charts' samples (token)
+//   GET /admin/api/config   the effective config, secrets masked (token)
 //   GET /admin/api/session  {"auth","csrf"} for the page, or 401
 //   POST /admin/api/login   {"token"} -> a session cookie and its CSRF token
 //   POST /admin/api/logout  ends the session
@@ -25,7 +26,7 @@
 // is answered 429 for admin.lockoutSeconds. Without a token (allowed only on
 // loopback, see config.cc) the API is open. The probes and /metrics carry
 // no secrets and need no token, so load balancers and Prometheus can reach
-// them. Not yet built: conversations, config, logs, reset, send and reload.
+// them. Not yet built: conversations, logs, reset, send and reload.
 //
 // THREAD: not thread-safe; loop thread only.
 #pragma once

@@ -18,9 +18,11 @@ async function api(path, options = {}) {
 }
 
 function show(section) {
-  for (const id of ['login', 'overview', 'chat']) $(id).hidden = id !== section;
+  for (const id of ['login', 'overview', 'chat', 'config']) $(id).hidden = id !== section;
   $('nav').hidden = section === 'login';
-  for (const id of ['overview', 'chat']) $('nav-' + id).classList.toggle('active', id === section);
+  for (const id of ['overview', 'chat', 'config']) {
+    $('nav-' + id).classList.toggle('active', id === section);
+  }
 }
 
 function showLogin() {
@@ -38,8 +40,13 @@ async function start() {
 }
 
 function route() {
-  const section = location.hash === '#chat' ? 'chat' : 'overview';
+  const section = { '#chat': 'chat', '#config': 'config' }[location.hash] || 'overview';
   show(section);
+  if (section === 'config') {
+    api('/admin/api/config').then((r) => r.json())
+      .then((doc) => { $('config-text').textContent = JSON.stringify(doc, null, 2); })
+      .catch(() => {});
+  }
   if (section === 'overview') {
     refresh();
     if (!state.timer) state.timer = setInterval(refresh, 5000);

@@ -119,6 +119,13 @@ try {
 
   const html = await page.content();
   check(!html.includes(TOKEN), 'the token appears nowhere on the page');
+
+  await page.click('#nav-config');
+  await page.waitForFunction(() => document.getElementById('config-text').textContent.includes('"router"'));
+  const configText = await page.textContent('#config-text');
+  check(configText.includes('"token": "********"') && !configText.includes(TOKEN) &&
+        !(await page.content()).includes(TOKEN), 'the config page masks the admin token');
+  await page.click('#nav-overview');
   check(errors.length === 0, 'no script errors (CSP included): ' + errors.join('; '));
   await page.screenshot({ path: join(SHOTS, 'admin-overview.png'), fullPage: true });
   console.log('screenshot: ' + join(SHOTS, 'admin-overview.png'));

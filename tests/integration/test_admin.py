@@ -332,6 +332,41 @@ class PageTest(unittest.TestCase):
             self.assertEqual(status, 429)
 
 
+class ConfigTest(unittest.TestCase):
+    def test_effective_config_masks_every_secret(self):
+        secrets = {"TEST_MODEL_KEY": "sk-cfg-Secret-4242", "TEST_HDR": "hdr-Secret-7373",
+                   "TEST_REDIS_PW": "redis-Secret-9191"}
+        instances = ECHO_MEMORY + (
+            "    - name: gpt\n"
+            "      plugin: openai.so\n"
+            "      config:\n"
+            "        endpoint: http://127.0.0.1:9/v1\n"
+            "        model: some-model\n"
+            "        apiKey: ${TEST_MODEL_KEY}\n"
+            "        headers: [\"X-Api-Key: ${TEST_HDR}\"]\n"
+            "    - name: shared\n"
+            "      plugin: redis.so\n"
+            "      config:\n"
+            "        port: 9\n"
+            "        password: ${TEST_REDIS_PW}\n")
+        env = dict(secrets, ADMIN_T=TOKEN)
+        with Gateway(instances, top_extra="admin:\n  token: ${ADMIN_T}\n", env=env) as gw:
+            status, body, _ = request(gw.admin_port, "/admin/api/config",
+                                      {"Authorization": "Bearer " + TOKEN})
+            self.assertEqual(status, 200, body)
+            doc = json.loads(body)
+            self.assertEqual(doc["admin"]["token"], "********")
+            by_name = {i["name"]: i["config"] for i in doc["plugins"]["instances"]}
+            self.assertEqual(by_name["gpt"]["apiKey"], "********")
+            self.assertEqual(by_name["gpt"]["headers"], "********")
+            self.assertEqual(by_name["gpt"]["model"], "some-model")
+            self.assertEqual(by_name["shared"]["password"], "********")
+            self.assertEqual(doc["router"]["model"], "echo")
+            for value in list(secrets.values()) + [TOKEN]:
+                self.assertNotIn(value, body)
+            self.assertEqual(request(gw.admin_port, "/admin/api/config")[0], 401)
+
+
 class ExposureTest(unittest.TestCase):
     def run_config(self, top_extra, admin_address):
         config = gateway_config(free_port(), ECHO_MEMORY, "echo", "memory",
