@@ -8,6 +8,9 @@
 //   GET /admin/api/plugins  every instance: kind, version, ABI, state (token)
 //   GET /admin/api/history  the last hour of the charts' samples (token)
 //   GET /admin/api/config   the effective config, secrets masked (token)
+//   GET /admin/api/logs     ?level=warn&lines=200: the last log lines (token)
+//   GET /admin/api/logs/stream  ?level=info: server-sent events, the last
+//                           100 lines then each new one (token)
 //   GET /admin/api/session  {"auth","csrf"} for the page, or 401
 //   POST /admin/api/login   {"token"} -> a session cookie and its CSRF token
 //   POST /admin/api/logout  ends the session
@@ -26,7 +29,7 @@
 // is answered 429 for admin.lockoutSeconds. Without a token (allowed only on
 // loopback, see config.cc) the API is open. The probes and /metrics carry
 // no secrets and need no token, so load balancers and Prometheus can reach
-// them. Not yet built: conversations, logs, reset, send and reload.
+// them. Not yet built: conversations, reset, send and reload.
 //
 // THREAD: not thread-safe; loop thread only.
 #pragma once
@@ -82,6 +85,16 @@ class AdminApi {
   void login(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
   void logout(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
   void asset(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
+  void logs(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
+  void logs_stream(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
+  // New log lines arrived (posted by the log ring's watcher): to each tail.
+  void push_log_lines();
+
+ public:
+  // Ends every live log tail (shutdown: the listener closes after this).
+  void end_streams();
+
+ private:
   void status(HttpServer &server, HttpExchange *ex);
   void plugins(HttpServer &server, HttpExchange *ex);
   void update_process_metrics();
@@ -108,6 +121,13 @@ class AdminApi {
   };
   std::unordered_map<std::string, Session> sessions_;  // by cookie value
   std::string open_csrf_;                              // the CSRF token when no admin.token is set
+  struct Tail {
+    HttpExchange *ex = nullptr;
+    int min_level = 0;
+    uint64_t after_seq = 0;
+  };
+  HttpServer *admin_server_ = nullptr;
+  std::vector<Tail> tails_;  // live /admin/api/logs/stream answers
 };
 
 }  // namespace cg

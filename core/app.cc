@@ -281,6 +281,7 @@ void App::begin_shutdown(const char *why) {
       why, config_.shutdown_deadline_ms, api_->in_flight());
   api_->stop_accepting();
   if (admin_) admin_->stop_accepting();
+  admin_api_->end_streams();  // a live log tail would hold its connection open
   router_->stop_intake();
   uv_timer_start(
       &drain_timer_, [](uv_timer_t *t) { static_cast<App *>(t->data)->drain_tick(); }, 0,

@@ -11,10 +11,13 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <memory>
 #include <vector>
+
+#include "log_ring.h"
 
 namespace cg {
 namespace {
@@ -28,6 +31,18 @@ class CountingSink final : public spdlog::sinks::base_sink<spdlog::details::null
   void sink_it_(const spdlog::details::log_msg &msg) override {
     const auto i = static_cast<size_t>(msg.level);
     if (i < g_line_counts.size()) g_line_counts[i].fetch_add(1, std::memory_order_relaxed);
+  }
+  void flush_() override {}
+};
+
+// Keeps the last lines for the admin page (log_ring.h).
+class RingSink final : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
+ protected:
+  void sink_it_(const spdlog::details::log_msg &msg) override {
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(msg.time.time_since_epoch()).count();
+    log_ring_append(static_cast<int>(msg.level), ms,
+                    std::string(msg.payload.data(), msg.payload.size()));
   }
   void flush_() override {}
 };
@@ -60,6 +75,7 @@ std::string log_setup(const LoggingConfig &config) {
 
   std::vector<spdlog::sink_ptr> sinks;
   sinks.push_back(std::make_shared<CountingSink>());
+  sinks.push_back(std::make_shared<RingSink>());
   if (config.file.empty()) {
     sinks.push_back(std::make_shared<spdlog::sinks::stderr_sink_mt>());
   } else {

@@ -256,8 +256,9 @@ int with_series(cg_host_t *h, cg_str_t name, cg_str_t labels, Fn fn) {
   auto *i = inst(h);
   if (i == nullptr) return CG_EINVAL;
   const std::string full = fmt::format("chatgate_plugin_{}", sv(name));
-  const std::string lbl = labels.len ? fmt::format("plugin_instance=\"{}\",{}", i->name(), sv(labels))
-                                     : fmt::format("plugin_instance=\"{}\"", i->name());
+  const std::string lbl = labels.len
+                              ? fmt::format("plugin_instance=\"{}\",{}", i->name(), sv(labels))
+                              : fmt::format("plugin_instance=\"{}\"", i->name());
   return fn(*i->services()->metrics, full, lbl) ? 0 : CG_EINVAL;
 }
 

@@ -3,7 +3,7 @@
 // Content-Security-Policy allows scripts from this origin only.
 'use strict';
 
-const state = { csrf: '', charts: {}, timer: null,
+const state = { csrf: '', charts: {}, timer: null, tail: null,
                 conversation: 'web-' + Math.random().toString(36).slice(2, 10) };
 
 const $ = (id) => document.getElementById(id);
@@ -18,9 +18,10 @@ async function api(path, options = {}) {
 }
 
 function show(section) {
-  for (const id of ['login', 'overview', 'chat', 'config']) $(id).hidden = id !== section;
+  for (const id of ['login', 'overview', 'chat', 'config', 'logs']) $(id).hidden = id !== section;
   $('nav').hidden = section === 'login';
-  for (const id of ['overview', 'chat', 'config']) {
+  if (section !== 'logs' && state.tail) { state.tail.close(); state.tail = null; }
+  for (const id of ['overview', 'chat', 'config', 'logs']) {
     $('nav-' + id).classList.toggle('active', id === section);
   }
 }
@@ -40,8 +41,10 @@ async function start() {
 }
 
 function route() {
-  const section = { '#chat': 'chat', '#config': 'config' }[location.hash] || 'overview';
+  const section = { '#chat': 'chat', '#config': 'config', '#logs': 'logs' }[location.hash] ||
+                  'overview';
   show(section);
+  if (section === 'logs') tailLogs();
   if (section === 'config') {
     api('/admin/api/config').then((r) => r.json())
       .then((doc) => { $('config-text').textContent = JSON.stringify(doc, null, 2); })
@@ -156,6 +159,21 @@ function drawCharts(history) {
   setChart('chart-errors', labels, [{ label: 'error lines', data: s.map((x) => x.errors) }]);
 }
 
+// The last lines at the chosen level, then each new one (server-sent events).
+function tailLogs() {
+  if (state.tail) state.tail.close();
+  $('logs-list').replaceChildren();
+  state.tail = new EventSource('/admin/api/logs/stream?level=' + $('logs-level').value);
+  state.tail.onmessage = (event) => {
+    const line = JSON.parse(event.data);
+    const li = document.createElement('li');
+    li.className = 'log-' + line.level;
+    li.textContent = `${new Date(line.t).toLocaleTimeString()} ${line.level} ${line.text}`;
+    $('logs-list').append(li);
+    while ($('logs-list').children.length > 1000) $('logs-list').firstElementChild.remove();
+  };
+}
+
 function addMessage(cls, text) {
   const li = document.createElement('li');
   li.className = cls;
@@ -212,6 +230,7 @@ window.addEventListener('DOMContentLoaded', () => {
   $('login-form').addEventListener('submit', login);
   $('chat-form').addEventListener('submit', send);
   $('logout').addEventListener('click', logout);
+  $('logs-level').addEventListener('change', tailLogs);
   window.addEventListener('hashchange', route);
   start();
 });

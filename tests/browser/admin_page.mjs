@@ -107,6 +107,17 @@ try {
         'a chat message gets the streamed reply through the router');
 
   // Back to the overview: the web channel's message shows in the charts.
+  await page.click('#nav-logs');
+  await page.waitForFunction(() => [...document.querySelectorAll('#logs-list li')]
+    .some((li) => li.textContent.includes(' ready in ')));
+  check(true, 'the log page shows the last lines');
+  await page.selectOption('#logs-level', 'warn');
+  // SIGHUP logs a warning (reload is not supported yet): it must arrive live.
+  gw.proc.kill('SIGHUP');
+  await page.waitForFunction(() => [...document.querySelectorAll('#logs-list li')]
+    .some((li) => li.textContent.includes('SIGHUP')));
+  check(!(await page.textContent('#logs-list')).includes(' ready in '),
+        'the live tail follows new warnings and filters out info lines');
   await page.click('#nav-overview');
   await page.waitForFunction(async () => {
     const r = await fetch('/admin/api/history');

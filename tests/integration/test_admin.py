@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import subprocess
 import tempfile
 import time
@@ -365,6 +366,54 @@ class ConfigTest(unittest.TestCase):
             for value in list(secrets.values()) + [TOKEN]:
                 self.assertNotIn(value, body)
             self.assertEqual(request(gw.admin_port, "/admin/api/config")[0], 401)
+
+
+class LogsTest(unittest.TestCase):
+    def test_last_lines_and_a_live_tail_filtered_by_level(self):
+        with Gateway(top_extra="admin:\n  token: ${ADMIN_T}\n  maxLoginFailures: 2\n",
+                     env={"ADMIN_T": TOKEN}) as gw:
+            good = {"Authorization": "Bearer " + TOKEN}
+            status, body, _ = request(gw.admin_port, "/admin/api/logs?level=info&lines=50", good)
+            self.assertEqual(status, 200, body)
+            texts = [l["text"] for l in json.loads(body)["lines"]]
+            self.assertTrue(any(" ready in " in t for t in texts), texts)
+            self.assertEqual(request(gw.admin_port, "/admin/api/logs?level=loud", good)[0], 400)
+            self.assertEqual(request(gw.admin_port, "/admin/api/logs")[0], 401)
+
+            # A live tail at warn level, read over a raw socket.
+            s = socket.create_connection(("127.0.0.1", gw.admin_port), timeout=5)
+            s.sendall(("GET /admin/api/logs/stream?level=warn HTTP/1.1\r\nHost: localhost\r\n"
+                       "Authorization: Bearer %s\r\n\r\n" % TOKEN).encode())
+            received = b""
+            while b"text/event-stream" not in received:
+                received += s.recv(65536)
+            # Two wrong logins from this address: the lockout warning is logged.
+            for _ in range(2):
+                request(gw.admin_port, "/admin/api/login", method="POST",
+                        body=json.dumps({"token": "nope"}))
+            chat(gw.api_port, "u", "an info line would not pass the filter")
+            deadline = time.time() + 5
+            while b"locked out" not in received and time.time() < deadline:
+                received += s.recv(65536)
+            text = received.decode()
+            self.assertIn("2 wrong admin tokens from 127.0.0.1; locked out", text)
+            events = [json.loads(l[6:]) for l in text.split("\r\n") if l.startswith("data: ")]
+            self.assertTrue(all(e["level"] in ("warning", "error") for e in events), events)
+            self.assertNotIn(TOKEN, text)
+            # Shutdown with the tail still open ends it and exits cleanly.
+            self.assertEqual(gw.stop(), 0, gw.log())
+            s.close()
+
+    def test_a_tail_client_that_leaves_is_dropped(self):
+        with Gateway() as gw:
+            s = socket.create_connection(("127.0.0.1", gw.admin_port), timeout=5)
+            s.sendall(b"GET /admin/api/logs/stream HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            self.assertIn(b"text/event-stream", s.recv(65536))
+            s.close()
+            for _ in range(3):  # lines logged after the client left go nowhere
+                request(gw.admin_port, "/admin/api/logs/stream?level=loud")
+                chat(gw.api_port, "u", "hello")
+            self.assertEqual(request(gw.admin_port, "/readyz")[0], 200)
 
 
 class ExposureTest(unittest.TestCase):
