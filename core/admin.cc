@@ -20,6 +20,8 @@
 #include "loop.h"
 #include "metrics.h"
 #include "plugin_instance.h"
+#include "recent_conversations.h"
+#include "router.h"
 
 namespace cg {
 namespace {
@@ -110,6 +112,20 @@ size_t open_fds() {
   return n;
 }
 
+// The value of `key` in a query string ("level=warn&lines=20"), or empty.
+std::string_view query_value(std::string_view query, std::string_view key) {
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    if (pair.size() > key.size() && pair.starts_with(key) && pair[key.size()] == '=') {
+      return pair.substr(key.size() + 1);
+    }
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return {};
+}
+
 // True when the request names this host by a loopback name or address. An
 // admin listener without a token answers only such requests: a web page
 // whose DNS name was rebound to 127.0.0.1 sends its own name in Host.
@@ -183,6 +199,22 @@ int AdminApi::install(HttpServer &admin) {
                            if (authorize(*s, ex, req))
                              respond_json(*s, ex, 200, history_->to_json());
                          });
+  }
+  if (rc == 0) {
+    rc =
+        admin.add_route("GET", "/admin/api/conversations", false,
+                        [this, s](HttpExchange *ex, const HttpRequest &req) {
+                          if (!authorize(*s, ex, req)) return;
+                          const RecentConversations *recent = router_.recent();
+                          respond_json(*s, ex, 200,
+                                       recent ? recent->to_json(query_value(req.query(), "channel"))
+                                              : std::string(R"({"conversations":[]})"));
+                        });
+  }
+  if (rc == 0) {
+    rc = admin.add_route(
+        "POST", "/admin/api/conversations/reset", false,
+        [this, s](HttpExchange *ex, const HttpRequest &req) { reset_conversation(*s, ex, req); });
   }
   if (rc == 0) {
     rc =
@@ -505,20 +537,6 @@ void AdminApi::logout(HttpServer &server, HttpExchange *ex, const HttpRequest &r
 
 namespace {
 
-// The value of `key` in a query string ("level=warn&lines=20"), or empty.
-std::string_view query_value(std::string_view query, std::string_view key) {
-  while (!query.empty()) {
-    const size_t amp = query.find('&');
-    const std::string_view pair = query.substr(0, amp);
-    if (pair.size() > key.size() && pair.starts_with(key) && pair[key.size()] == '=') {
-      return pair.substr(key.size() + 1);
-    }
-    if (amp == std::string_view::npos) break;
-    query.remove_prefix(amp + 1);
-  }
-  return {};
-}
-
 int level_of(std::string_view query) {
   const std::string_view name = query_value(query, "level");
   if (name.empty()) return spdlog::level::trace;
@@ -581,6 +599,33 @@ void AdminApi::logs_stream(HttpServer &server, HttpExchange *ex, const HttpReque
     tails_.erase(it);
     server.stream_end(ex);
   });
+}
+
+void AdminApi::reset_conversation(HttpServer &server, HttpExchange *ex, const HttpRequest &req) {
+  if (!authorize(server, ex, req, true)) return;
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  std::string_view channel, conversation;
+  if (parser.parse(req.body().data(), req.body().size()).get(doc) != simdjson::SUCCESS ||
+      doc["channel"].get(channel) != simdjson::SUCCESS ||
+      doc["conversation"].get(conversation) != simdjson::SUCCESS) {
+    respond_json(server, ex, 400,
+                 R"({"error":"expected {\"channel\": ..., \"conversation\": ...}"})");
+    return;
+  }
+  // The exchange stays valid until answered; the callback answers it.
+  const int rc = router_.reset_conversation(channel, conversation, [&server, ex](int status) {
+    if (status == 0 || status == CG_ENOENT) {
+      respond_json(server, ex, 200, R"({"reset":true})");
+    } else {
+      respond_json(server, ex, 503,
+                   "{\"error\":" + json_quote(std::string("cache: ") + cg_strerror(status)) + "}");
+    }
+  });
+  if (rc != 0) {
+    respond_json(server, ex, 503,
+                 "{\"error\":" + json_quote(std::string("cache: ") + cg_strerror(rc)) + "}");
+  }
 }
 
 void AdminApi::push_log_lines() {

@@ -11,6 +11,8 @@
 //   GET /admin/api/logs     ?level=warn&lines=200: the last log lines (token)
 //   GET /admin/api/logs/stream  ?level=info: server-sent events, the last
 //                           100 lines then each new one (token)
+//   GET /admin/api/conversations  ?channel=api: recent conversations (token)
+//   POST /admin/api/conversations/reset  {"channel","conversation"} (token)
 //   GET /admin/api/session  {"auth","csrf"} for the page, or 401
 //   POST /admin/api/login   {"token"} -> a session cookie and its CSRF token
 //   POST /admin/api/logout  ends the session
@@ -29,7 +31,7 @@
 // is answered 429 for admin.lockoutSeconds. Without a token (allowed only on
 // loopback, see config.cc) the API is open. The probes and /metrics carry
 // no secrets and need no token, so load balancers and Prometheus can reach
-// them. Not yet built: conversations, reset, send and reload.
+// them. Not yet built: send and reload.
 //
 // THREAD: not thread-safe; loop thread only.
 #pragma once
@@ -86,6 +88,7 @@ class AdminApi {
   void logout(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
   void asset(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
   void logs(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
+  void reset_conversation(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
   void logs_stream(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
   // New log lines arrived (posted by the log ring's watcher): to each tail.
   void push_log_lines();

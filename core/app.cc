@@ -182,6 +182,7 @@ int App::start() {
   PluginInstance *cache = instance(config_.router.cache);
   services_->cache = cache;
   router_ = std::make_unique<Router>(*loop_, config_.router, *model, cache, *metrics_);
+  router_->track_conversations(config_.admin.show_content);
   for (auto &p : plugins_) {
     if (p->kind() == CG_KIND_CHANNEL) channels_.push_back(std::make_unique<PluginChannel>(*p));
   }

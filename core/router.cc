@@ -6,12 +6,14 @@
 #include <algorithm>
 #include <cctype>
 #include <chatgate/cpp.hpp>
+#include <chrono>
 #include <iterator>
 
 #include "channel.h"
 #include "loop.h"
 #include "metrics.h"
 #include "plugin_instance.h"
+#include "recent_conversations.h"
 
 namespace cg {
 namespace {
@@ -388,8 +390,16 @@ struct Router::Job {
     Router *r = router;
     ChannelSeries &s = r->series(channel());
     if (double *c = (extra_flags & CG_REPLY_ERROR) ? s.failed : s.answered) *c += 1;
+    const uint64_t latency_ms = r->loop_.now_ms() - msg.received_ms;
     if (s.reply_latency != nullptr) {
-      s.reply_latency->observe(static_cast<double>(r->loop_.now_ms() - msg.received_ms) / 1000.0);
+      s.reply_latency->observe(static_cast<double>(latency_ms) / 1000.0);
+    }
+    if (r->recent_) {
+      const auto unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+      r->recent_->record(channel(), msg.conversation_id, msg.text, text,
+                         (extra_flags & CG_REPLY_ERROR) != 0, latency_ms, unix_ms, turns.size());
     }
     send(text, CG_REPLY_FINAL | extra_flags);
     r->finish(this);
@@ -405,6 +415,33 @@ struct Router::Job {
     job->router->finish(job);
   }
 };
+
+void Router::track_conversations(bool keep_content) {
+  recent_ = std::make_unique<RecentConversations>(keep_content);
+}
+
+namespace {
+struct ResetCall {
+  std::function<void(int)> done;
+};
+}  // namespace
+
+int Router::reset_conversation(std::string_view channel, std::string_view conversation,
+                               std::function<void(int)> done) {
+  if (cache_ == nullptr) return CG_EUNAVAIL;
+  const std::string key = fmt::format("c:{}:{}", channel, conversation);
+  if (recent_) recent_->reset(channel, conversation);
+  auto call = std::make_unique<ResetCall>(ResetCall{std::move(done)});
+  const int rc = cache_->cache_ops()->del(
+      cache_->state(), cs(key),
+      [](void *arg, int status, cg_str_t) {
+        std::unique_ptr<ResetCall> c(static_cast<ResetCall *>(arg));
+        c->done(status);
+      },
+      call.get());
+  if (rc == 0) (void)call.release();  // the callback owns it
+  return rc;
+}
 
 Router::Router(Loop &loop, const RouterConfig &config, PluginInstance &model, PluginInstance *cache,
                Metrics &metrics)

@@ -32,6 +32,8 @@ class Metrics;
 class PluginInstance;
 struct Histogram;
 
+class RecentConversations;
+
 class Router {
  public:
   // `model` and `cache` are started instances of those kinds; `cache` may
@@ -59,6 +61,17 @@ class Router {
   // messages that start afterwards are answered with the shutdown text.
   void cancel_all();
   Loop &loop() const { return loop_; }
+
+  // Keeps the recently answered conversations for the admin page, with the
+  // last question and answer when `keep_content`.
+  void track_conversations(bool keep_content);
+  // Null unless track_conversations ran.
+  const RecentConversations *recent() const { return recent_.get(); }
+  // Deletes a conversation's context from the cache, as its /reset would.
+  // done(status) follows, never inside the call: 0, CG_ENOENT (nothing
+  // stored), CG_EUNAVAIL (no cache) or the cache's error.
+  int reset_conversation(std::string_view channel, std::string_view conversation,
+                         std::function<void(int)> done);
 
   struct Job;  // one message's journey; internal
 
@@ -103,6 +116,7 @@ class Router {
   // Finished jobs kept for reuse: their strings and vectors keep capacity.
   std::vector<std::unique_ptr<Job>> spare_;
   Histogram *model_latency_ = nullptr;
+  std::unique_ptr<RecentConversations> recent_;
   double *cache_hits_ = nullptr;    // a conversation's context was found
   double *cache_misses_ = nullptr;  // none stored (a new conversation, or expired)
   // Reply tokens whose sender left before the router consumed the message.

@@ -7,6 +7,7 @@ const state = { csrf: '', charts: {}, timer: null, tail: null,
                 conversation: 'web-' + Math.random().toString(36).slice(2, 10) };
 
 const $ = (id) => document.getElementById(id);
+const PAGES = ['overview', 'chat', 'conversations', 'config', 'logs'];
 
 async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
@@ -18,10 +19,10 @@ async function api(path, options = {}) {
 }
 
 function show(section) {
-  for (const id of ['login', 'overview', 'chat', 'config', 'logs']) $(id).hidden = id !== section;
+  for (const id of ['login', ...PAGES]) $(id).hidden = id !== section;
   $('nav').hidden = section === 'login';
   if (section !== 'logs' && state.tail) { state.tail.close(); state.tail = null; }
-  for (const id of ['overview', 'chat', 'config', 'logs']) {
+  for (const id of PAGES) {
     $('nav-' + id).classList.toggle('active', id === section);
   }
 }
@@ -41,9 +42,10 @@ async function start() {
 }
 
 function route() {
-  const section = { '#chat': 'chat', '#config': 'config', '#logs': 'logs' }[location.hash] ||
-                  'overview';
+  const wanted = location.hash.slice(1);
+  const section = PAGES.includes(wanted) ? wanted : 'overview';
   show(section);
+  if (section === 'conversations') loadConversations();
   if (section === 'logs') tailLogs();
   if (section === 'config') {
     api('/admin/api/config').then((r) => r.json())
@@ -157,6 +159,31 @@ function drawCharts(history) {
   setChart('chart-cache', labels, [{ label: 'hits / context loads',
     data: s.map((x) => gap(x.cacheHit)) }], { scales: { y: { min: 0, max: 1 } } });
   setChart('chart-errors', labels, [{ label: 'error lines', data: s.map((x) => x.errors) }]);
+}
+
+async function loadConversations() {
+  const doc = await api('/admin/api/conversations').then((r) => r.json()).catch(() => null);
+  if (!doc) return;
+  const body = $('conversations-table').querySelector('tbody');
+  body.replaceChildren(...doc.conversations.map((c) => {
+    const tr = document.createElement('tr');
+    const exchange = c.question !== undefined ? `${c.question} → ${c.answer}` : '(hidden)';
+    tr.append(cell(c.channel), cell(c.conversation), cell(c.messages), cell(c.failed),
+              cell(c.turns), cell(c.lastLatencyMs + ' ms'),
+              cell(new Date(c.lastAt).toLocaleTimeString()), cell(exchange));
+    const td = document.createElement('td');
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.textContent = 'Reset';
+    button.addEventListener('click', async () => {
+      await api('/admin/api/conversations/reset', { method: 'POST',
+        body: JSON.stringify({ channel: c.channel, conversation: c.conversation }) });
+      loadConversations();
+    });
+    td.append(button);
+    tr.append(td);
+    return tr;
+  }));
 }
 
 // The last lines at the chosen level, then each new one (server-sent events).

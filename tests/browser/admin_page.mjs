@@ -107,6 +107,18 @@ try {
         'a chat message gets the streamed reply through the router');
 
   // Back to the overview: the web channel's message shows in the charts.
+  await page.click('#nav-conversations');
+  await page.waitForFunction(() => document.querySelectorAll('#conversations-table tbody tr').length > 0);
+  const conv = await page.textContent('#conversations-table tbody tr');
+  check(conv.includes('web') && conv.includes('(hidden)'),
+        'the conversations page lists the web conversation without its text');
+  await page.click('#conversations-table tbody tr button');
+  await page.waitForFunction(() => {
+    const cells = document.querySelectorAll('#conversations-table tbody tr td');
+    return cells.length > 4 && cells[4].textContent === '0';
+  });
+  check(true, 'resetting a conversation from the page clears its context turns');
+
   await page.click('#nav-logs');
   await page.waitForFunction(() => [...document.querySelectorAll('#logs-list li')]
     .some((li) => li.textContent.includes(' ready in ')));

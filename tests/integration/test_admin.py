@@ -368,6 +368,48 @@ class ConfigTest(unittest.TestCase):
             self.assertEqual(request(gw.admin_port, "/admin/api/config")[0], 401)
 
 
+class ConversationsTest(unittest.TestCase):
+    def run_conversations(self, show_content):
+        top = "admin:\n  showContent: %s\n" % ("true" if show_content else "false")
+        with Gateway(top_extra=top) as gw:
+            chat(gw.api_port, "ann", "first question")
+            chat(gw.api_port, "ann", "second question")
+            chat(gw.api_port, "bob", "hello")
+            status, body, _ = request(gw.admin_port, "/admin/api/conversations")
+            self.assertEqual(status, 200, body)
+            convs = json.loads(body)["conversations"]
+            # Most recent first.
+            self.assertEqual([(c["channel"], c["conversation"], c["messages"], c["turns"])
+                              for c in convs], [("api", "bob", 1, 1), ("api", "ann", 2, 2)])
+            status, body, _ = request(gw.admin_port, "/admin/api/conversations?channel=web")
+            self.assertEqual(json.loads(body)["conversations"], [])
+            # Reset ann's context through the admin API (CSRF token required).
+            csrf = json.loads(request(gw.admin_port, "/admin/api/session")[1])["csrf"]
+            reset = json.dumps({"channel": "api", "conversation": "ann"})
+            self.assertEqual(request(gw.admin_port, "/admin/api/conversations/reset", method="POST",
+                                     body=reset)[0], 403)
+            status, body, _ = request(gw.admin_port, "/admin/api/conversations/reset",
+                                      {"X-CSRF-Token": csrf}, method="POST", body=reset)
+            self.assertEqual((status, json.loads(body)), (200, {"reset": True}))
+            self.assertEqual(chat(gw.api_port, "ann", "after reset")[1]["answer"],
+                             "echo: after reset (turn 1)")
+            status, body, _ = request(gw.admin_port, "/admin/api/conversations/reset",
+                                      {"X-CSRF-Token": csrf}, method="POST", body="{}")
+            self.assertEqual(status, 400)
+            return json.loads(request(gw.admin_port, "/admin/api/conversations")[1])["conversations"]
+
+    def test_content_is_hidden_by_default(self):
+        convs = self.run_conversations(False)
+        self.assertNotIn("question", convs[0])
+        self.assertNotIn("answer", convs[0])
+        self.assertEqual((convs[0]["conversation"], convs[0]["turns"]), ("ann", 1))
+
+    def test_content_shows_with_show_content(self):
+        convs = self.run_conversations(True)
+        self.assertEqual(convs[0]["question"], "after reset")
+        self.assertEqual(convs[0]["answer"], "echo: after reset (turn 1)")
+
+
 class LogsTest(unittest.TestCase):
     def test_last_lines_and_a_live_tail_filtered_by_level(self):
         with Gateway(top_extra="admin:\n  token: ${ADMIN_T}\n  maxLoginFailures: 2\n",
