@@ -20,6 +20,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "plugin_instance.h"
+#include "plugin_loader.h"
 #include "recent_conversations.h"
 #include "router.h"
 
@@ -35,19 +36,6 @@ std::string sha256(std::string_view data) {
   unsigned int len = 0;
   EVP_Digest(data.data(), data.size(), md.data(), &len, EVP_sha256(), nullptr);
   return {reinterpret_cast<const char *>(md.data()), len};
-}
-
-const char *kind_name(uint32_t kind) {
-  switch (kind) {
-    case CG_KIND_CHANNEL:
-      return "channel";
-    case CG_KIND_MODEL:
-      return "model";
-    case CG_KIND_CACHE:
-      return "cache";
-    default:
-      return "unknown";
-  }
 }
 
 const char *state_name(int state) {
@@ -174,119 +162,82 @@ int AdminApi::install_probes(HttpServer &server, bool healthz) {
 }
 
 int AdminApi::install(HttpServer &admin) {
-  admin_ = &admin;
-  HttpServer *s = &admin;
+  admin_server_ = &admin;
+  HttpServer &s = admin;
   if (const int rc = install_probes(admin, true); rc != 0) return rc;
-  int rc = admin.add_route("GET", "/metrics", false,
-                           [this, s](HttpExchange *ex, const HttpRequest &) { metrics(*s, ex); });
-  if (rc == 0) {
-    rc = admin.add_route("GET", "/admin/api/status", false,
-                         [this, s](HttpExchange *ex, const HttpRequest &req) {
-                           if (authorize(*s, ex, req)) status(*s, ex);
-                         });
+  history_ =
+      std::make_unique<AdminHistory>(loop_, metrics_, config_.admin.chart_interval_seconds * 1000);
+  // A GET of the admin API: authorized, then answered with body(req).
+  auto guarded = [this, &s](auto body) -> HttpHandler {
+    return [this, &s, body](HttpExchange *ex, const HttpRequest &req) {
+      if (authorize(s, ex, req)) respond_json(s, ex, 200, body(req));
+    };
+  };
+  // Handlers that authorize (or not) for themselves.
+  auto own = [this, &s](void (AdminApi::*fn)(HttpServer &, HttpExchange *,
+                                             const HttpRequest &)) -> HttpHandler {
+    return [this, &s, fn](HttpExchange *ex, const HttpRequest &req) { (this->*fn)(s, ex, req); };
+  };
+  struct Route {
+    const char *method, *path;
+    bool prefix;
+    HttpHandler handler;
+  };
+  const Route routes[] = {
+      {"GET", "/metrics", false,
+       [this, &s](HttpExchange *ex, const HttpRequest &) { metrics(s, ex); }},
+      {"GET", "/admin/api/status", false,
+       guarded([this](const HttpRequest &) { return status(); })},
+      {"GET", "/admin/api/plugins", false,
+       guarded([this](const HttpRequest &) { return plugins(); })},
+      {"GET", "/admin/api/history", false,
+       guarded([this](const HttpRequest &) { return history_->to_json(); })},
+      {"GET", "/admin/api/config", false,
+       guarded([this](const HttpRequest &) { return admin_config_json(config_, plugins_); })},
+      {"GET", "/admin/api/conversations", false, guarded([this](const HttpRequest &req) {
+         const RecentConversations *recent = router_.recent();
+         return recent ? recent->to_json(query_value(req.query(), "channel"))
+                       : std::string(R"({"conversations":[]})");
+       })},
+      {"POST", "/admin/api/conversations/reset", false, own(&AdminApi::reset_conversation)},
+      {"GET", "/admin/api/logs", false, own(&AdminApi::logs)},
+      {"GET", "/admin/api/logs/stream", false, own(&AdminApi::logs_stream)},
+      {"GET", "/admin/api/session", false, own(&AdminApi::session)},
+      {"POST", "/admin/api/login", false, own(&AdminApi::login)},
+      {"POST", "/admin/api/logout", false, own(&AdminApi::logout)},
+      {"GET", "/admin/", true, own(&AdminApi::asset)},
+      // Browsers ask for it on every visit; there is none.
+      {"GET", "/favicon.ico", false,
+       [&s](HttpExchange *ex, const HttpRequest &) { s.respond(ex, 204, {}, {}); }},
+      {"GET", "/", false,
+       [&s](HttpExchange *ex, const HttpRequest &) {
+         const std::array<HttpHeader, 1> location = {{{"Location", "/admin/"}}};
+         s.respond(ex, 302, location, {});
+       }},
+  };
+  for (const Route &r : routes) {
+    if (const int rc = admin.add_route(r.method, r.path, r.prefix, r.handler); rc != 0) return rc;
   }
-  if (rc == 0) {
-    rc = admin.add_route("GET", "/admin/api/plugins", false,
-                         [this, s](HttpExchange *ex, const HttpRequest &req) {
-                           if (authorize(*s, ex, req)) plugins(*s, ex);
-                         });
+  web_chat_ = std::make_unique<ChatApi>(admin, router_, "web");
+  if (const int rc = web_chat_->install("/admin/api/chat",
+                                        [this, &s](HttpExchange *ex, const HttpRequest &req) {
+                                          return authorize(s, ex, req, true);
+                                        });
+      rc != 0) {
+    return rc;
   }
-  if (rc == 0) {
-    history_ = std::make_unique<AdminHistory>(loop_, metrics_,
-                                              config_.admin.chart_interval_seconds * 1000);
-    rc = admin.add_route("GET", "/admin/api/history", false,
-                         [this, s](HttpExchange *ex, const HttpRequest &req) {
-                           if (authorize(*s, ex, req))
-                             respond_json(*s, ex, 200, history_->to_json());
-                         });
-  }
-  if (rc == 0) {
-    rc =
-        admin.add_route("GET", "/admin/api/conversations", false,
-                        [this, s](HttpExchange *ex, const HttpRequest &req) {
-                          if (!authorize(*s, ex, req)) return;
-                          const RecentConversations *recent = router_.recent();
-                          respond_json(*s, ex, 200,
-                                       recent ? recent->to_json(query_value(req.query(), "channel"))
-                                              : std::string(R"({"conversations":[]})"));
-                        });
-  }
-  if (rc == 0) {
-    rc = admin.add_route(
-        "POST", "/admin/api/conversations/reset", false,
-        [this, s](HttpExchange *ex, const HttpRequest &req) { reset_conversation(*s, ex, req); });
-  }
-  if (rc == 0) {
-    rc =
-        admin.add_route("GET", "/admin/api/logs", false,
-                        [this, s](HttpExchange *ex, const HttpRequest &req) { logs(*s, ex, req); });
-  }
-  if (rc == 0) {
-    rc = admin.add_route(
-        "GET", "/admin/api/logs/stream", false,
-        [this, s](HttpExchange *ex, const HttpRequest &req) { logs_stream(*s, ex, req); });
-  }
-  if (rc == 0) {
-    admin_server_ = &admin;
-    // New lines wake the loop once (the watcher runs on the logger's thread).
-    Loop *loop = &loop_;
-    log_ring_watch([loop, this] {
-      loop->post([](void *arg) { static_cast<AdminApi *>(arg)->push_log_lines(); }, this);
-    });
-  }
-  if (rc == 0) {
-    rc = admin.add_route("GET", "/admin/api/config", false,
-                         [this, s](HttpExchange *ex, const HttpRequest &req) {
-                           if (authorize(*s, ex, req)) {
-                             respond_json(*s, ex, 200, admin_config_json(config_, plugins_));
-                           }
-                         });
-  }
-  if (rc == 0) {
-    rc = admin.add_route(
-        "GET", "/admin/api/session", false,
-        [this, s](HttpExchange *ex, const HttpRequest &req) { session(*s, ex, req); });
-  }
-  if (rc == 0) {
-    rc = admin.add_route(
-        "POST", "/admin/api/login", false,
-        [this, s](HttpExchange *ex, const HttpRequest &req) { login(*s, ex, req); });
-  }
-  if (rc == 0) {
-    rc = admin.add_route(
-        "POST", "/admin/api/logout", false,
-        [this, s](HttpExchange *ex, const HttpRequest &req) { logout(*s, ex, req); });
-  }
-  if (rc == 0) {
-    web_chat_ = std::make_unique<ChatApi>(admin, router_, "web");
-    rc = web_chat_->install("/admin/api/chat", [this, s](HttpExchange *ex, const HttpRequest &req) {
-      return authorize(*s, ex, req, true);
-    });
-  }
-  if (rc == 0) {
-    rc = admin.add_route(
-        "GET", "/admin/", true,
-        [this, s](HttpExchange *ex, const HttpRequest &req) { asset(*s, ex, req); });
-  }
-  if (rc == 0) {
-    // Browsers ask for it on every visit; there is none.
-    rc = admin.add_route("GET", "/favicon.ico", false, [s](HttpExchange *ex, const HttpRequest &) {
-      s->respond(ex, 204, {}, {});
-    });
-  }
-  if (rc == 0) {
-    rc = admin.add_route("GET", "/", false, [s](HttpExchange *ex, const HttpRequest &) {
-      const std::array<HttpHeader, 1> location = {{{"Location", "/admin/"}}};
-      s->respond(ex, 302, location, {});
-    });
-  }
-  if (rc == 0 && token_digest_.empty()) {
+  // New log lines wake the loop once (the watcher runs on the logger's thread).
+  Loop *loop = &loop_;
+  log_ring_watch([loop, this] {
+    loop->post([](void *arg) { static_cast<AdminApi *>(arg)->push_log_lines(); }, this);
+  });
+  if (token_digest_.empty()) {
     spdlog::warn(
         "listener 'admin': no admin.token is set, so anyone who can reach {}:{} may use the admin "
         "API; set admin.token (from the environment) before exposing it",
         config_.admin_listener.address, config_.admin_listener.port);
   }
-  return rc;
+  return 0;
 }
 
 // Ready when no instance is starting or failed; a degraded instance (a
@@ -338,8 +289,8 @@ void AdminApi::update_process_metrics() {
     *g = 1;
   }
   for (const auto &p : plugins_) {
-    const std::string labels =
-        "plugin_instance=" + json_quote(p->name()) + ",kind=\"" + kind_name(p->kind()) + "\"";
+    const std::string labels = "plugin_instance=" + json_quote(p->name()) + ",kind=\"" +
+                               std::string(plugin_kind_name(p->kind())) + "\"";
     if (double *g = metrics_.gauge("chatgate_plugin_state", labels,
                                    "0 starting, 1 running, 2 degraded, 3 failed")) {
       *g = p->health();
@@ -675,7 +626,7 @@ void AdminApi::asset(HttpServer &server, HttpExchange *ex, const HttpRequest &re
   respond_json(server, ex, 404, R"({"error":"not found"})");
 }
 
-void AdminApi::status(HttpServer &server, HttpExchange *ex) {
+std::string AdminApi::status() const {
   auto listener = [](const HttpListenerConfig &c, int port) {
     return "{\"name\":" + json_quote(c.name) + ",\"address\":" + json_quote(c.address) +
            ",\"port\":" + std::to_string(port) + "}";
@@ -687,14 +638,14 @@ void AdminApi::status(HttpServer &server, HttpExchange *ex) {
       std::to_string(CG_ABI_MINOR) +
       "\",\"uptimeSeconds\":" + std::to_string((loop_.now_ms() - started_ms_) / 1000) +
       ",\"listeners\":[" + listener(config_.api, api_.port());
-  if (admin_ != nullptr) body += "," + listener(config_.admin_listener, admin_->port());
+  if (admin_server_ != nullptr) body += "," + listener(config_.admin_listener, admin_server_->port());
   body += "],\"instances\":" + std::to_string(plugins_.size()) +
           ",\"running\":" + std::to_string(running) +
           ",\"inFlight\":" + std::to_string(api_.in_flight()) + "}";
-  respond_json(server, ex, 200, body);
+  return body;
 }
 
-void AdminApi::plugins(HttpServer &server, HttpExchange *ex) {
+std::string AdminApi::plugins() const {
   std::string body = "{\"plugins\":[";
   bool first = true;
   for (const auto &p : plugins_) {
@@ -702,13 +653,13 @@ void AdminApi::plugins(HttpServer &server, HttpExchange *ex) {
     if (!first) body += ",";
     first = false;
     body += "{\"instance\":" + json_quote(p->name()) + ",\"plugin\":" + json_quote(d->name) +
-            ",\"kind\":\"" + kind_name(d->kind) + "\",\"version\":" + json_quote(d->version) +
-            ",\"abi\":\"" + std::to_string(d->abi_major) + "." + std::to_string(d->abi_minor) +
-            "\",\"state\":\"" + state_name(p->health()) +
-            "\",\"reason\":" + json_quote(p->health_reason()) + "}";
+            ",\"kind\":\"" + std::string(plugin_kind_name(d->kind)) +
+            "\",\"version\":" + json_quote(d->version) + ",\"abi\":\"" +
+            std::to_string(d->abi_major) + "." + std::to_string(d->abi_minor) + "\",\"state\":\"" +
+            state_name(p->health()) + "\",\"reason\":" + json_quote(p->health_reason()) + "}";
   }
   body += "]}";
-  respond_json(server, ex, 200, body);
+  return body;
 }
 
 }  // namespace cg

@@ -98,8 +98,8 @@ class AdminApi {
   void end_streams();
 
  private:
-  void status(HttpServer &server, HttpExchange *ex);
-  void plugins(HttpServer &server, HttpExchange *ex);
+  std::string status() const;   // /admin/api/status's JSON
+  std::string plugins() const;  // /admin/api/plugins's JSON
   void update_process_metrics();
 
   const Config &config_;
@@ -107,7 +107,6 @@ class AdminApi {
   Metrics &metrics_;
   const std::vector<std::unique_ptr<PluginInstance>> &plugins_;
   const HttpServer &api_;
-  const HttpServer *admin_ = nullptr;
   uint64_t started_ms_;
   std::string token_digest_;  // SHA-256 of admin.token, or empty
   struct Failures {
@@ -129,7 +128,7 @@ class AdminApi {
     int min_level = 0;
     uint64_t after_seq = 0;
   };
-  HttpServer *admin_server_ = nullptr;
+  HttpServer *admin_server_ = nullptr;  // the admin listener, once install() ran
   std::vector<Tail> tails_;  // live /admin/api/logs/stream answers
 };
 
