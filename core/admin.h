@@ -26,12 +26,11 @@
 // read it, so cannot forge the call. Bearer calls need no CSRF token (no
 // ambient credential).
 //
-// Auth for /admin/api/: `Authorization: Bearer <admin.token>`, compared in
-// constant time; an address that sends admin.maxLoginFailures wrong tokens
-// is answered 429 for admin.lockoutSeconds. Without a token (allowed only on
-// loopback, see config.cc) the API is open. The probes and /metrics carry
-// no secrets and need no token, so load balancers and Prometheus can reach
-// them. Not yet built: send and reload.
+// Auth for /admin/api/: `Authorization: Bearer <admin.token>` (or the
+// page's session cookie), compared in constant time; an address that sends admin.maxLoginFailures
+// wrong tokens is answered 429 for admin.lockoutSeconds. Without a token (allowed only on loopback,
+// see config.cc) the API is open. The probes and /metrics carry no secrets and need no token, so
+// load balancers and Prometheus can reach them. Not yet built: send and reload.
 //
 // THREAD: not thread-safe; loop thread only.
 #pragma once
@@ -108,7 +107,6 @@ class AdminApi {
   const std::vector<std::unique_ptr<PluginInstance>> &plugins_;
   const HttpServer &api_;
   uint64_t started_ms_;
-  std::string token_digest_;  // SHA-256 of admin.token, or empty
   struct Failures {
     uint32_t count = 0;
     uint64_t locked_until_ms = 0;
@@ -129,7 +127,7 @@ class AdminApi {
     uint64_t after_seq = 0;
   };
   HttpServer *admin_server_ = nullptr;  // the admin listener, once install() ran
-  std::vector<Tail> tails_;  // live /admin/api/logs/stream answers
+  std::vector<Tail> tails_;             // live /admin/api/logs/stream answers
 };
 
 }  // namespace cg
