@@ -1,5 +1,7 @@
 #include "recent_conversations.h"
 
+#include <iterator>
+
 #include "json.h"
 
 namespace cg {
@@ -15,31 +17,42 @@ std::string_view clip(std::string_view s, size_t max) {
 
 }  // namespace
 
-std::string RecentConversations::key(std::string_view channel, std::string_view conversation) {
-  std::string k(channel);
-  k.push_back('\0');
-  k.append(conversation);
-  return k;
+void RecentConversations::make_key(std::string_view channel, std::string_view conversation,
+                                   std::string *out) {
+  out->assign(channel);
+  out->push_back('\0');
+  out->append(conversation);
 }
 
 void RecentConversations::record(std::string_view channel, std::string_view conversation,
                                  std::string_view question, std::string_view answer, bool failed,
                                  uint64_t latency_ms, int64_t unix_ms, size_t turns) {
-  const std::string k = key(channel, conversation);
-  auto it = index_.find(k);
+  // On the reply path of every message: a conversation already listed, or
+  // one that takes the oldest's place once the list is full, costs no
+  // allocation (the key buffer, the list node and the index node are reused).
+  make_key(channel, conversation, &key_buf_);
+  auto it = index_.find(key_buf_);
   if (it != index_.end()) {
     entries_.splice(entries_.begin(), entries_, it->second);
+  } else if (entries_.size() >= kMaxConversations) {
+    entries_.splice(entries_.begin(), entries_, std::prev(entries_.end()));
+    Entry &e = entries_.front();
+    make_key(e.channel, e.conversation, &old_key_buf_);
+    auto node = index_.extract(old_key_buf_);
+    node.key() = key_buf_;
+    node.mapped() = entries_.begin();
+    index_.insert(std::move(node));
+    e.channel.assign(channel);
+    e.conversation.assign(conversation);
+    e.question.clear();
+    e.answer.clear();
+    e.messages = e.failed = 0;
   } else {
     Entry fresh;
     fresh.channel.assign(channel);
     fresh.conversation.assign(conversation);
     entries_.push_front(std::move(fresh));
-    index_.emplace(k, entries_.begin());
-    if (entries_.size() > kMaxConversations) {
-      const Entry &last = entries_.back();
-      index_.erase(key(last.channel, last.conversation));
-      entries_.pop_back();
-    }
+    index_.emplace(key_buf_, entries_.begin());
   }
   Entry &e = entries_.front();
   e.messages++;
@@ -54,7 +67,8 @@ void RecentConversations::record(std::string_view channel, std::string_view conv
 }
 
 void RecentConversations::reset(std::string_view channel, std::string_view conversation) {
-  auto it = index_.find(key(channel, conversation));
+  make_key(channel, conversation, &key_buf_);
+  auto it = index_.find(key_buf_);
   if (it != index_.end()) it->second->turns = 0;
 }
 

@@ -39,11 +39,12 @@ class RecentConversations {
     int64_t last_unix_ms = 0;
     size_t turns = 0;
   };
-  static std::string key(std::string_view channel, std::string_view conversation);
+  static void make_key(std::string_view channel, std::string_view conversation, std::string *out);
 
   bool keep_content_;
   std::list<Entry> entries_;  // most recent first
   std::unordered_map<std::string, std::list<Entry>::iterator> index_;
+  std::string key_buf_, old_key_buf_;  // reused: no allocation per lookup
 };
 
 }  // namespace cg
