@@ -272,6 +272,10 @@ class PageTest(unittest.TestCase):
             status, body, _ = request(gw.admin_port, "/admin/api/login", method="POST",
                                       body=json.dumps({"token": "wrong"}))
             self.assertEqual(status, 401)
+            for bad in ("not json", '{"token": 5}', "{}"):
+                status, body, _ = request(gw.admin_port, "/admin/api/login", method="POST", body=bad)
+                self.assertEqual(status, 400, bad)
+                self.assertIn("expected", json.loads(body)["error"])
             cookie, csrf = self.login(gw)
             status, body, _ = request(gw.admin_port, "/admin/api/session", {"Cookie": cookie})
             self.assertEqual(json.loads(body), {"auth": "token", "csrf": csrf})
