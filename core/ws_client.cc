@@ -10,6 +10,7 @@
 #include <array>
 #include <cctype>
 #include <chatgate/cpp.hpp>
+#include <cstdlib>
 #include <random>
 #include <utility>
 
@@ -146,6 +147,7 @@ struct WsClient::Conn {
     kWaitCtx,  // for the TLS context
     kResolving,
     kConnecting,
+    kProxy,      // CONNECT sent to the proxy, waiting for its 200
     kTls,        // TLS handshake
     kUpgrading,  // upgrade request sent, waiting for 101
     kOpen,
@@ -159,6 +161,7 @@ struct WsClient::Conn {
   void *arg = nullptr;
   const void *owner = nullptr;  // the plugin instance that opened it
   ParsedUrl url;
+  const WsProxy *proxy = nullptr;  // the proxy to tunnel through, or null
   std::vector<std::pair<std::string, std::string>> headers;
   uint64_t connect_timeout_ms = 0;
   uint64_t ping_interval_ms = 0;
@@ -212,6 +215,8 @@ struct WsClient::Conn {
   int write_frame(uint8_t opcode, std::string_view payload);
   void send_close(uint16_t code, std::string_view why);
   void send_upgrade();
+  void begin_session();  // TLS (wss) or the upgrade (ws), once connected
+  void on_proxy_answer(std::string_view data);
 };
 
 namespace {
@@ -376,6 +381,50 @@ void WsClient::Conn::on_connected(int status) {
     end(CG_EIO, kWsAbnormal, std::string("read: ") + uv_strerror(rc));
     return;
   }
+  if (proxy != nullptr) {
+    // A tunnel through the proxy (RFC 9110 section 9.3.6), for ws:// too:
+    // proxies pass an upgraded connection reliably only inside CONNECT.
+    state = State::kProxy;
+    const std::string target = url.host.find(':') != std::string::npos
+                                   ? "[" + url.host + "]:" + std::to_string(url.port)
+                                   : url.host + ":" + std::to_string(url.port);
+    std::string req = "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n";
+    if (!proxy->authorization.empty()) {
+      req += "Proxy-Authorization: Basic " + proxy->authorization + "\r\n";
+    }
+    req += "\r\n";
+    write_raw(std::move(req));
+    return;
+  }
+  begin_session();
+}
+
+void WsClient::Conn::on_proxy_answer(std::string_view data) {
+  const size_t before = head.size();
+  head.append(data);
+  const size_t end_of_head = head.find("\r\n\r\n", before >= 3 ? before - 3 : 0);
+  if (end_of_head == std::string::npos) {
+    if (head.size() > kMaxUpgradeAnswer)
+      end(CG_EIO, kWsAbnormal, "proxy answer larger than 16 KiB");
+    return;
+  }
+  // "HTTP/1.1 200 Connection established": only the status matters.
+  int status = 0;
+  if (head.starts_with("HTTP/1.") && head.size() > 12) {
+    status = std::atoi(head.c_str() + 9);
+  }
+  if (status != 200) {
+    end(CG_EIO, kWsAbnormal,
+        "proxy refused the tunnel: " +
+            (status > 0 ? "HTTP " + std::to_string(status) : std::string("malformed answer")));
+    return;
+  }
+  // A proxy sends nothing of the server's before the client speaks.
+  head.clear();
+  begin_session();
+}
+
+void WsClient::Conn::begin_session() {
   if (url.tls) {
     state = State::kTls;
     tls = std::make_unique<TlsSession>(client->ctx_.get(), url.host, "http/1.1");
@@ -431,6 +480,10 @@ void WsClient::Conn::on_read(ssize_t nread) {
   }
   last_rx_ms = loop().now_ms();
   const std::string_view data(rbuf.data(), static_cast<size_t>(nread));
+  if (state == State::kProxy) {
+    on_proxy_answer(data);
+    return;
+  }
   if (!tls) {
     on_plain(data);
     return;
@@ -583,6 +636,7 @@ void WsClient::Conn::on_timer() {
       const char *stage = state == State::kWaitCtx      ? "loading the CA store"
                           : state == State::kResolving  ? "resolving the host"
                           : state == State::kConnecting ? "connecting"
+                          : state == State::kProxy      ? "waiting for the proxy's tunnel"
                           : state == State::kTls        ? "in the TLS handshake"
                                                         : "waiting for the upgrade answer";
       end(CG_ETIMEDOUT, kWsAbnormal,
@@ -638,7 +692,85 @@ void WsClient::Conn::send_close(uint16_t code, std::string_view why) {
 
 // --- WsClient ---------------------------------------------------------------
 
-WsClient::WsClient(Loop &loop, std::string ca_file) : loop_(loop), ca_file_(std::move(ca_file)) {}
+std::optional<WsProxy> ws_proxy_parse(std::string_view url) {
+  if (!url.starts_with("http://")) return std::nullopt;
+  url.remove_prefix(7);
+  url = url.substr(0, url.find('/'));
+  WsProxy p;
+  if (const size_t at = url.rfind('@'); at != std::string_view::npos) {
+    const std::string_view userinfo = url.substr(0, at);
+    p.authorization =
+        base64(reinterpret_cast<const unsigned char *>(userinfo.data()), userinfo.size());
+    url.remove_prefix(at + 1);
+  }
+  if (url.empty()) return std::nullopt;
+  const size_t bracket = url.rfind(']');
+  const bool has_port =
+      url.find(':', bracket == std::string_view::npos ? 0 : bracket) != std::string_view::npos;
+  ParsedUrl parsed;
+  // The authority has the shape of a ws:// URL's.
+  if (!parse_ws_url("ws://" + std::string(url), &parsed)) return std::nullopt;
+  p.host = parsed.host;
+  if (has_port) p.port = parsed.port;  // else curl's default, 1080
+  return p;
+}
+
+bool ws_no_proxy_match(std::string_view no_proxy, std::string_view host) {
+  while (!no_proxy.empty()) {
+    const size_t comma = no_proxy.find(',');
+    std::string_view entry = no_proxy.substr(0, comma);
+    while (!entry.empty() && entry.front() == ' ') entry.remove_prefix(1);
+    while (!entry.empty() && entry.back() == ' ') entry.remove_suffix(1);
+    if (entry == "*") return true;
+    if (!entry.empty() && entry.front() == '.') entry.remove_prefix(1);
+    if (!entry.empty() &&
+        (iequals(host, entry) ||
+         (host.size() > entry.size() && iequals(host.substr(host.size() - entry.size()), entry) &&
+          host[host.size() - entry.size() - 1] == '.'))) {
+      return true;
+    }
+    if (comma == std::string_view::npos) break;
+    no_proxy.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+namespace {
+
+// The first of `names` set in the environment, or empty.
+std::string env_first(std::initializer_list<const char *> names) {
+  for (const char *name : names) {
+    if (const char *v = std::getenv(name); v != nullptr && *v != '\0') return v;
+  }
+  return {};
+}
+
+std::optional<WsProxy> proxy_from_env(std::initializer_list<const char *> names) {
+  const std::string url = env_first(names);
+  if (url.empty()) return std::nullopt;
+  std::optional<WsProxy> p = ws_proxy_parse(url);
+  if (!p) {
+    // Never the URL itself: it may hold a password.
+    spdlog::error("websocket: {} is not an http://host:port proxy URL; connecting directly",
+                  *names.begin());
+  }
+  return p;
+}
+
+}  // namespace
+
+WsClient::WsClient(Loop &loop, std::string ca_file)
+    : loop_(loop),
+      ca_file_(std::move(ca_file)),
+      https_proxy_(proxy_from_env({"https_proxy", "HTTPS_PROXY"})),
+      http_proxy_(proxy_from_env({"http_proxy", "HTTP_PROXY"})),
+      no_proxy_(env_first({"no_proxy", "NO_PROXY"})) {}
+
+const WsProxy *WsClient::proxy_for(bool tls, std::string_view host) const {
+  const std::optional<WsProxy> &p = tls ? https_proxy_ : http_proxy_;
+  if (!p || ws_no_proxy_match(no_proxy_, host)) return nullptr;
+  return &*p;
+}
 
 WsClient::~WsClient() = default;
 
@@ -691,7 +823,8 @@ void WsClient::start_resolve(Conn *c) {
   hints.ai_flags = AI_ADDRCONFIG;
   c->gai.data = c;
   c->gai_pending = true;
-  const std::string port = std::to_string(c->url.port);
+  const std::string &host = c->proxy != nullptr ? c->proxy->host : c->url.host;
+  const std::string port = std::to_string(c->proxy != nullptr ? c->proxy->port : c->url.port);
   const int rc = uv_getaddrinfo(
       loop_.uv(), &c->gai,
       [](uv_getaddrinfo_t *req, int status, addrinfo *res) {
@@ -709,7 +842,7 @@ void WsClient::start_resolve(Conn *c) {
         conn->next_addr = res;
         conn->try_connect();
       },
-      c->url.host.c_str(), port.c_str(), &hints);
+      host.c_str(), port.c_str(), &hints);
   if (rc != 0) {
     c->gai_pending = false;
     c->end(CG_EIO, kWsAbnormal, std::string("DNS: ") + uv_strerror(rc));
@@ -739,6 +872,7 @@ int WsClient::connect(const void *owner, const cg_ws_connect_t &opts, cg_ws_cb c
     }
     c->headers.emplace_back(name, value);
   }
+  c->proxy = proxy_for(c->url.tls, c->url.host);
   c->client = this;
   c->id = next_id_++;
   c->cb = cb;

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -22,6 +23,24 @@
 namespace cg {
 
 class Loop;
+
+// A proxy from the environment, tunnelled through with CONNECT:
+// https_proxy (or HTTPS_PROXY) for wss://, http_proxy (HTTP_PROXY) for
+// ws://, none for hosts no_proxy (NO_PROXY) names, as curl reads them.
+struct WsProxy {
+  std::string host;
+  uint16_t port = 1080;
+  std::string authorization;  // base64 of "user:password" from the URL, or empty
+};
+
+// Parses "http://[user:password@]host[:port][/]". std::nullopt when it is
+// not such a URL (https:// proxies are not supported).
+std::optional<WsProxy> ws_proxy_parse(std::string_view url);
+
+// True when the comma-separated no_proxy list names `host`: "*", the host
+// itself, or a domain it is in ("example.com" and ".example.com" both
+// cover "a.example.com").
+bool ws_no_proxy_match(std::string_view no_proxy, std::string_view host);
 
 // The delay before reconnect attempt `attempt`: min(max_ms, base_ms *
 // 2^attempt) less a random part of up to half of it. THREAD: any.
@@ -55,12 +74,16 @@ class WsClient {
   void erase(uint64_t id);  // frees a connection whose handles all closed
 
  private:
+  // The proxy for a connection to `host`, or null.
+  const WsProxy *proxy_for(bool tls, std::string_view host) const;
   static void on_ctx_work(void *arg);
   static void on_ctx_done(void *arg, int status);
   void start_resolve(Conn *c);
 
   Loop &loop_;
   std::string ca_file_;
+  std::optional<WsProxy> https_proxy_, http_proxy_;
+  std::string no_proxy_;
   bool closing_ = false;
   uint64_t next_id_ = 1;
   std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;

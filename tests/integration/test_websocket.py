@@ -92,12 +92,12 @@ class TlsWebSocketTest(unittest.TestCase):
         cls.fake.close()
         cls.dir.cleanup()
 
-    def gateway(self, probes, ca=True):
+    def gateway(self, probes, ca=True, env=None):
         port = free_port()
         config = make_config(port, extra_instances=probe_instances(probes))
         if ca:
             config = "httpClient:\n  caFile: %s\n" % self.cert + config
-        gw = Chatgate(config)
+        gw = Chatgate(config, env=env)
         gw.port = port
         return gw
 
@@ -229,6 +229,47 @@ class TlsWebSocketTest(unittest.TestCase):
             p.call("connect")
             p.wait_type(MESSAGE)
             self.assertEqual(p.last(), b"it-works")
+
+    def test_https_proxy_tunnels_wss_and_no_proxy_bypasses_it(self):
+        proxy = FakeProcess([sys.executable, os.path.join(SOURCE_DIR, "tests", "fakes",
+                                                          "fake_proxy.py")])
+        try:
+            def tunnels():
+                return int(get(proxy.port, "/tunnel-count")[1])
+            env = {"https_proxy": "http://127.0.0.1:%d" % proxy.port, "no_proxy": ""}
+            with self.gateway({"p": {"url": self.url("/echo")}}, env=env) as gw:
+                p = Probe(gw, "p")
+                p.call("connect")
+                p.wait_type(OPEN)
+                p.call("text", b"through the tunnel")
+                p.wait_type(MESSAGE)
+                self.assertEqual(p.last(), b"through the tunnel")
+            self.assertEqual(tunnels(), 1)
+            env["no_proxy"] = "example.org,localhost"
+            with self.gateway({"p": {"url": self.url("/echo")}}, env=env) as gw:
+                p = Probe(gw, "p")
+                p.call("connect")
+                p.wait_type(OPEN)
+            self.assertEqual(tunnels(), 1)  # direct this time
+        finally:
+            proxy.close()
+
+    def test_a_refusing_proxy_is_reported(self):
+        def refuse(conn):
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+            time.sleep(1)
+        server, port = raw_server(refuse)
+        try:
+            env = {"https_proxy": "http://127.0.0.1:%d" % port, "no_proxy": ""}
+            with self.gateway({"p": {"url": self.url("/echo")}}, env=env) as gw:
+                p = Probe(gw, "p")
+                p.call("connect")
+                c = p.closed()
+                self.assertEqual(c["result"], EIO, c)
+                self.assertIn("proxy refused the tunnel: HTTP 407", c["reason"])
+        finally:
+            server.close()
 
     def test_shutdown_closes_open_connections(self):
         with self.gateway({"p": {"url": self.url("/echo")}}) as gw:

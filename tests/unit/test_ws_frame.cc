@@ -196,3 +196,34 @@ TEST_CASE("backoff_delay_ms doubles up to the cap with up to half jitter", "[ws]
   CHECK(cg::backoff_delay_ms(1000000, 100, 30000) <= 30000);  // no overflow
   CHECK(cg::backoff_delay_ms(3, 0, 30000) == 0);
 }
+
+TEST_CASE("ws_proxy_parse reads http:// proxy URLs as curl does", "[ws]") {
+  auto p = cg::ws_proxy_parse("http://proxy.corp:3128");
+  REQUIRE(p);
+  CHECK(p->host == "proxy.corp");
+  CHECK(p->port == 3128);
+  CHECK(p->authorization.empty());
+  p = cg::ws_proxy_parse("http://proxy.corp/");
+  REQUIRE(p);
+  CHECK(p->port == 1080);
+  p = cg::ws_proxy_parse("http://alice:s3cret@[::1]:8080");
+  REQUIRE(p);
+  CHECK(p->host == "::1");
+  CHECK(p->port == 8080);
+  CHECK(p->authorization == "YWxpY2U6czNjcmV0");  // base64("alice:s3cret")
+  CHECK_FALSE(cg::ws_proxy_parse("https://proxy.corp:3128"));
+  CHECK_FALSE(cg::ws_proxy_parse("proxy.corp:3128"));
+  CHECK_FALSE(cg::ws_proxy_parse("http://"));
+  CHECK_FALSE(cg::ws_proxy_parse("http://host:99999"));
+}
+
+TEST_CASE("ws_no_proxy_match takes hosts, domains and *", "[ws]") {
+  CHECK(cg::ws_no_proxy_match("*", "anything.example"));
+  CHECK(cg::ws_no_proxy_match("localhost, 127.0.0.1", "127.0.0.1"));
+  CHECK(cg::ws_no_proxy_match("example.com", "a.example.com"));
+  CHECK(cg::ws_no_proxy_match(".example.com", "a.b.EXAMPLE.com"));
+  CHECK(cg::ws_no_proxy_match("example.com", "example.com"));
+  CHECK_FALSE(cg::ws_no_proxy_match("example.com", "badexample.com"));
+  CHECK_FALSE(cg::ws_no_proxy_match("", "example.com"));
+  CHECK_FALSE(cg::ws_no_proxy_match("other.org", "example.com"));
+}

@@ -395,7 +395,9 @@ typedef struct cg_host_api_s {
    * number of CG_WS_MESSAGE and exactly one CG_WS_CLOSED (also when the
    * connection never opened); or an error (CG_EINVAL for a bad URL or
    * header, CG_ECLOSED while shutting down, CG_EUNAVAIL under
-   * --check-config) and never calls `cb`. Proxies are not used. THREAD:
+   * --check-config) and never calls `cb`. https_proxy (wss://) and
+   * http_proxy (ws://) from the environment are tunnelled through with
+   * CONNECT unless no_proxy names the host. THREAD:
    * loop thread. OWNERSHIP: `opts` and its views are copied; `arg` is the
    * plugin's, held until CG_WS_CLOSED. */
   int (*ws_connect)(cg_host_t *h, const cg_ws_connect_t *opts, cg_ws_cb cb, void *arg,
