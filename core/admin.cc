@@ -504,15 +504,21 @@ std::string line_json(const LogLine &l) {
          "\",\"text\":" + json_quote(l.text) + "}";
 }
 
+// The ?level= of a log request, or -1 after answering 400 for a bad one.
+int requested_level(HttpServer &server, HttpExchange *ex, const HttpRequest &req) {
+  const int level = level_of(req.query());
+  if (level < 0) {
+    respond_json(server, ex, 400, R"({"error":"level must be trace, debug, info, warn or error"})");
+  }
+  return level;
+}
+
 }  // namespace
 
 void AdminApi::logs(HttpServer &server, HttpExchange *ex, const HttpRequest &req) {
   if (!authorize(server, ex, req)) return;
-  const int level = level_of(req.query());
-  if (level < 0) {
-    respond_json(server, ex, 400, R"({"error":"level must be trace, debug, info, warn or error"})");
-    return;
-  }
+  const int level = requested_level(server, ex, req);
+  if (level < 0) return;
   size_t lines = 200;
   if (const std::string_view n = query_value(req.query(), "lines"); !n.empty()) {
     lines = std::min<size_t>(kLogRingLines, std::strtoul(std::string(n).c_str(), nullptr, 10));
@@ -530,11 +536,8 @@ void AdminApi::logs(HttpServer &server, HttpExchange *ex, const HttpRequest &req
 
 void AdminApi::logs_stream(HttpServer &server, HttpExchange *ex, const HttpRequest &req) {
   if (!authorize(server, ex, req)) return;
-  const int level = level_of(req.query());
-  if (level < 0) {
-    respond_json(server, ex, 400, R"({"error":"level must be trace, debug, info, warn or error"})");
-    return;
-  }
+  const int level = requested_level(server, ex, req);
+  if (level < 0) return;
   static constexpr std::array<HttpHeader, 3> kSse = {{{"Content-Type", "text/event-stream"},
                                                       {"Cache-Control", "no-store"},
                                                       {"X-Content-Type-Options", "nosniff"}}};

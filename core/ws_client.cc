@@ -217,6 +217,9 @@ struct WsClient::Conn {
   void send_upgrade();
   void begin_session();  // TLS (wss) or the upgrade (ws), once connected
   void on_proxy_answer(std::string_view data);
+  // Appends to `head`: the length of the HTTP head once its blank line
+  // arrived, 0 while it has not, npos once it passed kMaxUpgradeAnswer.
+  size_t collect_head(std::string_view data);
 };
 
 namespace {
@@ -399,13 +402,19 @@ void WsClient::Conn::on_connected(int status) {
   begin_session();
 }
 
-void WsClient::Conn::on_proxy_answer(std::string_view data) {
+size_t WsClient::Conn::collect_head(std::string_view data) {
   const size_t before = head.size();
   head.append(data);
   const size_t end_of_head = head.find("\r\n\r\n", before >= 3 ? before - 3 : 0);
-  if (end_of_head == std::string::npos) {
-    if (head.size() > kMaxUpgradeAnswer)
-      end(CG_EIO, kWsAbnormal, "proxy answer larger than 16 KiB");
+  if (end_of_head != std::string::npos) return end_of_head + 4;
+  return head.size() > kMaxUpgradeAnswer ? std::string::npos : 0;
+}
+
+void WsClient::Conn::on_proxy_answer(std::string_view data) {
+  const size_t head_len = collect_head(data);
+  if (head_len == 0) return;
+  if (head_len == std::string::npos) {
+    end(CG_EIO, kWsAbnormal, "proxy answer larger than 16 KiB");
     return;
   }
   // "HTTP/1.1 200 Connection established": only the status matters.
@@ -510,16 +519,12 @@ void WsClient::Conn::on_read(ssize_t nread) {
 
 void WsClient::Conn::on_plain(std::string_view data) {
   if (state == State::kUpgrading) {
-    const size_t before = head.size();
-    head.append(data);
-    const size_t end_of_head = head.find("\r\n\r\n", before >= 3 ? before - 3 : 0);
-    if (end_of_head == std::string::npos) {
-      if (head.size() > kMaxUpgradeAnswer) {
-        end(CG_EPROTO, kWsAbnormal, "upgrade answer larger than 16 KiB");
-      }
-      return;
+    const size_t head_len = collect_head(data);
+    if (head_len == std::string::npos) {
+      end(CG_EPROTO, kWsAbnormal, "upgrade answer larger than 16 KiB");
+    } else if (head_len > 0) {
+      on_upgrade_answer(head_len);
     }
-    on_upgrade_answer(end_of_head + 4);
     return;
   }
   if (state == State::kOpen || state == State::kClosing) on_frames(data);
