@@ -11,6 +11,7 @@
 
 #include "admin_assets.h"
 #include "admin_config.h"
+#include "channel.h"
 #include "chat_api.h"
 #include "json.h"
 #include "log.h"
@@ -208,6 +209,8 @@ int AdminApi::install(HttpServer &admin) {
                        : std::string(R"({"conversations":[]})");
        })},
       {"POST", "/admin/api/conversations/reset", false, own(&AdminApi::reset_conversation)},
+      {"POST", "/admin/api/reload", false, own(&AdminApi::reload)},
+      {"POST", "/admin/api/send", false, own(&AdminApi::send)},
       {"GET", "/admin/api/logs", false, own(&AdminApi::logs)},
       {"GET", "/admin/api/logs/stream", false, own(&AdminApi::logs_stream)},
       {"GET", "/admin/api/session", false, own(&AdminApi::session)},
@@ -582,6 +585,127 @@ void AdminApi::reset_conversation(HttpServer &server, HttpExchange *ex, const Ht
     respond_json(server, ex, 503,
                  "{\"error\":" + json_quote(std::string("cache: ") + cg_strerror(rc)) + "}");
   }
+}
+
+void AdminApi::reload(HttpServer &server, HttpExchange *ex, const HttpRequest &req) {
+  if (!authorize(server, ex, req, true)) return;
+  if (!reload_) {
+    respond_json(server, ex, 503, R"({"error":"reload is not available"})");
+    return;
+  }
+  // The exchange stays valid until answered; the completion answers it.
+  reload_([&server, ex](int status, const std::string &json) {
+    respond_json(server, ex, status, json);
+  });
+}
+
+void AdminApi::on_reload(bool token_changed) {
+  if (!token_changed) return;
+  sessions_.clear();
+  failures_.clear();
+  spdlog::info("listener 'admin': admin.token changed; every admin session ended");
+}
+
+namespace {
+
+// One POST /admin/api/send waiting for its channel's done.
+struct SendCall {
+  HttpServer *server;
+  HttpExchange *ex;
+  std::string channel;
+  double *ok;
+  double *failed;
+};
+
+void send_done(void *arg, int status) {
+  std::unique_ptr<SendCall> call(static_cast<SendCall *>(arg));
+  if (status == 0) {
+    if (call->ok != nullptr) *call->ok += 1;
+    respond_json(*call->server, call->ex, 200,
+                 "{\"sent\":true,\"channel\":" + json_quote(call->channel) + "}");
+    return;
+  }
+  if (call->failed != nullptr) *call->failed += 1;
+  const std::string why =
+      "channel '" + call->channel + "' could not deliver: " + cg_strerror(status);
+  spdlog::warn("admin send: {}", why);
+  respond_json(*call->server, call->ex, 502, "{\"error\":" + json_quote(why) + "}");
+}
+
+}  // namespace
+
+void AdminApi::send(HttpServer &server, HttpExchange *ex, const HttpRequest &req) {
+  if (!authorize(server, ex, req, true)) return;
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  std::string_view channel, conversation, text, type = "direct", format = "text";
+  auto optional = [&doc](const char *key, std::string_view *out) {
+    const auto field = doc[key];
+    return field.error() == simdjson::NO_SUCH_FIELD || field.get(*out) == simdjson::SUCCESS;
+  };
+  if (parser.parse(req.body().data(), req.body().size()).get(doc) != simdjson::SUCCESS ||
+      doc["channel"].get(channel) != simdjson::SUCCESS ||
+      doc["conversationId"].get(conversation) != simdjson::SUCCESS ||
+      doc["text"].get(text) != simdjson::SUCCESS || !optional("conversationType", &type) ||
+      !optional("format", &format)) {
+    respond_json(
+        server, ex, 400,
+        R"x({"error":"expected {\"channel\": ..., \"conversationId\": ..., \"text\": ...} )x"
+        R"x(and optionally \"conversationType\" (direct|group) and \"format\" (text|markdown)"})x");
+    return;
+  }
+  auto bad = [&](std::string_view why) {
+    respond_json(server, ex, 400, "{\"error\":" + json_quote(why) + "}");
+  };
+  if (conversation.empty() || text.empty()) return bad("conversationId and text must not be empty");
+  if (type != "direct" && type != "group") return bad("conversationType must be direct or group");
+  if (format != "text" && format != "markdown") return bad("format must be text or markdown");
+  auto it = std::find_if(plugins_.begin(), plugins_.end(),
+                         [&](const auto &p) { return p->name() == channel; });
+  if (it == plugins_.end() || (*it)->kind() != CG_KIND_CHANNEL) {
+    respond_json(server, ex, 404,
+                 "{\"error\":" +
+                     json_quote("no channel plugin instance named '" + std::string(channel) +
+                                "' (the web and api channels only answer their own chats)") +
+                     "}");
+    return;
+  }
+  PluginInstance &instance = **it;
+  const int health = instance.health();
+  if (health != CG_STATE_RUNNING && health != CG_STATE_DEGRADED) {
+    respond_json(server, ex, 503,
+                 "{\"error\":" +
+                     json_quote("channel '" + std::string(channel) + "' is " + state_name(health) +
+                                ": " + instance.health_reason()) +
+                     "}");
+    return;
+  }
+  PluginChannel target(instance);
+  if (format == "markdown" && (target.capabilities() & CG_CHANNEL_CAP_MARKDOWN) == 0) {
+    return bad("channel '" + std::string(channel) + "' does not render markdown");
+  }
+  cg_reply_t reply{};
+  reply.struct_size = sizeof reply;
+  reply.format = format == "markdown" ? CG_REPLY_MARKDOWN : CG_REPLY_TEXT;
+  reply.flags = CG_REPLY_FINAL;
+  reply.sequence = 1;
+  reply.conversation_id = {conversation.data(), conversation.size()};
+  reply.conversation_type = type == "group" ? CG_CONV_GROUP : CG_CONV_DIRECT;
+  reply.text = {text.data(), text.size()};
+  reply.answer_id = router_.take_answer_id();
+  const std::string labels = "channel=" + json_quote(channel);
+  auto call = std::make_unique<SendCall>(SendCall{
+      &server, ex, std::string(channel),
+      metrics_.counter("chatgate_admin_sends_total", labels + ",result=\"ok\"",
+                       "messages sent from the admin API, by channel instance and result"),
+      metrics_.counter("chatgate_admin_sends_total", labels + ",result=\"failed\"",
+                       "messages sent from the admin API, by channel instance and result")});
+  const int rc = target.send(reply, send_done, call.get());
+  if (rc != 0) {
+    send_done(call.release(), rc);
+    return;
+  }
+  call.release();  // send_done owns it now
 }
 
 void AdminApi::push_log_lines() {

@@ -17,6 +17,10 @@
 //   POST /admin/api/login   {"token"} -> a session cookie and its CSRF token
 //   POST /admin/api/logout  ends the session
 //   POST /admin/api/chat    the "web" channel: the chat API behind admin auth
+//   POST /admin/api/reload  re-reads the config file (App::reload) (token)
+//   POST /admin/api/send    {"channel","conversationId","text"[,"conversationType",
+//                           "format"]}: a message from the bot through a channel
+//                           plugin, not in answer to anyone (token)
 //   GET /admin/...          the page (core/admin_ui, compiled in); / redirects
 //
 // Sessions: login sets `cg_admin`, HttpOnly, SameSite=Strict, Path=/, for
@@ -30,12 +34,13 @@
 // page's session cookie), compared in constant time; an address that sends admin.maxLoginFailures
 // wrong tokens is answered 429 for admin.lockoutSeconds. Without a token (allowed only on loopback,
 // see config.cc) the API is open. The probes and /metrics carry no secrets and need no token, so
-// load balancers and Prometheus can reach them. Not yet built: send and reload.
+// load balancers and Prometheus can reach them.
 //
 // THREAD: not thread-safe; loop thread only.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -67,6 +72,12 @@ class AdminApi {
   // Adds /metrics and /admin/api/* (and the probes) to the admin listener.
   int install(HttpServer &admin);
 
+  // What POST /admin/api/reload calls (App::reload's contract).
+  using ReloadDone = std::function<void(int status, std::string json)>;
+  void set_reload(std::function<void(ReloadDone)> reload) { reload_ = std::move(reload); }
+  // After a reload applied: a changed admin.token ends every session.
+  void on_reload(bool token_changed);
+
  private:
   void readyz(HttpServer &server, HttpExchange *ex);
   void metrics(HttpServer &server, HttpExchange *ex);
@@ -89,6 +100,8 @@ class AdminApi {
   void logs(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
   void reset_conversation(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
   void logs_stream(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
+  void reload(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
+  void send(HttpServer &server, HttpExchange *ex, const HttpRequest &req);
   // New log lines arrived (posted by the log ring's watcher): to each tail.
   void push_log_lines();
 
@@ -128,6 +141,7 @@ class AdminApi {
   };
   HttpServer *admin_server_ = nullptr;  // the admin listener, once install() ran
   std::vector<Tail> tails_;             // live /admin/api/logs/stream answers
+  std::function<void(ReloadDone)> reload_;
 };
 
 }  // namespace cg

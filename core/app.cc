@@ -199,6 +199,7 @@ int App::start() {
     return 1;
   }
   admin_api_ = std::make_unique<AdminApi>(config_, *loop_, *metrics_, plugins_, *api_, *router_);
+  admin_api_->set_reload([this](AdminApi::ReloadDone done) { reload(std::move(done)); });
   if (admin_api_->install_probes(*api_, true) != 0 ||
       (admin_ && admin_api_->install(*admin_) != 0)) {
     spdlog::error("cannot register the probe and admin routes");
@@ -260,10 +261,9 @@ int App::start() {
   sighup_.data = this;
   uv_signal_start(
       &sighup_,
-      [](uv_signal_t *, int) {
-        spdlog::warn(
-            "SIGHUP: config reload is not supported yet; restart chatgate to apply "
-            "config changes");
+      [](uv_signal_t *h, int) {
+        // The reload logs its own outcome; nobody waits for an answer.
+        static_cast<App *>(h->data)->reload([](int, const std::string &) {});
       },
       SIGHUP);
   return 0;
@@ -291,7 +291,8 @@ void App::begin_shutdown(const char *why) {
 
 void App::drain_tick() {
   const uint64_t elapsed = uv_now(&uv_loop_) - shutdown_started_ms_;
-  const bool idle = api_->in_flight() == 0 && router_->in_flight() == 0;
+  const bool idle =
+      api_->in_flight() == 0 && router_->in_flight() == 0 && (!admin_ || admin_->in_flight() == 0);
   if (!idle && elapsed < config_.shutdown_deadline_ms) return;
   if (!idle && !cancelled_) {
     cancelled_ = true;

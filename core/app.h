@@ -6,6 +6,7 @@
 
 #include <uv.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -54,7 +55,19 @@ class App {
   // clean shutdown, 1 when start-up fails).
   int run(Config config);
 
+  // Re-reads the config file (on the thread pool) and applies what can
+  // change in a running process (config_reload.h); the rest is logged as
+  // needing a restart. A config with any error changes nothing. done(status,
+  // json) follows on the loop thread, never inside the call: 200
+  // {"reloaded":true,"applied":[...],"restartRequired":[...]}, 400 with the
+  // config error, 409 (no config file, or a reload already running) or 503
+  // (shutting down). SIGHUP and POST /admin/api/reload come here.
+  using ReloadDone = std::function<void(int status, std::string json)>;
+  void reload(ReloadDone done);
+
  private:
+  struct ReloadWork;
+  void reload_finish(ReloadWork &work);
   int start();
   void begin_shutdown(const char *why);
   void drain_tick();
@@ -86,6 +99,7 @@ class App {
   uint64_t shutdown_started_ms_ = 0;
   bool shutting_down_ = false;
   bool cancelled_ = false;
+  bool reloading_ = false;
   size_t started_plugins_ = 0;
 };
 

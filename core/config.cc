@@ -306,14 +306,6 @@ void read_admin(const Loader &l, const Entry &e, AdminConfig &out) {
                  });
 }
 
-// True for 127.0.0.0/8 and ::1: the only addresses an admin listener
-// without a token may bind.
-bool is_loopback(const std::string &address) {
-  unsigned char buf[sizeof(struct in6_addr)] = {};
-  if (uv_inet_pton(AF_INET, address.c_str(), buf) == 0) return buf[0] == 127;
-  return address == "::1";
-}
-
 bool valid_instance_name(std::string_view name) {
   if (name.empty()) return false;
   for (char c : name) {
@@ -488,7 +480,8 @@ void read_root(const Loader &l, const YAML::Node &root, Config &cfg) {
           {"shutdown", [&](const Entry &v) { read_shutdown(l, v, cfg); }},
       });
   check_router_refs(l, cfg, router_lines);
-  if (cfg.admin_enabled && cfg.admin.token.empty() && !is_loopback(cfg.admin_listener.address)) {
+  if (cfg.admin_enabled && cfg.admin.token.empty() &&
+      !config_is_loopback(cfg.admin_listener.address)) {
     l.fail("listeners.admin.address", cfg.admin_address_line,
            "the admin listener binds " + quote(cfg.admin_listener.address) +
                ", beyond loopback, without admin.token; set admin.token (for example "
@@ -503,6 +496,12 @@ bool is_var_char(char c) { return is_var_start(c) || (c >= '0' && c <= '9'); }
 }  // namespace
 
 // ---- public --------------------------------------------------------------
+
+bool config_is_loopback(const std::string &address) {
+  unsigned char buf[sizeof(struct in6_addr)] = {};
+  if (uv_inet_pton(AF_INET, address.c_str(), buf) == 0) return buf[0] == 127;
+  return address == "::1";
+}
 
 std::string ConfigError::to_string() const {
   std::string out = file;

@@ -71,8 +71,11 @@ struct AdminConfig {
   uint64_t chart_interval_seconds = 10;  // the admin page's chart resolution
 };
 
+// Config::file when chatgate runs without --config.
+inline constexpr std::string_view kEmbeddedConfigName = "<embedded default config>";
+
 struct Config {
-  std::string file;  // "<embedded>" for the built-in default
+  std::string file;  // kEmbeddedConfigName for the built-in default
   LoggingConfig logging;
   HttpListenerConfig api;  // listeners.api
   // listeners.admin: admin page and API, /metrics, probes.
@@ -118,6 +121,10 @@ std::optional<double> config_parse_double(std::string_view text);
 // takes it) whatever its size, so an error can tell a number too large for
 // 64 bits from text that is no number at all.
 bool config_is_decimal(std::string_view text);
+
+// True for 127.0.0.0/8 and ::1: the only addresses an admin listener
+// without a token may bind.
+bool config_is_loopback(const std::string &address);
 
 // The 1-based line of a node, or 0 when it has none (null or invalid node).
 int config_line(const YAML::Node &node);

@@ -29,6 +29,7 @@ struct HttpClientConfig {
   uint64_t timeout_ms = 30000;           // a request's default whole-exchange limit
   uint64_t connect_timeout_ms = 10000;   // default DNS + TCP + TLS limit
   size_t max_response_bytes = 8u << 20;  // collected or streamed body; beyond: CG_ETOOBIG
+  bool operator==(const HttpClientConfig &) const = default;
 };
 
 class HttpClient {

@@ -26,6 +26,7 @@ struct HttpLimits {
   uint64_t idle_timeout_ms = 60000;  // keep-alive connection with nothing pending: closed
   size_t max_connections = 10000;    // beyond: 503 and close
   size_t max_pipeline = 16;          // requests queued on one connection before reads pause
+  bool operator==(const HttpLimits &) const = default;
 };
 
 struct CorsPolicy {
@@ -33,6 +34,7 @@ struct CorsPolicy {
   std::vector<std::string> allowed_methods{"GET", "POST", "OPTIONS"};
   std::vector<std::string> allowed_headers{"Content-Type", "Authorization"};
   int max_age_seconds = 600;
+  bool operator==(const CorsPolicy &) const = default;
 };
 
 struct HttpListenerConfig {
@@ -41,6 +43,7 @@ struct HttpListenerConfig {
   int port = 8080;
   HttpLimits limits;
   CorsPolicy cors;
+  bool operator==(const HttpListenerConfig &) const = default;
 };
 
 struct HttpHeader {

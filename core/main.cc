@@ -120,7 +120,7 @@ int main(int argc, char **argv) {
   cg::Config config;
   std::optional<cg::ConfigError> err =
       opts.config_file.empty()
-          ? cg::config_load_string(cg::kDefaultConfigYaml, "<embedded default config>", &config)
+          ? cg::config_load_string(cg::kDefaultConfigYaml, cg::kEmbeddedConfigName, &config)
           : cg::config_load_file(opts.config_file, &config);
   if (err) {
     std::fprintf(stderr, "chatgate: config error: %s\n", err->to_string().c_str());

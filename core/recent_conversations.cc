@@ -66,6 +66,17 @@ void RecentConversations::record(std::string_view channel, std::string_view conv
   }
 }
 
+void RecentConversations::set_keep_content(bool keep) {
+  keep_content_ = keep;
+  if (keep) return;
+  for (Entry &e : entries_) {
+    e.question.clear();
+    e.question.shrink_to_fit();
+    e.answer.clear();
+    e.answer.shrink_to_fit();
+  }
+}
+
 void RecentConversations::reset(std::string_view channel, std::string_view conversation) {
   make_key(channel, conversation, &key_buf_);
   auto it = index_.find(key_buf_);

@@ -26,6 +26,8 @@ class RecentConversations {
   void record(std::string_view channel, std::string_view conversation, std::string_view question,
               std::string_view answer, bool failed, uint64_t latency_ms, int64_t unix_ms,
               size_t turns);
+  // Turning it off also forgets the text kept so far.
+  void set_keep_content(bool keep);
   // The conversation's context was reset: its turn count drops to 0.
   void reset(std::string_view channel, std::string_view conversation);
 

@@ -420,6 +420,14 @@ void Router::track_conversations(bool keep_content) {
   recent_ = std::make_unique<RecentConversations>(keep_content);
 }
 
+void Router::reconfigure(const RouterConfig &config, bool keep_content) {
+  config_.context_turns = config.context_turns;
+  config_.context_ttl_seconds = config.context_ttl_seconds;
+  config_.model_timeout_ms = config.model_timeout_ms;
+  config_.dedupe_ttl_seconds = config.dedupe_ttl_seconds;
+  if (recent_) recent_->set_keep_content(keep_content);
+}
+
 namespace {
 struct ResetCall {
   std::function<void(int)> done;

@@ -65,6 +65,13 @@ class Router {
   // Keeps the recently answered conversations for the admin page, with the
   // last question and answer when `keep_content`.
   void track_conversations(bool keep_content);
+  // A config reload: takes the context and timeout settings of `config`
+  // (config_reload.h lists them) for messages that start from now on, and
+  // whether the recent conversations keep their text.
+  void reconfigure(const RouterConfig &config, bool keep_content);
+  // A fresh cg_reply_t.answer_id, for a message sent outside the router
+  // (the admin API's send): channels key streamed answers on it.
+  uint64_t take_answer_id() { return next_answer_id_++; }
   // Null unless track_conversations ran.
   const RecentConversations *recent() const { return recent_.get(); }
   // Deletes a conversation's context from the cache, as its /reset would.

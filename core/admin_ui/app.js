@@ -47,15 +47,34 @@ function route() {
   show(section);
   if (section === 'conversations') loadConversations();
   if (section === 'logs') tailLogs();
-  if (section === 'config') {
-    api('/admin/api/config').then((r) => r.json())
-      .then((doc) => { $('config-text').textContent = JSON.stringify(doc, null, 2); })
-      .catch(() => {});
-  }
+  if (section === 'config') loadConfig();
   if (section === 'overview') {
     refresh();
     if (!state.timer) state.timer = setInterval(refresh, 5000);
   }
+}
+
+function loadConfig() {
+  api('/admin/api/config').then((r) => r.json())
+    .then((doc) => { $('config-text').textContent = JSON.stringify(doc, null, 2); })
+    .catch(() => {});
+}
+
+// Re-reads the config file; says what took effect and what waits for a restart.
+async function reloadConfig() {
+  $('config-reload-result').textContent = 'reloading...';
+  const resp = await api('/admin/api/reload', { method: 'POST', body: '{}' });
+  const doc = await resp.json().catch(() => ({}));
+  if (!doc.reloaded) {
+    $('config-reload-result').textContent = 'not reloaded: ' + (doc.error || resp.status);
+    return;
+  }
+  const parts = [doc.applied.length ? 'applied ' + doc.applied.join(', ') : 'nothing to apply'];
+  if (doc.restartRequired.length) {
+    parts.push('needs a restart: ' + doc.restartRequired.join(', '));
+  }
+  $('config-reload-result').textContent = parts.join('; ');
+  loadConfig();
 }
 
 async function login(event) {
@@ -258,6 +277,7 @@ window.addEventListener('DOMContentLoaded', () => {
   $('chat-form').addEventListener('submit', send);
   $('logout').addEventListener('click', logout);
   $('logs-level').addEventListener('change', tailLogs);
+  $('config-reload').addEventListener('click', () => reloadConfig().catch(() => {}));
   window.addEventListener('hashchange', route);
   start();
 });

@@ -1,0 +1,241 @@
+"""The admin API's actions through the real binary: config reload (SIGHUP and
+POST /admin/api/reload) and sending a message through a channel plugin
+(POST /admin/api/send, against the wsprobe fixture channel, which records
+what the host hands it)."""
+import json
+import signal
+import time
+import unittest
+
+from harness import FIXTURE_DIR, Chatgate, chat, free_port, gateway_config
+from test_admin import ECHO_MEMORY, TOKEN, Gateway, request, scrape
+
+BEARER = {"Authorization": "Bearer " + TOKEN}
+
+
+def wait_for(predicate, timeout=5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class ReloadTest(unittest.TestCase):
+    TOP = "admin:\n  token: ${ADMIN_T}\n"
+
+    def gateway(self, top=TOP, instances=ECHO_MEMORY):
+        return Gateway(instances, top_extra=top, env={"ADMIN_T": TOKEN, "ADMIN_T2": TOKEN + "-2"})
+
+    def rewrite(self, gw, old, new):
+        with open(gw.config_path) as f:
+            text = f.read()
+        self.assertIn(old, text)
+        with open(gw.config_path, "w") as f:
+            f.write(text.replace(old, new))
+
+    def reload(self, gw, headers=BEARER):
+        status, body, _ = request(gw.admin_port, "/admin/api/reload", headers, method="POST",
+                                  body="{}")
+        return status, json.loads(body)
+
+    def effective(self, gw, headers=BEARER):
+        return json.loads(request(gw.admin_port, "/admin/api/config", headers)[1])
+
+    def test_sighup_applies_live_keys_and_names_the_rest(self):
+        with self.gateway(self.TOP + "  showContent: false\n") as gw:
+            chat(gw.api_port, "ann", "before")
+            self.rewrite(gw, "  showContent: false\n", "  showContent: true\n")
+            self.rewrite(gw, "router:\n", "router:\n  contextTurns: 3\n  modelTimeoutMs: 1234\n")
+            api_port = gw.api_port
+            self.rewrite(gw, "port: %d" % api_port, "port: %d" % free_port())
+            gw.proc.send_signal(signal.SIGHUP)
+            self.assertTrue(wait_for(lambda: "applied " in gw.log()), gw.log())
+            log = gw.log()
+            self.assertIn("applied admin.showContent, router.contextTurns, router.modelTimeoutMs",
+                          log)
+            self.assertIn("changed but needs a restart to take effect: listeners.api", log)
+            router = self.effective(gw)["router"]
+            self.assertEqual((router["contextTurns"], router["modelTimeoutMs"]), (3, 1234))
+            # Applied for real: the conversations now keep their text, and the
+            # API still answers on the port it was bound to.
+            self.assertEqual(chat(api_port, "ann", "after")[0], 200)
+            convs = json.loads(request(gw.admin_port, "/admin/api/conversations", BEARER)[1])
+            self.assertEqual(convs["conversations"][0]["question"], "after")
+            self.assertEqual(gw.proc.poll(), None)
+
+    def test_context_turns_take_effect_for_the_next_message(self):
+        with self.gateway() as gw:
+            for i in range(4):
+                chat(gw.api_port, "ann", "q%d" % i)
+            self.assertEqual(chat(gw.api_port, "ann", "q4")[1]["answer"], "echo: q4 (turn 5)")
+            self.rewrite(gw, "router:\n", "router:\n  contextTurns: 2\n")
+            status, doc = self.reload(gw)
+            self.assertEqual((status, doc["applied"]), (200, ["router.contextTurns"]), doc)
+            # The context stored from now on keeps the last two exchanges.
+            chat(gw.api_port, "ann", "q5")
+            self.assertEqual(chat(gw.api_port, "ann", "q6")[1]["answer"], "echo: q6 (turn 3)")
+
+    def test_api_reload_reports_both_lists(self):
+        with self.gateway() as gw:
+            self.rewrite(gw, "  level: debug", "  level: warn")
+            self.rewrite(gw, "    - name: memory\n      plugin: memory.so\n",
+                         "    - name: memory\n      plugin: memory.so\n"
+                         "    - name: echo2\n      plugin: echo.so\n")
+            status, doc = self.reload(gw)
+            self.assertEqual(status, 200, doc)
+            self.assertEqual(doc["applied"], ["logging.level"])
+            self.assertEqual(doc["restartRequired"], ["plugins.instances[echo2] (added)"])
+            self.assertTrue(doc["reloaded"])
+            status, doc = self.reload(gw)  # the same file again
+            self.assertEqual((status, doc["applied"]), (200, []))
+            self.assertEqual(doc["restartRequired"], ["plugins.instances[echo2] (added)"])
+            self.assertTrue(wait_for(lambda: gw.log().count(
+                "needs a restart to take effect: plugins.instances[echo2] (added)") == 2))
+            # The level applied at once: the reload's own info line is gone.
+            time.sleep(0.1)
+            self.assertNotIn("nothing to apply", gw.log())
+
+    def test_a_broken_config_changes_nothing(self):
+        with self.gateway() as gw:
+            self.rewrite(gw, "router:\n", "router:\n  contextTurns: 2\n  colour: blue\n")
+            status, doc = self.reload(gw)
+            self.assertEqual(status, 400, doc)
+            self.assertFalse(doc["reloaded"])
+            self.assertIn("router.colour", doc["error"])
+            self.assertIn("chatgate.yaml:", doc["error"])
+            self.assertEqual(self.effective(gw)["router"]["contextTurns"], 10)
+            self.assertIn("refused, nothing changed", gw.log())
+            # A plugin section is checked against the running plugin's schema.
+            self.rewrite(gw, "  colour: blue\n", "")
+            self.rewrite(gw, "      plugin: memory.so\n",
+                         "      plugin: memory.so\n      config:\n        maxEntires: 5\n")
+            status, doc = self.reload(gw)
+            self.assertEqual(status, 400, doc)
+            self.assertIn("maxEntires", doc["error"])
+            self.assertEqual(self.effective(gw)["router"]["contextTurns"], 10)
+            # YAML that does not parse.
+            with open(gw.config_path, "a") as f:
+                f.write("router: [\n")
+            status, doc = self.reload(gw)
+            self.assertEqual(status, 400, doc)
+            self.assertEqual(chat(gw.api_port, "x", "still here")[0], 200)
+
+    def test_a_new_token_ends_sessions_and_replaces_the_old(self):
+        with self.gateway() as gw:
+            status, _, headers = request(gw.admin_port, "/admin/api/login", method="POST",
+                                         body=json.dumps({"token": TOKEN}))
+            self.assertEqual(status, 200)
+            cookie = {"Cookie": headers["Set-Cookie"].split(";")[0]}
+            self.assertEqual(request(gw.admin_port, "/admin/api/status", cookie)[0], 200)
+            self.rewrite(gw, "token: ${ADMIN_T}", "token: ${ADMIN_T2}")
+            status, doc = self.reload(gw)
+            self.assertEqual((status, doc["applied"]), (200, ["admin.token"]))
+            self.assertEqual(request(gw.admin_port, "/admin/api/status", cookie)[0], 401)
+            self.assertEqual(request(gw.admin_port, "/admin/api/status", BEARER)[0], 401)
+            new = {"Authorization": "Bearer " + TOKEN + "-2"}
+            self.assertEqual(request(gw.admin_port, "/admin/api/status", new)[0], 200)
+            self.assertNotIn(TOKEN, gw.log())
+
+    def test_the_token_stays_while_the_admin_listener_is_exposed(self):
+        port, admin = free_port(), free_port()
+        config = gateway_config(port, ECHO_MEMORY, "echo", "memory", top_extra=self.TOP,
+                                admin_port=admin)
+        config = config.replace("  admin:\n    address: 127.0.0.1", "  admin:\n    address: 0.0.0.0")
+        with Chatgate(config, env={"ADMIN_T": TOKEN}) as gw:
+            gw.admin_port = admin
+            self.rewrite(gw, "admin:\n  token: ${ADMIN_T}\n", "")
+            self.rewrite(gw, "address: 0.0.0.0", "address: 127.0.0.1")
+            status, doc = self.reload(gw)
+            self.assertEqual(status, 400, doc)
+            self.assertIn("admin.token: cannot be removed", doc["error"])
+            self.assertEqual(request(admin, "/admin/api/status")[0], 401)
+
+    def test_reload_needs_auth_and_csrf(self):
+        with self.gateway() as gw:
+            self.assertEqual(self.reload(gw, {})[0], 401)
+        with Gateway() as gw:  # no token: the open API still needs the CSRF token
+            self.assertEqual(self.reload(gw, {})[0], 403)
+            csrf = json.loads(request(gw.admin_port, "/admin/api/session")[1])["csrf"]
+            self.assertEqual(self.reload(gw, {"X-CSRF-Token": csrf})[0], 200)
+
+
+def probe(name="probe", extra=""):
+    return ("    - name: %s\n      plugin: %s/wsprobe.so\n      config:\n"
+            "        url: ws://127.0.0.1:9/\n%s" % (name, FIXTURE_DIR, extra))
+
+
+class SendTest(unittest.TestCase):
+    def gateway(self, instances):
+        return Gateway(ECHO_MEMORY + instances, top_extra="admin:\n  token: ${ADMIN_T}\n",
+                       env={"ADMIN_T": TOKEN})
+
+    def send(self, gw, doc, headers=BEARER):
+        status, body, _ = request(gw.admin_port, "/admin/api/send", headers, method="POST",
+                                  body=doc if isinstance(doc, str) else json.dumps(doc))
+        return status, json.loads(body)
+
+    def sent(self, gw, name="probe"):
+        body = request(gw.api_port, "/wsprobe/%s/sent" % name)[1]
+        return [json.loads(line) for line in body.splitlines()]
+
+    def test_a_message_goes_out_through_the_channel(self):
+        with self.gateway(probe()) as gw:
+            status, doc = self.send(gw, {"channel": "probe", "conversationId": "oc_team",
+                                         "conversationType": "group", "text": "deploy at 5"})
+            self.assertEqual((status, doc), (200, {"sent": True, "channel": "probe"}))
+            status, doc = self.send(gw, {"channel": "probe", "conversationId": "u1",
+                                         "text": "hi"})
+            self.assertEqual(status, 200, doc)
+            first, second = self.sent(gw)
+            self.assertEqual(first["conversation"], "oc_team")
+            self.assertEqual((first["type"], first["format"], first["flags"], first["seq"]),
+                             (2, 0, 2, 1))  # group, text, FINAL, 1
+            self.assertEqual((first["text"], first["inReplyTo"]), ("deploy at 5", ""))
+            self.assertEqual((second["type"], second["conversation"]), (1, "u1"))
+            self.assertNotEqual(first["answer"], second["answer"])
+            m = scrape(gw.admin_port)
+            self.assertEqual(m['chatgate_admin_sends_total{channel="probe",result="ok"}'], 2)
+
+    def test_a_channel_that_fails_gives_502_and_a_log_line(self):
+        with self.gateway(probe(extra="        sendStatus: -8\n")) as gw:
+            status, doc = self.send(gw, {"channel": "probe", "conversationId": "u1", "text": "x"})
+            self.assertEqual(status, 502, doc)
+            self.assertEqual(doc["error"], "channel 'probe' could not deliver: i/o error")
+            self.assertTrue(wait_for(lambda: "admin send: channel 'probe'" in gw.log()))
+            m = scrape(gw.admin_port)
+            self.assertEqual(m['chatgate_admin_sends_total{channel="probe",result="failed"}'], 1)
+
+    def test_bad_requests_are_refused_and_nothing_is_sent(self):
+        failed = probe("down", "        state: 3\n")
+        with self.gateway(probe() + failed) as gw:
+            cases = [
+                ("not json", 400, "expected"),
+                ({"channel": "probe", "text": "x"}, 400, "expected"),
+                ({"channel": "probe", "conversationId": "u", "text": ""}, 400, "must not be empty"),
+                ({"channel": "probe", "conversationId": "u", "text": "x",
+                  "conversationType": "room"}, 400, "direct or group"),
+                ({"channel": "probe", "conversationId": "u", "text": "x", "format": "markdown"},
+                 400, "does not render markdown"),
+                ({"channel": "probe", "conversationId": "u", "text": 5}, 400, "expected"),
+                ({"channel": "nope", "conversationId": "u", "text": "x"}, 404, "no channel"),
+                ({"channel": "echo", "conversationId": "u", "text": "x"}, 404, "no channel"),
+                ({"channel": "web", "conversationId": "u", "text": "x"}, 404, "no channel"),
+            ]
+            for doc, want, words in cases:
+                status, answer = self.send(gw, doc)
+                self.assertEqual(status, want, (doc, answer))
+                self.assertIn(words, answer["error"])
+            wait_for(lambda: request(gw.admin_port, "/readyz")[0] == 503)
+            status, answer = self.send(gw, {"channel": "down", "conversationId": "u", "text": "x"})
+            self.assertEqual(status, 503, answer)
+            self.assertIn("channel 'down' is failed", answer["error"])
+            self.assertEqual(self.send(gw, {"channel": "probe", "conversationId": "u",
+                                            "text": "x"}, {})[0], 401)
+            self.assertEqual(self.sent(gw), [])
+            self.assertEqual(self.sent(gw, "down"), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
