@@ -135,6 +135,9 @@ int App::run(Config config) {
   services_->http = http_.get();
   ws_ = std::make_unique<WsClient>(*loop_, config_.http_client.ca_file);
   services_->ws = ws_.get();
+  ws_->set_metrics(metrics_.get(), [](const void *owner) {
+    return std::string(static_cast<const PluginInstance *>(owner)->name());
+  });
   uv_timer_init(&uv_loop_, &drain_timer_);
   drain_timer_.data = this;
 

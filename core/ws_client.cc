@@ -14,7 +14,9 @@
 #include <random>
 #include <utility>
 
+#include "json.h"
 #include "loop.h"
+#include "metrics.h"
 #include "ws_frame.h"
 
 namespace cg {
@@ -160,6 +162,7 @@ struct WsClient::Conn {
   cg_ws_cb cb = nullptr;
   void *arg = nullptr;
   const void *owner = nullptr;  // the plugin instance that opened it
+  bool opened = false;          // OPEN went out
   ParsedUrl url;
   const WsProxy *proxy = nullptr;  // the proxy to tunnel through, or null
   std::vector<std::pair<std::string, std::string>> headers;
@@ -276,6 +279,8 @@ void WsClient::Conn::emit_open() {
   ev.struct_size = sizeof ev;
   ev.type = CG_WS_OPEN;
   ev.ws_id = id;
+  opened = true;
+  client->count(owner, "open");
   cb(arg, &ev);
 }
 
@@ -294,6 +299,7 @@ void WsClient::Conn::emit_closed() {
   ev.struct_size = sizeof ev;
   ev.type = CG_WS_CLOSED;
   ev.ws_id = id;
+  client->count(owner, opened ? "closed" : "failed");
   ev.result = result;
   ev.close_code = close_code;
   ev.http_status = http_status;
@@ -763,6 +769,33 @@ std::optional<WsProxy> proxy_from_env(std::initializer_list<const char *> names)
 }
 
 }  // namespace
+
+void WsClient::set_metrics(Metrics *metrics, std::function<std::string(const void *)> owner_name) {
+  metrics_ = metrics;
+  owner_name_ = std::move(owner_name);
+}
+
+// Connections come and go rarely: the series are looked up each time.
+void WsClient::count(const void *owner, std::string_view event) {
+  if (metrics_ == nullptr || !owner_name_) return;
+  const std::string label = "plugin_instance=" + json_quote(owner_name_(owner));
+  static constexpr std::string_view kConnects =
+      "WebSocket connections attempted, by whether they opened";
+  double *open = metrics_->gauge("chatgate_websocket_open", label, "open WebSocket connections");
+  if (event == "closed") {
+    if (double *c = metrics_->counter("chatgate_websocket_disconnects_total", label,
+                                      "open WebSocket connections that ended")) {
+      *c += 1;
+    }
+    if (open != nullptr) *open -= 1;
+    return;
+  }
+  if (double *c = metrics_->counter("chatgate_websocket_connects_total",
+                                    label + ",result=\"" + std::string(event) + "\"", kConnects)) {
+    *c += 1;
+  }
+  if (open != nullptr && event == "open") *open += 1;
+}
 
 WsClient::WsClient(Loop &loop, std::string ca_file)
     : loop_(loop),

@@ -11,6 +11,7 @@
 #include <chatgate/host.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,6 +24,7 @@
 namespace cg {
 
 class Loop;
+class Metrics;
 
 // A proxy from the environment, tunnelled through with CONNECT:
 // https_proxy (or HTTPS_PROXY) for wss://, http_proxy (HTTP_PROXY) for
@@ -70,6 +72,12 @@ class WsClient {
 
   size_t active() const { return conns_.size(); }
 
+  // Counts connections per plugin instance in `metrics`:
+  // chatgate_websocket_connects_total{plugin_instance,result="open"|"failed"},
+  // chatgate_websocket_disconnects_total (an open one that ended) and the
+  // gauge chatgate_websocket_open. `owner_name` names a connect()'s owner.
+  void set_metrics(Metrics *metrics, std::function<std::string(const void *)> owner_name);
+
   struct Conn;              // internal
   void erase(uint64_t id);  // frees a connection whose handles all closed
 
@@ -80,8 +88,13 @@ class WsClient {
   static void on_ctx_done(void *arg, int status);
   void start_resolve(Conn *c);
 
+  // One connection's outcome in the metrics: "open", "failed" or "closed".
+  void count(const void *owner, std::string_view event);
+
   Loop &loop_;
   std::string ca_file_;
+  Metrics *metrics_ = nullptr;
+  std::function<std::string(const void *)> owner_name_;
   std::optional<WsProxy> https_proxy_, http_proxy_;
   std::string no_proxy_;
   bool closing_ = false;

@@ -6,6 +6,7 @@ over plain ws://. A few cases need a server that breaks the protocol on
 purpose; those are small raw-socket servers in this file."""
 import json
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -312,6 +313,35 @@ class PlainWebSocketTest(unittest.TestCase):
             self.assertEqual(a.call("ping", b"x" * 126), EINVAL)
             self.assertEqual(a.call("ping", b"hi"), 0)
             self.assertEqual(a.call("close", b"999 bad code"), EINVAL)
+
+    def test_connections_are_counted_in_metrics(self):
+        url = "ws://127.0.0.1:%d/echo" % self.fake.port
+        refused = "ws://127.0.0.1:%d/" % free_port()
+        with self.gateway({"a": {"url": url}, "b": {"url": refused}}) as gw:
+            a, b = Probe(gw, "a"), Probe(gw, "b")
+            self.assertEqual(a.call("connect"), 0)
+            a.wait_type(OPEN)
+            admin = int(re.search(r"admin on http://127\.0\.0\.1:(\d+)", gw.log()).group(1))
+
+            def metric(name, labels):
+                text = get(admin, "/metrics")[1]
+                m = re.search(r"^%s\{%s\} (\S+)$" % (name, re.escape(labels)), text, re.M)
+                return float(m.group(1)) if m else None
+
+            self.assertEqual(metric("chatgate_websocket_open", 'plugin_instance="a"'), 1)
+            self.assertEqual(metric("chatgate_websocket_connects_total",
+                                    'plugin_instance="a",result="open"'), 1)
+            a.call("close", b"1000 bye")
+            a.closed()
+            b.call("connect")
+            b.closed()
+            self.assertEqual(metric("chatgate_websocket_open", 'plugin_instance="a"'), 0)
+            self.assertEqual(metric("chatgate_websocket_disconnects_total",
+                                    'plugin_instance="a"'), 1)
+            self.assertEqual(metric("chatgate_websocket_connects_total",
+                                    'plugin_instance="b",result="failed"'), 1)
+            self.assertIsNone(metric("chatgate_websocket_connects_total",
+                                     'plugin_instance="b",result="open"'))
 
     def test_connection_refused(self):
         port = free_port()  # nothing listens there
