@@ -201,6 +201,8 @@ int AdminApi::install(HttpServer &admin) {
        guarded([this](const HttpRequest &) { return plugins(); })},
       {"GET", "/admin/api/history", false,
        guarded([this](const HttpRequest &) { return history_->to_json(); })},
+      {"GET", "/admin/api/metrics", false,
+       guarded([this](const HttpRequest &) { return history_->summary_json(); })},
       {"GET", "/admin/api/config", false,
        guarded([this](const HttpRequest &) { return admin_config_json(config_, plugins_); })},
       {"GET", "/admin/api/conversations", false, guarded([this](const HttpRequest &req) {

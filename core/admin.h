@@ -7,6 +7,7 @@
 //   GET /admin/api/status   version, uptime, listeners, counts (token)
 //   GET /admin/api/plugins  every instance: kind, version, ABI, state (token)
 //   GET /admin/api/history  the last hour of the charts' samples (token)
+//   GET /admin/api/metrics  the same fields over the whole run (token)
 //   GET /admin/api/config   the effective config, secrets masked (token)
 //   GET /admin/api/logs     ?level=warn&lines=200: the last log lines (token)
 //   GET /admin/api/logs/stream  ?level=info: server-sent events, the last

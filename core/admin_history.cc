@@ -92,6 +92,14 @@ AdminHistory::Totals AdminHistory::read() const {
 
 void AdminHistory::sample() {
   const Totals now = read();
+  samples_.push_back(between(last_, now));
+  if (samples_.size() > max_samples_) samples_.pop_front();
+  last_ = now;
+}
+
+std::string AdminHistory::summary_json() const { return between(Totals{}, read()); }
+
+std::string AdminHistory::between(const Totals &before, const Totals &now) {
   auto deltas = [](const auto &cur, const auto &prev) {
     std::string out = "{";
     for (const auto &[channel, v] : cur) {
@@ -104,12 +112,12 @@ void AdminHistory::sample() {
   };
   double answered = 0, failed = 0;
   for (const auto &[c, v] : now.out) {
-    auto it = last_.out.find(c);
-    answered += v - (it == last_.out.end() ? 0 : it->second);
+    auto it = before.out.find(c);
+    answered += v - (it == before.out.end() ? 0 : it->second);
   }
   for (const auto &[c, v] : now.failed) {
-    auto it = last_.failed.find(c);
-    failed += v - (it == last_.failed.end() ? 0 : it->second);
+    auto it = before.failed.find(c);
+    failed += v - (it == before.failed.end() ? 0 : it->second);
   }
   auto quantiles = [](const auto &cur, const auto &prev, uint64_t cur_count, uint64_t prev_count) {
     std::array<uint64_t, Histogram::kBounds.size()> d{};
@@ -119,21 +127,19 @@ void AdminHistory::sample() {
            number(histogram_quantile(0.95, d, n)) + "," + number(histogram_quantile(0.99, d, n)) +
            "]";
   };
-  const double hits = now.hits - last_.hits, misses = now.misses - last_.misses;
+  const double hits = now.hits - before.hits, misses = now.misses - before.misses;
   const auto unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                            std::chrono::system_clock::now().time_since_epoch())
                            .count();
   std::string s = fmt::format("{{\"t\":{},\"in\":{},\"out\":{},\"failed\":{}", unix_ms,
-                              deltas(now.in, last_.in), deltas(now.out, last_.out),
-                              deltas(now.failed, last_.failed));
+                              deltas(now.in, before.in), deltas(now.out, before.out),
+                              deltas(now.failed, before.failed));
   s += ",\"success\":" + number(answered + failed > 0 ? answered / (answered + failed) : -1);
-  s += ",\"reply\":" + quantiles(now.reply, last_.reply, now.reply_count, last_.reply_count);
-  s += ",\"model\":" + quantiles(now.model, last_.model, now.model_count, last_.model_count);
+  s += ",\"reply\":" + quantiles(now.reply, before.reply, now.reply_count, before.reply_count);
+  s += ",\"model\":" + quantiles(now.model, before.model, now.model_count, before.model_count);
   s += ",\"cacheHit\":" + number(hits + misses > 0 ? hits / (hits + misses) : -1);
-  s += ",\"errors\":" + number(now.errors - last_.errors) + "}";
-  samples_.push_back(std::move(s));
-  if (samples_.size() > max_samples_) samples_.pop_front();
-  last_ = now;
+  s += ",\"errors\":" + number(now.errors - before.errors) + "}";
+  return s;
 }
 
 std::string AdminHistory::to_json() const {

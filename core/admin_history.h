@@ -38,6 +38,9 @@ class AdminHistory {
   void sample();
   // {"intervalSeconds":10,"samples":[{...}, ...]}, oldest first.
   std::string to_json() const;
+  // One sample's fields over the whole run (since start): the admin API's
+  // metrics summary.
+  std::string summary_json() const;
 
  private:
   struct Totals {                                                // cumulative values at one sample
@@ -47,6 +50,8 @@ class AdminHistory {
     double hits = 0, misses = 0, errors = 0;
   };
   Totals read() const;
+  // A sample: what changed from `before` to `now`, as JSON.
+  static std::string between(const Totals &before, const Totals &now);
 
   Loop &loop_;
   const Metrics &metrics_;

@@ -168,6 +168,15 @@ class HistoryTest(unittest.TestCase):
             # ratio x messages, whichever samples the four fell into.
             hits = sum(s["cacheHit"] * s["in"]["api"] for s in busy)
             self.assertAlmostEqual(hits, 2)
+            # The summary: the same fields over the whole run.
+            status, body, _ = request(gw.admin_port, "/admin/api/metrics")
+            self.assertEqual(status, 200, body)
+            total = json.loads(body)
+            self.assertEqual((total["in"], total["out"], total["failed"]),
+                             ({"api": 4}, {"api": 4}, {"api": 0}))
+            self.assertEqual((total["success"], total["cacheHit"], total["errors"]), (1, 0.5, 0))
+            self.assertGreater(total["reply"][0], 0)
+            self.assertLessEqual(total["reply"][0], total["reply"][2])
 
 
 class AuthTest(unittest.TestCase):
