@@ -196,6 +196,10 @@ int App::start() {
     if (m.conversation_id.len == 0 || m.sender_id.len == 0) return CG_EINVAL;
     return router_->submit(InboundMessage::from_c(it->get(), m));
   };
+  services_->dropped = [this](PluginInstance &from, std::string_view reason) -> int {
+    router_->count_dropped(from.name(), reason);
+    return 0;
+  };
   chat_api_ = std::make_unique<ChatApi>(*api_, *router_);
   if (chat_api_->install() != 0) {
     spdlog::error("listener 'api': cannot register the chat API routes");

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chatgate/cpp.hpp>
 #include <string>
@@ -312,6 +313,19 @@ int h_http_cancel(cg_host_t *h, uint64_t request_id) {
 
 // ---- WebSocket client (since 1.2) ----
 
+int h_message_dropped(cg_host_t *h, cg_str_t reason) {
+  auto *i = inst(h);
+  if (i == nullptr) return CG_EINVAL;
+  const std::string_view r = sv(reason);
+  if (r.empty() || r.size() > 32 ||
+      !std::all_of(r.begin(), r.end(), [](char c) { return (c >= 'a' && c <= 'z') || c == '_'; })) {
+    return CG_EINVAL;
+  }
+  if (i->kind() != CG_KIND_CHANNEL) return CG_EPERM;
+  if (!i->services()->dropped) return CG_EUNAVAIL;
+  return i->services()->dropped(*i, r);
+}
+
 int h_ws_connect(cg_host_t *h, const cg_ws_connect_t *opts, cg_ws_cb cb, void *arg,
                  uint64_t *ws_id) {
   auto *i = inst(h);
@@ -410,6 +424,7 @@ const cg_host_api_t kHostApi = {
     h_ws_ping,
     h_ws_close,
     h_backoff_ms,
+    h_message_dropped,
 };
 
 }  // namespace

@@ -33,6 +33,8 @@ struct HostServices {
   PluginInstance *cache = nullptr;  // the router's cache instance
   // Hands a channel's inbound message to the router (copies it).
   std::function<int(PluginInstance &, const cg_message_t &)> emit;
+  // Counts a message a channel dropped itself (cg_host_api_t.message_dropped).
+  std::function<int(PluginInstance &, std::string_view reason)> dropped;
 };
 
 }  // namespace cg

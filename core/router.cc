@@ -495,6 +495,11 @@ Router::ChannelSeries &Router::series(std::string_view channel) {
   return series_.emplace(std::string(channel), s).first->second;
 }
 
+void Router::count_dropped(std::string_view channel, std::string_view reason) {
+  if (double *c = series(channel).received) *c += 1;
+  count("chatgate_messages_dropped_total", channel, fmt::format("reason=\"{}\"", reason));
+}
+
 void Router::count(std::string_view name, std::string_view channel, std::string_view extra) {
   const std::string labels = extra.empty() ? fmt::format("channel=\"{}\"", channel)
                                            : fmt::format("channel=\"{}\",{}", channel, extra);

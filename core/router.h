@@ -53,6 +53,10 @@ class Router {
   // starts, and no turn is stored. Unknown tokens are ignored.
   void abandon(const Channel *channel, std::string_view reply_token);
 
+  // A message the channel received and dropped itself (its policy): one
+  // more received and one dropped with `reason` for that channel.
+  void count_dropped(std::string_view channel, std::string_view reason);
+
   // Shutdown: refuse new messages; in-flight ones go on.
   void stop_intake();
   // Messages accepted and not yet finished.

@@ -176,7 +176,6 @@ CG_ABI_CHECK(cg_host_api_t, ws_send, 272);
 CG_ABI_CHECK(cg_host_api_t, ws_ping, 280);
 CG_ABI_CHECK(cg_host_api_t, ws_close, 288);
 CG_ABI_CHECK(cg_host_api_t, backoff_ms, 296);
-CG_ABI_SIZE(cg_host_api_t, 304);
 CG_ABI_SIZE(cg_ws_connect_t, 56);
 CG_ABI_CHECK(cg_ws_connect_t, header_count, 4);
 CG_ABI_CHECK(cg_ws_connect_t, url, 8);
@@ -195,6 +194,10 @@ CG_ABI_CHECK(cg_ws_event_t, data, 32);
 CG_STATIC_ASSERT(CG_WS_TEXT == 1 && CG_WS_BINARY == 2 && CG_WS_OPEN == 1 && CG_WS_MESSAGE == 2 &&
                      CG_WS_CLOSED == 3,
                  "WebSocket constants renumbered");
+
+/* --- since 1.3: channel drops (the 1.2 table ended at 304) ------------- */
+CG_ABI_CHECK(cg_host_api_t, message_dropped, 304);
+CG_ABI_SIZE(cg_host_api_t, 312);
 
 /* Error codes are part of the ABI too. */
 CG_STATIC_ASSERT(CG_EINVAL == -1 && CG_EBUSY == -5 && CG_ECANCELED == -7 && CG_EAGAIN == -16,

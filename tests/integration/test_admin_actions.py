@@ -237,5 +237,28 @@ class SendTest(unittest.TestCase):
             self.assertEqual(self.sent(gw, "down"), [])
 
 
+class ChannelDropTest(unittest.TestCase):
+    """cg_host_api_t.message_dropped (ABI 1.3), through wsprobe's /drop."""
+
+    def test_a_channel_drop_is_counted_received_and_dropped(self):
+        with Gateway(ECHO_MEMORY + probe()) as gw:
+            def drop(reason):
+                status, body, _ = request(gw.api_port, "/wsprobe/probe/drop", method="POST",
+                                          body=reason)
+                self.assertEqual(status, 200)
+                return int(body)
+            self.assertEqual(drop("policy"), 0)
+            self.assertEqual(drop("policy"), 0)
+            self.assertEqual(drop("unsupported"), 0)
+            for bad in ("", "Policy", "no-dash", "x" * 33, "a b"):
+                self.assertEqual(drop(bad), -1, bad)  # CG_EINVAL
+            m = scrape(gw.admin_port)
+            self.assertEqual(m['chatgate_messages_received_total{channel="probe"}'], 3)
+            self.assertEqual(
+                m['chatgate_messages_dropped_total{channel="probe",reason="policy"}'], 2)
+            self.assertEqual(
+                m['chatgate_messages_dropped_total{channel="probe",reason="unsupported"}'], 1)
+
+
 if __name__ == "__main__":
     unittest.main()

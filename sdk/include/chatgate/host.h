@@ -422,6 +422,18 @@ typedef struct cg_host_api_s {
    * it, so that many clients dropped at once do not return at once.
    * THREAD: any. OWNERSHIP: nothing. */
   uint64_t (*backoff_ms)(cg_host_t *h, uint32_t attempt, uint64_t base_ms, uint64_t max_ms);
+
+  /* --- messages a channel drops (since 1.3) ---------------------------- */
+
+  /* Counts a platform message the channel received and does not hand to
+   * the router: its group policy ("policy": no @-mention), a message type
+   * it does not take ("unsupported"), and the like. The host adds one to
+   * chatgate_messages_received_total and chatgate_messages_dropped_total
+   * {reason} of the instance's channel, so success rates stay honest.
+   * `reason` is 1-32 characters of [a-z_]; CG_EINVAL otherwise, CG_EPERM
+   * from an instance that is not a channel. THREAD: loop thread.
+   * OWNERSHIP: `reason` is copied. */
+  int (*message_dropped)(cg_host_t *h, cg_str_t reason);
 } cg_host_api_t;
 
 #ifdef __cplusplus
