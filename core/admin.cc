@@ -702,12 +702,8 @@ void AdminApi::send(HttpServer &server, HttpExchange *ex, const HttpRequest &req
                        "messages sent from the admin API, by channel instance and result"),
       metrics_.counter("chatgate_admin_sends_total", labels + ",result=\"failed\"",
                        "messages sent from the admin API, by channel instance and result")});
-  const int rc = target.send(reply, send_done, call.get());
-  if (rc != 0) {
-    send_done(call.release(), rc);
-    return;
-  }
-  call.release();  // send_done owns it now
+  SendCall *raw = call.release();  // send_done owns it from here
+  if (const int rc = target.send(reply, send_done, raw); rc != 0) send_done(raw, rc);
 }
 
 void AdminApi::push_log_lines() {

@@ -80,10 +80,11 @@ void App::reload(ReloadDone done) {
     return;
   }
   reloading_ = true;
-  auto work = std::make_unique<ReloadWork>();
-  work->app = this;
-  work->path = config_.file;
-  work->done = std::move(done);
+  auto owned = std::make_unique<ReloadWork>();
+  owned->app = this;
+  owned->path = config_.file;
+  owned->done = std::move(done);
+  ReloadWork *work = owned.release();  // the after-work callback owns it
   // Reading and parsing a file is disk I/O: the thread pool's, not the loop's.
   const int rc = loop_->queue_work(
       [](void *arg) {
@@ -99,13 +100,12 @@ void App::reload(ReloadDone done) {
         }
         w->app->reload_finish(*w);
       },
-      work.get());
+      work);
   if (rc != 0) {
     reloading_ = false;
-    answer_later(std::move(work->done), 503, error_json(cg_strerror(rc)));
-    return;
+    std::unique_ptr<ReloadWork> back(work);
+    answer_later(std::move(back->done), 503, error_json(cg_strerror(rc)));
   }
-  work.release();  // the after-work callback owns it
 }
 
 void App::reload_finish(ReloadWork &work) {

@@ -162,13 +162,13 @@ struct WsClient::Conn {
   cg_ws_cb cb = nullptr;
   void *arg = nullptr;
   const void *owner = nullptr;  // the plugin instance that opened it
-  bool opened = false;          // OPEN went out
   ParsedUrl url;
   const WsProxy *proxy = nullptr;  // the proxy to tunnel through, or null
   std::vector<std::pair<std::string, std::string>> headers;
   uint64_t connect_timeout_ms = 0;
   uint64_t ping_interval_ms = 0;
   State state = State::kWaitCtx;
+  bool opened = false;  // OPEN went out
 
   uv_getaddrinfo_t gai{};
   bool gai_pending = false;
