@@ -27,15 +27,18 @@ wrk
 nginx-light
 nodejs
 libhiredis-dev
+libprotobuf-dev
+protobuf-compiler
 redis-server
 python3-websockets
 libjs-chart.js
 "
 # Only the tests need these (--test): promtool checks the alert rules, the
-# browser test drives chromium.
+# browser test drives chromium, the fake Feishu platform does its own AES.
 TEST_PACKAGES="
 prometheus
 chromium
+python3-cryptography
 "
 WITH_TESTS=0
 [ "${1:-}" = "--test" ] && WITH_TESTS=1 && PACKAGES="$PACKAGES $TEST_PACKAGES"
