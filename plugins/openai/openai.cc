@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chatgate/cpp.hpp>
+#include <chatgate/json.hpp>
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
@@ -38,38 +39,7 @@ constexpr uint64_t kBackoffCapMs = 8000;
 constexpr uint64_t kRetryAfterCapMs = 30000;
 constexpr size_t kMaxCause = 200;
 
-void json_escape(std::string &out, std::string_view s) {
-  out += '"';
-  for (const char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += ch;
-        }
-    }
-  }
-  out += '"';
-}
+constexpr auto json_escape = chatgate::json_append_string;
 
 struct Openai;
 

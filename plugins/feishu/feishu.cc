@@ -1,0 +1,457 @@
+// feishu.so: a Feishu / Lark bot as a chatgate channel. Two inbound modes:
+// the long connection (default; no public address needed) and webhook
+// callbacks on POST /webhook/<instance>. Replies go through the open
+// platform's reply API as text, post, card or a streaming CardKit card.
+// Operator guide: docs/channels/feishu.md.
+#include <simdjson.h>
+
+#include <algorithm>
+#include <chatgate/json.hpp>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+
+#include "feishu_crypto.h"
+#include "feishu_plugin.h"
+
+namespace feishu {
+namespace {
+
+constexpr auto sv = chatgate::view;
+constexpr auto cs = chatgate::str;
+constexpr size_t kMaxNonces = 100000;
+
+const cg_config_field_t kFields[] = {
+    {sizeof(cg_config_field_t), CG_CFG_STRING, CG_CFG_REQUIRED, "appId", nullptr,
+     "the app's App ID (cli_...)", nullptr, 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_STRING, CG_CFG_REQUIRED | CG_CFG_SECRET, "appSecret",
+     nullptr, "the app's App Secret", nullptr, 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_STRING, CG_CFG_SECRET, "verificationToken", "",
+     "Verification Token of the event subscription (required in webhook mode)", nullptr, 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_STRING, CG_CFG_SECRET, "encryptKey", "",
+     "Encrypt Key of the event subscription: callbacks are then encrypted and signed", nullptr, 0,
+     0},
+    {sizeof(cg_config_field_t), CG_CFG_STRING, 0, "domain", "feishu",
+     "feishu, lark, or a base URL such as https://open.feishu.cn", nullptr, 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_ENUM, 0, "mode", "longconn",
+     "longconn (a WebSocket to Feishu, no public address) or webhook", "longconn|webhook", 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_BOOL, 0, "requireMention", "true",
+     "in groups, answer only messages that @-mention the bot", nullptr, 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_STRING_LIST, 0, "allowedChats", nullptr,
+     "group chat ids (oc_...) to answer in; empty: every group the bot is in", nullptr, 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_BOOL, 0, "directMessages", "true",
+     "answer one-to-one (p2p) chats", nullptr, 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_ENUM, 0, "replyStyle", "text",
+     "how answers look: text, post, card, or streaming-card (CardKit, updated as the model writes)",
+     "text|post|card|streaming-card", 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_STRING, 0, "unsupportedReply",
+     "Sorry, I can only read text, posts, images and files.",
+     "the answer to message types the bot does not read (audio, stickers...); empty: stay silent",
+     nullptr, 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_INT, 0, "timestampWindowSeconds", "300",
+     "webhook mode: callbacks signed longer ago than this are refused", nullptr, 1, 86400},
+    {sizeof(cg_config_field_t), CG_CFG_INT, 0, "streamUpdateMs", "500",
+     "streaming-card: the least time between two updates of a card", nullptr, 100, 60000},
+    {sizeof(cg_config_field_t), CG_CFG_INT, 0, "requestTimeoutMs", "10000",
+     "one open-platform API request", nullptr, 100, 600000},
+    {sizeof(cg_config_field_t), CG_CFG_INT, 0, "maxRetries", "3",
+     "retries of an API call after 429, a rate-limit code, 5xx or a network error", nullptr, 0, 10},
+};
+
+std::string config_str(const cg_host_api_t *api, const cg_config_t *cfg, const char *key) {
+  cg_str_t s{};
+  return api->config_string(cfg, key, &s) == 0 ? std::string(sv(s)) : std::string();
+}
+
+int64_t config_int(const cg_host_api_t *api, const cg_config_t *cfg, const char *key) {
+  int64_t v = 0;
+  api->config_int(cfg, key, &v);
+  return v;
+}
+
+bool config_bool(const cg_host_api_t *api, const cg_config_t *cfg, const char *key) {
+  int v = 0;
+  api->config_bool(cfg, key, &v);
+  return v != 0;
+}
+
+std::string header(const cg_http_request_t *req, std::string_view name) {
+  for (uint32_t i = 0; i < req->header_count; ++i) {
+    const std::string_view n = sv(req->headers[i].name);
+    if (n.size() == name.size() && std::equal(n.begin(), n.end(), name.begin(), [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) ==
+                 std::tolower(static_cast<unsigned char>(b));
+        })) {
+      return std::string(sv(req->headers[i].value));
+    }
+  }
+  return {};
+}
+
+void respond(Feishu *f, cg_http_exchange_t *ex, int status, const std::string &body) {
+  const cg_http_header_t ct = {cs("Content-Type"), cs("application/json; charset=utf-8")};
+  f->api->http_respond(f->host, ex, status, &ct, 1, cs(body));
+}
+
+// A 4xx for a callback we refuse: one log line with the reason, nothing routed.
+void refuse(Feishu *f, cg_http_exchange_t *ex, int status, const std::string &why,
+            const cg_http_request_t *req) {
+  f->log(CG_LOG_WARN,
+         "webhook: refused a callback from " + std::string(sv(req->remote_addr)) + ": " + why);
+  respond(f, ex, status, "{\"msg\":" + chatgate::json_string(why) + "}");
+}
+
+// Checks X-Lark-Signature, the timestamp window and the nonce. "" or why not.
+std::string check_signature(Feishu *f, const cg_http_request_t *req) {
+  const std::string ts = header(req, "X-Lark-Request-Timestamp");
+  const std::string nonce = header(req, "X-Lark-Request-Nonce");
+  const std::string sig = header(req, "X-Lark-Signature");
+  if (ts.empty() || nonce.empty() || sig.empty()) return "missing X-Lark-Signature headers";
+  if (!equal_constant_time(signature(ts, nonce, f->encrypt_key, sv(req->body)), sig)) {
+    return "bad signature";
+  }
+  char *end = nullptr;
+  const long long secs = std::strtoll(ts.c_str(), &end, 10);
+  const auto now_ms = static_cast<int64_t>(std::time(nullptr)) * 1000;
+  if (end == ts.c_str() || *end != '\0' ||
+      std::llabs(now_ms - secs * 1000) > static_cast<long long>(f->timestamp_window_ms)) {
+    return "timestamp outside the window of timestampWindowSeconds";
+  }
+  const uint64_t mono = f->api->now_ms(f->host);
+  if (f->nonces.size() >= kMaxNonces) {
+    std::erase_if(f->nonces, [mono](const auto &kv) { return kv.second <= mono; });
+  }
+  auto [it, fresh] = f->nonces.emplace(ts + ":" + nonce, mono + f->timestamp_window_ms * 2);
+  if (!fresh && it->second > mono) return "replayed nonce";
+  it->second = mono + f->timestamp_window_ms * 2;
+  return {};
+}
+
+void on_webhook(void *arg, cg_http_exchange_t *ex, const cg_http_request_t *req) {
+  auto *f = static_cast<Feishu *>(arg);
+  if (f->verification_token.empty()) {
+    return refuse(f, ex, 403, "webhook callbacks are off: set verificationToken to take them", req);
+  }
+  const std::string_view body = sv(req->body);
+  std::string plain;
+  bool encrypted = false;
+  {
+    simdjson::dom::parser parser;
+    simdjson::dom::element doc;
+    std::string_view enc;
+    if (parser.parse(body.data(), body.size()).get(doc) != simdjson::SUCCESS) {
+      return refuse(f, ex, 400, "body is not JSON", req);
+    }
+    if (doc["encrypt"].get(enc) == simdjson::SUCCESS) {
+      if (f->encrypt_key.empty()) {
+        return refuse(f, ex, 400, "an encrypted callback, but no encryptKey is configured", req);
+      }
+      if (!decrypt(f->encrypt_key, enc, &plain)) {
+        return refuse(f, ex, 400, "cannot decrypt the callback (is encryptKey right?)", req);
+      }
+      encrypted = true;
+    }
+  }
+  Event ev;
+  if (std::string err = event_parse(encrypted ? std::string_view(plain) : body, &ev);
+      !err.empty()) {
+    return refuse(f, ex, 400, "malformed callback: " + err, req);
+  }
+  if (!equal_constant_time(ev.token, f->verification_token)) {
+    return refuse(f, ex, 401, "verification token mismatch", req);
+  }
+  if (ev.kind == Event::Kind::kUrlVerification) {
+    // The SDKs skip the signature for the challenge: the console sends none.
+    f->log(CG_LOG_INFO, "webhook: answered Feishu's URL verification");
+    return respond(f, ex, 200, "{\"challenge\":" + chatgate::json_string(ev.challenge) + "}");
+  }
+  if (!f->encrypt_key.empty()) {
+    if (std::string err = check_signature(f, req); !err.empty()) {
+      return refuse(f, ex, 401, err, req);
+    }
+  }
+  const bool card = ev.kind == Event::Kind::kCardAction;
+  f->handle_event(std::move(ev), [f, ex, card](bool ok) {
+    if (!ok) {
+      respond(f, ex, 503, R"({"msg":"busy, retry"})");
+    } else if (card) {
+      respond(f, ex, 200, R"({"toast":{"type":"info","content":"Received"}})");
+    } else {
+      respond(f, ex, 200, R"({"msg":"success"})");
+    }
+  });
+}
+
+// ---- inbound ----
+
+struct CacheWait {
+  Feishu *f;
+  Event ev;
+  std::function<void(bool)> done;
+};
+
+void route(Feishu *f, const Event &ev, const std::function<void(bool)> &done) {
+  cg_message_t m{};
+  m.struct_size = sizeof m;
+  std::string conversation, reply_token, text;
+  std::vector<cg_attachment_t> atts;
+  Content content;
+  if (ev.kind == Event::Kind::kCardAction) {
+    // A button press: its value is what the user "says".
+    m.conversation_type = CG_CONV_DIRECT;
+    m.id = cs(ev.event_id);
+    conversation = ev.open_chat_id;
+    m.sender_id = cs(ev.operator_open_id);
+    text = ev.action_value;
+    reply_token = ev.open_message_id;
+  } else {
+    if (ev.sender_type == "app") return done(true);  // a bot's message, maybe our own
+    const bool direct = ev.chat_type == "p2p";
+    content = message_content(ev, f->bot_open_id);
+    std::string why;
+    if (direct && !f->allow_direct) {
+      why = "policy";
+    } else if (!direct && !f->allowed_chats.empty() && !f->allowed_chats.contains(ev.chat_id)) {
+      why = "policy";
+    } else if (!direct && f->require_mention && !content.mentioned) {
+      why = "policy";
+    } else if (!content.supported) {
+      why = "unsupported";
+      if (!f->unsupported_reply.empty()) {
+        f->reply_text(ev.message_id, !ev.thread_id.empty(), f->unsupported_reply);
+      }
+    }
+    if (!why.empty()) {
+      f->api->message_dropped(f->host, cs(why));
+      return done(true);
+    }
+    m.conversation_type = direct ? CG_CONV_DIRECT : CG_CONV_GROUP;
+    m.id = cs(ev.message_id);
+    // Each topic of a topic group is its own conversation.
+    conversation = ev.thread_id.empty() ? ev.chat_id : ev.chat_id + ":" + ev.thread_id;
+    m.sender_id = cs(ev.sender_open_id);
+    m.mentioned = content.mentioned ? 1 : 0;
+    m.timestamp_ms = ev.create_time_ms;
+    text = content.text;
+    reply_token = ev.thread_id.empty() ? ev.message_id : ev.message_id + "|t";
+    for (const Attachment &a : content.attachments) {
+      cg_attachment_t c{};
+      c.struct_size = sizeof c;
+      c.kind = a.kind == Attachment::Kind::kImage  ? CG_ATTACH_IMAGE
+               : a.kind == Attachment::Kind::kFile ? CG_ATTACH_FILE
+                                                   : CG_ATTACH_OTHER;
+      c.key = cs(a.key);
+      c.name = cs(a.name);
+      atts.push_back(c);
+    }
+  }
+  m.conversation_id = cs(conversation);
+  m.text = cs(text);
+  m.reply_token = cs(reply_token);
+  m.attachment_count = static_cast<uint32_t>(atts.size());
+  m.attachments = atts.empty() ? nullptr : atts.data();
+  const int rc = f->api->emit_message(f->host, &m);
+  if (rc == CG_EBUSY) {
+    f->log(CG_LOG_WARN,
+           "inbound queue full: Feishu is told to push event " + ev.event_id + " again");
+    return done(false);
+  }
+  if (rc != 0) {
+    f->log(CG_LOG_ERROR, "the router refused event " + ev.event_id + ": " + cg_strerror(rc));
+  }
+  done(true);
+}
+
+void on_event_claimed(void *arg, int status, cg_str_t) {
+  std::unique_ptr<CacheWait> w(static_cast<CacheWait *>(arg));
+  if (status == CG_EEXIST) {
+    // Pushed again (a retry, a reconnect, or another instance has it).
+    w->f->api->message_dropped(w->f->host, cs("duplicate"));
+    return w->done(true);
+  }
+  if (status != 0) {
+    // No cache: the router's own dedupe on the message id is what is left.
+    w->f->log(CG_LOG_WARN, std::string("event dedupe unavailable (") + cg_strerror(status) +
+                               "); routing event " + w->ev.event_id);
+  }
+  if (w->f->stopping) return w->done(false);
+  route(w->f, w->ev, w->done);
+}
+
+}  // namespace
+
+void Feishu::log(int level, const std::string &line) const { api->log(host, level, cs(line)); }
+
+bool Feishu::after(uint64_t ms, std::function<void()> fn) {
+  struct Arg {
+    Feishu *f;
+  };
+  uint64_t id = 0;
+  // The id is only known after timer_start returns: the callback looks it up.
+  const int rc = api->timer_start(
+      host, ms, 0,
+      [](void *a, uint64_t timer_id) {
+        auto *self = static_cast<Feishu *>(a);
+        auto it = self->timers.find(timer_id);
+        if (it == self->timers.end()) return;
+        auto run = std::move(it->second);
+        self->timers.erase(it);
+        run();
+      },
+      this, &id);
+  if (rc != 0) return false;
+  timers.emplace(id, std::move(fn));
+  return true;
+}
+
+void Feishu::maybe_stopped() {
+  if (!stopping || stop_done == nullptr || in_flight > 0 || !answers.empty()) return;
+  cg_done_cb done = stop_done;
+  stop_done = nullptr;
+  done(stop_arg, 0);
+}
+
+void Feishu::handle_event(Event ev, std::function<void(bool)> done) {
+  if (ev.kind == Event::Kind::kOther) {
+    log(CG_LOG_DEBUG, "ignored event " + ev.event_type);
+    return done(true);
+  }
+  // Claim the event id first: a re-push, a reconnect's replay or a second
+  // instance sharing the cache must not answer twice.
+  auto w = std::make_unique<CacheWait>(CacheWait{this, std::move(ev), std::move(done)});
+  const std::string key = "ev:" + w->ev.event_id;
+  CacheWait *raw = w.release();
+  const int rc = api->cache_set_nx(host, cs(key), cs("1"), dedupe_ttl_ms, on_event_claimed, raw);
+  if (rc != 0) on_event_claimed(raw, rc, cg_str_t{});
+}
+
+namespace {
+
+int fs_init(const cg_host_api_t *api, cg_host_t *host, const cg_config_t *cfg, void **state) {
+  if (api->abi_minor < 3) {
+    api->set_error(host, cs("feishu.so needs chatgate's plugin ABI 1.3 or newer"));
+    return CG_ENOTSUP;
+  }
+  auto f = std::make_unique<Feishu>();
+  f->api = api;
+  f->host = host;
+  f->name = std::string(sv(api->instance_name(host)));
+  f->app_id = config_str(api, cfg, "appId");
+  f->app_secret = config_str(api, cfg, "appSecret");
+  f->verification_token = config_str(api, cfg, "verificationToken");
+  f->encrypt_key = config_str(api, cfg, "encryptKey");
+  const std::string domain = config_str(api, cfg, "domain");
+  if (domain == "feishu") {
+    f->base_url = "https://open.feishu.cn";
+  } else if (domain == "lark") {
+    f->base_url = "https://open.larksuite.com";
+  } else if (domain.starts_with("https://") || domain.starts_with("http://")) {
+    f->base_url = domain;
+    while (f->base_url.ends_with("/")) f->base_url.pop_back();
+  } else {
+    api->set_error(host, cs("domain must be feishu, lark, or a base URL (https://...)"));
+    return CG_ECONFIG;
+  }
+  f->longconn = config_str(api, cfg, "mode") == "longconn";
+  if (!f->longconn && f->verification_token.empty()) {
+    api->set_error(host, cs("webhook mode needs verificationToken (the event subscription's "
+                            "Verification Token): without it anyone could post events"));
+    return CG_ECONFIG;
+  }
+  f->require_mention = config_bool(api, cfg, "requireMention");
+  f->allow_direct = config_bool(api, cfg, "directMessages");
+  size_t n = 0;
+  if (api->config_list_size(cfg, "allowedChats", &n) == 0) {
+    for (size_t i = 0; i < n; ++i) {
+      cg_str_t s{};
+      if (api->config_list_item(cfg, "allowedChats", i, &s) == 0) {
+        f->allowed_chats.emplace(sv(s));
+      }
+    }
+  }
+  const std::string style = config_str(api, cfg, "replyStyle");
+  f->style = style == "post"             ? Style::kPost
+             : style == "card"           ? Style::kCard
+             : style == "streaming-card" ? Style::kStreamingCard
+                                         : Style::kText;
+  f->unsupported_reply = config_str(api, cfg, "unsupportedReply");
+  f->timestamp_window_ms =
+      static_cast<uint64_t>(config_int(api, cfg, "timestampWindowSeconds")) * 1000;
+  f->stream_update_ms = static_cast<uint64_t>(config_int(api, cfg, "streamUpdateMs"));
+  f->request_timeout_ms = static_cast<uint64_t>(config_int(api, cfg, "requestTimeoutMs"));
+  f->max_retries = static_cast<int>(config_int(api, cfg, "maxRetries"));
+  *state = f.release();
+  return 0;
+}
+
+int fs_start(void *state) {
+  auto *f = static_cast<Feishu *>(state);
+  // Both modes take callbacks: card actions come by HTTP when the card
+  // callback URL is set, even with the long connection for messages.
+  const std::string path = "/webhook/" + f->name;
+  if (const int rc = f->api->http_route_add(f->host, cs("POST"), cs(path), 0, on_webhook, f);
+      rc != 0) {
+    f->api->set_error(f->host, cs("cannot register " + path + ": " + cg_strerror(rc)));
+    return rc;
+  }
+  f->fetch_bot_info();
+  if (f->longconn) {
+    f->api->set_state(f->host, CG_STATE_STARTING, cs("opening the long connection"));
+    f->ws_start();
+  }
+  return 0;
+}
+
+void fs_stop(void *state, cg_done_cb done, void *arg) {
+  auto *f = static_cast<Feishu *>(state);
+  f->stopping = true;
+  f->stop_done = done;
+  f->stop_arg = arg;
+  f->ws_stop();
+  f->cancel_http();
+  // Answers still streaming without their FINAL will get none.
+  std::erase_if(f->answers, [](const auto &kv) { return kv.second->done == nullptr; });
+  // Timers run their work now; each sees `stopping` and gives up.
+  auto timers = std::move(f->timers);
+  f->timers.clear();
+  for (auto &[id, fn] : timers) {
+    f->api->timer_stop(f->host, id);
+    fn();
+  }
+  f->maybe_stopped();
+}
+
+void fs_destroy(void *state) { delete static_cast<Feishu *>(state); }
+
+int fs_send(void *state, const cg_reply_t *reply, cg_done_cb done, void *arg) {
+  return static_cast<Feishu *>(state)->send(*reply, done, arg);
+}
+
+const cg_channel_ops_t kOps = {sizeof(cg_channel_ops_t), fs_send};
+
+const cg_plugin_t kPlugin = {
+    sizeof(cg_plugin_t),
+    CG_ABI_MAJOR,
+    3,
+    CG_KIND_CHANNEL,
+    "feishu",
+    "0.1.0",
+    "Feishu / Lark bot: long connection or webhook, text, post, card and streaming-card replies",
+    CG_CHANNEL_CAP_STREAMING | CG_CHANNEL_CAP_MARKDOWN,
+    kFields,
+    sizeof(kFields) / sizeof(kFields[0]),
+    0,
+    fs_init,
+    fs_start,
+    fs_stop,
+    fs_destroy,
+    &kOps,
+};
+
+}  // namespace
+}  // namespace feishu
+
+extern "C" CG_EXPORT const cg_plugin_t *cg_plugin_entry(uint32_t host_major, uint32_t host_minor) {
+  if (host_major != CG_ABI_MAJOR || host_minor < 3) return nullptr;
+  return &feishu::kPlugin;
+}

@@ -1,0 +1,61 @@
+// Feishu events as the plugin needs them: the callback and long-connection
+// envelopes (schema 2.0 and v1), im.message.receive_v1 and
+// card.action.trigger, and a message's content (text, post, image, file)
+// flattened into text with attachments. Facts: ../shared/protocols.md.
+//
+// THREAD: safe (pure functions).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace feishu {
+
+struct Mention {
+  std::string key;  // "@_user_1", as it appears in the text
+  std::string open_id;
+  std::string name;
+};
+
+struct Event {
+  enum class Kind { kUrlVerification, kMessage, kCardAction, kOther };
+  Kind kind = Kind::kOther;
+  std::string token;       // verification token (header.token, or token for v1)
+  std::string challenge;   // url_verification
+  std::string event_id;    // header.event_id, or uuid for v1
+  std::string event_type;  // "im.message.receive_v1"
+  // im.message.receive_v1
+  std::string message_id, chat_id, chat_type, thread_id, root_id, message_type, content;
+  std::string sender_open_id, sender_type;
+  int64_t create_time_ms = 0;
+  std::vector<Mention> mentions;
+  // card.action.trigger
+  std::string action_value;  // action.value.value when a string, else action.value as JSON
+  std::string operator_open_id, open_chat_id, open_message_id;
+};
+
+// Parses a decrypted callback body or a long-connection event payload.
+// Returns "" or why it is not an event ("not JSON", "no event header"...).
+std::string event_parse(std::string_view json, Event *out);
+
+struct Attachment {
+  enum class Kind { kImage, kFile, kOther };
+  Kind kind = Kind::kOther;
+  std::string key;   // image_key or file_key
+  std::string name;  // file name, or empty
+};
+
+struct Content {
+  bool supported = false;  // a type the plugin reads (text, post, image, file)
+  bool mentioned = false;  // the bot was @-mentioned
+  std::string text;        // mention keys resolved: the bot's removed, others "@Name"
+  std::vector<Attachment> attachments;
+};
+
+// The content of an im.message.receive_v1 event. `bot_open_id` empty: the
+// bot's id is not known (yet), and any @-mention counts as the bot's.
+Content message_content(const Event &ev, std::string_view bot_open_id);
+
+}  // namespace feishu

@@ -1,0 +1,156 @@
+// feishu.so's state, shared by its files:
+//   feishu.cc          entry point, config, lifecycle, inbound events, webhook
+//   feishu_api.cc      the open platform's HTTP API: tenant token, replies,
+//                      CardKit streaming cards
+//   feishu_ws.cc       the long connection (WebSocket, protobuf frames)
+//   feishu_event.cc    envelopes and message content (pure)
+//   feishu_crypto.cc   AES, signatures (pure)
+//
+// THREAD: everything runs on the host's loop thread.
+#pragma once
+
+#include <chatgate/chatgate.h>
+
+#include <chatgate/cpp.hpp>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "feishu_event.h"
+
+namespace feishu {
+
+enum class Style { kText, kPost, kCard, kStreamingCard };
+
+// The outcome of one open-platform API call.
+struct ApiResult {
+  int result = 0;    // 0: the platform answered with code 0; else CG_E*
+  int http = 0;      // HTTP status, 0 when none came
+  int64_t code = 0;  // the platform's code, -1 when the answer was not JSON
+  std::string msg;   // the platform's msg, or the transport error
+  std::string body;  // the whole answer (JSON)
+};
+using ApiDone = std::function<void(const ApiResult &)>;
+
+struct Feishu;
+
+// One answer on its way out: the target, and for a streaming card its
+// state. Lives from the first reply of an answer to its FINAL's done.
+struct Answer {
+  Feishu *f = nullptr;
+  uint64_t id = 0;
+  std::string message_id;  // the message replied to, or empty (a proactive send)
+  bool thread = false;
+  std::string chat_id;  // for a proactive send
+  enum class Card { kNone, kCreating, kLive, kFailed } card = Card::kNone;
+  std::string card_id;
+  int64_t sequence = 0;
+  std::string latest;  // the newest text from the router
+  std::string shown;   // what the card shows
+  bool updating = false, timer = false, final = false, closing = false;
+  uint64_t last_update_ms = 0;
+  cg_done_cb done = nullptr;  // the FINAL's
+  void *done_arg = nullptr;
+  int status = 0;
+
+  // An idempotency key: the same for a retry of the same reply (in this
+  // process or another), random for a proactive send.
+  std::string uuid(std::string_view what, size_t part) const;
+};
+
+struct Feishu {
+  Feishu();
+  ~Feishu();  // in feishu_ws.cc, where Ws is complete
+  Feishu(const Feishu &) = delete;
+  Feishu &operator=(const Feishu &) = delete;
+
+  const cg_host_api_t *api = nullptr;
+  cg_host_t *host = nullptr;
+  std::string name;  // instance name, for log lines
+
+  // config
+  std::string app_id, app_secret, verification_token, encrypt_key, base_url;
+  bool longconn = true;
+  bool require_mention = true;
+  bool allow_direct = true;
+  std::set<std::string> allowed_chats;  // empty: every group
+  Style style = Style::kText;
+  std::string unsupported_reply;
+  uint64_t timestamp_window_ms = 300000;
+  uint64_t stream_update_ms = 500;
+  uint64_t request_timeout_ms = 10000;
+  int max_retries = 3;
+  uint64_t dedupe_ttl_ms = 86400000;
+
+  // lifecycle
+  bool stopping = false;
+  cg_done_cb stop_done = nullptr;
+  void *stop_arg = nullptr;
+  size_t in_flight = 0;         // HTTP requests and the WebSocket not yet ended
+  std::set<uint64_t> http_ids;  // requests in flight, to cancel at stop
+  std::map<uint64_t, std::function<void()>> timers;  // id -> what to run (also at stop)
+
+  // tenant token
+  std::string token;
+  uint64_t token_expires_ms = 0;
+  bool token_fetching = false;
+  std::vector<std::function<void(int, const std::string &)>> token_waiters;
+
+  std::string bot_open_id;  // learned at start (bot/v3/info)
+
+  // webhook replay protection: nonce -> when it expires
+  std::unordered_map<std::string, uint64_t> nonces;
+
+  // answers on their way out, by answer id
+  std::unordered_map<uint64_t, std::unique_ptr<Answer>> answers;
+
+  // long connection
+  struct Ws;
+  std::unique_ptr<Ws> ws;
+
+  // ---- feishu.cc ----
+  void log(int level, const std::string &line) const;
+  // Runs fn after ms (also, early, when the instance stops: fn must check
+  // `stopping`). Returns false when the host refused the timer.
+  bool after(uint64_t ms, std::function<void()> fn);
+  void maybe_stopped();  // calls stop_done once nothing is in flight
+  // An inbound event from either mode: dedupe, policy, then the router.
+  // done(ok): false when the router could not take it (tell the platform
+  // to retry).
+  void handle_event(Event ev, std::function<void(bool ok)> done);
+
+  // ---- feishu_api.cc ----
+  // An HTTP exchange; fn gets the host's result and response.
+  using HttpFn = std::function<void(int result, const cg_http_client_response_t *resp)>;
+  int http(std::string_view method, const std::string &url,
+           const std::vector<std::pair<std::string, std::string>> &headers, std::string_view body,
+           HttpFn fn);
+  // An open-platform call with the tenant token, retried on token errors
+  // (once, with a fresh token), 429 / rate-limit codes and 5xx.
+  void call(std::string method, std::string path, std::string body, ApiDone done, int attempt = 0,
+            bool fresh_token = false);
+  void with_token(std::function<void(int, const std::string &)> fn);
+  void fetch_bot_info();
+  int send(const cg_reply_t &reply, cg_done_cb done, void *arg);
+  void cancel_http();
+  // A plain text reply outside the router (the unsupported-type answer).
+  void reply_text(const std::string &message_id, bool in_thread, const std::string &text);
+
+  // ---- feishu_ws.cc ----
+  void ws_start();
+  void ws_stop();
+};
+
+// Feishu's codes for a tenant token that is invalid or expired.
+inline bool token_error(int64_t code) {
+  return code == 99991663 || code == 99991664 || code == 99991671;
+}
+
+}  // namespace feishu
