@@ -264,6 +264,12 @@ void route(Feishu *f, const Event &ev, const std::function<void(bool)> &done) {
 
 void on_event_claimed(void *arg, int status, cg_str_t) {
   std::unique_ptr<CacheWait> w(static_cast<CacheWait *>(arg));
+  w->f->in_flight--;
+  // Whatever happens next, a stop waiting for this call may go on after it.
+  struct Later {
+    Feishu *f;
+    ~Later() { f->maybe_stopped(); }
+  } later{w->f};
   if (status == CG_EEXIST) {
     // Pushed again (a retry, a reconnect, or another instance has it).
     w->f->api->message_dropped(w->f->host, cs("duplicate"));
@@ -305,7 +311,12 @@ bool Feishu::after(uint64_t ms, std::function<void()> fn) {
 }
 
 void Feishu::maybe_stopped() {
-  if (!stopping || stop_done == nullptr || in_flight > 0 || !answers.empty()) return;
+  if (!stopping || stop_done == nullptr || in_flight > 0) return;
+  // Nothing can call back now: answers still streaming without their
+  // FINAL will get none. One with a FINAL pending would still have a
+  // request in flight.
+  std::erase_if(answers, [](const auto &kv) { return kv.second->done == nullptr; });
+  if (!answers.empty()) return;
   cg_done_cb done = stop_done;
   stop_done = nullptr;
   done(stop_arg, 0);
@@ -321,6 +332,7 @@ void Feishu::handle_event(Event ev, std::function<void(bool)> done) {
   auto w = std::make_unique<CacheWait>(CacheWait{this, std::move(ev), std::move(done)});
   const std::string key = "ev:" + w->ev.event_id;
   CacheWait *raw = w.release();
+  in_flight++;
   const int rc = api->cache_set_nx(host, cs(key), cs("1"), dedupe_ttl_ms, on_event_claimed, raw);
   if (rc != 0) on_event_claimed(raw, rc, cg_str_t{});
 }
@@ -409,8 +421,6 @@ void fs_stop(void *state, cg_done_cb done, void *arg) {
   f->stop_arg = arg;
   f->ws_stop();
   f->cancel_http();
-  // Answers still streaming without their FINAL will get none.
-  std::erase_if(f->answers, [](const auto &kv) { return kv.second->done == nullptr; });
   // Timers run their work now; each sees `stopping` and gives up.
   auto timers = std::move(f->timers);
   f->timers.clear();
