@@ -1,0 +1,684 @@
+"""feishu.so end to end: the real chatgate with its Feishu channel plugin
+against tests/fakes/fake_feishu.py (an independent fake of the Feishu open
+platform: HTTP open APIs plus the long-connection WebSocket) on loopback.
+
+Webhook mode: URL verification (plain and encrypted), replies to p2p and
+group messages (mention required, allowedChats, directMessages), encrypted
+and signed callbacks and every refusal (bad signature, stale timestamp,
+replayed nonce, missing signature, undecryptable, malformed, wrong token),
+a re-pushed event answered once, the unsupported-type answer, an expired
+tenant token and a 429 retried, and streaming CardKit cards with openai.so
+and tests/fakes/fake_openai.py (updates, fallback to text, model errors).
+Long-connection mode: connect, events acked with biz_rt, pings, multi-part
+events, reconnect after a drop without answering a replay twice, and the
+refusals (wrong credentials, connection limit) in /readyz.
+No secret reaches chatgate's log in any test."""
+import json
+import os
+import re
+import sys
+import textwrap
+import time
+import unittest
+import uuid
+
+from harness import SOURCE_DIR, Chatgate, FakeProcess, free_port, gateway_config, get, post_json
+
+FAKES = os.path.join(SOURCE_DIR, "tests", "fakes")
+sys.path.insert(0, FAKES)
+import fake_feishu  # noqa: E402  (the fake's helpers: encrypt, sign, message_event)
+
+# Distinctive secrets, so that a leak into the log is unmistakable.
+APP_SECRET = "fsApp-S3cr3t-7781-kestrel"
+WRONG_SECRET = "fsWrong-S3cr3t-5150-heron"
+VTOKEN = "fsVerif-T0ken-4410-osprey"
+ENCRYPT_KEY = "fsEncrypt-K3y-9023-plover"
+SECRETS = (APP_SECRET, WRONG_SECRET, VTOKEN, ENCRYPT_KEY)
+UNSUPPORTED = "Sorry, I can only read text, posts, images and files."
+BOT_LEARNED = "the bot's open_id is ou_bot"
+
+
+def wait_for(predicate, timeout=5.0, what="a condition"):
+    """Polls `predicate` until it returns something true; returns that."""
+    deadline = time.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+        time.sleep(0.02)
+
+
+class FakeFeishu(FakeProcess):
+    def __init__(self, *args):
+        super().__init__([sys.executable, os.path.join(FAKES, "fake_feishu.py"),
+                          "--app-secret", APP_SECRET] + list(args))
+        self.base = "http://127.0.0.1:%d" % self.port
+
+    def get(self, path):
+        status, body, _ = get(self.port, path)
+        assert status == 200, (path, status, body)
+        return json.loads(body)
+
+    def post(self, path, body=None):
+        status, doc, _ = post_json(self.port, path, body or {})
+        return status, doc
+
+    def control(self, path, body=None):
+        status, doc = self.post(path, body)
+        assert status == 200, (path, status, doc)
+        return doc
+
+    def reset(self):
+        self.control("/_control/reset")
+
+    def calls(self):
+        return self.get("/_control/calls")["calls"]
+
+    def messages(self):
+        return self.get("/_control/messages")["messages"]
+
+    def cards(self):
+        return self.get("/_control/cards")["cards"]
+
+    def ws(self):
+        return self.get("/_control/ws")
+
+    def fail(self, **failure):
+        self.control("/_control/fail", failure)
+
+    def replies_to(self, message_id):
+        return [m for m in self.messages() if m["kind"] == "reply" and m["message_id"] == message_id]
+
+    def wait_reply(self, message_id, count=1, timeout=5.0):
+        def enough():
+            replies = self.replies_to(message_id)
+            return replies if len(replies) >= count else None
+        return wait_for(enough, timeout, "%d reply(s) to %s" % (count, message_id))
+
+    def push(self, event, **options):
+        """Pushes an event over the long connection; returns the frame message_id."""
+        body = dict(options, event=event)
+        status, doc = self.post("/_control/ws/event", body)
+        assert status == 200 and doc["sent"], (status, doc)
+        return doc["message_id"]
+
+
+class FakeOpenAI(FakeProcess):
+    def __init__(self):
+        super().__init__([sys.executable, os.path.join(FAKES, "fake_openai.py")])
+        self.base = "http://127.0.0.1:%d" % self.port
+
+    def script(self, *steps):
+        assert post_json(self.port, "/control", {"script": list(steps)})[0] == 200
+
+    def reset(self):
+        assert post_json(self.port, "/reset", {})[0] == 200
+
+    def requests(self):
+        return json.loads(get(self.port, "/requests")[1])
+
+
+def yaml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a YAML double-quoted scalar
+    return str(value)
+
+
+def feishu_config(api_port, fake_port, model="echo", model_instance=None, **settings):
+    """A gateway with instance fs (feishu.so, webhook mode unless `mode` is
+    given), the model (echo.so unless `model_instance` gives another) and
+    memory.so. A setting of None leaves the key out."""
+    cfg = {"appId": "cli_test", "appSecret": APP_SECRET,
+           "domain": "http://127.0.0.1:%d" % fake_port, "mode": "webhook",
+           "verificationToken": VTOKEN}
+    cfg.update(settings)
+    lines = ["    - name: fs", "      plugin: feishu.so", "      config:"]
+    lines += ["        %s: %s" % (k, yaml_value(v)) for k, v in cfg.items() if v is not None]
+    instances = "\n".join(lines) + "\n"
+    instances += model_instance or "    - name: echo\n      plugin: echo.so\n"
+    instances += "    - name: memory\n      plugin: memory.so\n"
+    return gateway_config(api_port, instances, model, "memory")
+
+
+def text_event(message_id, text="hello", chat_id=None, chat_type="p2p", **kw):
+    kw.setdefault("token", VTOKEN)
+    return fake_feishu.message_event(message_id, chat_id or "oc_" + message_id, chat_type, text,
+                                     **kw)
+
+
+def signed(payload, key=ENCRYPT_KEY, ts=None, nonce=None, sign_key=None):
+    """An encrypted callback body (bytes) and its X-Lark-* headers. `payload`
+    is a dict (encrypted) or raw bytes (sent as they are, signed)."""
+    if isinstance(payload, dict):
+        raw = json.dumps({"encrypt": fake_feishu.encrypt(key, json.dumps(payload))}).encode()
+    else:
+        raw = payload
+    ts = str(int(time.time())) if ts is None else ts
+    nonce = nonce or uuid.uuid4().hex
+    return raw, {"X-Lark-Request-Timestamp": ts, "X-Lark-Request-Nonce": nonce,
+                 "X-Lark-Signature": fake_feishu.sign(ts, nonce, sign_key or key, raw)}
+
+
+def parse_metrics(text):
+    """Prometheus text -> [(name, {label: value}, float)]."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.fullmatch(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)', line)
+        assert m, "unparsable metrics line: %r" % line
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        out.append((m.group(1), labels, float(m.group(3))))
+    return out
+
+
+class FeishuCase(unittest.TestCase):
+    """Starts chatgate per test; `finish` stops it and checks the log holds no secret."""
+
+    def start(self, config, wait_bot=True):
+        cg = Chatgate(config).start()
+        self.addCleanup(cg.__exit__, None, None, None)
+        if wait_bot:
+            wait_for(lambda: BOT_LEARNED in cg.log(), 5, "the plugin to learn the bot's open_id")
+        return cg
+
+    def gateway(self, fake, **settings):
+        port = free_port()
+        return port, self.start(feishu_config(port, fake.port, **settings))
+
+    def finish(self, cg):
+        self.assertEqual(cg.stop(), 0, cg.log()[-3000:])
+        log = cg.log()
+        for secret in SECRETS:
+            self.assertNotIn(secret, log, "a secret in chatgate's log")
+        return log
+
+    def admin_port(self, cg):
+        m = re.search(r"admin on http://127\.0\.0\.1:(\d+)", cg.log())
+        self.assertIsNotNone(m, cg.log())
+        return int(m.group(1))
+
+    def metric(self, cg, name, **labels):
+        status, text, _ = get(self.admin_port(cg), "/metrics")
+        self.assertEqual(status, 200)
+        for n, ls, value in parse_metrics(text):
+            if n == name and all(ls.get(k) == v for k, v in labels.items()):
+                return value
+        return 0.0
+
+    def webhook(self, port, body, headers=None):
+        return post_json(port, "/webhook/fs", body, headers=headers)
+
+    def settle(self):
+        """Lets a reply that should not come have its chance to show."""
+        time.sleep(0.2)
+
+
+# ------------------------------------------------------------------ webhook
+
+class WebhookTest(FeishuCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeFeishu()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.close()
+
+    def setUp(self):
+        self.fake.reset()
+
+    def test_url_verification_answers_the_challenge_and_checks_the_token(self):
+        port, cg = self.gateway(self.fake)
+        status, body, _ = self.webhook(port, {"challenge": "c1", "token": VTOKEN,
+                                              "type": "url_verification"})
+        self.assertEqual((status, body), (200, {"challenge": "c1"}))
+        status, body, _ = self.webhook(port, {"challenge": "c2", "token": "not-the-token",
+                                              "type": "url_verification"})
+        self.assertEqual(status, 401, body)
+        self.assertNotIn("c2", json.dumps(body))
+        log = self.finish(cg)
+        self.assertEqual(log.count("refused a callback"), 1, log)
+
+    def test_p2p_text_is_answered_with_a_reply(self):
+        port, cg = self.gateway(self.fake)
+        status, body, _ = self.webhook(port, text_event("om_p2p1", "hello"))
+        self.assertEqual((status, body), (200, {"msg": "success"}))
+        [reply] = self.fake.wait_reply("om_p2p1")
+        self.assertEqual(reply["msg_type"], "text")
+        self.assertEqual(reply["content"], {"text": "echo: hello (turn 1)"})
+        self.assertRegex(reply["authorization"], r"^Bearer t-\d+$")
+        self.assertTrue(reply["uuid"])
+        # A second message in the same chat continues the conversation.
+        self.webhook(port, text_event("om_p2p2", "again", chat_id="oc_om_p2p1"))
+        [reply] = self.fake.wait_reply("om_p2p2")
+        self.assertEqual(reply["content"], {"text": "echo: again (turn 2)"})
+        self.finish(cg)
+
+    def test_an_event_pushed_twice_is_answered_once(self):
+        port, cg = self.gateway(self.fake)
+        event = text_event("om_dup", "once please")
+        self.assertEqual(self.webhook(port, event)[:2], (200, {"msg": "success"}))
+        self.fake.wait_reply("om_dup")
+        status, body, _ = self.webhook(port, event)
+        self.assertEqual(status, 200, body)
+        # Barrier: a later message is answered, then the duplicate had its chance.
+        self.webhook(port, text_event("om_dup_barrier", "next"))
+        self.fake.wait_reply("om_dup_barrier")
+        self.settle()
+        self.assertEqual(len(self.fake.replies_to("om_dup")), 1, self.fake.messages())
+        self.assertEqual(self.fake.get("/_control/messages")["duplicates"], 0)
+        self.finish(cg)
+
+    def test_group_messages_need_the_bots_mention(self):
+        port, cg = self.gateway(self.fake)
+        chat = "oc_group1"
+        self.assertEqual(self.webhook(port, text_event("om_g1", "no mention", chat_id=chat,
+                                                       chat_type="group"))[0], 200)
+        # A mention of someone else is not a mention of the bot.
+        self.assertEqual(self.webhook(port, text_event(
+            "om_g2", "@_user_1 for you", chat_id=chat, chat_type="group",
+            mentions=[("@_user_1", "ou_someone", "Someone")]))[0], 200)
+        self.assertEqual(self.webhook(port, text_event(
+            "om_g3", "@_user_1 what time", chat_id=chat, chat_type="group",
+            mentions=[("@_user_1", "ou_bot", "Bot")]))[0], 200)
+        [reply] = self.fake.wait_reply("om_g3")
+        # The mention key is stripped, and nothing else was routed to this chat.
+        self.assertEqual(reply["content"], {"text": "echo: what time (turn 1)"})
+        self.settle()
+        self.assertEqual(self.fake.replies_to("om_g1") + self.fake.replies_to("om_g2"), [])
+        self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
+                                     reason="policy"), 2)
+        self.finish(cg)
+
+    def test_allowed_chats_and_direct_messages_off_drop_by_policy(self):
+        port, cg = self.gateway(self.fake, allowedChats=["oc_allowed"], directMessages=False)
+        mention = {"chat_type": "group", "mentions": [("@_user_1", "ou_bot", "Bot")]}
+        self.webhook(port, text_event("om_a1", "@_user_1 elsewhere", chat_id="oc_other", **mention))
+        self.webhook(port, text_event("om_a2", "direct"))
+        self.webhook(port, text_event("om_a3", "@_user_1 here", chat_id="oc_allowed", **mention))
+        [reply] = self.fake.wait_reply("om_a3")
+        self.assertEqual(reply["content"], {"text": "echo: here (turn 1)"})
+        self.settle()
+        self.assertEqual(self.fake.replies_to("om_a1") + self.fake.replies_to("om_a2"), [])
+        self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
+                                     reason="policy"), 2)
+        self.finish(cg)
+
+    def test_unsupported_type_gets_the_fixed_answer_and_is_not_routed(self):
+        port, cg = self.gateway(self.fake)
+        event = text_event("om_audio", chat_id="oc_unsup", message_type="audio",
+                           content='{"file_key":"x"}')
+        self.assertEqual(self.webhook(port, event)[:2], (200, {"msg": "success"}))
+        [reply] = self.fake.wait_reply("om_audio")
+        self.assertEqual(reply["msg_type"], "text")
+        self.assertEqual(reply["content"], {"text": UNSUPPORTED})
+        # The model never saw it: the next text in that chat is its first turn.
+        self.webhook(port, text_event("om_after_audio", "words", chat_id="oc_unsup"))
+        [reply] = self.fake.wait_reply("om_after_audio")
+        self.assertEqual(reply["content"], {"text": "echo: words (turn 1)"})
+        self.settle()
+        self.assertEqual(len(self.fake.replies_to("om_audio")), 1)
+        self.finish(cg)
+
+    def test_expired_token_is_replaced_and_the_reply_retried(self):
+        port, cg = self.gateway(self.fake)
+        self.webhook(port, text_event("om_tok1", "first"))
+        [first] = self.fake.wait_reply("om_tok1")
+        old = first["authorization"]
+        self.fake.control("/_control/expire_tokens")
+        self.webhook(port, text_event("om_tok2", "second"))
+        [second] = self.fake.wait_reply("om_tok2")
+        self.assertEqual(second["content"], {"text": "echo: second (turn 1)"})
+        old_n = int(old.rsplit("-", 1)[1])
+        self.assertEqual(second["authorization"], "Bearer t-%d" % (old_n + 1))
+        attempts = [c for c in self.fake.calls() if c["path"] == "/open-apis/im/v1/messages/om_tok2/reply"]
+        self.assertEqual([(c["authorization"], c["code"]) for c in attempts],
+                         [(old, 99991663), (second["authorization"], 0)], attempts)
+        self.finish(cg)
+
+    def test_429_is_retried_then_answered(self):
+        port, cg = self.gateway(self.fake)
+        self.fake.fail(path="/open-apis/im/v1/messages", count=1, status=429, code=99991400,
+                       headers={"x-ogw-ratelimit-reset": "0"})
+        self.webhook(port, text_event("om_429", "busy?"))
+        [reply] = self.fake.wait_reply("om_429")
+        self.assertEqual(reply["content"], {"text": "echo: busy? (turn 1)"})
+        attempts = [c for c in self.fake.calls() if c["path"].startswith("/open-apis/im/v1/messages")]
+        self.assertEqual([(c["status"], c["code"], bool(c.get("failed"))) for c in attempts],
+                         [(429, 99991400, True), (200, 0, False)], attempts)
+        # A retry of the same reply carries the same idempotency key.
+        self.assertEqual(attempts[0]["body"]["uuid"], attempts[1]["body"]["uuid"])
+        self.finish(cg)
+
+
+class EncryptedWebhookTest(FeishuCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeFeishu()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.close()
+
+    def setUp(self):
+        self.fake.reset()
+
+    def gateway(self, fake=None, **settings):
+        settings.setdefault("encryptKey", ENCRYPT_KEY)
+        return super().gateway(fake or self.fake, **settings)
+
+    def test_encrypted_url_verification_without_signature(self):
+        port, cg = self.gateway()
+        challenge = json.dumps({"challenge": "c1", "token": VTOKEN, "type": "url_verification"})
+        status, body, _ = self.webhook(port, {"encrypt": fake_feishu.encrypt(ENCRYPT_KEY, challenge)})
+        self.assertEqual((status, body), (200, {"challenge": "c1"}))
+        self.finish(cg)
+
+    def test_signed_event_is_answered_and_a_replay_refused(self):
+        port, cg = self.gateway()
+        raw, headers = signed(text_event("om_enc1", "secret hello"))
+        status, body, _ = self.webhook(port, raw, headers)
+        self.assertEqual((status, body), (200, {"msg": "success"}))
+        [reply] = self.fake.wait_reply("om_enc1")
+        self.assertEqual(reply["content"], {"text": "echo: secret hello (turn 1)"})
+        # The very same request again: the nonce was seen.
+        status, body, _ = self.webhook(port, raw, headers)
+        self.assertEqual(status, 401, body)
+        wait_for(lambda: cg.log().count("refused a callback") == 1, 3, "the refusal's log line")
+        self.settle()
+        self.assertEqual(len(self.fake.replies_to("om_enc1")), 1)
+        log = self.finish(cg)
+        self.assertEqual(log.count("refused a callback"), 1, log)
+
+    def test_every_refusal_is_logged_once_and_routes_nothing(self):
+        port, cg = self.gateway()
+        chat = "oc_refusals"
+        now = int(time.time())
+
+        def good(mid, text="should not pass", **kw):
+            return text_event(mid, text, chat_id=chat, **kw)
+        wrong_key_cipher = fake_feishu.encrypt("some-other-key", json.dumps(good("om_r_key")),
+                                               iv=b"\0" * 16)
+        with self.assertRaises(ValueError):  # the test's own input: really undecryptable
+            fake_feishu.decrypt(ENCRYPT_KEY, wrong_key_cipher)
+        cases = [
+            ("bad signature", 401, signed(good("om_r_sig"), sign_key="not-the-key")),
+            ("stale timestamp", 401, signed(good("om_r_ts"), ts=str(now - 600))),
+            ("future timestamp", 401, signed(good("om_r_ts2"), ts=str(now + 600))),
+            ("unencrypted, unsigned", 401, (json.dumps(good("om_r_plain")).encode(), {})),
+            ("encrypted, unsigned", 401,
+             (json.dumps({"encrypt": fake_feishu.encrypt(ENCRYPT_KEY, json.dumps(good("om_r_ns")))}),
+              {})),
+            ("not base64", 400, signed(b'{"encrypt":"this is not base64 at all!"}')),
+            ("wrong key", 400, signed(json.dumps({"encrypt": wrong_key_cipher}).encode())),
+            ("malformed JSON", 400, signed(b'{"encrypt": "abc"')),
+            ("token mismatch", 401, signed(good("om_r_token", token="wrong-token"))),
+        ]
+        for i, (name, expected, (raw, headers)) in enumerate(cases, 1):
+            with self.subTest(name):
+                status, body, _ = self.webhook(port, raw, headers)
+                self.assertEqual(status, expected, (name, body))
+                wait_for(lambda: cg.log().count("refused a callback") >= i, 3,
+                         "the log line of refusal %r" % name)
+                self.assertEqual(cg.log().count("refused a callback"), i, cg.log())
+        # Barrier: a good event in the same chat is that conversation's first turn.
+        raw, headers = signed(good("om_r_ok", text="now pass"))
+        status, body, _ = self.webhook(port, raw, headers)
+        self.assertEqual((status, body), (200, {"msg": "success"}))
+        [reply] = self.fake.wait_reply("om_r_ok")
+        self.assertEqual(reply["content"], {"text": "echo: now pass (turn 1)"})
+        self.settle()
+        self.assertEqual([m["message_id"] for m in self.fake.messages()], ["om_r_ok"])
+        log = self.finish(cg)
+        self.assertEqual(log.count("refused a callback"), len(cases), log)
+
+
+# ------------------------------------------------------------------ streaming cards
+
+class StreamingCardTest(FeishuCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeFeishu()
+        cls.model = FakeOpenAI()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.close()
+        cls.model.close()
+
+    def setUp(self):
+        self.fake.reset()
+        self.model.reset()
+
+    def gateway(self, **settings):
+        gpt = textwrap.dedent("""\
+            - name: gpt
+              plugin: openai.so
+              config:
+                endpoint: {base}/v1
+                model: fake-model
+                retries: 0
+        """).format(base=self.model.base)
+        gpt = textwrap.indent(gpt, "    ")
+        return super().gateway(self.fake, model="gpt", model_instance=gpt,
+                               replyStyle="streaming-card", streamUpdateMs=100, **settings)
+
+    def final_reply(self, message_id, timeout=8):
+        """Waits for the answer to end: a reply, and no card left streaming."""
+        [reply] = self.fake.wait_reply(message_id, timeout=timeout)
+        if reply["msg_type"] == "interactive" and reply["content"].get("type") == "card":
+            card_id = reply["content"]["data"]["card_id"]
+            wait_for(lambda: not self.fake.cards()[card_id]["streaming"], timeout,
+                     "card %s to stop streaming" % card_id)
+        return reply
+
+    def test_answer_streams_into_one_card_then_closes_it(self):
+        port, cg = self.gateway()
+        self.model.script("trickle:150")
+        answer = "reply to: tell me a longer story please (1 messages)"
+        self.webhook(port, text_event("om_sc1", "tell me a longer story please"))
+        reply = self.final_reply("om_sc1")
+        cards = self.fake.cards()
+        self.assertEqual(len(cards), 1, cards)
+        [(card_id, card)] = cards.items()
+        self.assertEqual(reply["msg_type"], "interactive")
+        self.assertEqual(reply["content"], {"type": "card", "data": {"card_id": card_id}})
+        self.assertTrue(card["card"]["config"]["streaming_mode"])  # created streaming
+        self.assertTrue(card["elements"]["stream_md"].endswith(answer), card["elements"])
+        contents = [u for u in card["updates"] if "element_id" in u]
+        self.assertGreater(len(contents), 1, card["updates"])
+        self.assertTrue(all(u["element_id"] == "stream_md" for u in contents))
+        sequences = [u["sequence"] for u in card["updates"]]
+        self.assertEqual(sequences, sorted(set(sequences)), card["updates"])
+        last = card["updates"][-1]
+        self.assertIn("settings", last, card["updates"])
+        self.assertEqual(last["settings"]["config"]["streaming_mode"], False)
+        self.assertFalse(card["streaming"])
+        # The platform never had to refuse an out-of-order sequence.
+        self.assertNotIn(300317, [c["code"] for c in self.fake.calls()])
+        self.assertEqual(len(self.fake.replies_to("om_sc1")), 1)
+        self.finish(cg)
+
+    def test_card_creation_failure_falls_back_to_a_text_reply(self):
+        port, cg = self.gateway()
+        self.fake.fail(path="/open-apis/cardkit/v1/cards", count=1, status=400, code=300301,
+                       msg="invalid card")
+        self.model.script("trickle:50")
+        self.webhook(port, text_event("om_sc2", "no card for me"))
+        [reply] = self.fake.wait_reply("om_sc2", timeout=8)
+        self.assertEqual(reply["msg_type"], "text")
+        self.assertEqual(reply["content"], {"text": "reply to: no card for me (1 messages)"})
+        self.assertEqual(self.fake.cards(), {})
+        self.settle()
+        self.assertEqual(len(self.fake.replies_to("om_sc2")), 1)
+        self.finish(cg)
+
+    def assert_error_answer(self, reply):
+        if reply["msg_type"] == "interactive" and reply["content"].get("type") == "card":
+            card = self.fake.cards()[reply["content"]["data"]["card_id"]]
+            shown = card["elements"]["stream_md"]
+        else:
+            shown = json.dumps(reply["content"])
+        self.assertIn("try again", shown, reply)
+        for card_id, card in self.fake.cards().items():
+            self.assertFalse(card["streaming"], (card_id, card))
+
+    def test_model_error_is_answered_without_a_streaming_card_left(self):
+        port, cg = self.gateway()
+        self.model.script(*["status:500"] * 4)
+        self.webhook(port, text_event("om_sc3", "fail please"))
+        self.assert_error_answer(self.final_reply("om_sc3"))
+        self.settle()
+        self.assertEqual(len(self.fake.replies_to("om_sc3")), 1)
+        self.assertEqual(len(self.model.requests()), 1)  # retries: 0
+        self.finish(cg)
+
+    def test_model_failing_mid_stream_closes_the_card(self):
+        port, cg = self.gateway()
+        self.model.script("drop")  # two words, then the connection is cut
+        self.webhook(port, text_event("om_sc4", "break midway"))
+        reply = self.final_reply("om_sc4")
+        self.assert_error_answer(reply)
+        self.finish(cg)
+
+
+# ------------------------------------------------------------------ long connection
+
+class LongConnectionTest(FeishuCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeFeishu("--ping-interval", "1")
+        cls.fake.control("/_control/reconnect", {"interval": 0, "nonce": 0})
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.close()
+
+    def setUp(self):
+        # The previous test's gateway has closed its connection.
+        wait_for(lambda: self.fake.ws()["connections"] == 0, 5, "no open connection")
+        self.fake.reset()
+
+    def connect(self, **settings):
+        port, cg = self.gateway(self.fake, mode="longconn", **settings)
+        wait_for(lambda: self.fake.ws()["connections"] == 1, 5, "the long connection")
+        return port, cg
+
+    def test_connects_answers_acks_and_pings(self):
+        connects = self.fake.ws()["connects"]
+        port, cg = self.connect()
+        self.assertEqual(self.fake.ws()["connects"], connects + 1)
+        frame_id = self.fake.push(text_event("om_ws1", "over the wire"))
+        [reply] = self.fake.wait_reply("om_ws1")
+        self.assertEqual(reply["content"], {"text": "echo: over the wire (turn 1)"})
+        self.assertRegex(reply["authorization"], r"^Bearer t-\d+$")
+        acks = wait_for(lambda: [a for a in self.fake.ws()["acks"] if a["message_id"] == frame_id],
+                        3, "the ack")
+        self.assertEqual(len(acks), 1, acks)
+        self.assertEqual(acks[0]["payload"]["code"], 200, acks)
+        self.assertRegex(acks[0]["biz_rt"] or "", r"^\d+$", acks)
+        wait_for(lambda: self.fake.ws()["pings"] >= 1, 2.5, "a ping")
+        # Ready once the long connection is open.
+        wait_for(lambda: get(port, "/readyz")[0] == 200, 3, "/readyz 200")
+        self.finish(cg)
+
+    def test_multi_part_event_is_reassembled_and_answered_once(self):
+        port, cg = self.connect()
+        self.fake.push(text_event("om_ws_parts", "in three parts " + "x" * 300), parts=3)
+        [reply] = self.fake.wait_reply("om_ws_parts")
+        self.assertEqual(reply["content"], {"text": "echo: in three parts %s (turn 1)" % ("x" * 300)})
+        self.fake.push(text_event("om_ws_rev", "backwards"), parts=3, reverse=True)
+        [reply] = self.fake.wait_reply("om_ws_rev")
+        self.assertEqual(reply["content"], {"text": "echo: backwards (turn 1)"})
+        self.settle()
+        self.assertEqual(len(self.fake.replies_to("om_ws_parts")), 1)
+        self.assertEqual(len(self.fake.replies_to("om_ws_rev")), 1)
+        codes = [a["payload"]["code"] for a in self.fake.ws()["acks"]]
+        self.assertTrue(codes and all(c == 200 for c in codes), codes)
+        self.finish(cg)
+
+    def test_reconnects_after_a_drop_and_answers_a_replay_once(self):
+        port, cg = self.connect()
+        first = text_event("om_ws_before", "before the drop")
+        self.fake.push(first)
+        self.fake.wait_reply("om_ws_before")
+        connects = self.fake.ws()["connects"]
+        self.assertEqual(self.fake.post("/_control/ws/drop")[1], {"dropped": 1})
+
+        def reconnected():
+            ws = self.fake.ws()
+            return ws["connects"] == connects + 1 and ws["connections"] == 1
+        wait_for(reconnected, 5, "the reconnect (connects %d -> %d)" % (connects, connects + 1))
+        self.fake.push(text_event("om_ws_after", "after the drop"))
+        [reply] = self.fake.wait_reply("om_ws_after")
+        self.assertEqual(reply["content"], {"text": "echo: after the drop (turn 1)"})
+        # The platform pushes the first event again (same event, same frame id reused).
+        self.fake.push(first)
+        self.fake.push(first, message_id="reused_frame")
+        self.fake.push(first, message_id="reused_frame")
+        self.fake.push(text_event("om_ws_barrier", "barrier"))
+        self.fake.wait_reply("om_ws_barrier")
+        self.settle()
+        self.assertEqual(len(self.fake.replies_to("om_ws_before")), 1, self.fake.messages())
+        self.assertEqual(self.fake.ws()["connections"], 1)
+        self.finish(cg)
+
+
+class LongConnectionRefusedTest(FeishuCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeFeishu()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.close()
+
+    def not_ready_reason(self, port, fragment):
+        def check():
+            status, body, _ = get(port, "/readyz")
+            if status != 503:
+                return None
+            items = [i for i in json.loads(body)["notReady"] if i["instance"] == "fs"]
+            return items if items and fragment in items[0]["reason"] else None
+        return wait_for(check, 5, "/readyz 503 naming fs with %r" % fragment)[0]
+
+    def assert_keeps_running(self, cg, port):
+        time.sleep(0.3)
+        self.assertIsNone(cg.proc.poll(), cg.log())
+        self.assertEqual(get(port, "/healthz")[0], 200)
+
+    def error_lines(self, log, fragment):
+        return [l for l in log.splitlines() if " error " in l and fragment in l]
+
+    def test_wrong_credentials_fail_readiness_without_a_retry_loop(self):
+        port = free_port()
+        cg = self.start(feishu_config(port, self.fake.port, mode="longconn",
+                                      appSecret=WRONG_SECRET), wait_bot=False)
+        item = self.not_ready_reason(port, "long connection refused")
+        self.assertEqual(item["state"], "failed")
+        self.assert_keeps_running(cg, port)
+        self.assertEqual(len(self.error_lines(cg.log(), "long connection refused")), 1, cg.log())
+        self.assertEqual(self.fake.ws()["connections"], 0)
+        self.finish(cg)
+
+    def test_connection_limit_is_reported(self):
+        fake = FakeFeishu("--endpoint-code", "1000040350")
+        self.addCleanup(fake.close)
+        port = free_port()
+        cg = self.start(feishu_config(port, fake.port, mode="longconn"))
+        item = self.not_ready_reason(port, "connection limit")
+        self.assertIn("long connection refused", item["reason"])
+        self.assert_keeps_running(cg, port)
+        self.assertEqual(len(self.error_lines(cg.log(), "connection limit")), 1, cg.log())
+        self.finish(cg)
+
+
+if __name__ == "__main__":
+    unittest.main()
