@@ -8,8 +8,12 @@ and signed callbacks and every refusal (bad signature, stale timestamp,
 replayed nonce, missing signature, undecryptable, malformed, wrong token),
 a re-pushed event answered once, the unsupported-type answer, an expired
 tenant token and a 429 retried, and streaming CardKit cards with openai.so
-and tests/fakes/fake_openai.py (updates, fallback to text, model errors).
-Long-connection mode: connect, events acked with biz_rt, pings, multi-part
+and tests/fakes/fake_openai.py (updates, fallback to text, model errors);
+post and card styles, a long answer split into messages, topics (their own
+conversations, replies in the thread), the v1 envelope, card buttons (a
+toast, routed once), and the admin API's send to a chat.
+Long-connection mode: connect, events acked with biz_rt, a card button
+acked with a toast, pings, multi-part
 events, reconnect after a drop without answering a replay twice, and the
 refusals (wrong credentials, connection limit) in /readyz.
 No secret reaches chatgate's log in any test."""
@@ -358,6 +362,132 @@ class WebhookTest(FeishuCase):
         self.finish(cg)
 
 
+def card_action_event(event_id, value="yes", message_id="om_card", chat_id="oc_cards"):
+    """A schema 2.0 card.action.trigger callback, as the platform sends it."""
+    return {"schema": "2.0",
+            "header": {"event_id": event_id, "event_type": "card.action.trigger",
+                       "create_time": str(int(time.time() * 1000)), "token": VTOKEN,
+                       "app_id": "cli_test", "tenant_key": "tk_test"},
+            "event": {"operator": {"tenant_key": "tk_test", "open_id": "ou_presser"},
+                      "token": "c-token", "action": {"value": {"value": value}, "tag": "button"},
+                      "host": "im_message",
+                      "context": {"open_message_id": message_id, "open_chat_id": chat_id}}}
+
+
+class RepliesTest(FeishuCase):
+    """Reply styles, long answers, topics, v1 envelopes, card buttons and
+    the admin API's send."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeFeishu()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.close()
+
+    def setUp(self):
+        self.fake.reset()
+
+    def test_post_and_card_styles(self):
+        port, cg = self.gateway(self.fake, replyStyle="post")
+        self.webhook(port, text_event("om_post", "two\nlines"))
+        [reply] = self.fake.wait_reply("om_post")
+        self.assertEqual(reply["msg_type"], "post")
+        paragraphs = reply["content"]["zh_cn"]["content"]
+        self.assertEqual([[i["text"] for i in p] for p in paragraphs],
+                         [["echo: two"], ["lines (turn 1)"]])
+        self.finish(cg)
+        port, cg = self.gateway(self.fake, replyStyle="card")
+        self.webhook(port, text_event("om_card1", "**bold**"))
+        [reply] = self.fake.wait_reply("om_card1")
+        self.assertEqual(reply["msg_type"], "interactive")
+        [element] = reply["content"]["body"]["elements"]
+        self.assertEqual((element["tag"], element["content"]),
+                         ("markdown", "echo: **bold** (turn 1)"))
+        self.finish(cg)
+
+    def test_a_long_answer_is_split_into_messages(self):
+        port, cg = self.gateway(self.fake)
+        # 150 KB of text: more than one text message may hold.
+        line = "0123456789abcdef" * 8 + "\n"
+        text = line * 1200
+        self.assertEqual(self.webhook(port, text_event("om_long", text))[0], 200)
+        replies = self.fake.wait_reply("om_long", count=2)
+        self.settle()
+        replies = self.fake.replies_to("om_long")
+        self.assertEqual(len(replies), 2)
+        joined = "".join(r["content"]["text"] for r in replies)
+        # (The inbound text is trimmed: its last line break goes.)
+        self.assertEqual(joined, "echo: " + text.rstrip("\n") + " (turn 1)")
+        self.assertTrue(all(len(r["content"]["text"].encode()) <= 150 * 1024 for r in replies))
+        # Cut at a line break; each part has its own idempotency key.
+        self.assertTrue(replies[0]["content"]["text"].endswith("\n"))
+        self.assertNotEqual(replies[0]["uuid"], replies[1]["uuid"])
+        self.finish(cg)
+
+    def test_topics_are_their_own_conversations_and_replies_stay_in_them(self):
+        port, cg = self.gateway(self.fake, requireMention=False)
+        for mid, thread in (("om_t1", "omt_a"), ("om_t2", "omt_b"), ("om_t3", "omt_a")):
+            ev = text_event(mid, "in " + thread, chat_id="oc_topics", chat_type="topic_group")
+            ev["event"]["message"]["thread_id"] = thread
+            self.webhook(port, ev)
+            self.fake.wait_reply(mid)
+        turns = {mid: self.fake.replies_to(mid)[0] for mid in ("om_t1", "om_t2", "om_t3")}
+        self.assertEqual(turns["om_t2"]["content"]["text"], "echo: in omt_b (turn 1)")
+        self.assertEqual(turns["om_t3"]["content"]["text"], "echo: in omt_a (turn 2)")
+        self.assertTrue(all(r["reply_in_thread"] for r in turns.values()))
+        self.finish(cg)
+
+    def test_v1_envelope_is_read(self):
+        port, cg = self.gateway(self.fake)
+        v2 = text_event("om_v1", "old style")
+        v1 = {"uuid": "u-om_v1", "ts": "1700000000.0", "token": VTOKEN, "type": "event_callback",
+              "event": dict(v2["event"], type="im.message.receive_v1")}
+        status, body, _ = self.webhook(port, v1)
+        self.assertEqual(status, 200, body)
+        # v1 names the event type inside the event; the plugin reads the
+        # message fields the same way.
+        [reply] = self.fake.wait_reply("om_v1")
+        self.assertEqual(reply["content"], {"text": "echo: old style (turn 1)"})
+        self.finish(cg)
+
+    def test_card_button_gets_a_toast_and_is_routed(self):
+        port, cg = self.gateway(self.fake)
+        status, body, _ = self.webhook(port, card_action_event("ev_btn1", "approve"))
+        self.assertEqual(status, 200)
+        self.assertEqual(body["toast"]["type"], "info")
+        # Routed as what the user said, answered under the card's message.
+        [reply] = self.fake.wait_reply("om_card")
+        self.assertEqual(reply["content"], {"text": "echo: approve (turn 1)"})
+        # Pressed again (the same callback pushed twice): one answer.
+        self.webhook(port, card_action_event("ev_btn1", "approve"))
+        self.settle()
+        self.assertEqual(len(self.fake.replies_to("om_card")), 1)
+        self.finish(cg)
+
+    def test_admin_send_posts_to_a_chat(self):
+        port, cg = self.gateway(self.fake)
+        admin = self.admin_port(cg)
+        csrf = json.loads(get(admin, "/admin/api/session")[1])["csrf"]
+        status, body, _ = post_json(admin, "/admin/api/send",
+                                    {"channel": "fs", "conversationId": "oc_news",
+                                     "conversationType": "group", "text": "deploy at 5"},
+                                    headers={"X-CSRF-Token": csrf})
+        self.assertEqual((status, body), (200, {"sent": True, "channel": "fs"}))
+        [sent] = [m for m in self.fake.messages() if m["kind"] == "send"]
+        self.assertEqual((sent["receive_id"], sent["receive_id_type"]), ("oc_news", "chat_id"))
+        self.assertEqual(sent["content"], {"text": "deploy at 5"})
+        # Feishu refusing it reaches the admin as 502.
+        self.fake.fail(path="/open-apis/im/v1/messages", count=1, status=400, code=230002,
+                       msg="bot not in chat")
+        status, body, _ = post_json(admin, "/admin/api/send",
+                                    {"channel": "fs", "conversationId": "oc_gone", "text": "x"},
+                                    headers={"X-CSRF-Token": csrf})
+        self.assertEqual(status, 502, body)
+        self.finish(cg)
+
+
 class EncryptedWebhookTest(FeishuCase):
     @classmethod
     def setUpClass(cls):
@@ -628,6 +758,18 @@ class LongConnectionTest(FeishuCase):
         self.settle()
         self.assertEqual(len(self.fake.replies_to("om_ws_before")), 1, self.fake.messages())
         self.assertEqual(self.fake.ws()["connections"], 1)
+        self.finish(cg)
+
+
+    def test_card_button_over_the_long_connection_is_acked_with_a_toast(self):
+        port, cg = self.connect()
+        frame_id = self.fake.push(card_action_event("ev_ws_btn", "later"), type="card")
+        [reply] = self.fake.wait_reply("om_card")
+        self.assertEqual(reply["content"], {"text": "echo: later (turn 1)"})
+        acks = wait_for(lambda: [a for a in self.fake.ws()["acks"] if a["message_id"] == frame_id],
+                        3, "the ack")
+        self.assertEqual(acks[0]["payload"]["code"], 200)
+        self.assertEqual(acks[0]["data_json"]["toast"]["type"], "info")
         self.finish(cg)
 
 
