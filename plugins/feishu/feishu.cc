@@ -76,16 +76,7 @@ bool config_bool(const cg_host_api_t *api, const cg_config_t *cfg, const char *k
 }
 
 std::string header(const cg_http_request_t *req, std::string_view name) {
-  for (uint32_t i = 0; i < req->header_count; ++i) {
-    const std::string_view n = sv(req->headers[i].name);
-    if (n.size() == name.size() && std::equal(n.begin(), n.end(), name.begin(), [](char a, char b) {
-          return std::tolower(static_cast<unsigned char>(a)) ==
-                 std::tolower(static_cast<unsigned char>(b));
-        })) {
-      return std::string(sv(req->headers[i].value));
-    }
-  }
-  return {};
+  return header_value(req->headers, req->header_count, name);
 }
 
 void respond(Feishu *f, cg_http_exchange_t *ex, int status, const std::string &body) {

@@ -69,19 +69,6 @@ ApiResult parse_result(int result, const cg_http_client_response_t *resp) {
   return r;
 }
 
-std::string header_value(const cg_http_client_response_t *resp, std::string_view name) {
-  if (resp == nullptr) return {};
-  for (uint32_t i = 0; i < resp->header_count; ++i) {
-    const std::string_view n = sv(resp->headers[i].name);
-    if (n.size() == name.size() && std::equal(n.begin(), n.end(), name.begin(), [](char a, char b) {
-          return std::tolower(static_cast<unsigned char>(a)) == b;
-        })) {
-      return std::string(sv(resp->headers[i].value));
-    }
-  }
-  return {};
-}
-
 // The escaped size of one byte in a JSON string.
 size_t escaped_size(unsigned char c) {
   if (c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t') return 2;
@@ -442,7 +429,8 @@ void Feishu::call(std::string method, std::string path, std::string body, ApiDon
           if (!retryable || attempt >= max_retries || stopping) return done(r);
           uint64_t delay =
               api->backoff_ms(host, static_cast<uint32_t>(attempt), kBackoffBaseMs, kBackoffCapMs);
-          const std::string reset = header_value(resp, "x-ogw-ratelimit-reset");
+          const std::string reset =
+              resp ? header_value(resp->headers, resp->header_count, "x-ogw-ratelimit-reset") : "";
           if (!reset.empty()) {
             delay = std::min<uint64_t>(std::strtoull(reset.c_str(), nullptr, 10) * 1000, 60000);
           }

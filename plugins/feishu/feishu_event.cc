@@ -139,7 +139,7 @@ void resolve_mentions(const Event &ev, std::string_view bot, std::string *text, 
 }
 
 // A post's paragraphs ([[{tag,...}]]) flattened: one line per paragraph.
-void flatten_post(element post, const Event &ev, std::string_view bot, Content *out) {
+void flatten_post(element post, Content *out) {
   std::string_view title;
   if (post["title"].get(title) == simdjson::SUCCESS && !title.empty()) {
     out->text.append(title).append("\n");
@@ -164,8 +164,6 @@ void flatten_post(element post, const Event &ev, std::string_view bot, Content *
     }
     out->text += "\n";
   }
-  (void)ev;
-  (void)bot;
 }
 
 }  // namespace
@@ -193,7 +191,7 @@ Content message_content(const Event &ev, std::string_view bot_open_id) {
         }
       }
     }
-    flatten_post(post, ev, bot_open_id, &out);
+    flatten_post(post, &out);
   } else if (ev.message_type == "image") {
     out.supported = true;
     out.attachments.push_back({Attachment::Kind::kImage, field(content, "image_key"), {}});

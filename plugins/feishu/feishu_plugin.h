@@ -11,6 +11,8 @@
 
 #include <chatgate/chatgate.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chatgate/cpp.hpp>
 #include <cstdint>
 #include <deque>
@@ -147,6 +149,21 @@ struct Feishu {
   void ws_start();
   void ws_stop();
 };
+
+// The value of header `name` (any case) among `n` headers, or "".
+inline std::string header_value(const cg_http_header_t *headers, uint32_t n,
+                                std::string_view name) {
+  for (uint32_t i = 0; i < n; ++i) {
+    const std::string_view h = chatgate::view(headers[i].name);
+    if (h.size() == name.size() && std::equal(h.begin(), h.end(), name.begin(), [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) ==
+                 std::tolower(static_cast<unsigned char>(b));
+        })) {
+      return std::string(chatgate::view(headers[i].value));
+    }
+  }
+  return {};
+}
 
 // Feishu's codes for a tenant token that is invalid or expired.
 inline bool token_error(int64_t code) {
