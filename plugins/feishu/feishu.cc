@@ -199,12 +199,12 @@ void route(Feishu *f, const Event &ev, const std::function<void(bool)> &done) {
     if (ev.sender_type == "app") return done(true);  // a bot's message, maybe our own
     const bool direct = ev.chat_type == "p2p";
     content = message_content(ev, f->bot_open_id);
+    const bool allowed =
+        direct ? f->allow_direct
+               : (f->allowed_chats.empty() || f->allowed_chats.contains(ev.chat_id)) &&
+                     (!f->require_mention || content.mentioned);
     std::string why;
-    if (direct && !f->allow_direct) {
-      why = "policy";
-    } else if (!direct && !f->allowed_chats.empty() && !f->allowed_chats.contains(ev.chat_id)) {
-      why = "policy";
-    } else if (!direct && f->require_mention && !content.mentioned) {
+    if (!allowed) {
       why = "policy";
     } else if (!content.supported) {
       why = "unsupported";

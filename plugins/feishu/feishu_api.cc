@@ -18,8 +18,8 @@ constexpr auto jstr = chatgate::json_string;
 
 // Escaped JSON text per message: Feishu allows 150 KB of text content and
 // 30 KB of post or card content; the margins cover the JSON around it.
-constexpr size_t kTextLimit = 100 * 1024;
-constexpr size_t kCardLimit = 25 * 1024;
+constexpr size_t kTextLimit = size_t{100} * 1024;
+constexpr size_t kCardLimit = size_t{25} * 1024;
 constexpr uint64_t kBackoffBaseMs = 500;
 constexpr uint64_t kBackoffCapMs = 8000;
 constexpr int64_t kRateLimited = 99991400;
@@ -185,17 +185,16 @@ void finish(Answer *a, int status) {
 
 // Replies (or sends) one message.
 void post_message(Answer *a, const char *msg_type, const std::string &content, size_t part,
-                  ApiDone done) {
+                  const ApiDone &done) {
   std::string body = "{\"msg_type\":\"" + std::string(msg_type) +
                      "\",\"content\":" + jstr(content) +
                      ",\"uuid\":" + jstr(a->uuid(msg_type, part));
   if (a->message_id.empty()) {
     body += ",\"receive_id\":" + jstr(a->chat_id) + "}";
-    a->f->call("POST", "/open-apis/im/v1/messages?receive_id_type=chat_id", body, std::move(done));
+    a->f->call("POST", "/open-apis/im/v1/messages?receive_id_type=chat_id", body, done);
   } else {
     body += std::string(",\"reply_in_thread\":") + (a->thread ? "true" : "false") + "}";
-    a->f->call("POST", "/open-apis/im/v1/messages/" + a->message_id + "/reply", body,
-               std::move(done));
+    a->f->call("POST", "/open-apis/im/v1/messages/" + a->message_id + "/reply", body, done);
   }
 }
 
@@ -335,11 +334,12 @@ int Feishu::http(std::string_view method, const std::string &url,
   req.timeout_ms = request_timeout_ms;
   auto call = std::make_unique<HttpCall>(HttpCall{this, std::move(fn)});
   uint64_t id = 0;
-  const int rc = api->http_request(host, &req, nullptr, on_http_done, call.get(), &id);
+  HttpCall *raw = call.get();
+  const int rc = api->http_request(host, &req, nullptr, on_http_done, raw, &id);
   if (rc != 0) return rc;
-  call->id = id;
+  (void)call.release();  // on_http_done owns it now
+  raw->id = id;
   http_ids.insert(id);
-  call.release();  // on_http_done owns it
   in_flight++;
   return 0;
 }
@@ -393,8 +393,8 @@ void Feishu::with_token(std::function<void(int, const std::string &)> fn) {
   }
 }
 
-void Feishu::call(std::string method, std::string path, std::string body, ApiDone done, int attempt,
-                  bool fresh_token) {
+void Feishu::call(const std::string &method, const std::string &path, const std::string &body,
+                  const ApiDone &done, int attempt, bool fresh_token) {
   if (stopping) {
     ApiResult r;
     r.result = CG_ECANCELED;

@@ -64,7 +64,7 @@ bool decrypt(std::string_view encrypt_key, std::string_view b64, std::string *pl
       EVP_DecryptFinal_ex(ctx.get(), dst + n1, &n2) != 1) {
     return false;
   }
-  out.resize(static_cast<size_t>(n1 + n2));
+  out.resize(static_cast<size_t>(n1) + static_cast<size_t>(n2));
   *plain = std::move(out);
   return true;
 }

@@ -136,8 +136,8 @@ struct Feishu {
            HttpFn fn);
   // An open-platform call with the tenant token, retried on token errors
   // (once, with a fresh token), 429 / rate-limit codes and 5xx.
-  void call(std::string method, std::string path, std::string body, ApiDone done, int attempt = 0,
-            bool fresh_token = false);
+  void call(const std::string &method, const std::string &path, const std::string &body,
+            const ApiDone &done, int attempt = 0, bool fresh_token = false);
   void with_token(std::function<void(int, const std::string &)> fn);
   void fetch_bot_info();
   int send(const cg_reply_t &reply, cg_done_cb done, void *arg);
