@@ -39,6 +39,7 @@ struct Feishu::Ws {
   bool open = false;
   int32_t service = 0;
   uint64_t ping_ms = 120000;
+  uint64_t ping_loop = 0;  // the running ping loop; a new interval starts a new one
   int64_t reconnect_count = -1;
   uint64_t reconnect_interval_ms = 120000;
   uint64_t reconnect_nonce_ms = 30000;
@@ -77,10 +78,10 @@ int send_frame(Feishu *f, const pb::Frame &frame) {
   return f->api->ws_send(f->host, f->ws->ws_id, CG_WS_BINARY, cs(bytes));
 }
 
-void ping_loop(Feishu *f) {
+void ping_loop(Feishu *f, uint64_t loop) {
   const uint64_t id = f->ws->ws_id;
-  f->after(f->ws->ping_ms, [f, id] {
-    if (f->stopping || !f->ws->open || f->ws->ws_id != id) return;
+  f->after(f->ws->ping_ms, [f, id, loop] {
+    if (f->stopping || !f->ws->open || f->ws->ws_id != id || f->ws->ping_loop != loop) return;
     pb::Frame ping;
     ping.set_seqid(0);
     ping.set_logid(0);
@@ -90,7 +91,7 @@ void ping_loop(Feishu *f) {
     h->set_key("type");
     h->set_value("ping");
     send_frame(f, ping);
-    ping_loop(f);
+    ping_loop(f, loop);
   });
 }
 
@@ -170,7 +171,7 @@ void on_ws_event(void *arg, const cg_ws_event_t *ev) {
     ws.attempts = 0;
     f->log(CG_LOG_INFO, "long connection open");
     f->api->set_state(f->host, CG_STATE_RUNNING, cs("long connection open"));
-    ping_loop(f);
+    ping_loop(f, ++ws.ping_loop);
     return;
   }
   if (ev->type == CG_WS_MESSAGE) {
@@ -184,7 +185,10 @@ void on_ws_event(void *arg, const cg_ws_event_t *ev) {
       if (frame_header(frame, "type") == "pong" && !frame.payload().empty()) {
         simdjson::dom::parser parser;
         simdjson::dom::element cfg;
+        const uint64_t interval = ws.ping_ms;
         if (parser.parse(frame.payload()).get(cfg) == simdjson::SUCCESS) apply_config(f, cfg);
+        // A new interval counts from now, not after the ping already due.
+        if (ws.ping_ms != interval) ping_loop(f, ++ws.ping_loop);
       }
       return;
     }

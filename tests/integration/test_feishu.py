@@ -466,6 +466,25 @@ class RepliesTest(FeishuCase):
         self.assertEqual(len(self.fake.replies_to("om_card")), 1)
         self.finish(cg)
 
+    def test_two_bots_run_side_by_side(self):
+        port = free_port()
+        config = feishu_config(port, self.fake.port)
+        second = config.replace("    - name: fs\n", "    - name: fs2\n", 1).split(
+            "    - name: echo")[0].split("  instances:\n")[1]
+        second = second.replace(VTOKEN, VTOKEN + "-2")
+        config = config.replace("    - name: echo", second + "    - name: echo", 1)
+        cg = self.start(config)
+        ok = post_json(port, "/webhook/fs2",
+                       text_event("om_bot2", "to the second", token=VTOKEN + "-2"))
+        self.assertEqual(ok[0], 200, ok)
+        self.assertEqual(self.fake.wait_reply("om_bot2")[0]["content"],
+                         {"text": "echo: to the second (turn 1)"})
+        # Each route checks its own bot's token.
+        self.assertEqual(post_json(port, "/webhook/fs2", text_event("om_x", "x"))[0], 401)
+        self.assertEqual(self.webhook(port, text_event("om_bot1", "to the first"))[0], 200)
+        self.fake.wait_reply("om_bot1")
+        self.finish(cg)
+
     def test_admin_send_posts_to_a_chat(self):
         port, cg = self.gateway(self.fake)
         admin = self.admin_port(cg)
@@ -717,6 +736,20 @@ class LongConnectionTest(FeishuCase):
         wait_for(lambda: self.fake.ws()["pings"] >= 1, 2.5, "a ping")
         # Ready once the long connection is open.
         wait_for(lambda: get(port, "/readyz")[0] == 200, 3, "/readyz 200")
+        self.finish(cg)
+
+    def test_the_pongs_client_config_is_applied(self):
+        port, cg = self.connect()
+        wait_for(lambda: self.fake.ws()["pings"] >= 1, 2.5, "a ping at the 1 s interval")
+        # The next pong carries PingInterval 60: after it, pings stop coming.
+        self.fake.control("/_control/reconnect", {"ping_interval": 60})
+        before = self.fake.ws()["pings"]
+        time.sleep(2.5)
+        try:
+            # At most the ping that fetched the new config.
+            self.assertLessEqual(self.fake.ws()["pings"], before + 1)
+        finally:
+            self.fake.control("/_control/reconnect", {"ping_interval": 1})
         self.finish(cg)
 
     def test_multi_part_event_is_reassembled_and_answered_once(self):
