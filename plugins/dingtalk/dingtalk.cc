@@ -1,0 +1,372 @@
+// dingtalk.so: a DingTalk robot as a chatgate channel. Inbound by Stream
+// mode (default; a WebSocket to DingTalk's gateway, no public address) or
+// the HTTP callback on POST /webhook/<instance>. Replies through the
+// message's session webhook while it lives, else the OpenAPI robot sends;
+// AI cards stream the answer; custom group robots are send-only targets.
+// Operator guide: docs/channels/dingtalk.md.
+#include <simdjson.h>
+
+#include <chatgate/json.hpp>
+#include <cstdlib>
+#include <ctime>
+
+#include "dingtalk_plugin.h"
+#include "dingtalk_protocol.h"
+
+namespace dingtalk {
+namespace {
+
+constexpr auto sv = chatgate::view;
+constexpr auto cs = chatgate::str;
+constexpr auto jstr = chatgate::json_string;
+constexpr int64_t kMaxWindowMs = 3600000;  // DingTalk's own limit: an hour
+
+const cg_config_field_t kFields[] = {
+    {sizeof(cg_config_field_t), CG_CFG_STRING, CG_CFG_REQUIRED, "clientId", nullptr,
+     "the app's Client ID (AppKey)", nullptr, 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_STRING, CG_CFG_REQUIRED | CG_CFG_SECRET, "clientSecret",
+     nullptr, "the app's Client Secret (AppSecret)", nullptr, 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_STRING, 0, "robotCode", "",
+     "the robot's code; empty: the Client ID (what DingTalk uses for app robots)", nullptr, 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_ENUM, 0, "mode", "stream",
+     "stream (a WebSocket to DingTalk, no public address) or webhook (HTTP callback)",
+     "stream|webhook", 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_STRING, 0, "apiBase", "https://api.dingtalk.com",
+     "the OpenAPI and Stream gateway base URL", nullptr, 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_BOOL, 0, "requireMention", "true",
+     "in groups, answer only messages that @-mention the robot", nullptr, 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_ENUM, 0, "replyStyle", "text",
+     "text, markdown, or ai-card (an AI card streamed as the model writes; needs cardTemplateId)",
+     "text|markdown|ai-card", 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_STRING, 0, "cardTemplateId", "",
+     "ai-card: the card template's id (from the card platform)", nullptr, 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_STRING, 0, "cardContentKey", "content",
+     "ai-card: the template's streaming text variable", nullptr, 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_STRING_LIST, CG_CFG_SECRET, "customRobots", nullptr,
+     "send-only custom group robots, each \"NAME WEBHOOK_URL [SEC_SECRET]\"", nullptr, 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_INT, 0, "timestampWindowSeconds", "300",
+     "webhook mode: callbacks signed longer ago (or later) than this are refused (at most 3600)",
+     nullptr, 1, 3600},
+    {sizeof(cg_config_field_t), CG_CFG_INT, 0, "streamUpdateMs", "500",
+     "ai-card: the least time between two streaming updates", nullptr, 100, 60000},
+    {sizeof(cg_config_field_t), CG_CFG_INT, 0, "requestTimeoutMs", "10000",
+     "one request to DingTalk", nullptr, 100, 600000},
+    {sizeof(cg_config_field_t), CG_CFG_INT, 0, "maxRetries", "3",
+     "retries after 429, 5xx or a network error", nullptr, 0, 10},
+};
+
+std::string config_str(const cg_host_api_t *api, const cg_config_t *cfg, const char *key) {
+  cg_str_t s{};
+  return api->config_string(cfg, key, &s) == 0 ? std::string(sv(s)) : std::string();
+}
+
+int64_t config_int(const cg_host_api_t *api, const cg_config_t *cfg, const char *key) {
+  int64_t v = 0;
+  api->config_int(cfg, key, &v);
+  return v;
+}
+
+std::string header(const cg_http_request_t *req, std::string_view name) {
+  for (uint32_t i = 0; i < req->header_count; ++i) {
+    const std::string_view n = sv(req->headers[i].name);
+    if (n.size() == name.size() && std::equal(n.begin(), n.end(), name.begin(), [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) ==
+                 std::tolower(static_cast<unsigned char>(b));
+        })) {
+      return std::string(sv(req->headers[i].value));
+    }
+  }
+  return {};
+}
+
+void respond(Dingtalk *d, cg_http_exchange_t *ex, int status, const std::string &body) {
+  const cg_http_header_t ct = {cs("Content-Type"), cs("application/json; charset=utf-8")};
+  d->api->http_respond(d->host, ex, status, &ct, 1, cs(body));
+}
+
+void refuse(Dingtalk *d, cg_http_exchange_t *ex, int status, const std::string &why,
+            const cg_http_request_t *req) {
+  d->log(CG_LOG_WARN,
+         "webhook: refused a callback from " + std::string(sv(req->remote_addr)) + ": " + why);
+  respond(d, ex, status, "{\"msg\":" + jstr(why) + "}");
+}
+
+void on_webhook(void *arg, cg_http_exchange_t *ex, const cg_http_request_t *req) {
+  auto *d = static_cast<Dingtalk *>(arg);
+  if (d->stream) {
+    return refuse(d, ex, 403, "this instance takes messages by Stream mode, not by callback", req);
+  }
+  const std::string ts = header(req, "timestamp");
+  const std::string sign = header(req, "sign");
+  if (ts.empty() || sign.empty()) return refuse(d, ex, 401, "missing timestamp or sign", req);
+  if (!equal_constant_time(callback_sign(ts, d->client_secret), sign)) {
+    return refuse(d, ex, 401, "bad sign", req);
+  }
+  char *end = nullptr;
+  const long long ms = std::strtoll(ts.c_str(), &end, 10);
+  const auto now_ms = static_cast<int64_t>(std::time(nullptr)) * 1000;
+  if (end == ts.c_str() || *end != '\0' ||
+      std::llabs(now_ms - ms) > static_cast<long long>(d->timestamp_window_ms)) {
+    return refuse(d, ex, 401, "timestamp outside the window of timestampWindowSeconds", req);
+  }
+  RobotMessage probe;
+  if (std::string err = robot_message_parse(sv(req->body), &probe); !err.empty()) {
+    return refuse(d, ex, 400, "malformed callback: " + err, req);
+  }
+  d->handle_message(std::string(sv(req->body)), [d, ex](bool ok) {
+    respond(d, ex, ok ? 200 : 503, ok ? "{}" : R"({"msg":"busy, retry"})");
+  });
+}
+
+struct ClaimWait {
+  Dingtalk *d;
+  RobotMessage m;
+  std::function<void(bool)> done;
+};
+
+std::string reply_token(const RobotMessage &m) {
+  return "{\"w\":" + jstr(m.session_webhook) + ",\"e\":" + std::to_string(m.session_expires_ms) +
+         ",\"u\":" + jstr(m.sender_staff_id.empty() ? m.sender_id : m.sender_staff_id) +
+         ",\"c\":" + jstr(m.conversation_id) +
+         ",\"g\":" + (m.conversation_type == "2" ? "true" : "false") + "}";
+}
+
+void route(Dingtalk *d, const RobotMessage &m, const std::function<void(bool)> &done) {
+  const bool group = m.conversation_type == "2";
+  std::string why;
+  if (group && d->require_mention && !m.in_at_list) {
+    why = "policy";
+  } else if (!m.supported) {
+    why = "unsupported";
+  }
+  if (!why.empty()) {
+    d->api->message_dropped(d->host, cs(why));
+    return done(true);
+  }
+  const std::string token = reply_token(m);
+  const std::string sender = m.sender_staff_id.empty() ? m.sender_id : m.sender_staff_id;
+  std::vector<cg_attachment_t> atts;
+  for (const Attachment &a : m.attachments) {
+    cg_attachment_t c{};
+    c.struct_size = sizeof c;
+    c.kind = CG_ATTACH_IMAGE;
+    c.key = cs(a.download_code);
+    atts.push_back(c);
+  }
+  cg_message_t msg{};
+  msg.struct_size = sizeof msg;
+  msg.conversation_type = group ? CG_CONV_GROUP : CG_CONV_DIRECT;
+  msg.id = cs(m.msg_id);
+  msg.conversation_id = cs(m.conversation_id);
+  msg.sender_id = cs(sender);
+  msg.sender_name = cs(m.sender_nick);
+  msg.text = cs(m.text);
+  msg.mentioned = m.in_at_list ? 1 : 0;
+  msg.attachment_count = static_cast<uint32_t>(atts.size());
+  msg.attachments = atts.empty() ? nullptr : atts.data();
+  msg.timestamp_ms = m.create_at_ms;
+  msg.reply_token = cs(token);
+  const int rc = d->api->emit_message(d->host, &msg);
+  if (rc == CG_EBUSY) {
+    d->log(CG_LOG_WARN, "inbound queue full: DingTalk is told to deliver " + m.msg_id + " again");
+    return done(false);
+  }
+  if (rc != 0) d->log(CG_LOG_ERROR, "the router refused " + m.msg_id + ": " + cg_strerror(rc));
+  done(true);
+}
+
+void on_claimed(void *arg, int status, cg_str_t) {
+  std::unique_ptr<ClaimWait> w(static_cast<ClaimWait *>(arg));
+  Dingtalk *d = w->d;
+  d->in_flight--;
+  struct Later {
+    Dingtalk *d;
+    ~Later() { d->maybe_stopped(); }
+  } later{d};
+  if (status == CG_EEXIST) {
+    // DingTalk redelivers, also after an ack: the first delivery answers.
+    d->api->message_dropped(d->host, cs("duplicate"));
+    return w->done(true);
+  }
+  if (status != 0) {
+    d->log(CG_LOG_WARN, std::string("message dedupe unavailable (") + cg_strerror(status) +
+                            "); routing " + w->m.msg_id);
+  }
+  if (d->stopping) return w->done(false);
+  route(d, w->m, w->done);
+}
+
+}  // namespace
+
+void Dingtalk::log(int level, const std::string &line) const { api->log(host, level, cs(line)); }
+
+bool Dingtalk::after(uint64_t ms, std::function<void()> fn) {
+  uint64_t id = 0;
+  const int rc = api->timer_start(
+      host, ms, 0,
+      [](void *a, uint64_t timer_id) {
+        auto *self = static_cast<Dingtalk *>(a);
+        auto it = self->timers.find(timer_id);
+        if (it == self->timers.end()) return;
+        auto run = std::move(it->second);
+        self->timers.erase(it);
+        run();
+      },
+      this, &id);
+  if (rc != 0) return false;
+  timers.emplace(id, std::move(fn));
+  return true;
+}
+
+void Dingtalk::maybe_stopped() {
+  if (!stopping || stop_done == nullptr || in_flight > 0) return;
+  std::erase_if(answers, [](const auto &kv) { return kv.second->done == nullptr; });
+  if (!answers.empty()) return;
+  cg_done_cb done = stop_done;
+  stop_done = nullptr;
+  done(stop_arg, 0);
+}
+
+void Dingtalk::handle_message(const std::string &json, std::function<void(bool)> done) {
+  RobotMessage m;
+  if (std::string err = robot_message_parse(json, &m); !err.empty()) {
+    log(CG_LOG_WARN, "a malformed robot message (" + err + "): dropped");
+    return done(true);
+  }
+  auto w = std::make_unique<ClaimWait>(ClaimWait{this, std::move(m), std::move(done)});
+  const std::string key = "msg:" + w->m.msg_id;
+  ClaimWait *raw = w.release();
+  in_flight++;
+  const int rc = api->cache_set_nx(host, cs(key), cs("1"), dedupe_ttl_ms, on_claimed, raw);
+  if (rc != 0) on_claimed(raw, rc, cg_str_t{});
+}
+
+namespace {
+
+int dt_init(const cg_host_api_t *api, cg_host_t *host, const cg_config_t *cfg, void **state) {
+  if (api->abi_minor < 3) {
+    api->set_error(host, cs("dingtalk.so needs chatgate's plugin ABI 1.3 or newer"));
+    return CG_ENOTSUP;
+  }
+  auto d = std::make_unique<Dingtalk>();
+  d->api = api;
+  d->host = host;
+  d->name = std::string(sv(api->instance_name(host)));
+  d->client_id = config_str(api, cfg, "clientId");
+  d->client_secret = config_str(api, cfg, "clientSecret");
+  d->robot_code = config_str(api, cfg, "robotCode");
+  if (d->robot_code.empty()) d->robot_code = d->client_id;
+  d->stream = config_str(api, cfg, "mode") == "stream";
+  d->api_base = config_str(api, cfg, "apiBase");
+  while (d->api_base.ends_with("/")) d->api_base.pop_back();
+  if (!d->api_base.starts_with("https://") && !d->api_base.starts_with("http://")) {
+    api->set_error(host, cs("apiBase must be an http(s):// URL"));
+    return CG_ECONFIG;
+  }
+  int flag = 0;
+  api->config_bool(cfg, "requireMention", &flag);
+  d->require_mention = flag != 0;
+  const std::string style = config_str(api, cfg, "replyStyle");
+  d->style = style == "markdown"  ? Style::kMarkdown
+             : style == "ai-card" ? Style::kAiCard
+                                  : Style::kText;
+  d->card_template = config_str(api, cfg, "cardTemplateId");
+  d->card_key = config_str(api, cfg, "cardContentKey");
+  if (d->style == Style::kAiCard && d->card_template.empty()) {
+    api->set_error(host, cs("replyStyle ai-card needs cardTemplateId (the AI card template)"));
+    return CG_ECONFIG;
+  }
+  size_t n = 0;
+  if (api->config_list_size(cfg, "customRobots", &n) == 0) {
+    for (size_t i = 0; i < n; ++i) {
+      cg_str_t item{};
+      if (api->config_list_item(cfg, "customRobots", i, &item) != 0) continue;
+      const std::string_view s = sv(item);
+      const size_t a = s.find(' ');
+      const size_t b = a == std::string_view::npos ? a : s.find(' ', a + 1);
+      if (a == std::string_view::npos || !s.substr(a + 1).starts_with("http")) {
+        // The item holds a secret: say which one, not what it says.
+        api->set_error(host, cs("customRobots[" + std::to_string(i) +
+                                "]: expected \"NAME WEBHOOK_URL [SECRET]\""));
+        return CG_ECONFIG;
+      }
+      CustomRobot robot;
+      robot.url = std::string(s.substr(a + 1, b == std::string_view::npos ? b : b - a - 1));
+      if (b != std::string_view::npos) robot.secret = std::string(s.substr(b + 1));
+      d->robots.emplace(std::string(s.substr(0, a)), std::move(robot));
+    }
+  }
+  d->timestamp_window_ms = std::min<uint64_t>(
+      static_cast<uint64_t>(config_int(api, cfg, "timestampWindowSeconds")) * 1000, kMaxWindowMs);
+  d->stream_update_ms = static_cast<uint64_t>(config_int(api, cfg, "streamUpdateMs"));
+  d->request_timeout_ms = static_cast<uint64_t>(config_int(api, cfg, "requestTimeoutMs"));
+  d->max_retries = static_cast<int>(config_int(api, cfg, "maxRetries"));
+  *state = d.release();
+  return 0;
+}
+
+int dt_start(void *state) {
+  auto *d = static_cast<Dingtalk *>(state);
+  const std::string path = "/webhook/" + d->name;
+  if (const int rc = d->api->http_route_add(d->host, cs("POST"), cs(path), 0, on_webhook, d);
+      rc != 0) {
+    d->api->set_error(d->host, cs("cannot register " + path + ": " + cg_strerror(rc)));
+    return rc;
+  }
+  if (d->stream) {
+    d->api->set_state(d->host, CG_STATE_STARTING, cs("opening the Stream connection"));
+    d->stream_start();
+  }
+  return 0;
+}
+
+void dt_stop(void *state, cg_done_cb done, void *arg) {
+  auto *d = static_cast<Dingtalk *>(state);
+  d->stopping = true;
+  d->stop_done = done;
+  d->stop_arg = arg;
+  d->stream_stop();
+  d->cancel_http();
+  auto timers = std::move(d->timers);
+  d->timers.clear();
+  for (auto &[id, fn] : timers) {
+    d->api->timer_stop(d->host, id);
+    fn();
+  }
+  d->maybe_stopped();
+}
+
+void dt_destroy(void *state) { delete static_cast<Dingtalk *>(state); }
+
+int dt_send(void *state, const cg_reply_t *reply, cg_done_cb done, void *arg) {
+  return static_cast<Dingtalk *>(state)->send(*reply, done, arg);
+}
+
+const cg_channel_ops_t kOps = {sizeof(cg_channel_ops_t), dt_send};
+
+const cg_plugin_t kPlugin = {
+    sizeof(cg_plugin_t),
+    CG_ABI_MAJOR,
+    3,
+    CG_KIND_CHANNEL,
+    "dingtalk",
+    "0.1.0",
+    "DingTalk robot: Stream mode or HTTP callback, session-webhook and OpenAPI replies, AI cards",
+    CG_CHANNEL_CAP_STREAMING | CG_CHANNEL_CAP_MARKDOWN,
+    kFields,
+    sizeof(kFields) / sizeof(kFields[0]),
+    0,
+    dt_init,
+    dt_start,
+    dt_stop,
+    dt_destroy,
+    &kOps,
+};
+
+}  // namespace
+}  // namespace dingtalk
+
+extern "C" CG_EXPORT const cg_plugin_t *cg_plugin_entry(uint32_t host_major, uint32_t host_minor) {
+  if (host_major != CG_ABI_MAJOR || host_minor < 3) return nullptr;
+  return &dingtalk::kPlugin;
+}

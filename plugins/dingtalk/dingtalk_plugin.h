@@ -1,0 +1,139 @@
+// dingtalk.so's state, shared by its files:
+//   dingtalk.cc           entry point, config, lifecycle, inbound, HTTP callback
+//   dingtalk_api.cc       OpenAPI token, session-webhook replies, robot sends,
+//                         AI cards, custom group robots
+//   dingtalk_stream.cc    Stream mode (the WebSocket gateway)
+//   dingtalk_protocol.cc  signatures and the robot message (pure)
+//
+// THREAD: everything runs on the host's loop thread.
+#pragma once
+
+#include <chatgate/chatgate.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chatgate/cpp.hpp>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace dingtalk {
+
+enum class Style { kText, kMarkdown, kAiCard };
+
+struct Dingtalk;
+
+// The outcome of one HTTP call to DingTalk.
+struct ApiResult {
+  int result = 0;  // 0: accepted; else CG_E*
+  int http = 0;
+  std::string code;  // the error code DingTalk gave ("InvalidAuthentication", "310000"), if any
+  std::string msg;
+  std::string body;
+};
+using ApiDone = std::function<void(const ApiResult &)>;
+
+// Where a reply goes: what the inbound message carried (its reply token).
+struct Target {
+  std::string webhook;  // the session webhook, or empty
+  int64_t webhook_expires_ms = 0;
+  std::string staff_id;         // the sender (single chats; @-mentioned in groups)
+  std::string conversation_id;  // openConversationId
+  bool group = false;
+  std::string robot;  // a custom group robot's name, for proactive sends to it
+};
+
+// One answer on its way out. Lives from its first reply to its FINAL's done.
+struct Answer {
+  Dingtalk *d = nullptr;
+  uint64_t id = 0;
+  Target target;
+  std::string msg_id;  // the inbound message, for idempotency keys
+  enum class Card { kNone, kCreating, kLive, kFailed } card = Card::kNone;
+  std::string out_track_id;
+  std::string latest, shown;
+  bool updating = false, timer = false, final = false, error = false;
+  uint64_t last_update_ms = 0;
+  cg_done_cb done = nullptr;
+  void *done_arg = nullptr;
+};
+
+struct CustomRobot {
+  std::string url;  // https://oapi.dingtalk.com/robot/send?access_token=...
+  std::string secret;
+};
+
+struct Dingtalk {
+  Dingtalk();
+  ~Dingtalk();  // in dingtalk_stream.cc, where Stream is complete
+  Dingtalk(const Dingtalk &) = delete;
+  Dingtalk &operator=(const Dingtalk &) = delete;
+
+  const cg_host_api_t *api = nullptr;
+  cg_host_t *host = nullptr;
+  std::string name;
+
+  // config
+  std::string client_id, client_secret, robot_code, api_base;
+  bool stream = true;
+  bool require_mention = true;
+  Style style = Style::kText;
+  std::string card_template, card_key;
+  std::map<std::string, CustomRobot> robots;
+  uint64_t timestamp_window_ms = 300000;
+  uint64_t stream_update_ms = 500;
+  uint64_t request_timeout_ms = 10000;
+  int max_retries = 3;
+  uint64_t dedupe_ttl_ms = 86400000;
+
+  // lifecycle
+  bool stopping = false;
+  cg_done_cb stop_done = nullptr;
+  void *stop_arg = nullptr;
+  size_t in_flight = 0;
+  std::set<uint64_t> http_ids;
+  std::map<uint64_t, std::function<void()>> timers;
+
+  // OpenAPI access token
+  std::string token;
+  uint64_t token_expires_ms = 0;
+  bool token_fetching = false;
+  std::vector<std::function<void(int, const std::string &)>> token_waiters;
+
+  std::unordered_map<uint64_t, std::unique_ptr<Answer>> answers;
+
+  struct Stream;
+  std::unique_ptr<Stream> stream_state;
+
+  // ---- dingtalk.cc ----
+  void log(int level, const std::string &line) const;
+  bool after(uint64_t ms, std::function<void()> fn);
+  void maybe_stopped();
+  // A robot message from either mode: dedupe, policy, the router.
+  // done(ok): false when the router could not take it.
+  void handle_message(const std::string &json, std::function<void(bool)> done);
+
+  // ---- dingtalk_api.cc ----
+  using HttpFn = std::function<void(int result, const cg_http_client_response_t *resp)>;
+  int http(std::string_view method, const std::string &url,
+           const std::vector<std::pair<std::string, std::string>> &headers, std::string_view body,
+           HttpFn fn);
+  void cancel_http();
+  // An OpenAPI call with the access token, retried on 401 (once, with a
+  // fresh token), 429 and 5xx.
+  void call(const std::string &method, const std::string &path, const std::string &body,
+            const ApiDone &done, int attempt = 0, bool fresh_token = false);
+  int send(const cg_reply_t &reply, cg_done_cb done, void *arg);
+
+  // ---- dingtalk_stream.cc ----
+  void stream_start();
+  void stream_stop();
+};
+
+}  // namespace dingtalk

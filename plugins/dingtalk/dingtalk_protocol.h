@@ -1,0 +1,51 @@
+// DingTalk's protocol pieces (pure): the callback and custom-robot
+// signatures, URL encoding, and the robot message callback as the plugin
+// needs it. Facts: ../shared/protocols.md ("DingTalk"), checked against its
+// known-answer vectors in tests/unit/test_dingtalk.cc.
+//
+// THREAD: safe (pure functions).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace dingtalk {
+
+// base64(HMAC-SHA256(key, message)).
+std::string hmac_sha256_base64(std::string_view key, std::string_view message);
+
+// The HTTP callback's `sign`: HMAC keyed with the app secret over
+// timestamp + "\n" + app secret.
+std::string callback_sign(std::string_view timestamp_ms, std::string_view app_secret);
+
+// A custom group robot's `sign` (before URL encoding): HMAC keyed with the
+// robot's secret over timestamp + "\n" + secret.
+std::string robot_sign(std::string_view timestamp_ms, std::string_view secret);
+
+// Percent-encodes everything but unreserved characters (RFC 3986).
+std::string url_encode(std::string_view s);
+
+bool equal_constant_time(std::string_view a, std::string_view b);
+
+struct Attachment {
+  std::string download_code;
+};
+
+// A robot message callback (HTTP callback body, or a stream CALLBACK's data).
+struct RobotMessage {
+  std::string msg_id, msgtype, conversation_id, conversation_type;  // "1" single, "2" group
+  std::string sender_staff_id, sender_id, sender_nick, robot_code;
+  std::string session_webhook;
+  int64_t session_expires_ms = 0, create_at_ms = 0;
+  bool in_at_list = false;
+  bool supported = false;  // text, richText or picture
+  std::string text;        // text content, or richText flattened
+  std::vector<Attachment> attachments;
+};
+
+// "" or why the body is not a robot message.
+std::string robot_message_parse(std::string_view json, RobotMessage *out);
+
+}  // namespace dingtalk

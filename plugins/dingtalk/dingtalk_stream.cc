@@ -1,0 +1,200 @@
+// Stream mode: a ticket from {apiBase}/v1.0/gateway/connections/open, a
+// WebSocket to the endpoint with it, JSON frames: robot messages (CALLBACK
+// on /v1.0/im/bot/messages/get) acked with their messageId, SYSTEM pings
+// answered with the same data, SYSTEM disconnect followed by a new ticket;
+// WebSocket pings from the host, reconnects with backoff and jitter.
+#include <simdjson.h>
+
+#include <chatgate/json.hpp>
+
+#include "dingtalk_plugin.h"
+#include "dingtalk_protocol.h"
+
+namespace dingtalk {
+
+namespace {
+
+constexpr auto sv = chatgate::view;
+constexpr auto cs = chatgate::str;
+constexpr auto jstr = chatgate::json_string;
+constexpr const char *kRobotTopic = "/v1.0/im/bot/messages/get";
+constexpr uint64_t kWsPingMs = 60000;
+constexpr uint64_t kBackoffBaseMs = 1000;
+constexpr uint64_t kBackoffCapMs = 60000;
+
+}  // namespace
+
+struct Dingtalk::Stream {
+  uint64_t ws_id = 0;
+  bool connected = false;
+  bool open = false;
+  uint32_t attempts = 0;
+};
+
+namespace {
+
+void reconnect(Dingtalk *d, const std::string &why);
+
+void send_text(Dingtalk *d, uint64_t ws_id, const std::string &frame) {
+  if (d->stream_state->ws_id != ws_id || !d->stream_state->open) return;
+  if (const int rc = d->api->ws_send(d->host, ws_id, CG_WS_TEXT, cs(frame)); rc != 0) {
+    d->log(CG_LOG_WARN, std::string("cannot answer a Stream frame: ") + cg_strerror(rc));
+  }
+}
+
+std::string ack(std::string_view message_id, int code, const std::string &data) {
+  return "{\"code\":" + std::to_string(code) + ",\"headers\":{\"messageId\":" + jstr(message_id) +
+         ",\"contentType\":\"application/json\"},\"message\":\"" + (code == 200 ? "OK" : "error") +
+         "\",\"data\":" + jstr(data) + "}";
+}
+
+void on_frame(Dingtalk *d, std::string_view text) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  std::string_view type, topic, message_id, data;
+  if (parser.parse(text.data(), text.size()).get(doc) != simdjson::SUCCESS ||
+      doc["type"].get(type) != simdjson::SUCCESS ||
+      doc["headers"]["topic"].get(topic) != simdjson::SUCCESS ||
+      doc["headers"]["messageId"].get(message_id) != simdjson::SUCCESS) {
+    d->log(CG_LOG_WARN, "a malformed Stream frame: dropped");
+    return;
+  }
+  if (doc["data"].get(data) != simdjson::SUCCESS) data = "";
+  const uint64_t ws_id = d->stream_state->ws_id;
+  if (type == "SYSTEM") {
+    if (topic == "ping") {
+      // The same opaque data back says we are alive.
+      send_text(d, ws_id, ack(message_id, 200, std::string(data)));
+    } else if (topic == "disconnect") {
+      // The gateway closes in 10 s: leave now, and come back with a new ticket.
+      d->log(CG_LOG_INFO, "DingTalk asks to reconnect (SYSTEM disconnect): fetching a new ticket");
+      d->api->ws_close(d->host, ws_id, 1000, cs("reconnecting"));
+    }
+    return;
+  }
+  if (type == "CALLBACK" && topic == kRobotTopic) {
+    const std::string id(message_id);
+    d->handle_message(std::string(data), [d, ws_id, id](bool ok) {
+      send_text(d, ws_id, ok ? ack(id, 200, R"({"response":null})") : ack(id, 500, "{}"));
+    });
+    return;
+  }
+  if (type == "EVENT") {
+    send_text(d, ws_id, ack(message_id, 200, R"({"status":"SUCCESS","message":"ignored"})"));
+    return;
+  }
+  send_text(d, ws_id, ack(message_id, 404, "{}"));
+}
+
+void on_ws_event(void *arg, const cg_ws_event_t *ev) {
+  auto *d = static_cast<Dingtalk *>(arg);
+  Dingtalk::Stream &s = *d->stream_state;
+  if (ev->ws_id != s.ws_id) return;
+  if (ev->type == CG_WS_OPEN) {
+    s.open = true;
+    s.attempts = 0;
+    d->log(CG_LOG_INFO, "Stream connection open");
+    d->api->set_state(d->host, CG_STATE_RUNNING, cs("Stream connection open"));
+    return;
+  }
+  if (ev->type == CG_WS_MESSAGE) {
+    if (ev->opcode == CG_WS_TEXT) on_frame(d, sv(ev->data));
+    return;
+  }
+  s.connected = false;
+  s.open = false;
+  d->in_flight--;
+  if (d->stopping) return d->maybe_stopped();
+  std::string why = std::string(sv(ev->data));
+  if (why.empty()) why = cg_strerror(ev->result);
+  reconnect(d, "Stream connection closed (" + std::to_string(ev->close_code) + "): " + why);
+}
+
+void open_connection(Dingtalk *d) {
+  const std::string body = "{\"clientId\":" + jstr(d->client_id) +
+                           ",\"clientSecret\":" + jstr(d->client_secret) +
+                           ",\"subscriptions\":[{\"type\":\"CALLBACK\",\"topic\":\"" + kRobotTopic +
+                           "\"}],\"ua\":\"chatgate-dingtalk/0.1.0\",\"localIp\":\"\"}";
+  const int rc = d->http(
+      "POST", d->api_base + "/v1.0/gateway/connections/open",
+      {{"Content-Type", "application/json; charset=utf-8"}, {"Accept", "application/json"}}, body,
+      [d](int result, const cg_http_client_response_t *resp) {
+        if (d->stopping) return;
+        if (result != 0) {
+          return reconnect(d, "Stream gateway unreachable: " +
+                                  (resp && resp->error.len ? std::string(sv(resp->error))
+                                                           : std::string(cg_strerror(result))));
+        }
+        const std::string_view text = sv(resp->body);
+        simdjson::dom::parser parser;
+        simdjson::dom::element doc;
+        std::string_view endpoint, ticket, code, message;
+        const bool json = parser.parse(text.data(), text.size()).get(doc) == simdjson::SUCCESS;
+        if (json) {
+          if (doc["code"].get(code) != simdjson::SUCCESS) code = "";
+          if (doc["message"].get(message) != simdjson::SUCCESS) message = "";
+        }
+        if (resp->status == 400 || resp->status == 401 || resp->status == 403) {
+          // Refused credentials do not fix themselves: no retry loop.
+          const std::string why = "Stream connection refused: HTTP " +
+                                  std::to_string(resp->status) + " " + std::string(code) + " " +
+                                  std::string(message) +
+                                  "; check clientId and clientSecret, and that the app "
+                                  "receives robot messages by Stream mode";
+          d->log(CG_LOG_ERROR, why);
+          d->api->set_state(d->host, CG_STATE_FAILED, cs(why));
+          return;
+        }
+        if (resp->status != 200 || !json || doc["endpoint"].get(endpoint) != simdjson::SUCCESS ||
+            doc["ticket"].get(ticket) != simdjson::SUCCESS) {
+          return reconnect(d, "Stream gateway answered HTTP " + std::to_string(resp->status) + " " +
+                                  std::string(code) + " " + std::string(message));
+        }
+        const std::string url = std::string(endpoint) + "?ticket=" + url_encode(ticket);
+        cg_ws_connect_t opts{};
+        opts.struct_size = sizeof opts;
+        opts.url = cs(url);
+        opts.connect_timeout_ms = d->request_timeout_ms;
+        opts.ping_interval_ms = kWsPingMs;
+        uint64_t id = 0;
+        if (const int wrc = d->api->ws_connect(d->host, &opts, on_ws_event, d, &id); wrc != 0) {
+          return reconnect(d,
+                           std::string("cannot open the Stream connection: ") + cg_strerror(wrc));
+        }
+        d->stream_state->ws_id = id;
+        d->stream_state->connected = true;
+        d->in_flight++;
+      });
+  if (rc != 0 && !d->stopping) {
+    reconnect(d, std::string("cannot reach the Stream gateway: ") + cg_strerror(rc));
+  }
+}
+
+void reconnect(Dingtalk *d, const std::string &why) {
+  Dingtalk::Stream &s = *d->stream_state;
+  const uint64_t delay = d->api->backoff_ms(d->host, s.attempts, kBackoffBaseMs, kBackoffCapMs);
+  s.attempts++;
+  d->log(CG_LOG_WARN, why + "; reconnecting with a new ticket in " + std::to_string(delay) + " ms");
+  d->api->set_state(d->host, CG_STATE_DEGRADED, cs(why + "; reconnecting"));
+  d->after(delay, [d] {
+    if (!d->stopping) open_connection(d);
+  });
+}
+
+}  // namespace
+
+Dingtalk::Dingtalk() = default;
+Dingtalk::~Dingtalk() = default;
+
+void Dingtalk::stream_start() {
+  stream_state = std::make_unique<Stream>();
+  open_connection(this);
+}
+
+void Dingtalk::stream_stop() {
+  if (stream_state && stream_state->connected) {
+    api->ws_close(host, stream_state->ws_id, 1000, cs("shutting down"));
+  }
+}
+
+}  // namespace dingtalk
