@@ -12,6 +12,7 @@
 #include "admin_assets.h"
 #include "admin_config.h"
 #include "channel.h"
+#include "channel_send.h"
 #include "chat_api.h"
 #include "json.h"
 #include "log.h"
@@ -659,42 +660,8 @@ void AdminApi::send(HttpServer &server, HttpExchange *ex, const HttpRequest &req
   auto bad = [&](std::string_view why) {
     respond_json(server, ex, 400, "{\"error\":" + json_quote(why) + "}");
   };
-  if (conversation.empty() || text.empty()) return bad("conversationId and text must not be empty");
   if (type != "direct" && type != "group") return bad("conversationType must be direct or group");
   if (format != "text" && format != "markdown") return bad("format must be text or markdown");
-  auto it = std::find_if(plugins_.begin(), plugins_.end(),
-                         [&](const auto &p) { return p->name() == channel; });
-  if (it == plugins_.end() || (*it)->kind() != CG_KIND_CHANNEL) {
-    respond_json(server, ex, 404,
-                 "{\"error\":" +
-                     json_quote("no channel plugin instance named '" + std::string(channel) +
-                                "' (the web and api channels only answer their own chats)") +
-                     "}");
-    return;
-  }
-  PluginInstance &instance = **it;
-  const int health = instance.health();
-  if (health != CG_STATE_RUNNING && health != CG_STATE_DEGRADED) {
-    respond_json(server, ex, 503,
-                 "{\"error\":" +
-                     json_quote("channel '" + std::string(channel) + "' is " + state_name(health) +
-                                ": " + instance.health_reason()) +
-                     "}");
-    return;
-  }
-  PluginChannel target(instance);
-  if (format == "markdown" && (target.capabilities() & CG_CHANNEL_CAP_MARKDOWN) == 0) {
-    return bad("channel '" + std::string(channel) + "' does not render markdown");
-  }
-  cg_reply_t reply{};
-  reply.struct_size = sizeof reply;
-  reply.format = format == "markdown" ? CG_REPLY_MARKDOWN : CG_REPLY_TEXT;
-  reply.flags = CG_REPLY_FINAL;
-  reply.sequence = 1;
-  reply.conversation_id = {conversation.data(), conversation.size()};
-  reply.conversation_type = type == "group" ? CG_CONV_GROUP : CG_CONV_DIRECT;
-  reply.text = {text.data(), text.size()};
-  reply.answer_id = router_.take_answer_id();
   const std::string labels = "channel=" + json_quote(channel);
   auto call = std::make_unique<SendCall>(SendCall{
       &server, ex, std::string(channel),
@@ -702,8 +669,19 @@ void AdminApi::send(HttpServer &server, HttpExchange *ex, const HttpRequest &req
                        "messages sent from the admin API, by channel instance and result"),
       metrics_.counter("chatgate_admin_sends_total", labels + ",result=\"failed\"",
                        "messages sent from the admin API, by channel instance and result")});
+  ProactiveMessage msg;
+  msg.channel = channel;
+  msg.conversation = conversation;
+  msg.conversation_type = type == "group" ? CG_CONV_GROUP : CG_CONV_DIRECT;
+  msg.format = format == "markdown" ? CG_REPLY_MARKDOWN : CG_REPLY_TEXT;
+  msg.text = text;
   SendCall *raw = call.release();  // send_done owns it from here
-  if (const int rc = target.send(reply, send_done, raw); rc != 0) send_done(raw, rc);
+  const ProactiveResult r = channel_send_proactive(plugins_, router_, msg, send_done, raw);
+  if (r.status == 0) return;
+  if (r.refused) return send_done(raw, r.status);
+  std::unique_ptr<SendCall> unused(raw);
+  const int http = r.status == CG_ENOENT ? 404 : r.status == CG_EUNAVAIL ? 503 : 400;
+  respond_json(server, ex, http, "{\"error\":" + json_quote(r.why) + "}");
 }
 
 void AdminApi::push_log_lines() {

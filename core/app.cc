@@ -7,6 +7,7 @@
 
 #include "admin.h"
 #include "channel.h"
+#include "channel_send.h"
 #include "chat_api.h"
 #include "config_schema.h"
 #include "http_client.h"
@@ -199,6 +200,18 @@ int App::start() {
   services_->dropped = [this](PluginInstance &from, std::string_view reason) -> int {
     router_->count_dropped(from.name(), reason);
     return 0;
+  };
+  services_->send_message = [this](std::string_view channel, const cg_reply_t &r, cg_done_cb done,
+                                   void *arg) -> int {
+    ProactiveMessage msg;
+    msg.channel = channel;
+    msg.conversation = {r.conversation_id.ptr, r.conversation_id.len};
+    msg.conversation_type = r.conversation_type;
+    msg.format = r.format;
+    msg.text = {r.text.ptr, r.text.len};
+    const ProactiveResult res = channel_send_proactive(plugins_, *router_, msg, done, arg);
+    if (res.status != 0) spdlog::warn("send_message: {}", res.why);
+    return res.status;
   };
   chat_api_ = std::make_unique<ChatApi>(*api_, *router_);
   if (chat_api_->install() != 0) {

@@ -326,6 +326,15 @@ int h_message_dropped(cg_host_t *h, cg_str_t reason) {
   return i->services()->dropped(*i, r);
 }
 
+int h_send_message(cg_host_t *h, cg_str_t channel, const cg_reply_t *msg, cg_done_cb done,
+                   void *arg) {
+  auto *i = inst(h);
+  if (i == nullptr || msg == nullptr || done == nullptr) return CG_EINVAL;
+  if (msg->struct_size < offsetof(cg_reply_t, answer_id) + sizeof(uint64_t)) return CG_EINVAL;
+  if (!i->services()->send_message) return CG_EUNAVAIL;
+  return i->services()->send_message(sv(channel), *msg, done, arg);
+}
+
 int h_ws_connect(cg_host_t *h, const cg_ws_connect_t *opts, cg_ws_cb cb, void *arg,
                  uint64_t *ws_id) {
   auto *i = inst(h);
@@ -425,6 +434,7 @@ const cg_host_api_t kHostApi = {
     h_ws_close,
     h_backoff_ms,
     h_message_dropped,
+    h_send_message,
 };
 
 }  // namespace

@@ -35,6 +35,9 @@ struct HostServices {
   std::function<int(PluginInstance &, const cg_message_t &)> emit;
   // Counts a message a channel dropped itself (cg_host_api_t.message_dropped).
   std::function<int(PluginInstance &, std::string_view reason)> dropped;
+  // A proactive send through a channel (cg_host_api_t.send_message).
+  std::function<int(std::string_view channel, const cg_reply_t &msg, cg_done_cb done, void *arg)>
+      send_message;
 };
 
 }  // namespace cg

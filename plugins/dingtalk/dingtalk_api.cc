@@ -439,7 +439,9 @@ void Dingtalk::call(const std::string &method, const std::string &path, const st
         [this, method, path, body, done, attempt, fresh_token](
             int result, const cg_http_client_response_t *resp) {
           ApiResult r = parse_result(result, resp);
-          if (r.http == 401 && !fresh_token) {
+          // DingTalk says so with 400 InvalidAuthentication (401 elsewhere).
+          const bool token_refused = r.http == 401 || r.code == "InvalidAuthentication";
+          if (token_refused && !fresh_token) {
             log(CG_LOG_INFO, "access token rejected (" + r.code + "); fetching a new one");
             token.clear();
             token_expires_ms = 0;

@@ -195,9 +195,10 @@ CG_STATIC_ASSERT(CG_WS_TEXT == 1 && CG_WS_BINARY == 2 && CG_WS_OPEN == 1 && CG_W
                      CG_WS_CLOSED == 3,
                  "WebSocket constants renumbered");
 
-/* --- since 1.3: channel drops (the 1.2 table ended at 304) ------------- */
+/* --- since 1.3: channel drops, proactive sends (1.2 ended at 304) ------ */
 CG_ABI_CHECK(cg_host_api_t, message_dropped, 304);
-CG_ABI_SIZE(cg_host_api_t, 312);
+CG_ABI_CHECK(cg_host_api_t, send_message, 312);
+CG_ABI_SIZE(cg_host_api_t, 320);
 
 /* Error codes are part of the ABI too. */
 CG_STATIC_ASSERT(CG_EINVAL == -1 && CG_EBUSY == -5 && CG_ECANCELED == -7 && CG_EAGAIN == -16,

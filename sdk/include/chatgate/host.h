@@ -434,6 +434,20 @@ typedef struct cg_host_api_s {
    * from an instance that is not a channel. THREAD: loop thread.
    * OWNERSHIP: `reason` is copied. */
   int (*message_dropped)(cg_host_t *h, cg_str_t reason);
+
+  /* Sends a message from the bot through the channel instance named
+   * `channel` (this plugin's own, or another's), not in answer to anyone:
+   * a notification. `msg` gives conversation_id, conversation_type, format
+   * and text (the rest is the host's: FINAL, a fresh answer_id). Returns 0
+   * and then done(arg, status) fires exactly once, never inside the call,
+   * with the channel's result; or an error and no done: CG_ENOENT (no such
+   * channel instance), CG_EUNAVAIL (it is starting or failed), CG_ENOTSUP
+   * (markdown to a channel that does not render it), CG_EINVAL (empty
+   * conversation or text), or the channel's own refusal. THREAD: loop
+   * thread. OWNERSHIP: `channel` and `msg` are borrowed for the call;
+   * `arg` is the caller's, held until done ran. (since 1.3) */
+  int (*send_message)(cg_host_t *h, cg_str_t channel, const cg_reply_t *msg, cg_done_cb done,
+                      void *arg);
 } cg_host_api_t;
 
 #ifdef __cplusplus
