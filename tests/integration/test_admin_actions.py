@@ -237,6 +237,27 @@ class SendTest(unittest.TestCase):
             self.assertEqual(self.sent(gw, "down"), [])
 
 
+class HostSendTest(unittest.TestCase):
+    """cg_host_api_t.send_message (ABI 1.3): one plugin notifies through a
+    channel instance, through wsprobe's /notify."""
+
+    def test_a_plugin_sends_through_another_channel(self):
+        with Gateway(ECHO_MEMORY + probe() + probe("probe2")) as gw:
+            def notify(body):
+                status, text, _ = request(gw.api_port, "/wsprobe/probe/notify", method="POST",
+                                          body=body)
+                self.assertEqual(status, 200)
+                return int(text)
+            self.assertEqual(notify("probe2 oc_ops disk almost full"), 0)
+            [sent] = [json.loads(line) for line in
+                      request(gw.api_port, "/wsprobe/probe2/sent")[1].splitlines()]
+            self.assertEqual((sent["conversation"], sent["text"], sent["type"], sent["flags"]),
+                             ("oc_ops", "disk almost full", 2, 2))
+            self.assertEqual(notify("nowhere oc_x text"), -3)  # CG_ENOENT
+            self.assertEqual(notify("echo oc_x text"), -3)     # a model is no channel
+            self.assertIn("send_message: no channel plugin instance named 'nowhere'", gw.log())
+
+
 class ChannelDropTest(unittest.TestCase):
     """cg_host_api_t.message_dropped (ABI 1.3), through wsprobe's /drop."""
 
