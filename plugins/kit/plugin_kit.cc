@@ -1,0 +1,135 @@
+#include "plugin_kit.h"
+
+#include <algorithm>
+#include <cctype>
+#include <chatgate/cpp.hpp>
+#include <memory>
+
+namespace kit {
+
+std::string header_value(const cg_http_header_t *headers, uint32_t n, std::string_view name) {
+  for (uint32_t i = 0; i < n; ++i) {
+    const std::string_view h = chatgate::view(headers[i].name);
+    if (h.size() == name.size() &&
+        std::equal(h.begin(), h.end(), name.begin(), [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) ==
+                 std::tolower(static_cast<unsigned char>(b));
+        })) {
+      return std::string(chatgate::view(headers[i].value));
+    }
+  }
+  return {};
+}
+
+void defer_done(const cg_host_api_t *api, cg_host_t *host, cg_done_cb done, void *arg,
+                int status) {
+  struct Done {
+    cg_done_cb fn;
+    void *arg;
+    int status;
+  };
+  auto *d = new Done{done, arg, status};
+  const int rc = api->defer(
+      host,
+      [](void *p) {
+        std::unique_ptr<Done> owned(static_cast<Done *>(p));
+        owned->fn(owned->arg, owned->status);
+      },
+      d);
+  if (rc != 0) {
+    std::unique_ptr<Done> owned(d);
+    owned->fn(owned->arg, owned->status);
+  }
+}
+
+void PluginBase::log(int level, const std::string &line) const {
+  api->log(host, level, chatgate::str(line));
+}
+
+bool PluginBase::after(uint64_t ms, std::function<void()> fn) {
+  uint64_t id = 0;
+  // The id is known only once timer_start returns: the callback looks it up.
+  const int rc = api->timer_start(
+      host, ms, 0,
+      [](void *a, uint64_t timer_id) {
+        auto *self = static_cast<PluginBase *>(a);
+        auto it = self->timers_.find(timer_id);
+        if (it == self->timers_.end()) return;
+        auto run = std::move(it->second);
+        self->timers_.erase(it);
+        run();
+      },
+      this, &id);
+  if (rc != 0) return false;
+  timers_.emplace(id, std::move(fn));
+  return true;
+}
+
+struct PluginBase::HttpCall {
+  PluginBase *self;
+  HttpFn fn;
+  uint64_t id = 0;
+};
+
+void PluginBase::on_http_done(void *arg, int result, const cg_http_client_response_t *resp) {
+  std::unique_ptr<HttpCall> c(static_cast<HttpCall *>(arg));
+  PluginBase *self = c->self;
+  self->http_ids_.erase(c->id);
+  self->in_flight--;
+  c->fn(result, resp);
+  self->maybe_stopped();
+}
+
+int PluginBase::http(std::string_view method, const std::string &url,
+                     const std::vector<std::pair<std::string, std::string>> &headers,
+                     std::string_view body, HttpFn fn) {
+  if (stopping) return CG_ECLOSED;
+  std::vector<cg_http_header_t> hs;
+  hs.reserve(headers.size());
+  for (const auto &[n, v] : headers) hs.push_back({chatgate::str(n), chatgate::str(v)});
+  cg_http_client_request_t req{};
+  req.struct_size = sizeof req;
+  req.method = chatgate::str(method);
+  req.url = chatgate::str(url);
+  req.headers = hs.data();
+  req.header_count = static_cast<uint32_t>(hs.size());
+  req.body = chatgate::str(body);
+  req.timeout_ms = request_timeout_ms;
+  auto call = std::make_unique<HttpCall>(HttpCall{this, std::move(fn)});
+  HttpCall *raw = call.get();
+  uint64_t id = 0;
+  const int rc = api->http_request(host, &req, nullptr, on_http_done, raw, &id);
+  if (rc != 0) return rc;
+  (void)call.release();  // on_http_done owns it now
+  raw->id = id;
+  http_ids_.insert(id);
+  in_flight++;
+  return 0;
+}
+
+void PluginBase::stop_io() {
+  stopping = true;
+  const std::set<uint64_t> ids = http_ids_;
+  for (uint64_t id : ids) api->http_cancel(host, id);
+  auto timers = std::move(timers_);
+  timers_.clear();
+  for (auto &[id, fn] : timers) {
+    api->timer_stop(host, id);
+    fn();
+  }
+}
+
+void PluginBase::begin_stop(cg_done_cb done, void *arg) {
+  stop_done_ = done;
+  stop_arg_ = arg;
+  maybe_stopped();
+}
+
+void PluginBase::maybe_stopped() {
+  if (!stopping || stop_done_ == nullptr || in_flight > 0 || !can_stop()) return;
+  cg_done_cb done = stop_done_;
+  stop_done_ = nullptr;
+  done(stop_arg_, 0);
+}
+
+}  // namespace kit

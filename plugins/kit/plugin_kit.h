@@ -1,0 +1,80 @@
+// What the channel plugins (feishu.so, dingtalk.so) share on top of the C
+// host API: timers that a stop runs early, outbound HTTP requests tracked
+// for cancel-at-stop, a count of what is still in flight, completions
+// deferred to the next loop turn, and header lookup. A static library
+// linked into each plugin; nothing here crosses the ABI.
+//
+// THREAD: loop thread only, as every host call it makes.
+#pragma once
+
+#include <chatgate/chatgate.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace kit {
+
+// The value of header `name` (any case) among `n` headers, or "".
+std::string header_value(const cg_http_header_t *headers, uint32_t n, std::string_view name);
+
+// Calls done(arg, status) on the next loop turn (inline if the host no
+// longer defers: it is shutting down). For completions the ABI forbids
+// inside the call that started them.
+void defer_done(const cg_host_api_t *api, cg_host_t *host, cg_done_cb done, void *arg,
+                int status);
+
+class PluginBase {
+ public:
+  virtual ~PluginBase() = default;
+
+  const cg_host_api_t *api = nullptr;
+  cg_host_t *host = nullptr;
+  std::string name;             // the instance's, for routes
+  uint64_t request_timeout_ms = 10000;
+  bool stopping = false;
+  size_t in_flight = 0;  // requests and connections whose completion is due
+
+  void log(int level, const std::string &line) const;
+
+  // Runs fn after ms. At stop, stop_timers runs every pending fn at once:
+  // fn must check `stopping`. False when the host refused the timer.
+  bool after(uint64_t ms, std::function<void()> fn);
+
+  using HttpFn = std::function<void(int result, const cg_http_client_response_t *resp)>;
+  // An HTTP request whose completion (always on a later turn) counts in
+  // in_flight and is followed by maybe_stopped(). Returns the host's error,
+  // CG_ECLOSED once stopping.
+  int http(std::string_view method, const std::string &url,
+           const std::vector<std::pair<std::string, std::string>> &headers, std::string_view body,
+           HttpFn fn);
+
+  // Stop, step 1: cancels every request and runs every timer's fn now.
+  void stop_io();
+
+  // Stop, step 2: records the host's done; maybe_stopped calls it once
+  // nothing is in flight and can_stop() agrees.
+  void begin_stop(cg_done_cb done, void *arg);
+  void maybe_stopped();
+
+ protected:
+  // Whether the instance has nothing left to finish besides in_flight;
+  // it may drop state nothing can complete any more.
+  virtual bool can_stop() { return true; }
+
+ private:
+  struct HttpCall;
+  static void on_http_done(void *arg, int result, const cg_http_client_response_t *resp);
+
+  cg_done_cb stop_done_ = nullptr;
+  void *stop_arg_ = nullptr;
+  std::set<uint64_t> http_ids_;
+  std::map<uint64_t, std::function<void()>> timers_;
+};
+
+}  // namespace kit

@@ -1,0 +1,761 @@
+"""dingtalk.so end to end: the real chatgate with its DingTalk channel plugin
+against tests/fakes/fake_dingtalk.py (an independent fake of the DingTalk
+open platform: the OpenAPI, session webhooks, custom group robots, AI cards
+and the Stream gateway over WebSocket) on loopback.
+
+Stream mode: connect (the connections/open body and its subscription), a
+robot message answered through its session webhook with the sender
+@-mentioned, the ack's exact format, SYSTEM pings, SYSTEM disconnect and a
+dropped connection (both reconnect with a new ticket), a message redelivered
+after a reconnect answered once, the mention policy and single chats, the
+OpenAPI when the session webhook has expired or refuses, an expired access
+token replaced, and refused credentials in /readyz.
+HTTP callback mode: a signed callback answered, and every refusal (bad sign,
+stale and future timestamps, missing headers, malformed bodies) logged once
+and routed nowhere.
+AI cards with openai.so and tests/fakes/fake_openai.py: streamed, finalized,
+failed, and the markdown fallback. Custom group robots (signed, and a wrong
+secret reaching the admin API as 502) and the admin API's OpenAPI sends.
+No secret reaches chatgate's log in any test."""
+import json
+import os
+import re
+import sys
+import textwrap
+import time
+import unittest
+
+from harness import SOURCE_DIR, Chatgate, FakeProcess, free_port, gateway_config, get, post_json
+
+FAKES = os.path.join(SOURCE_DIR, "tests", "fakes")
+sys.path.insert(0, FAKES)
+import fake_dingtalk  # noqa: E402  (the fake's helpers: callback_sign, robot_sign, robot_message)
+
+CLIENT_ID = "dingtest7781"
+# Distinctive secrets, so that a leak into the log is unmistakable.
+CLIENT_SECRET = "dtClient-S3cr3t-6021-egret"
+WRONG_SECRET = "dtWrong-S3cr3t-8830-ibis"
+ROBOT_SECRET = "SECabc"
+WRONG_ROBOT_SECRET = "SECwrong-9142-avocet"
+ROBOT_TOKEN = "tok1"
+SECRETS = (CLIENT_SECRET, WRONG_SECRET, ROBOT_SECRET, WRONG_ROBOT_SECRET,
+           ROBOT_TOKEN, "access_token=" + ROBOT_TOKEN)
+BOT_TOPIC = fake_dingtalk.BOT_TOPIC
+STAFF = "staff_alice"
+
+
+def wait_for(predicate, timeout=5.0, what="a condition"):
+    """Polls `predicate` until it returns something true; returns that."""
+    deadline = time.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+        time.sleep(0.02)
+
+
+class FakeDingTalk(FakeProcess):
+    def __init__(self, *args):
+        super().__init__([sys.executable, os.path.join(FAKES, "fake_dingtalk.py"),
+                          "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET] + list(args))
+        self.base = "http://127.0.0.1:%d" % self.port
+
+    def get(self, path):
+        status, body, _ = get(self.port, path)
+        assert status == 200, (path, status, body)
+        return json.loads(body)
+
+    def post(self, path, body=None):
+        status, doc, _ = post_json(self.port, path, body or {})
+        return status, doc
+
+    def control(self, path, body=None):
+        status, doc = self.post(path, body)
+        assert status == 200, (path, status, doc)
+        return doc
+
+    def reset(self):
+        self.control("/_control/reset")
+
+    def calls(self, path_prefix=""):
+        return [c for c in self.get("/_control/calls")["calls"] if c["path"].startswith(path_prefix)]
+
+    def messages(self, kind=None):
+        return [m for m in self.get("/_control/messages")["messages"] if kind in (None, m["kind"])]
+
+    def cards(self):
+        return self.get("/_control/cards")["cards"]
+
+    def stream(self):
+        return self.get("/_control/stream")
+
+    def fail(self, **failure):
+        self.control("/_control/fail", failure)
+
+    def session(self, expires_in_ms=90 * 60 * 1000):
+        """A fresh session webhook: {"url", "session", "expires_ms"}."""
+        return self.control("/_control/session", {"expires_in_ms": expires_in_ms})
+
+    def session_replies(self, session):
+        return [m for m in self.messages("session") if m["session"] == session]
+
+    def wait_session_reply(self, session, count=1, timeout=5.0):
+        def enough():
+            replies = self.session_replies(session)
+            return replies if len(replies) >= count else None
+        return wait_for(enough, timeout, "%d reply(s) through session %s" % (count, session))
+
+    def wait_messages(self, kind, count=1, timeout=5.0, **match):
+        def enough():
+            found = [m for m in self.messages(kind) if all(m.get(k) == v for k, v in match.items())]
+            return found if len(found) >= count else None
+        return wait_for(enough, timeout, "%d %s message(s) matching %r" % (count, kind, match))
+
+    def push(self, data, **options):
+        """Pushes a robot message over the Stream connection; returns the frame's messageId."""
+        status, doc = self.post("/_control/stream/push", dict(options, data=data))
+        assert status == 200 and doc["sent"], (status, doc)
+        return doc["message_id"]
+
+    def wait_ack(self, frame_id, timeout=3.0):
+        return wait_for(lambda: self.stream()["acks"].get(frame_id), timeout,
+                        "the ack of frame %s" % frame_id)
+
+    def tokens_seen(self):
+        return {c["token"] for c in self.get("/_control/calls")["calls"] if c.get("token")}
+
+
+class FakeOpenAI(FakeProcess):
+    def __init__(self):
+        super().__init__([sys.executable, os.path.join(FAKES, "fake_openai.py")])
+        self.base = "http://127.0.0.1:%d" % self.port
+
+    def script(self, *steps):
+        assert post_json(self.port, "/control", {"script": list(steps)})[0] == 200
+
+    def reset(self):
+        assert post_json(self.port, "/reset", {})[0] == 200
+
+    def requests(self):
+        return json.loads(get(self.port, "/requests")[1])
+
+
+def yaml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a YAML double-quoted scalar
+    return str(value)
+
+
+def dingtalk_config(api_port, fake_port, model="echo", model_instance=None, **settings):
+    """A gateway with instance dt (dingtalk.so, Stream mode unless `mode` is
+    given), the model (echo.so unless `model_instance` gives another) and
+    memory.so. A setting of None leaves the key out."""
+    cfg = {"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET,
+           "apiBase": "http://127.0.0.1:%d" % fake_port, "mode": "stream"}
+    cfg.update(settings)
+    lines = ["    - name: dt", "      plugin: dingtalk.so", "      config:"]
+    lines += ["        %s: %s" % (k, yaml_value(v)) for k, v in cfg.items() if v is not None]
+    instances = "\n".join(lines) + "\n"
+    instances += model_instance or "    - name: echo\n      plugin: echo.so\n"
+    instances += "    - name: memory\n      plugin: memory.so\n"
+    return gateway_config(api_port, instances, model, "memory")
+
+
+def incoming(fake, msg_id, text, conv, group=True, at_bot=True, staff=STAFF, expires_in_ms=None):
+    """A robot message with a session webhook the fake issued; returns
+    (message body, session id)."""
+    session = fake.session(expires_in_ms) if expires_in_ms is not None else fake.session()
+    body = fake_dingtalk.robot_message(msg_id, conv, "2" if group else "1", text,
+                                       sender_staff_id=staff, at_bot=at_bot,
+                                       session_webhook=session["url"],
+                                       session_expires_ms=session["expires_ms"],
+                                       robot_code=CLIENT_ID)
+    return body, session["session"]
+
+
+def signed_headers(secret=CLIENT_SECRET, ts_ms=None):
+    ts = str(int(time.time() * 1000) if ts_ms is None else ts_ms)
+    return {"timestamp": ts, "sign": fake_dingtalk.callback_sign(ts, secret)}
+
+
+def parse_metrics(text):
+    """Prometheus text -> [(name, {label: value}, float)]."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.fullmatch(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)', line)
+        assert m, "unparsable metrics line: %r" % line
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        out.append((m.group(1), labels, float(m.group(3))))
+    return out
+
+
+class DingTalkCase(unittest.TestCase):
+    """Starts chatgate per test; `finish` stops it and checks the log holds no secret."""
+
+    fake = None
+
+    def start(self, config):
+        cg = Chatgate(config).start()
+        self.addCleanup(cg.__exit__, None, None, None)
+        return cg
+
+    def gateway(self, fake=None, **settings):
+        port = free_port()
+        return port, self.start(dingtalk_config(port, (fake or self.fake).port, **settings))
+
+    def finish(self, cg):
+        self.assertEqual(cg.stop(), 0, cg.log()[-3000:])
+        log = cg.log()
+        secrets = list(SECRETS)
+        if self.fake is not None:
+            # The OpenAPI access tokens this test's gateway was given.
+            secrets += sorted(self.fake.tokens_seen())
+        for secret in secrets:
+            self.assertNotIn(secret, log, "a secret (%s...) in chatgate's log" % secret[:4])
+        return log
+
+    def admin_port(self, cg):
+        m = re.search(r"admin on http://127\.0\.0\.1:(\d+)", cg.log())
+        self.assertIsNotNone(m, cg.log())
+        return int(m.group(1))
+
+    def admin_send(self, cg, body):
+        admin = self.admin_port(cg)
+        csrf = json.loads(get(admin, "/admin/api/session")[1])["csrf"]
+        status, doc, _ = post_json(admin, "/admin/api/send", body, headers={"X-CSRF-Token": csrf})
+        return status, doc
+
+    def metric(self, cg, name, **labels):
+        status, text, _ = get(self.admin_port(cg), "/metrics")
+        self.assertEqual(status, 200)
+        for n, ls, value in parse_metrics(text):
+            if n == name and all(ls.get(k) == v for k, v in labels.items()):
+                return value
+        return 0.0
+
+    def webhook(self, port, body, headers=None):
+        return post_json(port, "/webhook/dt", body, headers=headers)
+
+    def settle(self):
+        """Lets a reply that should not come have its chance to show."""
+        time.sleep(0.3)
+
+
+# ------------------------------------------------------------------ Stream mode
+
+class StreamTest(DingTalkCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeDingTalk()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.close()
+
+    def setUp(self):
+        # The previous test's gateway has closed its connection.
+        wait_for(lambda: self.fake.stream()["connections"] == 0, 5, "no open Stream connection")
+        self.fake.reset()
+
+    def connect(self, **settings):
+        port, cg = self.gateway(**settings)
+        wait_for(lambda: self.fake.stream()["connections"] == 1, 5, "the Stream connection")
+        return port, cg
+
+    def reconnected(self, connects):
+        def check():
+            s = self.fake.stream()
+            return s["connects"] == connects and s["connections"] == 1
+        return check
+
+    def test_connects_answers_through_the_session_webhook_and_acks(self):
+        port, cg = self.connect()
+        stream = self.fake.stream()
+        self.assertEqual(stream["connects"], 1, stream)
+        [opened] = stream["opens"]
+        self.assertEqual(opened["status"], 200, opened)
+        self.assertEqual((opened["body"]["clientId"], opened["body"]["clientSecret"]),
+                         (CLIENT_ID, CLIENT_SECRET))
+        self.assertIn({"type": "CALLBACK", "topic": BOT_TOPIC}, opened["subscriptions"])
+        self.assertEqual(stream["tickets_used"], [opened["ticket"]])
+        self.assertEqual(stream["rejections"], [])
+
+        body, session = incoming(self.fake, "msg_s1", " what time is it", "cid_stream1")
+        frame_id = self.fake.push(body)
+        [reply] = self.fake.wait_session_reply(session)
+        self.assertEqual(reply["msgtype"], "text")
+        self.assertEqual(reply["content"], {"content": "echo: what time is it (turn 1)"})
+        self.assertEqual(reply["atUserIds"], [STAFF])
+
+        ack = self.fake.wait_ack(frame_id)
+        self.assertEqual(ack["problems"], [], ack)
+        # Exactly the ack's fields (the fake adds message_id, data_json and problems).
+        frame = {k: v for k, v in ack.items() if k not in ("message_id", "data_json", "problems")}
+        self.assertEqual(frame, {
+            "code": 200, "headers": {"messageId": frame_id, "contentType": "application/json"},
+            "message": "OK", "data": frame.get("data")}, ack)
+        self.assertIsInstance(frame["data"], str)
+        self.assertEqual(ack["data_json"], {"response": None}, ack)
+
+        # The same conversation goes on.
+        body, session = incoming(self.fake, "msg_s2", " and now", "cid_stream1")
+        self.fake.push(body)
+        [reply] = self.fake.wait_session_reply(session)
+        self.assertEqual(reply["content"], {"content": "echo: and now (turn 2)"})
+        self.assertTrue(all(not a["problems"] for a in self.fake.stream()["acks"].values()))
+        # Ready once the Stream connection is open.
+        wait_for(lambda: get(port, "/readyz")[0] == 200, 3, "/readyz 200")
+        # A Stream-mode instance takes no callbacks.
+        status, _, _ = self.webhook(port, body, signed_headers())
+        self.assertEqual(status, 403)
+        self.assertEqual(self.fake.messages("o2o") + self.fake.messages("group"), [])
+        log = self.finish(cg)
+        self.assertEqual(log.count("refused a callback"), 1, log)
+
+    def test_system_ping_is_answered_with_the_same_opaque(self):
+        port, cg = self.connect()
+        sent = self.fake.control("/_control/stream/ping")
+        ping = wait_for(lambda: [p for p in self.fake.stream()["pings"]
+                                 if p["message_id"] == sent["message_id"] and p["answered"]],
+                        3, "the ping's answer")[0]
+        self.assertTrue(ping["ok"], ping)
+        ack = self.fake.stream()["acks"][sent["message_id"]]
+        self.assertEqual(ack["problems"], [], ack)
+        self.assertEqual(ack["code"], 200, ack)
+        self.assertEqual(ack["data_json"], {"opaque": sent["opaque"]}, ack)
+        # Still connected, still answering.
+        self.assertEqual(self.fake.stream()["connects"], 1)
+        body, session = incoming(self.fake, "msg_after_ping", "still there?", "cid_ping")
+        self.fake.push(body)
+        self.fake.wait_session_reply(session)
+        self.finish(cg)
+
+    def test_system_disconnect_reconnects_with_a_new_ticket(self):
+        port, cg = self.connect()
+        sent = self.fake.control("/_control/stream/disconnect", {"delay": 2, "reason": "restart"})
+        self.assertEqual(sent["sent"], 1, sent)
+        started = time.time()
+        # Back before the gateway closes the old connection (2 s).
+        wait_for(self.reconnected(2), 2.0, "the reconnect after SYSTEM disconnect")
+        elapsed = time.time() - started
+        stream = self.fake.stream()
+        self.assertEqual(len(stream["tickets_used"]), 2, stream)
+        self.assertEqual(len(set(stream["tickets_used"])), 2, stream["tickets_used"])
+        self.assertEqual([o["status"] for o in stream["opens"]], [200, 200], stream["opens"])
+        self.assertEqual(stream["rejections"], [])
+        body, session = incoming(self.fake, "msg_after_disc", "after the disconnect", "cid_disc")
+        frame_id = self.fake.push(body)
+        [reply] = self.fake.wait_session_reply(session)
+        self.assertEqual(reply["content"], {"content": "echo: after the disconnect (turn 1)"})
+        self.assertEqual(self.fake.wait_ack(frame_id)["problems"], [])
+        # The client left first, as asked, instead of waiting to be closed.
+        record = wait_for(lambda: [d for d in self.fake.stream()["disconnects"]
+                                   if d["closed_by_client_first"] is not None],
+                          3, "the gateway's delayed close")[0]
+        self.assertTrue(record["closed_by_client_first"], (record, elapsed))
+        self.assertEqual(self.fake.stream()["connections"], 1)
+        self.finish(cg)
+
+    def test_reconnects_after_a_drop_and_answers_a_redelivery_once(self):
+        port, cg = self.connect()
+        first, session = incoming(self.fake, "msg_redeliver", "before the drop", "cid_drop")
+        first_frame = self.fake.push(first)
+        self.fake.wait_session_reply(session)
+        self.fake.wait_ack(first_frame)
+        self.assertEqual(self.fake.post("/_control/stream/drop")[1], {"dropped": 1})
+        wait_for(self.reconnected(2), 4, "the reconnect after a drop")
+        stream = self.fake.stream()
+        self.assertEqual(len(set(stream["tickets_used"])), 2, stream["tickets_used"])
+        # DingTalk delivers the first message again, on the new connection.
+        again = self.fake.push(first)
+        self.assertNotEqual(again, first_frame)
+        ack = self.fake.wait_ack(again)
+        self.assertEqual((ack["code"], ack["problems"]), (200, []), ack)
+        # Barrier: a later message in the same conversation is answered.
+        body, barrier = incoming(self.fake, "msg_drop_barrier", "after the drop", "cid_drop")
+        self.fake.push(body)
+        [reply] = self.fake.wait_session_reply(barrier)
+        self.assertEqual(reply["content"], {"content": "echo: after the drop (turn 2)"})
+        self.settle()
+        self.assertEqual(len(self.fake.session_replies(session)), 1, self.fake.messages())
+        self.assertEqual(self.fake.messages("o2o") + self.fake.messages("group"), [])
+        self.finish(cg)
+
+    def test_group_messages_need_the_mention_single_chats_do_not(self):
+        port, cg = self.connect()
+        body, ignored = incoming(self.fake, "msg_no_at", "just chatting", "cid_policy",
+                                 at_bot=False)
+        frame_id = self.fake.push(body)
+        # Acked all the same: DingTalk must not deliver it again.
+        self.assertEqual(self.fake.wait_ack(frame_id)["code"], 200)
+        body, single = incoming(self.fake, "msg_single", "hello bot", "cid_single", group=False,
+                                at_bot=False)
+        self.fake.push(body)
+        [reply] = self.fake.wait_session_reply(single)
+        self.assertEqual(reply["content"], {"content": "echo: hello bot (turn 1)"})
+        self.assertEqual(reply["atUserIds"], [])
+        # The ignored message was never routed: the next, mentioning, is turn 1.
+        body, mentioned = incoming(self.fake, "msg_at", " now with @", "cid_policy")
+        self.fake.push(body)
+        [reply] = self.fake.wait_session_reply(mentioned)
+        self.assertEqual(reply["content"], {"content": "echo: now with @ (turn 1)"})
+        self.settle()
+        self.assertEqual(self.fake.session_replies(ignored), [])
+        self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="dt",
+                                     reason="policy"), 1)
+        self.finish(cg)
+
+    def test_expired_session_webhooks_fall_back_to_the_openapi(self):
+        port, cg = self.connect()
+        # A group message whose session webhook ends in 3 s: too close to use.
+        body, short = incoming(self.fake, "msg_exp_group", " group late", "cid_exp_group",
+                               expires_in_ms=3000)
+        self.fake.push(body)
+        [sent] = self.fake.wait_messages("group", openConversationId="cid_exp_group")
+        self.assertEqual(sent["robotCode"], CLIENT_ID)
+        self.assertEqual(sent["msgKey"], "sampleText")
+        self.assertEqual(sent["msgParam"], {"content": "echo: group late (turn 1)"})
+        self.assertRegex(sent["token"], r"^tok-\d+$")
+        # A single chat whose session webhook DingTalk already retired.
+        body, gone = incoming(self.fake, "msg_exp_single", "single late", "cid_exp_single",
+                              group=False, staff="staff_bob")
+        self.fake.control("/_control/session/expire", {"session": gone})
+        self.fake.push(body)
+        [sent1] = self.fake.wait_messages("o2o", userIds=["staff_bob"])
+        self.assertEqual(sent1["robotCode"], CLIENT_ID)
+        self.assertEqual(sent1["msgKey"], "sampleText")
+        self.assertEqual(sent1["msgParam"], {"content": "echo: single late (turn 1)"})
+        self.assertEqual(sent1["token"], sent["token"])  # the cached token
+        self.assertEqual(self.fake.messages("session"), [])
+        # Each OpenAPI call carried the token; it was fetched once.
+        api_calls = self.fake.calls("/v1.0/robot/")
+        self.assertEqual([(c["path"], c["status"]) for c in api_calls],
+                         [("/v1.0/robot/groupMessages/send", 200),
+                          ("/v1.0/robot/oToMessages/batchSend", 200)], api_calls)
+        self.assertTrue(all(c["headers"].get("x-acs-dingtalk-access-token") == sent["token"]
+                            for c in api_calls), api_calls)
+        self.assertEqual(len(self.fake.calls("/v1.0/oauth2/accessToken")), 1)
+        # The retired webhook was tried first and refused.
+        tried = self.fake.calls("/robot/sendBySession?session=" + gone)
+        self.assertEqual([c.get("errcode") for c in tried], [300001], tried)
+        self.assertEqual(self.fake.calls("/robot/sendBySession?session=" + short), [])
+        self.finish(cg)
+
+    def test_an_expired_access_token_is_replaced(self):
+        port, cg = self.connect()
+        body, gone = incoming(self.fake, "msg_tok1", "first", "cid_tok1", group=False,
+                              staff="staff_tok1", expires_in_ms=1000)
+        self.fake.push(body)
+        [first] = self.fake.wait_messages("o2o", userIds=["staff_tok1"])
+        old = first["token"]
+        self.fake.control("/_control/expire_tokens")
+        body, gone = incoming(self.fake, "msg_tok2", "second", "cid_tok2", group=False,
+                              staff="staff_tok2", expires_in_ms=1000)
+        self.fake.push(body)
+        [second] = self.fake.wait_messages("o2o", userIds=["staff_tok2"])
+        self.assertEqual(second["msgParam"], {"content": "echo: second (turn 1)"})
+        self.assertNotEqual(second["token"], old)
+        attempts = self.fake.calls("/v1.0/robot/oToMessages/batchSend")
+        self.assertEqual([(c["token"], c["status"], c.get("code")) for c in attempts],
+                         [(old, 200, None), (old, 400, "InvalidAuthentication"),
+                          (second["token"], 200, None)], attempts)
+        self.assertEqual(len(self.fake.calls("/v1.0/oauth2/accessToken")), 2)
+        self.finish(cg)
+
+
+class StreamRefusedTest(DingTalkCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeDingTalk()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.close()
+
+    def test_refused_credentials_fail_readiness_without_a_retry_loop(self):
+        port, cg = self.gateway(clientSecret=WRONG_SECRET)
+
+        def failed():
+            status, body, _ = get(port, "/readyz")
+            if status != 503:
+                return None
+            items = [i for i in json.loads(body)["notReady"] if i["instance"] == "dt"]
+            return items if items and "Stream connection refused" in items[0]["reason"] else None
+        [item] = wait_for(failed, 5, "/readyz 503 naming dt with 'Stream connection refused'")
+        self.assertEqual(item["state"], "failed", item)
+        time.sleep(1.5)  # longer than a first reconnect's backoff
+        self.assertIsNone(cg.proc.poll(), cg.log())
+        self.assertEqual(get(port, "/healthz")[0], 200)
+        stream = self.fake.stream()
+        self.assertEqual([o["status"] for o in stream["opens"]], [401], stream["opens"])
+        self.assertEqual(stream["connects"], 0)
+        errors = [l for l in cg.log().splitlines()
+                  if " error " in l and "Stream connection refused" in l]
+        self.assertEqual(len(errors), 1, cg.log())
+        self.finish(cg)
+
+
+# ------------------------------------------------------------------ HTTP callback mode
+
+class CallbackTest(DingTalkCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeDingTalk()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.close()
+
+    def setUp(self):
+        self.fake.reset()
+
+    def test_a_signed_callback_is_answered(self):
+        port, cg = self.gateway(mode="webhook")
+        body, session = incoming(self.fake, "msg_cb1", " over http", "cid_cb1")
+        status, doc, _ = self.webhook(port, body, signed_headers())
+        self.assertEqual((status, doc), (200, {}))
+        [reply] = self.fake.wait_session_reply(session)
+        self.assertEqual(reply["content"], {"content": "echo: over http (turn 1)"})
+        self.assertEqual(reply["atUserIds"], [STAFF])
+        # Delivered again (DingTalk retries): accepted, answered once.
+        status, doc, _ = self.webhook(port, body, signed_headers())
+        self.assertEqual(status, 200, doc)
+        body2, barrier = incoming(self.fake, "msg_cb2", " next", "cid_cb1")
+        self.webhook(port, body2, signed_headers())
+        [reply] = self.fake.wait_session_reply(barrier)
+        self.assertEqual(reply["content"], {"content": "echo: next (turn 2)"})
+        self.settle()
+        self.assertEqual(len(self.fake.session_replies(session)), 1)
+        # No Stream connection in callback mode.
+        self.assertEqual(self.fake.stream()["opens"], [])
+        self.finish(cg)
+
+    def test_every_refusal_is_logged_once_and_routes_nothing(self):
+        port, cg = self.gateway(mode="webhook", timestampWindowSeconds=60)
+        conv = "cid_refusals"
+        now = int(time.time() * 1000)
+
+        def good(mid):
+            return json.dumps(incoming(self.fake, mid, " should not pass", conv)[0])
+        cases = [
+            ("bad sign", 401, good("msg_r_sig"), signed_headers(secret="not-the-secret")),
+            ("stale timestamp", 401, good("msg_r_stale"), signed_headers(ts_ms=now - 120000)),
+            ("future timestamp", 401, good("msg_r_future"), signed_headers(ts_ms=now + 120000)),
+            ("missing headers", 401, good("msg_r_none"), {}),
+            ("missing sign", 401, good("msg_r_nosign"), {"timestamp": str(now)}),
+            ("malformed JSON", 400, '{"msgId": "msg_r_json", ', signed_headers()),
+            ("not a robot message", 400, '{"hello": "world"}', signed_headers()),
+        ]
+        for i, (name, expected, raw, headers) in enumerate(cases, 1):
+            with self.subTest(name):
+                status, doc, _ = self.webhook(port, raw, headers)
+                self.assertEqual(status, expected, (name, doc))
+                wait_for(lambda: cg.log().count("refused a callback") >= i, 3,
+                         "the log line of refusal %r" % name)
+                self.assertEqual(cg.log().count("refused a callback"), i, cg.log())
+        # Barrier: a good callback in the same conversation is its first turn.
+        body, session = incoming(self.fake, "msg_r_ok", " now pass", conv)
+        status, doc, _ = self.webhook(port, body, signed_headers())
+        self.assertEqual((status, doc), (200, {}))
+        [reply] = self.fake.wait_session_reply(session)
+        self.assertEqual(reply["content"], {"content": "echo: now pass (turn 1)"})
+        self.settle()
+        self.assertEqual(len(self.fake.messages()), 1, self.fake.messages())
+        log = self.finish(cg)
+        self.assertEqual(log.count("refused a callback"), len(cases), log)
+
+
+# ------------------------------------------------------------------ AI cards
+
+class AiCardTest(DingTalkCase):
+    TEMPLATE = "tpl_ai.schema"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeDingTalk()
+        cls.model = FakeOpenAI()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.close()
+        cls.model.close()
+
+    def setUp(self):
+        self.fake.reset()
+        self.model.reset()
+
+    def gateway(self, **settings):
+        gpt = textwrap.dedent("""\
+            - name: gpt
+              plugin: openai.so
+              config:
+                endpoint: {base}/v1
+                model: fake-model
+                retries: 0
+        """).format(base=self.model.base)
+        gpt = textwrap.indent(gpt, "    ")
+        return super().gateway(model="gpt", model_instance=gpt, mode="webhook",
+                               replyStyle="ai-card", cardTemplateId=self.TEMPLATE,
+                               streamUpdateMs=100, **settings)
+
+    def final_card(self, out_track_id, timeout=8):
+        def ended():
+            card = self.fake.cards().get(out_track_id)
+            return card if card and card["state"] in ("finished", "failed") else None
+        return wait_for(ended, timeout, "card %s to end" % out_track_id)
+
+    def test_answer_streams_into_one_card_then_finalizes_it(self):
+        port, cg = self.gateway()
+        self.model.script("trickle:150")
+        text = "tell me a longer story please"
+        answer = "reply to: %s (1 messages)" % text
+        body, session = incoming(self.fake, "msg_card1", " " + text, "cid_card1")
+        self.assertEqual(self.webhook(port, body, signed_headers())[0], 200)
+        card = self.final_card("cg_msg_card1")
+        self.settle()
+        cards = self.fake.cards()
+        self.assertEqual(list(cards), ["cg_msg_card1"], cards)
+        card = cards["cg_msg_card1"]
+        self.assertEqual(len(self.fake.calls("/v1.0/card/instances/createAndDeliver")), 1)
+        self.assertEqual(card["cardTemplateId"], self.TEMPLATE)
+        self.assertEqual(card["spaces"], [{"spaceType": "IM_GROUP", "spaceId": "cid_card1"}])
+        self.assertTrue(all(r["success"] for r in card["deliverResults"]), card["deliverResults"])
+        updates = card["updates"]
+        self.assertGreater(len(updates), 1, updates)
+        self.assertTrue(all(u["type"] == "streaming" and u["key"] == "content" and u["isFull"]
+                            for u in updates), updates)
+        last = updates[-1]
+        self.assertTrue(last["isFinalize"], updates)
+        self.assertFalse(last["isError"], updates)
+        self.assertEqual(last["content"], answer)
+        self.assertEqual(card["content"]["content"], answer)
+        self.assertEqual(card["state"], "finished")
+        # Nothing after the final update, and no earlier one finalized.
+        self.assertEqual(card["late_updates"], 0, updates)
+        self.assertFalse(any(u["isFinalize"] for u in updates[:-1]), updates)
+        # Each update shows a prefix of the answer, growing.
+        contents = [u["content"] for u in updates]
+        self.assertTrue(all(answer.startswith(c) for c in contents), contents)
+        self.assertEqual(contents, sorted(contents, key=len), contents)
+        # The card is the answer: no other message.
+        self.assertEqual(self.fake.messages(), [])
+        self.finish(cg)
+
+    def test_model_error_finalizes_the_card_as_failed(self):
+        port, cg = self.gateway()
+        self.model.script(*["status:500"] * 4)
+        body, session = incoming(self.fake, "msg_card_err", "fail please", "cid_card_err",
+                                 group=False, staff="staff_carol")
+        self.assertEqual(self.webhook(port, body, signed_headers())[0], 200)
+        card = self.final_card("cg_msg_card_err")
+        self.settle()
+        card = self.fake.cards()["cg_msg_card_err"]
+        self.assertEqual(card["spaces"], [{"spaceType": "IM_ROBOT", "spaceId": "staff_carol"}])
+        self.assertEqual(card["state"], "failed", card["updates"])
+        last = card["updates"][-1]
+        self.assertTrue(last["isFinalize"] and last["isError"], card["updates"])
+        self.assertIn("try again", last["content"], card["updates"])
+        self.assertEqual(card["late_updates"], 0, card["updates"])
+        self.assertEqual(len(self.model.requests()), 1)  # retries: 0
+        self.assertEqual(self.fake.messages(), [])
+        self.finish(cg)
+
+    def test_card_creation_failure_falls_back_to_markdown(self):
+        port, cg = self.gateway()
+        self.fake.fail(path="/v1.0/card/instances/createAndDeliver", count=1, status=400,
+                       body={"code": "invalidParameter.cardTemplateId",
+                             "message": "card template not found"})
+        self.model.script("trickle:50")
+        body, session = incoming(self.fake, "msg_card_fb", " no card for me", "cid_card_fb")
+        self.assertEqual(self.webhook(port, body, signed_headers())[0], 200)
+        [reply] = self.fake.wait_session_reply(session, timeout=8)
+        self.assertEqual(reply["msgtype"], "markdown")
+        self.assertEqual(reply["content"]["text"], "reply to: no card for me (1 messages)")
+        self.assertTrue(reply["content"]["title"])
+        self.assertEqual(reply["atUserIds"], [STAFF])
+        self.settle()
+        self.assertEqual(self.fake.cards(), {})
+        self.assertEqual(len(self.fake.session_replies(session)), 1)
+        self.assertEqual(self.fake.calls("/v1.0/card/streaming"), [])
+        self.finish(cg)
+
+
+# ------------------------------------------------------------------ proactive sends
+
+class ProactiveTest(DingTalkCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeDingTalk("--robot-secret", ROBOT_SECRET)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.close()
+
+    def setUp(self):
+        self.fake.reset()
+
+    def robot(self, secret):
+        return ["ops http://127.0.0.1:%d/robot/send?access_token=%s %s"
+                % (self.fake.port, ROBOT_TOKEN, secret)]
+
+    def test_the_sign_helper_agrees_with_the_known_answer(self):
+        self.assertEqual(fake_dingtalk.robot_sign("1577262236757", "this is secret"),
+                         "hmPWwU+7lVdm3ZZz0r9tSfx0L4Q26jWOZr9+Gs6EZQM=")
+
+    def test_custom_robot_send_is_signed(self):
+        port, cg = self.gateway(mode="webhook", customRobots=self.robot(ROBOT_SECRET))
+        status, doc = self.admin_send(cg, {"channel": "dt", "conversationId": "robot:ops",
+                                           "conversationType": "group", "text": "deploy at 5"})
+        self.assertEqual((status, doc), (200, {"sent": True, "channel": "dt"}))
+        [sent] = self.fake.messages("robot")
+        self.assertEqual(sent["access_token"], ROBOT_TOKEN)
+        self.assertEqual(sent["msgtype"], "text")
+        self.assertEqual(sent["content"], {"content": "deploy at 5"})
+        self.assertLess(abs(int(sent["timestamp"]) - time.time() * 1000), 60000)
+        self.assertEqual(sent["sign"], fake_dingtalk.robot_sign(sent["timestamp"], ROBOT_SECRET))
+        [call] = self.fake.calls("/robot/send")
+        self.assertEqual(call["errcode"], 0, call)
+        self.finish(cg)
+
+    def test_custom_robot_with_a_wrong_secret_is_a_502(self):
+        port, cg = self.gateway(mode="webhook", customRobots=self.robot(WRONG_ROBOT_SECRET))
+        status, doc = self.admin_send(cg, {"channel": "dt", "conversationId": "robot:ops",
+                                           "conversationType": "group", "text": "deploy at 5"})
+        self.assertEqual(status, 502, doc)
+        self.assertEqual(self.fake.messages(), [])
+        self.assertEqual([c.get("errcode") for c in self.fake.calls("/robot/send")], [310000])
+        log = self.finish(cg)
+        self.assertTrue([l for l in log.splitlines() if "310000" in l], log)
+
+    def test_admin_send_through_the_openapi(self):
+        port, cg = self.gateway(mode="webhook")
+        status, doc = self.admin_send(cg, {"channel": "dt", "conversationId": "cid_news",
+                                           "conversationType": "group", "text": "deploy at 5"})
+        self.assertEqual((status, doc), (200, {"sent": True, "channel": "dt"}))
+        [group] = self.fake.messages("group")
+        self.assertEqual((group["openConversationId"], group["msgParam"]),
+                         ("cid_news", {"content": "deploy at 5"}))
+        status, doc = self.admin_send(cg, {"channel": "dt", "conversationId": "staff_dave",
+                                           "conversationType": "direct", "text": "hi dave"})
+        self.assertEqual((status, doc), (200, {"sent": True, "channel": "dt"}))
+        [o2o] = self.fake.messages("o2o")
+        self.assertEqual((o2o["userIds"], o2o["msgParam"]), (["staff_dave"], {"content": "hi dave"}))
+        # DingTalk refusing it reaches the admin as 502.
+        self.fake.fail(path="/v1.0/robot/groupMessages/send", count=1, status=400,
+                       body={"code": "resource.not.found", "message": "robot not in group"})
+        status, doc = self.admin_send(cg, {"channel": "dt", "conversationId": "cid_gone",
+                                           "conversationType": "group", "text": "x"})
+        self.assertEqual(status, 502, doc)
+        self.finish(cg)
+
+
+if __name__ == "__main__":
+    unittest.main()
