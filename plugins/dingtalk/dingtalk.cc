@@ -67,16 +67,7 @@ int64_t config_int(const cg_host_api_t *api, const cg_config_t *cfg, const char 
 }
 
 std::string header(const cg_http_request_t *req, std::string_view name) {
-  for (uint32_t i = 0; i < req->header_count; ++i) {
-    const std::string_view n = sv(req->headers[i].name);
-    if (n.size() == name.size() && std::equal(n.begin(), n.end(), name.begin(), [](char a, char b) {
-          return std::tolower(static_cast<unsigned char>(a)) ==
-                 std::tolower(static_cast<unsigned char>(b));
-        })) {
-      return std::string(sv(req->headers[i].value));
-    }
-  }
-  return {};
+  return kit::header_value(req->headers, req->header_count, name);
 }
 
 void respond(Dingtalk *d, cg_http_exchange_t *ex, int status, const std::string &body) {
@@ -198,33 +189,9 @@ void on_claimed(void *arg, int status, cg_str_t) {
 
 }  // namespace
 
-void Dingtalk::log(int level, const std::string &line) const { api->log(host, level, cs(line)); }
-
-bool Dingtalk::after(uint64_t ms, std::function<void()> fn) {
-  uint64_t id = 0;
-  const int rc = api->timer_start(
-      host, ms, 0,
-      [](void *a, uint64_t timer_id) {
-        auto *self = static_cast<Dingtalk *>(a);
-        auto it = self->timers.find(timer_id);
-        if (it == self->timers.end()) return;
-        auto run = std::move(it->second);
-        self->timers.erase(it);
-        run();
-      },
-      this, &id);
-  if (rc != 0) return false;
-  timers.emplace(id, std::move(fn));
-  return true;
-}
-
-void Dingtalk::maybe_stopped() {
-  if (!stopping || stop_done == nullptr || in_flight > 0) return;
+bool Dingtalk::can_stop() {
   std::erase_if(answers, [](const auto &kv) { return kv.second->done == nullptr; });
-  if (!answers.empty()) return;
-  cg_done_cb done = stop_done;
-  stop_done = nullptr;
-  done(stop_arg, 0);
+  return answers.empty();
 }
 
 void Dingtalk::handle_message(const std::string &json, std::function<void(bool)> done) {
@@ -323,17 +290,9 @@ int dt_start(void *state) {
 void dt_stop(void *state, cg_done_cb done, void *arg) {
   auto *d = static_cast<Dingtalk *>(state);
   d->stopping = true;
-  d->stop_done = done;
-  d->stop_arg = arg;
   d->stream_stop();
-  d->cancel_http();
-  auto timers = std::move(d->timers);
-  d->timers.clear();
-  for (auto &[id, fn] : timers) {
-    d->api->timer_stop(d->host, id);
-    fn();
-  }
-  d->maybe_stopped();
+  d->stop_io();
+  d->begin_stop(done, arg);
 }
 
 void dt_destroy(void *state) { delete static_cast<Dingtalk *>(state); }

@@ -23,21 +23,6 @@ constexpr size_t kPartLimit = 18000;
 // A session webhook this close to its end is not used.
 constexpr int64_t kWebhookMarginMs = 5000;
 
-struct HttpCall {
-  Dingtalk *d;
-  Dingtalk::HttpFn fn;
-  uint64_t id = 0;
-};
-
-void on_http_done(void *arg, int result, const cg_http_client_response_t *resp) {
-  std::unique_ptr<HttpCall> c(static_cast<HttpCall *>(arg));
-  Dingtalk *d = c->d;
-  d->http_ids.erase(c->id);
-  d->in_flight--;
-  c->fn(result, resp);
-  d->maybe_stopped();
-}
-
 int64_t unix_ms() { return static_cast<int64_t>(std::time(nullptr)) * 1000; }
 
 // DingTalk answers: OpenAPI errors are non-2xx with {"code","message"};
@@ -114,27 +99,14 @@ std::string title_of(std::string_view text) {
 }
 
 void finish(Answer *a, int status) {
-  Dingtalk *d = a->d;
-  if (a->done != nullptr) {
-    struct Done {
-      cg_done_cb fn;
-      void *arg;
-      int status;
-    };
-    auto *p = new Done{a->done, a->done_arg, status};
-    if (d->api->defer(
-            d->host,
-            [](void *x) {
-              std::unique_ptr<Done> owned(static_cast<Done *>(x));
-              owned->fn(owned->arg, owned->status);
-            },
-            p) != 0) {
-      std::unique_ptr<Done> owned(p);
-      owned->fn(owned->arg, status);
-    }
+  auto *owner = a->d;
+  // On a later turn; inline only once the loop closes (nothing waits then).
+  if (a->done != nullptr &&
+      kit::defer_done(owner->api, owner->host, a->done, a->done_arg, status) != 0) {
+    a->done(a->done_arg, status);
   }
-  d->answers.erase(a->id);
-  d->maybe_stopped();
+  owner->answers.erase(a->id);
+  owner->maybe_stopped();
 }
 
 // One message by the OpenAPI robot sends (no session webhook).
@@ -339,38 +311,6 @@ bool parse_target(std::string_view token, Target *t) {
 
 }  // namespace
 
-int Dingtalk::http(std::string_view method, const std::string &url,
-                   const std::vector<std::pair<std::string, std::string>> &headers,
-                   std::string_view body, HttpFn fn) {
-  if (stopping) return CG_ECLOSED;
-  std::vector<cg_http_header_t> hs;
-  hs.reserve(headers.size());
-  for (const auto &[n, v] : headers) hs.push_back({cs(n), cs(v)});
-  cg_http_client_request_t req{};
-  req.struct_size = sizeof req;
-  req.method = cs(method);
-  req.url = cs(url);
-  req.headers = hs.data();
-  req.header_count = static_cast<uint32_t>(hs.size());
-  req.body = cs(body);
-  req.timeout_ms = request_timeout_ms;
-  auto call = std::make_unique<HttpCall>(HttpCall{this, std::move(fn)});
-  HttpCall *raw = call.get();
-  uint64_t id = 0;
-  const int rc = api->http_request(host, &req, nullptr, on_http_done, raw, &id);
-  if (rc != 0) return rc;
-  (void)call.release();  // on_http_done owns it now
-  raw->id = id;
-  http_ids.insert(id);
-  in_flight++;
-  return 0;
-}
-
-void Dingtalk::cancel_http() {
-  const std::set<uint64_t> ids = http_ids;
-  for (uint64_t id : ids) api->http_cancel(host, id);
-}
-
 void Dingtalk::call(const std::string &method, const std::string &path, const std::string &body,
                     const ApiDone &done, int attempt, bool fresh_token) {
   if (stopping) {
@@ -506,21 +446,8 @@ int Dingtalk::send(const cg_reply_t &reply, cg_done_cb done, void *arg) {
         card_after_update(a);
       }
     }
-    struct Done {
-      cg_done_cb fn;
-      void *arg;
-    };
-    auto *p = new Done{done, arg};
-    if (api->defer(
-            host,
-            [](void *x) {
-              std::unique_ptr<Done> owned(static_cast<Done *>(x));
-              owned->fn(owned->arg, 0);
-            },
-            p) != 0) {
-      delete p;
-      return CG_ECLOSED;
-    }
+    // Taken at once; done on a later turn, as the ABI wants.
+    if (kit::defer_done(api, host, done, arg, 0) != 0) return CG_ECLOSED;
     return 0;
   }
   a->final = true;

@@ -23,6 +23,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "plugin_kit.h"
+
 namespace dingtalk {
 
 enum class Style { kText, kMarkdown, kAiCard };
@@ -69,15 +71,11 @@ struct CustomRobot {
   std::string secret;
 };
 
-struct Dingtalk {
+struct Dingtalk : kit::PluginBase {
   Dingtalk();
-  ~Dingtalk();  // in dingtalk_stream.cc, where Stream is complete
+  ~Dingtalk() override;  // in dingtalk_stream.cc, where Stream is complete
   Dingtalk(const Dingtalk &) = delete;
   Dingtalk &operator=(const Dingtalk &) = delete;
-
-  const cg_host_api_t *api = nullptr;
-  cg_host_t *host = nullptr;
-  std::string name;
 
   // config
   std::string client_id, client_secret, robot_code, api_base;
@@ -88,17 +86,8 @@ struct Dingtalk {
   std::map<std::string, CustomRobot> robots;
   uint64_t timestamp_window_ms = 300000;
   uint64_t stream_update_ms = 500;
-  uint64_t request_timeout_ms = 10000;
   int max_retries = 3;
   uint64_t dedupe_ttl_ms = 86400000;
-
-  // lifecycle
-  bool stopping = false;
-  cg_done_cb stop_done = nullptr;
-  void *stop_arg = nullptr;
-  size_t in_flight = 0;
-  std::set<uint64_t> http_ids;
-  std::map<uint64_t, std::function<void()>> timers;
 
   // OpenAPI access token
   std::string token;
@@ -112,19 +101,13 @@ struct Dingtalk {
   std::unique_ptr<Stream> stream_state;
 
   // ---- dingtalk.cc ----
-  void log(int level, const std::string &line) const;
-  bool after(uint64_t ms, std::function<void()> fn);
-  void maybe_stopped();
+  // Answers still streaming without their FINAL are dropped.
+  bool can_stop() override;
   // A robot message from either mode: dedupe, policy, the router.
   // done(ok): false when the router could not take it.
   void handle_message(const std::string &json, std::function<void(bool)> done);
 
   // ---- dingtalk_api.cc ----
-  using HttpFn = std::function<void(int result, const cg_http_client_response_t *resp)>;
-  int http(std::string_view method, const std::string &url,
-           const std::vector<std::pair<std::string, std::string>> &headers, std::string_view body,
-           HttpFn fn);
-  void cancel_http();
   // An OpenAPI call with the access token, retried on 401 (once, with a
   // fresh token), 429 and 5xx.
   void call(const std::string &method, const std::string &path, const std::string &body,

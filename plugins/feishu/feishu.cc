@@ -76,7 +76,7 @@ bool config_bool(const cg_host_api_t *api, const cg_config_t *cfg, const char *k
 }
 
 std::string header(const cg_http_request_t *req, std::string_view name) {
-  return header_value(req->headers, req->header_count, name);
+  return kit::header_value(req->headers, req->header_count, name);
 }
 
 void respond(Feishu *f, cg_http_exchange_t *ex, int status, const std::string &body) {
@@ -277,40 +277,9 @@ void on_event_claimed(void *arg, int status, cg_str_t) {
 
 }  // namespace
 
-void Feishu::log(int level, const std::string &line) const { api->log(host, level, cs(line)); }
-
-bool Feishu::after(uint64_t ms, std::function<void()> fn) {
-  struct Arg {
-    Feishu *f;
-  };
-  uint64_t id = 0;
-  // The id is only known after timer_start returns: the callback looks it up.
-  const int rc = api->timer_start(
-      host, ms, 0,
-      [](void *a, uint64_t timer_id) {
-        auto *self = static_cast<Feishu *>(a);
-        auto it = self->timers.find(timer_id);
-        if (it == self->timers.end()) return;
-        auto run = std::move(it->second);
-        self->timers.erase(it);
-        run();
-      },
-      this, &id);
-  if (rc != 0) return false;
-  timers.emplace(id, std::move(fn));
-  return true;
-}
-
-void Feishu::maybe_stopped() {
-  if (!stopping || stop_done == nullptr || in_flight > 0) return;
-  // Nothing can call back now: answers still streaming without their
-  // FINAL will get none. One with a FINAL pending would still have a
-  // request in flight.
+bool Feishu::can_stop() {
   std::erase_if(answers, [](const auto &kv) { return kv.second->done == nullptr; });
-  if (!answers.empty()) return;
-  cg_done_cb done = stop_done;
-  stop_done = nullptr;
-  done(stop_arg, 0);
+  return answers.empty();
 }
 
 void Feishu::handle_event(Event ev, std::function<void(bool)> done) {
@@ -408,18 +377,9 @@ int fs_start(void *state) {
 void fs_stop(void *state, cg_done_cb done, void *arg) {
   auto *f = static_cast<Feishu *>(state);
   f->stopping = true;
-  f->stop_done = done;
-  f->stop_arg = arg;
   f->ws_stop();
-  f->cancel_http();
-  // Timers run their work now; each sees `stopping` and gives up.
-  auto timers = std::move(f->timers);
-  f->timers.clear();
-  for (auto &[id, fn] : timers) {
-    f->api->timer_stop(f->host, id);
-    fn();
-  }
-  f->maybe_stopped();
+  f->stop_io();
+  f->begin_stop(done, arg);
 }
 
 void fs_destroy(void *state) { delete static_cast<Feishu *>(state); }

@@ -25,21 +25,6 @@ constexpr uint64_t kBackoffCapMs = 8000;
 constexpr int64_t kRateLimited = 99991400;
 constexpr const char *kElement = "stream_md";
 
-struct HttpCall {
-  Feishu *f;
-  Feishu::HttpFn fn;
-  uint64_t id = 0;
-};
-
-void on_http_done(void *arg, int result, const cg_http_client_response_t *resp) {
-  std::unique_ptr<HttpCall> c(static_cast<HttpCall *>(arg));
-  Feishu *f = c->f;
-  f->http_ids.erase(c->id);
-  f->in_flight--;
-  c->fn(result, resp);
-  f->maybe_stopped();
-}
-
 ApiResult parse_result(int result, const cg_http_client_response_t *resp) {
   ApiResult r;
   r.result = result;
@@ -160,27 +145,14 @@ void card_update(Answer *a);
 
 // Completes an answer: its FINAL's done (on a later turn) and its end.
 void finish(Answer *a, int status) {
-  Feishu *f = a->f;
-  struct Done {
-    cg_done_cb fn;
-    void *arg;
-    int status;
-  };
-  if (a->done != nullptr) {
-    auto *d = new Done{a->done, a->done_arg, status};
-    if (f->api->defer(
-            f->host,
-            [](void *p) {
-              std::unique_ptr<Done> d(static_cast<Done *>(p));
-              d->fn(d->arg, d->status);
-            },
-            d) != 0) {
-      std::unique_ptr<Done> owned(d);
-      owned->fn(owned->arg, status);
-    }
+  auto *owner = a->f;
+  // On a later turn; inline only once the loop closes (nothing waits then).
+  if (a->done != nullptr &&
+      kit::defer_done(owner->api, owner->host, a->done, a->done_arg, status) != 0) {
+    a->done(a->done_arg, status);
   }
-  f->answers.erase(a->id);
-  f->maybe_stopped();
+  owner->answers.erase(a->id);
+  owner->maybe_stopped();
 }
 
 // Replies (or sends) one message.
@@ -317,33 +289,6 @@ void card_create(Answer *a) {
 
 }  // namespace
 
-int Feishu::http(std::string_view method, const std::string &url,
-                 const std::vector<std::pair<std::string, std::string>> &headers,
-                 std::string_view body, HttpFn fn) {
-  if (stopping) return CG_ECLOSED;
-  std::vector<cg_http_header_t> hs;
-  hs.reserve(headers.size());
-  for (const auto &[n, v] : headers) hs.push_back({cs(n), cs(v)});
-  cg_http_client_request_t req{};
-  req.struct_size = sizeof req;
-  req.method = cs(method);
-  req.url = cs(url);
-  req.headers = hs.data();
-  req.header_count = static_cast<uint32_t>(hs.size());
-  req.body = cs(body);
-  req.timeout_ms = request_timeout_ms;
-  auto call = std::make_unique<HttpCall>(HttpCall{this, std::move(fn)});
-  uint64_t id = 0;
-  HttpCall *raw = call.get();
-  const int rc = api->http_request(host, &req, nullptr, on_http_done, raw, &id);
-  if (rc != 0) return rc;
-  (void)call.release();  // on_http_done owns it now
-  raw->id = id;
-  http_ids.insert(id);
-  in_flight++;
-  return 0;
-}
-
 void Feishu::with_token(std::function<void(int, const std::string &)> fn) {
   if (!token.empty() && api->now_ms(host) < token_expires_ms) return fn(0, token);
   token_waiters.push_back(std::move(fn));
@@ -430,7 +375,8 @@ void Feishu::call(const std::string &method, const std::string &path, const std:
           uint64_t delay =
               api->backoff_ms(host, static_cast<uint32_t>(attempt), kBackoffBaseMs, kBackoffCapMs);
           const std::string reset =
-              resp ? header_value(resp->headers, resp->header_count, "x-ogw-ratelimit-reset") : "";
+              resp ? kit::header_value(resp->headers, resp->header_count, "x-ogw-ratelimit-reset")
+                   : "";
           if (!reset.empty()) {
             delay = std::min<uint64_t>(std::strtoull(reset.c_str(), nullptr, 10) * 1000, 60000);
           }
@@ -509,21 +455,8 @@ int Feishu::send(const cg_reply_t &reply, cg_done_cb done, void *arg) {
         card_after_update(a);
       }
     }
-    struct Done {
-      cg_done_cb fn;
-      void *arg;
-    };
-    auto *d = new Done{done, arg};
-    if (api->defer(
-            host,
-            [](void *p) {
-              std::unique_ptr<Done> d(static_cast<Done *>(p));
-              d->fn(d->arg, 0);
-            },
-            d) != 0) {
-      delete d;
-      return CG_ECLOSED;
-    }
+    // Taken at once; done on a later turn, as the ABI wants.
+    if (kit::defer_done(api, host, done, arg, 0) != 0) return CG_ECLOSED;
     return 0;
   }
   a->final = true;
@@ -541,11 +474,6 @@ int Feishu::send(const cg_reply_t &reply, cg_done_cb done, void *arg) {
   }
   // kCreating, or an update in flight: their completion sees `final`.
   return 0;
-}
-
-void Feishu::cancel_http() {
-  const std::set<uint64_t> ids = http_ids;
-  for (uint64_t id : ids) api->http_cancel(host, id);
 }
 
 }  // namespace feishu

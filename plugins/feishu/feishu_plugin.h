@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "feishu_event.h"
+#include "plugin_kit.h"
 
 namespace feishu {
 
@@ -67,15 +68,11 @@ struct Answer {
   std::string uuid(std::string_view what, size_t part) const;
 };
 
-struct Feishu {
+struct Feishu : kit::PluginBase {
   Feishu();
-  ~Feishu();  // in feishu_ws.cc, where Ws is complete
+  ~Feishu() override;  // in feishu_ws.cc, where Ws is complete
   Feishu(const Feishu &) = delete;
   Feishu &operator=(const Feishu &) = delete;
-
-  const cg_host_api_t *api = nullptr;
-  cg_host_t *host = nullptr;
-  std::string name;  // instance name, for log lines
 
   // config
   std::string app_id, app_secret, verification_token, encrypt_key, base_url;
@@ -87,17 +84,8 @@ struct Feishu {
   std::string unsupported_reply;
   uint64_t timestamp_window_ms = 300000;
   uint64_t stream_update_ms = 500;
-  uint64_t request_timeout_ms = 10000;
   int max_retries = 3;
   uint64_t dedupe_ttl_ms = 86400000;
-
-  // lifecycle
-  bool stopping = false;
-  cg_done_cb stop_done = nullptr;
-  void *stop_arg = nullptr;
-  size_t in_flight = 0;         // HTTP requests and the WebSocket not yet ended
-  std::set<uint64_t> http_ids;  // requests in flight, to cancel at stop
-  std::map<uint64_t, std::function<void()>> timers;  // id -> what to run (also at stop)
 
   // tenant token
   std::string token;
@@ -118,22 +106,15 @@ struct Feishu {
   std::unique_ptr<Ws> ws;
 
   // ---- feishu.cc ----
-  void log(int level, const std::string &line) const;
-  // Runs fn after ms (also, early, when the instance stops: fn must check
-  // `stopping`). Returns false when the host refused the timer.
-  bool after(uint64_t ms, std::function<void()> fn);
-  void maybe_stopped();  // calls stop_done once nothing is in flight
+  // Answers still streaming without their FINAL are dropped: nothing can
+  // complete them once nothing is in flight.
+  bool can_stop() override;
   // An inbound event from either mode: dedupe, policy, then the router.
   // done(ok): false when the router could not take it (tell the platform
   // to retry).
   void handle_event(Event ev, std::function<void(bool ok)> done);
 
   // ---- feishu_api.cc ----
-  // An HTTP exchange; fn gets the host's result and response.
-  using HttpFn = std::function<void(int result, const cg_http_client_response_t *resp)>;
-  int http(std::string_view method, const std::string &url,
-           const std::vector<std::pair<std::string, std::string>> &headers, std::string_view body,
-           HttpFn fn);
   // An open-platform call with the tenant token, retried on token errors
   // (once, with a fresh token), 429 / rate-limit codes and 5xx.
   void call(const std::string &method, const std::string &path, const std::string &body,
@@ -141,7 +122,6 @@ struct Feishu {
   void with_token(std::function<void(int, const std::string &)> fn);
   void fetch_bot_info();
   int send(const cg_reply_t &reply, cg_done_cb done, void *arg);
-  void cancel_http();
   // A plain text reply outside the router (the unsupported-type answer).
   void reply_text(const std::string &message_id, bool in_thread, const std::string &text);
 
@@ -149,21 +129,6 @@ struct Feishu {
   void ws_start();
   void ws_stop();
 };
-
-// The value of header `name` (any case) among `n` headers, or "".
-inline std::string header_value(const cg_http_header_t *headers, uint32_t n,
-                                std::string_view name) {
-  for (uint32_t i = 0; i < n; ++i) {
-    const std::string_view h = chatgate::view(headers[i].name);
-    if (h.size() == name.size() && std::equal(h.begin(), h.end(), name.begin(), [](char a, char b) {
-          return std::tolower(static_cast<unsigned char>(a)) ==
-                 std::tolower(static_cast<unsigned char>(b));
-        })) {
-      return std::string(chatgate::view(headers[i].value));
-    }
-  }
-  return {};
-}
 
 // Feishu's codes for a tenant token that is invalid or expired.
 inline bool token_error(int64_t code) {

@@ -10,8 +10,7 @@ namespace kit {
 std::string header_value(const cg_http_header_t *headers, uint32_t n, std::string_view name) {
   for (uint32_t i = 0; i < n; ++i) {
     const std::string_view h = chatgate::view(headers[i].name);
-    if (h.size() == name.size() &&
-        std::equal(h.begin(), h.end(), name.begin(), [](char a, char b) {
+    if (h.size() == name.size() && std::equal(h.begin(), h.end(), name.begin(), [](char a, char b) {
           return std::tolower(static_cast<unsigned char>(a)) ==
                  std::tolower(static_cast<unsigned char>(b));
         })) {
@@ -21,8 +20,7 @@ std::string header_value(const cg_http_header_t *headers, uint32_t n, std::strin
   return {};
 }
 
-void defer_done(const cg_host_api_t *api, cg_host_t *host, cg_done_cb done, void *arg,
-                int status) {
+int defer_done(const cg_host_api_t *api, cg_host_t *host, cg_done_cb done, void *arg, int status) {
   struct Done {
     cg_done_cb fn;
     void *arg;
@@ -36,10 +34,8 @@ void defer_done(const cg_host_api_t *api, cg_host_t *host, cg_done_cb done, void
         owned->fn(owned->arg, owned->status);
       },
       d);
-  if (rc != 0) {
-    std::unique_ptr<Done> owned(d);
-    owned->fn(owned->arg, owned->status);
-  }
+  if (rc != 0) delete d;
+  return rc;
 }
 
 void PluginBase::log(int level, const std::string &line) const {

@@ -23,11 +23,10 @@ namespace kit {
 // The value of header `name` (any case) among `n` headers, or "".
 std::string header_value(const cg_http_header_t *headers, uint32_t n, std::string_view name);
 
-// Calls done(arg, status) on the next loop turn (inline if the host no
-// longer defers: it is shutting down). For completions the ABI forbids
-// inside the call that started them.
-void defer_done(const cg_host_api_t *api, cg_host_t *host, cg_done_cb done, void *arg,
-                int status);
+// Calls done(arg, status) on the next loop turn: for completions the ABI
+// forbids inside the call that started them. Returns the host's error (its
+// loop is closing) without calling done.
+int defer_done(const cg_host_api_t *api, cg_host_t *host, cg_done_cb done, void *arg, int status);
 
 class PluginBase {
  public:
@@ -35,7 +34,7 @@ class PluginBase {
 
   const cg_host_api_t *api = nullptr;
   cg_host_t *host = nullptr;
-  std::string name;             // the instance's, for routes
+  std::string name;  // the instance's, for routes
   uint64_t request_timeout_ms = 10000;
   bool stopping = false;
   size_t in_flight = 0;  // requests and connections whose completion is due
