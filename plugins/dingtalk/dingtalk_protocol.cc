@@ -14,7 +14,7 @@ std::string hmac_sha256_base64(std::string_view key, std::string_view message) {
   unsigned int n = 0;
   HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
        reinterpret_cast<const unsigned char *>(message.data()), message.size(), md.data(), &n);
-  std::string out((n + 2) / 3 * 4, '\0');
+  std::string out(static_cast<size_t>(n + 2) / 3 * 4, '\0');
   EVP_EncodeBlock(reinterpret_cast<unsigned char *>(out.data()), md.data(), static_cast<int>(n));
   return out;
 }
