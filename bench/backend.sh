@@ -11,6 +11,13 @@
 #   PIN=1 bench/backend.sh                chatgate on CPU 1, the load on CPU 0
 #   CONNECTIONS=1000 DURATION=20 DELAY_MS=200 bench/backend.sh
 #   FAKE=node bench/backend.sh
+#   STEADY=0 bench/backend.sh             wrk only
+#
+# After wrk, bench/loadgen.c (libuv, built here with cc) measures the steady
+# state: the same connections, WARMUP seconds unrecorded, then DURATION
+# seconds recorded. wrk counts its opening burst (every connection's first
+# request in one instant) in its percentiles; the steady-state figures are
+# what a gateway with long-lived connections sees.
 set -eu
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build/chatgate}
@@ -139,3 +146,20 @@ echo "RSS idle / under load:   $IDLE_RSS kB / $LOAD_RSS kB ($(awk -v l="$LOAD_RS
 echo "model retries logged:    $(grep -c "retrying in" "$work/chatgate.log" || true)"
 grep "retrying in" "$work/chatgate.log" | head -3 || true
 [ -z "$ERRORS" ] || echo "errors:                  $ERRORS"
+
+if [ "${STEADY:-1}" = 1 ]; then
+  WARMUP=${WARMUP:-5}
+  cc -O2 -o "$work/loadgen" bench/loadgen.c $(pkg-config --cflags --libs libuv)
+  echo
+  echo "== steady state (bench/loadgen.c): $CONNECTIONS connections, ${WARMUP} s warm-up, ${DURATION} s recorded"
+  $LOAD_CPU "$work/loadgen" "$FAKE_PORT" /v1/chat/completions "$CONNECTIONS" "$WARMUP" "$DURATION" \
+    "$BENCH_USERS" > "$work/steady_direct.txt"
+  $LOAD_CPU "$work/loadgen" "$CG_PORT" /api/chat "$CONNECTIONS" "$WARMUP" "$DURATION" \
+    "$BENCH_USERS" > "$work/steady_cg.txt"
+  lg() { awk -v k="$2" '{for (i = 1; i < NF; i++) if ($i == k) print $(i + 1)}' "$1"; }
+  echo "fake model alone:        $(sed -n 2p "$work/steady_direct.txt") ($(sed -n 1p "$work/steady_direct.txt"))"
+  echo "through chatgate:        $(sed -n 2p "$work/steady_cg.txt") ($(sed -n 1p "$work/steady_cg.txt"))"
+  for p in p50 p99 p99.9; do
+    echo "added by chatgate $p:$(printf '%*s' $((7 - ${#p})) '')$(awk -v a="$(lg "$work/steady_cg.txt" "$p")" -v b="$(lg "$work/steady_direct.txt" "$p")" 'BEGIN { printf "%.2f ms", a - b }')"
+  done
+fi
