@@ -311,7 +311,7 @@ int h_http_cancel(cg_host_t *h, uint64_t request_id) {
   return http->cancel(request_id);
 }
 
-// ---- WebSocket client (since 1.2) ----
+// ---- channels: drops and proactive sends (since 1.3) ----
 
 int h_message_dropped(cg_host_t *h, cg_str_t reason) {
   auto *i = inst(h);
@@ -334,6 +334,8 @@ int h_send_message(cg_host_t *h, cg_str_t channel, const cg_reply_t *msg, cg_don
   if (!i->services()->send_message) return CG_EUNAVAIL;
   return i->services()->send_message(sv(channel), *msg, done, arg);
 }
+
+// ---- WebSocket client (since 1.2) ----
 
 int h_ws_connect(cg_host_t *h, const cg_ws_connect_t *opts, cg_ws_cb cb, void *arg,
                  uint64_t *ws_id) {
