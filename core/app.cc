@@ -16,6 +16,7 @@
 #include "metrics.h"
 #include "plugin_instance.h"
 #include "router.h"
+#include "service_notify.h"
 #include "ws_client.h"
 
 namespace cg {
@@ -142,8 +143,10 @@ int App::run(Config config) {
   uv_timer_init(&uv_loop_, &drain_timer_);
   drain_timer_.data = this;
 
+  notify_ = std::make_unique<ServiceNotify>(*loop_);
   int exit_code = start();
   if (exit_code == 0) {
+    notify_->ready(fmt::format("api on {}:{}", config_.api.address, api_->port()));
     spdlog::info("chatgate {} ready in {:.1f} ms: api on http://{}:{}{} ({} plugin instances)",
                  CHATGATE_VERSION, static_cast<double>(uv_hrtime() - t0) / 1e6, config_.api.address,
                  api_->port(),
@@ -158,6 +161,7 @@ int App::run(Config config) {
   }
   uv_run(&uv_loop_, UV_RUN_DEFAULT);
 
+  notify_.reset();
   chat_api_.reset();
   admin_api_.reset();
   router_.reset();
@@ -295,6 +299,7 @@ void App::begin_shutdown(const char *why) {
     return;
   }
   shutting_down_ = true;
+  notify_->stopping();
   shutdown_started_ms_ = uv_now(&uv_loop_);
   spdlog::info(
       "{}: shutting down; no new connections, waiting up to {} ms for {} in-flight "

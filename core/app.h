@@ -25,6 +25,7 @@ class Metrics;
 class PluginChannel;
 class PluginInstance;
 class Router;
+class ServiceNotify;
 struct HostServices;
 
 // Loads every configured plugin and validates its config section against
@@ -94,6 +95,7 @@ class App {
   std::unique_ptr<Router> router_;
   std::unique_ptr<ChatApi> chat_api_;
   std::unique_ptr<AdminApi> admin_api_;
+  std::unique_ptr<ServiceNotify> notify_;
   uv_signal_t sigterm_{}, sigint_{}, sighup_{};
   uv_timer_t drain_timer_{};
   uint64_t shutdown_started_ms_ = 0;

@@ -13,6 +13,7 @@
 #include "plugin_instance.h"
 #include "plugin_loader.h"
 #include "router.h"
+#include "service_notify.h"
 
 namespace cg {
 
@@ -80,6 +81,7 @@ void App::reload(ReloadDone done) {
     return;
   }
   reloading_ = true;
+  notify_->reloading();
   auto owned = std::make_unique<ReloadWork>();
   owned->app = this;
   owned->path = config_.file;
@@ -94,6 +96,7 @@ void App::reload(ReloadDone done) {
       [](void *arg, int status) {
         std::unique_ptr<ReloadWork> w(static_cast<ReloadWork *>(arg));
         w->app->reloading_ = false;
+        if (!w->app->shutting_down_) w->app->notify_->reloaded();
         if (status != 0 || w->app->shutting_down_) {
           w->done(503, error_json("shutting down"));
           return;
@@ -103,6 +106,7 @@ void App::reload(ReloadDone done) {
       work);
   if (rc != 0) {
     reloading_ = false;
+    notify_->reloaded();
     std::unique_ptr<ReloadWork> back(work);
     answer_later(std::move(back->done), 503, error_json(cg_strerror(rc)));
   }

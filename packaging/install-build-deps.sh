@@ -12,6 +12,7 @@ build-essential
 cmake
 pkg-config
 libuv1-dev
+libsystemd-dev
 node-llhttp
 libsimdjson-dev
 libssl-dev
