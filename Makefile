@@ -1,14 +1,14 @@
 # The two commands (see README.md):
 #   make run    set up this machine, build, and run chatgate on its embedded default config
 #   make test   set up this machine, build, and run every test
-# Also: make build, make test-asan, make bench, make format, make tidy, make clean.
+# Also: make build, make test-asan, make deb, make bench, make format, make tidy, make clean.
 
 BUILD_DIR ?= build
 ASAN_DIR ?= build-asan
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps test-deps build run test test-asan bench format tidy clean
+.PHONY: all deps test-deps build run test test-asan bench format tidy clean deb
 
 all: build
 
@@ -36,6 +36,16 @@ test-asan: test-deps
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
 
+# chatgate_<version>_amd64.deb and chatgate-dev_<version>_amd64.deb in
+# build-deb/ (an install prefix of /usr, so the binary looks for plugins in
+# /usr/lib/chatgate/plugins).
+DEB_DIR ?= build-deb
+deb: deps
+	cmake -S . -B $(DEB_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=/usr \
+	  -DCG_BUILD_TESTS=OFF $(CMAKE_FLAGS)
+	cmake --build $(DEB_DIR) -j $(JOBS)
+	cd $(DEB_DIR) && cpack -G DEB
+
 bench: build
 	bench/chat.sh
 
@@ -47,4 +57,4 @@ tidy: build
 	clang-tidy -p $(BUILD_DIR) --quiet $$(git ls-files 'core/*.cc' 'plugins/*.cc' 'plugins/*.c')
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(DEB_DIR)

@@ -35,11 +35,13 @@ python3-websockets
 libjs-chart.js
 "
 # Only the tests need these (--test): promtool checks the alert rules, the
-# browser test drives chromium, the fake Feishu platform does its own AES.
+# browser test drives chromium, the fake Feishu platform does its own AES,
+# lintian checks the .deb packages.
 TEST_PACKAGES="
 prometheus
 chromium
 python3-cryptography
+lintian
 "
 WITH_TESTS=0
 [ "${1:-}" = "--test" ] && WITH_TESTS=1 && PACKAGES="$PACKAGES $TEST_PACKAGES"

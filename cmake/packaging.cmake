@@ -1,0 +1,61 @@
+# Install layout and the two Debian packages (CPack's DEB generator):
+#   chatgate       /usr/bin/chatgate, /usr/lib/chatgate/plugins/*.so,
+#                  /etc/chatgate/{chatgate.yaml,chatgate.env} (conffiles),
+#                  /lib/systemd/system/chatgate.service, the docs
+#   chatgate-dev   /usr/include/chatgate/ (the SDK headers)
+# `make deb` configures a build with CMAKE_INSTALL_PREFIX=/usr (the plugin
+# directory compiled into the binary follows the prefix) and runs cpack.
+set(CG_DEB_DIR ${CMAKE_SOURCE_DIR}/packaging/debian)
+
+install(TARGETS chatgate RUNTIME DESTINATION bin COMPONENT runtime)
+install(FILES ${CMAKE_SOURCE_DIR}/config/chatgate.yaml DESTINATION /etc/chatgate
+        COMPONENT runtime)
+install(FILES ${CG_DEB_DIR}/chatgate.env DESTINATION /etc/chatgate
+        PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ COMPONENT runtime)
+install(FILES ${CG_DEB_DIR}/chatgate.service DESTINATION /lib/systemd/system COMPONENT runtime)
+install(FILES ${CMAKE_SOURCE_DIR}/README.md DESTINATION share/doc/chatgate COMPONENT runtime)
+# Debian wants a copyright file and a gzip'd changelog in each package's doc folder.
+set(CG_CHANGELOG_GZ ${CMAKE_CURRENT_BINARY_DIR}/changelog.gz)
+add_custom_command(OUTPUT ${CG_CHANGELOG_GZ}
+                   COMMAND gzip -9n -c ${CG_DEB_DIR}/changelog > ${CG_CHANGELOG_GZ}
+                   DEPENDS ${CG_DEB_DIR}/changelog)
+add_custom_target(cg_changelog ALL DEPENDS ${CG_CHANGELOG_GZ})
+foreach(pkg chatgate chatgate-dev)
+  set(comp runtime)
+  if(pkg STREQUAL "chatgate-dev")
+    set(comp dev)
+  endif()
+  install(FILES ${CG_DEB_DIR}/copyright ${CG_CHANGELOG_GZ} DESTINATION share/doc/${pkg}
+          COMPONENT ${comp})
+endforeach()
+install(DIRECTORY ${CMAKE_SOURCE_DIR}/docs/ DESTINATION share/doc/chatgate COMPONENT runtime)
+install(DIRECTORY ${CMAKE_SOURCE_DIR}/sdk/include/chatgate/ ${CMAKE_SOURCE_DIR}/sdk/cpp/chatgate/
+        DESTINATION include/chatgate COMPONENT dev)
+
+set(CPACK_GENERATOR DEB)
+set(CPACK_PACKAGE_NAME chatgate)
+set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
+set(CPACK_PACKAGE_CONTACT "chatgate maintainers <maintainers@chatgate.invalid>")
+set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
+set(CPACK_STRIP_FILES ON)
+set(CPACK_DEB_COMPONENT_INSTALL ON)
+set(CPACK_COMPONENTS_ALL runtime dev)
+set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
+set(CPACK_DEBIAN_PACKAGE_SECTION net)
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_NAME chatgate)
+set(CPACK_DEBIAN_DEV_PACKAGE_NAME chatgate-dev)
+set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
+# Dependencies come from the binaries (dpkg-shlibdeps); libcurl is the one
+# exception: chatgate dlopen()s it on first use, which dpkg-shlibdeps cannot
+# see, so it is named here.
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_SHLIBDEPS ON)
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_DEPENDS "adduser, libcurl4")
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_EXTRA
+    "${CG_DEB_DIR}/postinst;${CG_DEB_DIR}/prerm;${CG_DEB_DIR}/postrm;${CG_DEB_DIR}/conffiles")
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_STRICT_PERMISSION ON)
+set(CPACK_DEBIAN_RUNTIME_DESCRIPTION
+    "self-hosted chatbot gateway for DingTalk and Feishu\nchatgate routes messages between chat platforms (DingTalk, Feishu/Lark) and\nmodel backends (OpenAI-compatible services) on one libuv event loop, with\na Redis or in-memory cache, an admin page and Prometheus metrics.")
+set(CPACK_DEBIAN_DEV_DESCRIPTION
+    "chatgate plugin SDK (headers)\nThe C headers of chatgate's versioned plugin ABI, for writing channel,\nmodel and cache plugins out of tree.")
+set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS "")
+include(CPack)
