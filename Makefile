@@ -8,7 +8,7 @@ ASAN_DIR ?= build-asan
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps test-deps build run test test-asan bench format tidy clean deb
+.PHONY: all deps test-deps build run test test-asan bench format tidy clean deb package-test
 
 all: build
 
@@ -45,6 +45,10 @@ deb: deps
 	  -DCG_BUILD_TESTS=OFF $(CMAKE_FLAGS)
 	cmake --build $(DEB_DIR) -j $(JOBS)
 	cd $(DEB_DIR) && cpack -G DEB
+
+# Installs the packages on this machine (root or sudo), runs them, purges them.
+package-test: test-deps
+	sh tests/package/package_test.sh
 
 bench: build
 	bench/chat.sh
