@@ -31,6 +31,27 @@ endforeach()
 install(DIRECTORY ${CMAKE_SOURCE_DIR}/docs/ DESTINATION share/doc/chatgate COMPONENT runtime)
 install(DIRECTORY ${CMAKE_SOURCE_DIR}/sdk/include/chatgate/ ${CMAKE_SOURCE_DIR}/sdk/cpp/chatgate/
         DESTINATION include/chatgate COMPONENT dev)
+# The SDK's version is the plugin ABI's: find_package(chatgate-sdk 1.0)
+# accepts any 1.x at least as new (SameMajorVersion).
+file(READ ${CMAKE_SOURCE_DIR}/sdk/include/chatgate/common.h CG_COMMON_H)
+string(REGEX MATCH "CG_ABI_MAJOR ([0-9]+)" _m "${CG_COMMON_H}")
+set(CG_ABI_MAJOR_NUM ${CMAKE_MATCH_1})
+string(REGEX MATCH "CG_ABI_MINOR ([0-9]+)" _m "${CG_COMMON_H}")
+set(CG_SDK_VERSION "${CG_ABI_MAJOR_NUM}.${CMAKE_MATCH_1}")
+include(CMakePackageConfigHelpers)
+write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/chatgate-sdkConfigVersion.cmake
+                                 VERSION ${CG_SDK_VERSION} COMPATIBILITY SameMajorVersion
+                                 ARCH_INDEPENDENT)
+configure_file(${CMAKE_SOURCE_DIR}/sdk/chatgate-sdk.pc.in
+               ${CMAKE_CURRENT_BINARY_DIR}/chatgate-sdk.pc @ONLY)
+install(FILES ${CMAKE_SOURCE_DIR}/sdk/cmake/chatgate-sdkConfig.cmake
+              ${CMAKE_CURRENT_BINARY_DIR}/chatgate-sdkConfigVersion.cmake
+              ${CMAKE_SOURCE_DIR}/sdk/plugin.map
+        DESTINATION lib/cmake/chatgate-sdk COMPONENT dev)
+install(FILES ${CMAKE_CURRENT_BINARY_DIR}/chatgate-sdk.pc DESTINATION share/pkgconfig
+        COMPONENT dev)
+install(DIRECTORY ${CMAKE_SOURCE_DIR}/sdk/examples/ DESTINATION share/doc/chatgate-dev/examples
+        COMPONENT dev)
 
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME chatgate)

@@ -5,9 +5,10 @@
 # packaged config (ports moved off the defaults through the environment the
 # config reads) and talks to it, then purges both packages and checks that
 # nothing is left behind: files, the user, the state directory.
-# Needs root (or sudo): it installs packages. Not yet in .ci/run (issue 7
-# goes on: the example plugin built out of tree against chatgate-dev is
-# still to come).
+# Then builds sdk/examples/http_bridge out of tree against the installed
+# SDK only (find_package(chatgate-sdk)), loads it into the installed chatgate
+# and exchanges a message through it with a callback server started here.
+# Needs root (or sudo): it installs packages.
 set -eu
 cd "$(dirname "$0")/../.."
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -19,6 +20,7 @@ lintian --fail-on error $DEBS
 
 cleanup() {
   [ -n "${pid:-}" ] && $SUDO kill "$pid" 2>/dev/null || true
+  [ -n "${cb_pid:-}" ] && kill "$cb_pid" 2>/dev/null || true
   $SUDO apt-get purge -y -q chatgate chatgate-dev >/dev/null 2>&1 || true
 }
 trap cleanup EXIT INT TERM
@@ -51,6 +53,61 @@ $SUDO kill -TERM "$(pgrep -n -x chatgate)"
 wait "$pid" || true
 pid=""
 echo "ran as the chatgate user: /healthz and /api/chat answered"
+
+# The SDK: pkg-config and CMake find it; the example builds against it alone.
+echo "chatgate-sdk $(pkg-config --modversion chatgate-sdk) (pkg-config)"
+ex=$(mktemp -d)
+cp -r /usr/share/doc/chatgate-dev/examples/http_bridge "$ex/src"
+cmake -S "$ex/src" -B "$ex/build" >/dev/null
+cmake --build "$ex/build" >/dev/null
+$SUDO install -m 0644 "$ex/build/http_bridge.so" /usr/lib/chatgate/plugins/http_bridge.so
+CB=$(free_port); API=$(free_port); ADMIN=$(free_port)
+cat > "$ex/callback.py" <<PY
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with open("$ex/answer", "wb") as f:
+            f.write(self.headers["X-Conversation-Id"].encode() + b"|" + body)
+        self.send_response(204); self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", $CB), H).serve_forever()
+PY
+python3 "$ex/callback.py" & cb_pid=$!
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$CB/" && break; sleep 0.05; done
+cat > "$ex/bridge.yaml" <<YAML
+listeners:
+  api: {address: 127.0.0.1, port: $API}
+  admin: {address: 127.0.0.1, port: $ADMIN}
+plugins:
+  instances:
+    - name: bridge
+      plugin: http_bridge.so
+      config:
+        callbackUrl: http://127.0.0.1:$CB/answers
+        token: pkg-test-token
+    - {name: echo, plugin: echo.so}
+    - {name: memory, plugin: memory.so}
+router: {model: echo, cache: memory}
+YAML
+chmod 0755 "$ex"; chmod 0644 "$ex/bridge.yaml"
+$SUDO runuser -u chatgate -- /usr/bin/chatgate --config "$ex/bridge.yaml" >"$log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do grep -q " ready in " "$log" && break; sleep 0.05; done
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'X-Bridge-Token: pkg-test-token' \
+  --data-binary 'hello bridge' "http://127.0.0.1:$API/webhook/bridge?conversation=c1&user=u1&id=m1")
+[ "$code" = 202 ] || { echo "package-test: the bridge answered $code" >&2; cat "$log" >&2; exit 1; }
+for _ in $(seq 100); do [ -s "$ex/answer" ] && break; sleep 0.05; done
+[ "$(cat "$ex/answer" 2>/dev/null)" = "c1|echo: hello bridge (turn 1)" ] ||
+  { echo "package-test: callback got '$(cat "$ex/answer" 2>/dev/null)'" >&2; cat "$log" >&2; exit 1; }
+$SUDO kill -TERM "$(pgrep -n -x chatgate)"
+wait "$pid" || true
+pid=""
+kill "$cb_pid" 2>/dev/null || true
+cb_pid=""
+$SUDO rm -f /usr/lib/chatgate/plugins/http_bridge.so
+rm -rf "$ex"
+echo "the SDK example, built out of tree against chatgate-dev, exchanged a message"
 
 $SUDO apt-get purge -y -q chatgate chatgate-dev >/dev/null
 left=""
