@@ -22,10 +22,14 @@ typedef struct {
   cg_str_t callback_url; /* the host's, valid until destroy */
   cg_str_t token;
   char route[160];
+  int in_flight;         /* replies on their way to the callback URL */
+  cg_done_cb stop_done;  /* set once stop began */
+  void *stop_arg;
 } bridge_t;
 
 /* One reply on its way to the callback URL. */
 typedef struct {
+  bridge_t *b;
   cg_done_cb done;
   void *arg;
 } pending_t;
@@ -121,9 +125,16 @@ static void on_message(void *arg, cg_http_exchange_t *ex, const cg_http_request_
 
 static void on_delivered(void *arg, int result, const cg_http_client_response_t *resp) {
   pending_t *p = arg;
+  bridge_t *b = p->b;
   int ok = result == 0 && resp->status >= 200 && resp->status < 300;
   p->done(p->arg, ok ? 0 : (result != 0 ? result : CG_EIO));
   free(p);
+  /* A stop waits for the last reply (the host cancels what is left). */
+  if (--b->in_flight == 0 && b->stop_done != NULL) {
+    cg_done_cb done = b->stop_done;
+    b->stop_done = NULL;
+    done(b->stop_arg, 0);
+  }
 }
 
 static int bridge_send(void *state, const cg_reply_t *reply, cg_done_cb done, void *arg) {
@@ -131,6 +142,7 @@ static int bridge_send(void *state, const cg_reply_t *reply, cg_done_cb done, vo
   if (!(reply->flags & CG_REPLY_FINAL)) return CG_ENOTSUP; /* not a streaming channel */
   pending_t *p = malloc(sizeof *p);
   if (p == NULL) return CG_ENOMEM;
+  p->b = b;
   p->done = done;
   p->arg = arg;
   cg_http_header_t headers[3] = {
@@ -148,8 +160,12 @@ static int bridge_send(void *state, const cg_reply_t *reply, cg_done_cb done, vo
   req.body = reply->text;
   /* The host copies the request; on_delivered fires later, never inside. */
   int rc = b->api->http_request(b->host, &req, NULL, on_delivered, p, NULL);
-  if (rc != 0) free(p);
-  return rc;
+  if (rc != 0) {
+    free(p);
+    return rc;
+  }
+  b->in_flight++;
+  return 0;
 }
 
 static int bridge_init(const cg_host_api_t *api, cg_host_t *host, const cg_config_t *config,
@@ -176,9 +192,14 @@ static int bridge_start(void *state) {
 }
 
 static void bridge_stop(void *state, cg_done_cb done, void *arg) {
-  (void)state;
-  /* Replies in flight finish or are cancelled by the host at shutdown. */
-  done(arg, 0);
+  bridge_t *b = state;
+  if (b->in_flight == 0) {
+    done(arg, 0);
+    return;
+  }
+  /* The last reply in flight calls done (on_delivered). */
+  b->stop_done = done;
+  b->stop_arg = arg;
 }
 
 static void bridge_destroy(void *state) { free(state); }
