@@ -26,6 +26,7 @@ import time
 import unittest
 
 from harness import SOURCE_DIR, Chatgate, FakeProcess, free_port, gateway_config, get, post_json
+from channel_support import FakeOpenAI, parse_metrics, wait_for, yaml_value
 
 FAKES = os.path.join(SOURCE_DIR, "tests", "fakes")
 sys.path.insert(0, FAKES)
@@ -42,18 +43,6 @@ SECRETS = (CLIENT_SECRET, WRONG_SECRET, ROBOT_SECRET, WRONG_ROBOT_SECRET,
            ROBOT_TOKEN, "access_token=" + ROBOT_TOKEN)
 BOT_TOPIC = fake_dingtalk.BOT_TOPIC
 STAFF = "staff_alice"
-
-
-def wait_for(predicate, timeout=5.0, what="a condition"):
-    """Polls `predicate` until it returns something true; returns that."""
-    deadline = time.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.time() > deadline:
-            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
-        time.sleep(0.02)
 
 
 class FakeDingTalk(FakeProcess):
@@ -127,31 +116,6 @@ class FakeDingTalk(FakeProcess):
         return {c["token"] for c in self.get("/_control/calls")["calls"] if c.get("token")}
 
 
-class FakeOpenAI(FakeProcess):
-    def __init__(self):
-        super().__init__([sys.executable, os.path.join(FAKES, "fake_openai.py")])
-        self.base = "http://127.0.0.1:%d" % self.port
-
-    def script(self, *steps):
-        assert post_json(self.port, "/control", {"script": list(steps)})[0] == 200
-
-    def reset(self):
-        assert post_json(self.port, "/reset", {})[0] == 200
-
-    def requests(self):
-        return json.loads(get(self.port, "/requests")[1])
-
-
-def yaml_value(value):
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a YAML double-quoted scalar
-    return str(value)
-
-
 def dingtalk_config(api_port, fake_port, model="echo", model_instance=None, **settings):
     """A gateway with instance dt (dingtalk.so, Stream mode unless `mode` is
     given), the model (echo.so unless `model_instance` gives another) and
@@ -182,19 +146,6 @@ def incoming(fake, msg_id, text, conv, group=True, at_bot=True, staff=STAFF, exp
 def signed_headers(secret=CLIENT_SECRET, ts_ms=None):
     ts = str(int(time.time() * 1000) if ts_ms is None else ts_ms)
     return {"timestamp": ts, "sign": fake_dingtalk.callback_sign(ts, secret)}
-
-
-def parse_metrics(text):
-    """Prometheus text -> [(name, {label: value}, float)]."""
-    out = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = re.fullmatch(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)', line)
-        assert m, "unparsable metrics line: %r" % line
-        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-        out.append((m.group(1), labels, float(m.group(3))))
-    return out
 
 
 class DingTalkCase(unittest.TestCase):

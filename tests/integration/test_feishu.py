@@ -27,6 +27,7 @@ import unittest
 import uuid
 
 from harness import SOURCE_DIR, Chatgate, FakeProcess, free_port, gateway_config, get, post_json
+from channel_support import FakeOpenAI, parse_metrics, wait_for, yaml_value
 
 FAKES = os.path.join(SOURCE_DIR, "tests", "fakes")
 sys.path.insert(0, FAKES)
@@ -40,18 +41,6 @@ ENCRYPT_KEY = "fsEncrypt-K3y-9023-plover"
 SECRETS = (APP_SECRET, WRONG_SECRET, VTOKEN, ENCRYPT_KEY)
 UNSUPPORTED = "Sorry, I can only read text, posts, images and files."
 BOT_LEARNED = "the bot's open_id is ou_bot"
-
-
-def wait_for(predicate, timeout=5.0, what="a condition"):
-    """Polls `predicate` until it returns something true; returns that."""
-    deadline = time.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.time() > deadline:
-            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
-        time.sleep(0.02)
 
 
 class FakeFeishu(FakeProcess):
@@ -109,31 +98,6 @@ class FakeFeishu(FakeProcess):
         return doc["message_id"]
 
 
-class FakeOpenAI(FakeProcess):
-    def __init__(self):
-        super().__init__([sys.executable, os.path.join(FAKES, "fake_openai.py")])
-        self.base = "http://127.0.0.1:%d" % self.port
-
-    def script(self, *steps):
-        assert post_json(self.port, "/control", {"script": list(steps)})[0] == 200
-
-    def reset(self):
-        assert post_json(self.port, "/reset", {})[0] == 200
-
-    def requests(self):
-        return json.loads(get(self.port, "/requests")[1])
-
-
-def yaml_value(value):
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a YAML double-quoted scalar
-    return str(value)
-
-
 def feishu_config(api_port, fake_port, model="echo", model_instance=None, **settings):
     """A gateway with instance fs (feishu.so, webhook mode unless `mode` is
     given), the model (echo.so unless `model_instance` gives another) and
@@ -167,19 +131,6 @@ def signed(payload, key=ENCRYPT_KEY, ts=None, nonce=None, sign_key=None):
     nonce = nonce or uuid.uuid4().hex
     return raw, {"X-Lark-Request-Timestamp": ts, "X-Lark-Request-Nonce": nonce,
                  "X-Lark-Signature": fake_feishu.sign(ts, nonce, sign_key or key, raw)}
-
-
-def parse_metrics(text):
-    """Prometheus text -> [(name, {label: value}, float)]."""
-    out = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = re.fullmatch(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)', line)
-        assert m, "unparsable metrics line: %r" % line
-        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-        out.append((m.group(1), labels, float(m.group(3))))
-    return out
 
 
 class FeishuCase(unittest.TestCase):
