@@ -311,6 +311,33 @@ bool parse_target(std::string_view token, Target *t) {
 
 }  // namespace
 
+int Dingtalk::fetch_token(const kit::TokenCache::Settle &settle) {
+  return http("POST", api_base + "/v1.0/oauth2/accessToken",
+              {{"Content-Type", "application/json; charset=utf-8"}},
+              "{\"appKey\":" + jstr(client_id) + ",\"appSecret\":" + jstr(client_secret) + "}",
+              [this, settle](int result, const cg_http_client_response_t *resp) {
+                ApiResult r = parse_result(result, resp);
+                simdjson::dom::parser parser;
+                simdjson::dom::element doc;
+                std::string_view tok;
+                int64_t expire = 7200;
+                if (r.result == 0 &&
+                    (parser.parse(r.body.data(), r.body.size()).get(doc) != simdjson::SUCCESS ||
+                     doc["accessToken"].get(tok) != simdjson::SUCCESS || tok.empty())) {
+                  r.result = CG_EPROTO;
+                  r.msg = "no accessToken in the answer";
+                }
+                if (r.result == 0) {
+                  if (doc["expireIn"].get(expire) != simdjson::SUCCESS) expire = 7200;
+                  return settle(0, std::string(tok), expire);
+                }
+                const std::string reason = why(r);
+                log(CG_LOG_ERROR, "access token refused: " + reason +
+                                      "; check clientId and clientSecret (and apiBase)");
+                settle(r.result, reason, 0);
+              });
+}
+
 void Dingtalk::call(const std::string &method, const std::string &path, const std::string &body,
                     const ApiDone &done, int attempt, bool fresh_token) {
   if (stopping) {
@@ -319,52 +346,7 @@ void Dingtalk::call(const std::string &method, const std::string &path, const st
     r.msg = "shutting down";
     return done(r);
   }
-  auto with_token = [this](std::function<void(int, const std::string &)> fn) {
-    if (!token.empty() && api->now_ms(host) < token_expires_ms) return fn(0, token);
-    token_waiters.push_back(std::move(fn));
-    if (token_fetching) return;
-    token_fetching = true;
-    const int rc = http(
-        "POST", api_base + "/v1.0/oauth2/accessToken",
-        {{"Content-Type", "application/json; charset=utf-8"}},
-        "{\"appKey\":" + jstr(client_id) + ",\"appSecret\":" + jstr(client_secret) + "}",
-        [this](int result, const cg_http_client_response_t *resp) {
-          token_fetching = false;
-          ApiResult r = parse_result(result, resp);
-          simdjson::dom::parser parser;
-          simdjson::dom::element doc;
-          std::string_view tok;
-          int64_t expire = 7200;
-          if (r.result == 0 &&
-              (parser.parse(r.body.data(), r.body.size()).get(doc) != simdjson::SUCCESS ||
-               doc["accessToken"].get(tok) != simdjson::SUCCESS || tok.empty())) {
-            r.result = CG_EPROTO;
-            r.msg = "no accessToken in the answer";
-          }
-          std::string reason;
-          if (r.result == 0) {
-            if (doc["expireIn"].get(expire) != simdjson::SUCCESS) expire = 7200;
-            token = std::string(tok);
-            // Refreshed 5 minutes before it expires.
-            const int64_t keep = expire > 600 ? expire - 300 : std::max<int64_t>(expire / 2, 1);
-            token_expires_ms = api->now_ms(host) + static_cast<uint64_t>(keep) * 1000;
-          } else {
-            reason = why(r);
-            log(CG_LOG_ERROR, "access token refused: " + reason +
-                                  "; check clientId and clientSecret (and apiBase)");
-          }
-          auto waiters = std::move(token_waiters);
-          token_waiters.clear();
-          for (auto &w : waiters) w(r.result, r.result == 0 ? token : reason);
-        });
-    if (rc != 0) {
-      token_fetching = false;
-      auto waiters = std::move(token_waiters);
-      token_waiters.clear();
-      for (auto &w : waiters) w(rc, cg_strerror(rc));
-    }
-  };
-  with_token([this, method, path, body, done, attempt, fresh_token](int rc,
+  tokens.get([this, method, path, body, done, attempt, fresh_token](int rc,
                                                                     const std::string &tok) {
     if (rc != 0) {
       ApiResult r;
@@ -383,8 +365,7 @@ void Dingtalk::call(const std::string &method, const std::string &path, const st
           const bool token_refused = r.http == 401 || r.code == "InvalidAuthentication";
           if (token_refused && !fresh_token) {
             log(CG_LOG_INFO, "access token rejected (" + r.code + "); fetching a new one");
-            token.clear();
-            token_expires_ms = 0;
+            tokens.invalidate();
             return call(method, path, body, done, attempt, true);
           }
           const bool retryable =

@@ -89,11 +89,8 @@ struct Dingtalk : kit::PluginBase {
   int max_retries = 3;
   uint64_t dedupe_ttl_ms = 86400000;
 
-  // OpenAPI access token
-  std::string token;
-  uint64_t token_expires_ms = 0;
-  bool token_fetching = false;
-  std::vector<std::function<void(int, const std::string &)>> token_waiters;
+  // the OpenAPI access token, refreshed 5 minutes before it expires
+  kit::TokenCache tokens;
 
   std::unordered_map<uint64_t, std::unique_ptr<Answer>> answers;
 
@@ -113,6 +110,8 @@ struct Dingtalk : kit::PluginBase {
   void call(const std::string &method, const std::string &path, const std::string &body,
             const ApiDone &done, int attempt = 0, bool fresh_token = false);
   int send(const cg_reply_t &reply, cg_done_cb done, void *arg);
+  // Asks for an access token (the TokenCache's fetch).
+  int fetch_token(const kit::TokenCache::Settle &settle);
 
   // ---- dingtalk_stream.cc ----
   void stream_start();

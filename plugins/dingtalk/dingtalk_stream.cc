@@ -183,7 +183,9 @@ void reconnect(Dingtalk *d, const std::string &why) {
 
 }  // namespace
 
-Dingtalk::Dingtalk() = default;
+Dingtalk::Dingtalk()
+    : tokens(*this, 300,
+             [this](const kit::TokenCache::Settle &settle) { return fetch_token(settle); }) {}
 Dingtalk::~Dingtalk() = default;
 
 void Dingtalk::stream_start() {

@@ -289,53 +289,33 @@ void card_create(Answer *a) {
 
 }  // namespace
 
-void Feishu::with_token(std::function<void(int, const std::string &)> fn) {
-  if (!token.empty() && api->now_ms(host) < token_expires_ms) return fn(0, token);
-  token_waiters.push_back(std::move(fn));
-  if (token_fetching) return;
-  token_fetching = true;
+int Feishu::fetch_token(const kit::TokenCache::Settle &settle) {
   const std::string body =
       "{\"app_id\":" + jstr(app_id) + ",\"app_secret\":" + jstr(app_secret) + "}";
-  const int rc = http(
-      "POST", base_url + "/open-apis/auth/v3/tenant_access_token/internal",
-      {{"Content-Type", "application/json; charset=utf-8"}}, body,
-      [this](int result, const cg_http_client_response_t *resp) {
-        token_fetching = false;
-        ApiResult r = parse_result(result, resp);
-        std::string_view tok;
-        int64_t expire = 0;
-        simdjson::dom::parser parser;
-        simdjson::dom::element doc;
-        int status = r.result;
-        if (status == 0 &&
-            (parser.parse(r.body.data(), r.body.size()).get(doc) != simdjson::SUCCESS ||
-             doc["tenant_access_token"].get(tok) != simdjson::SUCCESS || tok.empty())) {
-          status = CG_EPROTO;
-          r.msg = "no tenant_access_token in the answer";
-        }
-        std::string why;
-        if (status == 0) {
-          if (doc["expire"].get(expire) != simdjson::SUCCESS) expire = 7200;
-          token = std::string(tok);
-          // Refreshed 3 minutes before it expires, as the SDKs do.
-          const int64_t keep = expire > 360 ? expire - 180 : std::max<int64_t>(expire / 2, 1);
-          token_expires_ms = api->now_ms(host) + static_cast<uint64_t>(keep) * 1000;
-        } else {
-          why =
-              r.msg + " (code " + std::to_string(r.code) + ", HTTP " + std::to_string(r.http) + ")";
-          log(CG_LOG_ERROR,
-              "tenant_access_token refused: " + why + "; check appId and appSecret (and domain)");
-        }
-        auto waiters = std::move(token_waiters);
-        token_waiters.clear();
-        for (auto &w : waiters) w(status, status == 0 ? token : why);
-      });
-  if (rc != 0) {
-    token_fetching = false;
-    auto waiters = std::move(token_waiters);
-    token_waiters.clear();
-    for (auto &w : waiters) w(rc, cg_strerror(rc));
-  }
+  return http("POST", base_url + "/open-apis/auth/v3/tenant_access_token/internal",
+              {{"Content-Type", "application/json; charset=utf-8"}}, body,
+              [this, settle](int result, const cg_http_client_response_t *resp) {
+                ApiResult r = parse_result(result, resp);
+                std::string_view tok;
+                int64_t expire = 0;
+                simdjson::dom::parser parser;
+                simdjson::dom::element doc;
+                if (r.result == 0 &&
+                    (parser.parse(r.body.data(), r.body.size()).get(doc) != simdjson::SUCCESS ||
+                     doc["tenant_access_token"].get(tok) != simdjson::SUCCESS || tok.empty())) {
+                  r.result = CG_EPROTO;
+                  r.msg = "no tenant_access_token in the answer";
+                }
+                if (r.result == 0) {
+                  if (doc["expire"].get(expire) != simdjson::SUCCESS) expire = 7200;
+                  return settle(0, std::string(tok), expire);
+                }
+                const std::string why = r.msg + " (code " + std::to_string(r.code) + ", HTTP " +
+                                        std::to_string(r.http) + ")";
+                log(CG_LOG_ERROR, "tenant_access_token refused: " + why +
+                                      "; check appId and appSecret (and domain)");
+                settle(r.result, why, 0);
+              });
 }
 
 void Feishu::call(const std::string &method, const std::string &path, const std::string &body,
@@ -346,7 +326,7 @@ void Feishu::call(const std::string &method, const std::string &path, const std:
     r.msg = "shutting down";
     return done(r);
   }
-  with_token([this, method, path, body, done, attempt, fresh_token](int rc,
+  tokens.get([this, method, path, body, done, attempt, fresh_token](int rc,
                                                                     const std::string &tok) {
     if (rc != 0) {
       ApiResult r;
@@ -365,8 +345,7 @@ void Feishu::call(const std::string &method, const std::string &path, const std:
             // Revoked or expired early: a new token, one more try.
             log(CG_LOG_INFO,
                 "tenant token rejected (code " + std::to_string(r.code) + "); fetching a new one");
-            token.clear();
-            token_expires_ms = 0;
+            tokens.invalidate();
             return call(method, path, body, done, attempt, true);
           }
           const bool retryable = r.result == CG_EIO || r.result == CG_ETIMEDOUT || r.http == 429 ||

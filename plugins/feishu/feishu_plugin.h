@@ -87,11 +87,8 @@ struct Feishu : kit::PluginBase {
   int max_retries = 3;
   uint64_t dedupe_ttl_ms = 86400000;
 
-  // tenant token
-  std::string token;
-  uint64_t token_expires_ms = 0;
-  bool token_fetching = false;
-  std::vector<std::function<void(int, const std::string &)>> token_waiters;
+  // the tenant token, refreshed 3 minutes before it expires, as the SDKs do
+  kit::TokenCache tokens;
 
   std::string bot_open_id;  // learned at start (bot/v3/info)
 
@@ -119,7 +116,8 @@ struct Feishu : kit::PluginBase {
   // (once, with a fresh token), 429 / rate-limit codes and 5xx.
   void call(const std::string &method, const std::string &path, const std::string &body,
             const ApiDone &done, int attempt = 0, bool fresh_token = false);
-  void with_token(std::function<void(int, const std::string &)> fn);
+  // Asks for a tenant token (the TokenCache's fetch).
+  int fetch_token(const kit::TokenCache::Settle &settle);
   void fetch_bot_info();
   int send(const cg_reply_t &reply, cg_done_cb done, void *arg);
   // A plain text reply outside the router (the unsupported-type answer).

@@ -312,7 +312,9 @@ void schedule_reconnect(Feishu *f, const std::string &why) {
 
 }  // namespace
 
-Feishu::Feishu() = default;
+Feishu::Feishu()
+    : tokens(*this, 180,
+             [this](const kit::TokenCache::Settle &settle) { return fetch_token(settle); }) {}
 Feishu::~Feishu() = default;
 
 void Feishu::ws_start() {

@@ -128,4 +128,37 @@ void PluginBase::maybe_stopped() {
   done(stop_arg_, 0);
 }
 
+TokenCache::TokenCache(PluginBase &owner, int64_t refresh_before_s, Fetch fetch)
+    : owner_(owner), refresh_before_s_(refresh_before_s), fetch_(std::move(fetch)) {}
+
+void TokenCache::get(Ready fn) {
+  if (!token_.empty() && owner_.api->now_ms(owner_.host) < expires_ms_) return fn(0, token_);
+  waiters_.push_back(std::move(fn));
+  if (fetching_) return;
+  fetching_ = true;
+  const int rc = fetch_([this](int status, const std::string &value, int64_t expires_in_s) {
+    settle(status, value, expires_in_s);
+  });
+  if (rc != 0) settle(rc, cg_strerror(rc), 0);
+}
+
+void TokenCache::invalidate() {
+  token_.clear();
+  expires_ms_ = 0;
+}
+
+void TokenCache::settle(int status, const std::string &value, int64_t expires_in_s) {
+  fetching_ = false;
+  if (status == 0) {
+    token_ = value;
+    const int64_t keep = expires_in_s > 2 * refresh_before_s_
+                             ? expires_in_s - refresh_before_s_
+                             : std::max<int64_t>(expires_in_s / 2, 1);
+    expires_ms_ = owner_.api->now_ms(owner_.host) + static_cast<uint64_t>(keep) * 1000;
+  }
+  auto waiters = std::move(waiters_);
+  waiters_.clear();
+  for (auto &w : waiters) w(status, status == 0 ? token_ : value);
+}
+
 }  // namespace kit

@@ -76,4 +76,36 @@ class PluginBase {
   std::map<uint64_t, std::function<void()>> timers_;
 };
 
+// A platform credential (Feishu's tenant token, DingTalk's access token)
+// fetched on demand and shared: one fetch at a time however many callers
+// wait, kept until `refresh_before_s` before it expires (half its life when
+// that is shorter), dropped by invalidate() when the platform refuses it.
+class TokenCache {
+ public:
+  // Every waiter of a fetch: status 0 and the token, or a CG_E* and why.
+  using Ready = std::function<void(int status, const std::string &token_or_why)>;
+  // The end of a fetch, exactly once: status 0 with the token and its life
+  // in seconds, or a CG_E* and why.
+  using Settle =
+      std::function<void(int status, const std::string &token_or_why, int64_t expires_in_s)>;
+  // Starts a fetch; returns 0 (settle follows) or an error (it never does).
+  using Fetch = std::function<int(const Settle &settle)>;
+
+  TokenCache(PluginBase &owner, int64_t refresh_before_s, Fetch fetch);
+  // fn runs at once when a fresh token is at hand, else when the fetch ends.
+  void get(Ready fn);
+  void invalidate();
+
+ private:
+  void settle(int status, const std::string &token_or_why, int64_t expires_in_s);
+
+  PluginBase &owner_;
+  int64_t refresh_before_s_;
+  Fetch fetch_;
+  std::string token_;
+  uint64_t expires_ms_ = 0;
+  bool fetching_ = false;
+  std::vector<Ready> waiters_;
+};
+
 }  // namespace kit
