@@ -55,57 +55,29 @@ const cg_config_field_t kFields[] = {
      "retries after 429, 5xx or a network error", nullptr, 0, 10},
 };
 
-std::string config_str(const cg_host_api_t *api, const cg_config_t *cfg, const char *key) {
-  cg_str_t s{};
-  return api->config_string(cfg, key, &s) == 0 ? std::string(sv(s)) : std::string();
-}
-
-int64_t config_int(const cg_host_api_t *api, const cg_config_t *cfg, const char *key) {
-  int64_t v = 0;
-  api->config_int(cfg, key, &v);
-  return v;
-}
-
-std::string header(const cg_http_request_t *req, std::string_view name) {
-  return kit::header_value(req->headers, req->header_count, name);
-}
-
-void respond(Dingtalk *d, cg_http_exchange_t *ex, int status, const std::string &body) {
-  const cg_http_header_t ct = {cs("Content-Type"), cs("application/json; charset=utf-8")};
-  d->api->http_respond(d->host, ex, status, &ct, 1, cs(body));
-}
-
-void refuse(Dingtalk *d, cg_http_exchange_t *ex, int status, const std::string &why,
-            const cg_http_request_t *req) {
-  d->log(CG_LOG_WARN,
-         "webhook: refused a callback from " + std::string(sv(req->remote_addr)) + ": " + why);
-  respond(d, ex, status, "{\"msg\":" + jstr(why) + "}");
-}
-
 void on_webhook(void *arg, cg_http_exchange_t *ex, const cg_http_request_t *req) {
   auto *d = static_cast<Dingtalk *>(arg);
   if (d->stream) {
-    return refuse(d, ex, 403, "this instance takes messages by Stream mode, not by callback", req);
+    return d->refuse_callback(ex, 403,
+                              "this instance takes messages by Stream mode, not by callback", req);
   }
-  const std::string ts = header(req, "timestamp");
-  const std::string sign = header(req, "sign");
-  if (ts.empty() || sign.empty()) return refuse(d, ex, 401, "missing timestamp or sign", req);
+  const std::string ts = kit::header_value(req, "timestamp");
+  const std::string sign = kit::header_value(req, "sign");
+  if (ts.empty() || sign.empty())
+    return d->refuse_callback(ex, 401, "missing timestamp or sign", req);
   if (!equal_constant_time(callback_sign(ts, d->client_secret), sign)) {
-    return refuse(d, ex, 401, "bad sign", req);
+    return d->refuse_callback(ex, 401, "bad sign", req);
   }
-  char *end = nullptr;
-  const long long ms = std::strtoll(ts.c_str(), &end, 10);
-  const auto now_ms = static_cast<int64_t>(std::time(nullptr)) * 1000;
-  if (end == ts.c_str() || *end != '\0' ||
-      std::llabs(now_ms - ms) > static_cast<long long>(d->timestamp_window_ms)) {
-    return refuse(d, ex, 401, "timestamp outside the window of timestampWindowSeconds", req);
+  if (!kit::timestamp_fresh(ts, 1, d->timestamp_window_ms)) {
+    return d->refuse_callback(ex, 401, "timestamp outside the window of timestampWindowSeconds",
+                              req);
   }
-  RobotMessage probe;
-  if (std::string err = robot_message_parse(sv(req->body), &probe); !err.empty()) {
-    return refuse(d, ex, 400, "malformed callback: " + err, req);
+  RobotMessage m;
+  if (std::string err = robot_message_parse(sv(req->body), &m); !err.empty()) {
+    return d->refuse_callback(ex, 400, "malformed callback: " + err, req);
   }
-  d->handle_message(std::string(sv(req->body)), [d, ex](bool ok) {
-    respond(d, ex, ok ? 200 : 503, ok ? "{}" : R"({"msg":"busy, retry"})");
+  d->handle_message(std::move(m), [d, ex](bool ok) {
+    d->respond_json(ex, ok ? 200 : 503, ok ? "{}" : R"({"msg":"busy, retry"})");
   });
 }
 
@@ -194,12 +166,7 @@ bool Dingtalk::can_stop() {
   return answers.empty();
 }
 
-void Dingtalk::handle_message(const std::string &json, std::function<void(bool)> done) {
-  RobotMessage m;
-  if (std::string err = robot_message_parse(json, &m); !err.empty()) {
-    log(CG_LOG_WARN, "a malformed robot message (" + err + "): dropped");
-    return done(true);
-  }
+void Dingtalk::handle_message(RobotMessage m, std::function<void(bool)> done) {
   auto w = std::make_unique<ClaimWait>(ClaimWait{this, std::move(m), std::move(done)});
   const std::string key = "msg:" + w->m.msg_id;
   ClaimWait *raw = w.release();
@@ -219,26 +186,24 @@ int dt_init(const cg_host_api_t *api, cg_host_t *host, const cg_config_t *cfg, v
   d->api = api;
   d->host = host;
   d->name = std::string(sv(api->instance_name(host)));
-  d->client_id = config_str(api, cfg, "clientId");
-  d->client_secret = config_str(api, cfg, "clientSecret");
-  d->robot_code = config_str(api, cfg, "robotCode");
+  d->client_id = kit::config_string(api, cfg, "clientId");
+  d->client_secret = kit::config_string(api, cfg, "clientSecret");
+  d->robot_code = kit::config_string(api, cfg, "robotCode");
   if (d->robot_code.empty()) d->robot_code = d->client_id;
-  d->stream = config_str(api, cfg, "mode") == "stream";
-  d->api_base = config_str(api, cfg, "apiBase");
+  d->stream = kit::config_string(api, cfg, "mode") == "stream";
+  d->api_base = kit::config_string(api, cfg, "apiBase");
   while (d->api_base.ends_with("/")) d->api_base.pop_back();
   if (!d->api_base.starts_with("https://") && !d->api_base.starts_with("http://")) {
     api->set_error(host, cs("apiBase must be an http(s):// URL"));
     return CG_ECONFIG;
   }
-  int flag = 0;
-  api->config_bool(cfg, "requireMention", &flag);
-  d->require_mention = flag != 0;
-  const std::string style = config_str(api, cfg, "replyStyle");
+  d->require_mention = kit::config_bool(api, cfg, "requireMention");
+  const std::string style = kit::config_string(api, cfg, "replyStyle");
   d->style = style == "markdown"  ? Style::kMarkdown
              : style == "ai-card" ? Style::kAiCard
                                   : Style::kText;
-  d->card_template = config_str(api, cfg, "cardTemplateId");
-  d->card_key = config_str(api, cfg, "cardContentKey");
+  d->card_template = kit::config_string(api, cfg, "cardTemplateId");
+  d->card_key = kit::config_string(api, cfg, "cardContentKey");
   if (d->style == Style::kAiCard && d->card_template.empty()) {
     api->set_error(host, cs("replyStyle ai-card needs cardTemplateId (the AI card template)"));
     return CG_ECONFIG;
@@ -264,10 +229,11 @@ int dt_init(const cg_host_api_t *api, cg_host_t *host, const cg_config_t *cfg, v
     }
   }
   d->timestamp_window_ms = std::min<uint64_t>(
-      static_cast<uint64_t>(config_int(api, cfg, "timestampWindowSeconds")) * 1000, kMaxWindowMs);
-  d->stream_update_ms = static_cast<uint64_t>(config_int(api, cfg, "streamUpdateMs"));
-  d->request_timeout_ms = static_cast<uint64_t>(config_int(api, cfg, "requestTimeoutMs"));
-  d->max_retries = static_cast<int>(config_int(api, cfg, "maxRetries"));
+      static_cast<uint64_t>(kit::config_int(api, cfg, "timestampWindowSeconds")) * 1000,
+      kMaxWindowMs);
+  d->stream_update_ms = static_cast<uint64_t>(kit::config_int(api, cfg, "streamUpdateMs"));
+  d->request_timeout_ms = static_cast<uint64_t>(kit::config_int(api, cfg, "requestTimeoutMs"));
+  d->max_retries = static_cast<int>(kit::config_int(api, cfg, "maxRetries"));
   *state = d.release();
   return 0;
 }

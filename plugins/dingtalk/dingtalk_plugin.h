@@ -23,6 +23,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dingtalk_protocol.h"
 #include "plugin_kit.h"
 
 namespace dingtalk {
@@ -102,7 +103,7 @@ struct Dingtalk : kit::PluginBase {
   bool can_stop() override;
   // A robot message from either mode: dedupe, policy, the router.
   // done(ok): false when the router could not take it.
-  void handle_message(const std::string &json, std::function<void(bool)> done);
+  void handle_message(RobotMessage m, std::function<void(bool)> done);
 
   // ---- dingtalk_api.cc ----
   // An OpenAPI call with the access token, retried on 401 (once, with a

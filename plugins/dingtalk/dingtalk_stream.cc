@@ -74,7 +74,13 @@ void on_frame(Dingtalk *d, std::string_view text) {
   }
   if (type == "CALLBACK" && topic == kRobotTopic) {
     const std::string id(message_id);
-    d->handle_message(std::string(data), [d, ws_id, id](bool ok) {
+    RobotMessage m;
+    if (std::string err = robot_message_parse(data, &m); !err.empty()) {
+      // Acked, so that DingTalk does not push a message nobody can read.
+      d->log(CG_LOG_WARN, "a malformed robot message (" + err + "): acked and dropped");
+      return send_text(d, ws_id, ack(id, 200, R"({"response":null})"));
+    }
+    d->handle_message(std::move(m), [d, ws_id, id](bool ok) {
       send_text(d, ws_id, ok ? ack(id, 200, R"({"response":null})") : ack(id, 500, "{}"));
     });
     return;

@@ -58,54 +58,16 @@ const cg_config_field_t kFields[] = {
      "retries of an API call after 429, a rate-limit code, 5xx or a network error", nullptr, 0, 10},
 };
 
-std::string config_str(const cg_host_api_t *api, const cg_config_t *cfg, const char *key) {
-  cg_str_t s{};
-  return api->config_string(cfg, key, &s) == 0 ? std::string(sv(s)) : std::string();
-}
-
-int64_t config_int(const cg_host_api_t *api, const cg_config_t *cfg, const char *key) {
-  int64_t v = 0;
-  api->config_int(cfg, key, &v);
-  return v;
-}
-
-bool config_bool(const cg_host_api_t *api, const cg_config_t *cfg, const char *key) {
-  int v = 0;
-  api->config_bool(cfg, key, &v);
-  return v != 0;
-}
-
-std::string header(const cg_http_request_t *req, std::string_view name) {
-  return kit::header_value(req->headers, req->header_count, name);
-}
-
-void respond(Feishu *f, cg_http_exchange_t *ex, int status, const std::string &body) {
-  const cg_http_header_t ct = {cs("Content-Type"), cs("application/json; charset=utf-8")};
-  f->api->http_respond(f->host, ex, status, &ct, 1, cs(body));
-}
-
-// A 4xx for a callback we refuse: one log line with the reason, nothing routed.
-void refuse(Feishu *f, cg_http_exchange_t *ex, int status, const std::string &why,
-            const cg_http_request_t *req) {
-  f->log(CG_LOG_WARN,
-         "webhook: refused a callback from " + std::string(sv(req->remote_addr)) + ": " + why);
-  respond(f, ex, status, "{\"msg\":" + chatgate::json_string(why) + "}");
-}
-
 // Checks X-Lark-Signature, the timestamp window and the nonce. "" or why not.
 std::string check_signature(Feishu *f, const cg_http_request_t *req) {
-  const std::string ts = header(req, "X-Lark-Request-Timestamp");
-  const std::string nonce = header(req, "X-Lark-Request-Nonce");
-  const std::string sig = header(req, "X-Lark-Signature");
+  const std::string ts = kit::header_value(req, "X-Lark-Request-Timestamp");
+  const std::string nonce = kit::header_value(req, "X-Lark-Request-Nonce");
+  const std::string sig = kit::header_value(req, "X-Lark-Signature");
   if (ts.empty() || nonce.empty() || sig.empty()) return "missing X-Lark-Signature headers";
   if (!equal_constant_time(signature(ts, nonce, f->encrypt_key, sv(req->body)), sig)) {
     return "bad signature";
   }
-  char *end = nullptr;
-  const long long secs = std::strtoll(ts.c_str(), &end, 10);
-  const auto now_ms = static_cast<int64_t>(std::time(nullptr)) * 1000;
-  if (end == ts.c_str() || *end != '\0' ||
-      std::llabs(now_ms - secs * 1000) > static_cast<long long>(f->timestamp_window_ms)) {
+  if (!kit::timestamp_fresh(ts, 1000, f->timestamp_window_ms)) {
     return "timestamp outside the window of timestampWindowSeconds";
   }
   const uint64_t mono = f->api->now_ms(f->host);
@@ -121,54 +83,47 @@ std::string check_signature(Feishu *f, const cg_http_request_t *req) {
 void on_webhook(void *arg, cg_http_exchange_t *ex, const cg_http_request_t *req) {
   auto *f = static_cast<Feishu *>(arg);
   if (f->verification_token.empty()) {
-    return refuse(f, ex, 403, "webhook callbacks are off: set verificationToken to take them", req);
-  }
-  const std::string_view body = sv(req->body);
-  std::string plain;
-  bool encrypted = false;
-  {
-    simdjson::dom::parser parser;
-    simdjson::dom::element doc;
-    std::string_view enc;
-    if (parser.parse(body.data(), body.size()).get(doc) != simdjson::SUCCESS) {
-      return refuse(f, ex, 400, "body is not JSON", req);
-    }
-    if (doc["encrypt"].get(enc) == simdjson::SUCCESS) {
-      if (f->encrypt_key.empty()) {
-        return refuse(f, ex, 400, "an encrypted callback, but no encryptKey is configured", req);
-      }
-      if (!decrypt(f->encrypt_key, enc, &plain)) {
-        return refuse(f, ex, 400, "cannot decrypt the callback (is encryptKey right?)", req);
-      }
-      encrypted = true;
-    }
+    return f->refuse_callback(ex, 403,
+                              "webhook callbacks are off: set verificationToken to take them", req);
   }
   Event ev;
-  if (std::string err = event_parse(encrypted ? std::string_view(plain) : body, &ev);
-      !err.empty()) {
-    return refuse(f, ex, 400, "malformed callback: " + err, req);
+  if (std::string err = event_parse(sv(req->body), &ev); !err.empty()) {
+    return f->refuse_callback(ex, 400, "malformed callback: " + err, req);
+  }
+  if (ev.kind == Event::Kind::kEncrypted) {
+    if (f->encrypt_key.empty()) {
+      return f->refuse_callback(ex, 400, "an encrypted callback, but no encryptKey is configured",
+                                req);
+    }
+    std::string plain;
+    if (!decrypt(f->encrypt_key, ev.encrypt, &plain)) {
+      return f->refuse_callback(ex, 400, "cannot decrypt the callback (is encryptKey right?)", req);
+    }
+    std::string err = event_parse(plain, &ev);
+    if (err.empty() && ev.kind == Event::Kind::kEncrypted) err = "encrypted twice";
+    if (!err.empty()) return f->refuse_callback(ex, 400, "malformed callback: " + err, req);
   }
   if (!equal_constant_time(ev.token, f->verification_token)) {
-    return refuse(f, ex, 401, "verification token mismatch", req);
+    return f->refuse_callback(ex, 401, "verification token mismatch", req);
   }
   if (ev.kind == Event::Kind::kUrlVerification) {
     // The SDKs skip the signature for the challenge: the console sends none.
     f->log(CG_LOG_INFO, "webhook: answered Feishu's URL verification");
-    return respond(f, ex, 200, "{\"challenge\":" + chatgate::json_string(ev.challenge) + "}");
+    return f->respond_json(ex, 200, "{\"challenge\":" + chatgate::json_string(ev.challenge) + "}");
   }
   if (!f->encrypt_key.empty()) {
     if (std::string err = check_signature(f, req); !err.empty()) {
-      return refuse(f, ex, 401, err, req);
+      return f->refuse_callback(ex, 401, err, req);
     }
   }
   const bool card = ev.kind == Event::Kind::kCardAction;
   f->handle_event(std::move(ev), [f, ex, card](bool ok) {
     if (!ok) {
-      respond(f, ex, 503, R"({"msg":"busy, retry"})");
+      f->respond_json(ex, 503, R"({"msg":"busy, retry"})");
     } else if (card) {
-      respond(f, ex, 200, R"({"toast":{"type":"info","content":"Received"}})");
+      f->respond_json(ex, 200, R"({"toast":{"type":"info","content":"Received"}})");
     } else {
-      respond(f, ex, 200, R"({"msg":"success"})");
+      f->respond_json(ex, 200, R"({"msg":"success"})");
     }
   });
 }
@@ -283,7 +238,7 @@ bool Feishu::can_stop() {
 }
 
 void Feishu::handle_event(Event ev, std::function<void(bool)> done) {
-  if (ev.kind == Event::Kind::kOther) {
+  if (ev.kind != Event::Kind::kMessage && ev.kind != Event::Kind::kCardAction) {
     log(CG_LOG_DEBUG, "ignored event " + ev.event_type);
     return done(true);
   }
@@ -308,11 +263,11 @@ int fs_init(const cg_host_api_t *api, cg_host_t *host, const cg_config_t *cfg, v
   f->api = api;
   f->host = host;
   f->name = std::string(sv(api->instance_name(host)));
-  f->app_id = config_str(api, cfg, "appId");
-  f->app_secret = config_str(api, cfg, "appSecret");
-  f->verification_token = config_str(api, cfg, "verificationToken");
-  f->encrypt_key = config_str(api, cfg, "encryptKey");
-  const std::string domain = config_str(api, cfg, "domain");
+  f->app_id = kit::config_string(api, cfg, "appId");
+  f->app_secret = kit::config_string(api, cfg, "appSecret");
+  f->verification_token = kit::config_string(api, cfg, "verificationToken");
+  f->encrypt_key = kit::config_string(api, cfg, "encryptKey");
+  const std::string domain = kit::config_string(api, cfg, "domain");
   if (domain == "feishu") {
     f->base_url = "https://open.feishu.cn";
   } else if (domain == "lark") {
@@ -324,14 +279,14 @@ int fs_init(const cg_host_api_t *api, cg_host_t *host, const cg_config_t *cfg, v
     api->set_error(host, cs("domain must be feishu, lark, or a base URL (https://...)"));
     return CG_ECONFIG;
   }
-  f->longconn = config_str(api, cfg, "mode") == "longconn";
+  f->longconn = kit::config_string(api, cfg, "mode") == "longconn";
   if (!f->longconn && f->verification_token.empty()) {
     api->set_error(host, cs("webhook mode needs verificationToken (the event subscription's "
                             "Verification Token): without it anyone could post events"));
     return CG_ECONFIG;
   }
-  f->require_mention = config_bool(api, cfg, "requireMention");
-  f->allow_direct = config_bool(api, cfg, "directMessages");
+  f->require_mention = kit::config_bool(api, cfg, "requireMention");
+  f->allow_direct = kit::config_bool(api, cfg, "directMessages");
   size_t n = 0;
   if (api->config_list_size(cfg, "allowedChats", &n) == 0) {
     for (size_t i = 0; i < n; ++i) {
@@ -341,17 +296,17 @@ int fs_init(const cg_host_api_t *api, cg_host_t *host, const cg_config_t *cfg, v
       }
     }
   }
-  const std::string style = config_str(api, cfg, "replyStyle");
+  const std::string style = kit::config_string(api, cfg, "replyStyle");
   f->style = style == "post"             ? Style::kPost
              : style == "card"           ? Style::kCard
              : style == "streaming-card" ? Style::kStreamingCard
                                          : Style::kText;
-  f->unsupported_reply = config_str(api, cfg, "unsupportedReply");
+  f->unsupported_reply = kit::config_string(api, cfg, "unsupportedReply");
   f->timestamp_window_ms =
-      static_cast<uint64_t>(config_int(api, cfg, "timestampWindowSeconds")) * 1000;
-  f->stream_update_ms = static_cast<uint64_t>(config_int(api, cfg, "streamUpdateMs"));
-  f->request_timeout_ms = static_cast<uint64_t>(config_int(api, cfg, "requestTimeoutMs"));
-  f->max_retries = static_cast<int>(config_int(api, cfg, "maxRetries"));
+      static_cast<uint64_t>(kit::config_int(api, cfg, "timestampWindowSeconds")) * 1000;
+  f->stream_update_ms = static_cast<uint64_t>(kit::config_int(api, cfg, "streamUpdateMs"));
+  f->request_timeout_ms = static_cast<uint64_t>(kit::config_int(api, cfg, "requestTimeoutMs"));
+  f->max_retries = static_cast<int>(kit::config_int(api, cfg, "maxRetries"));
   *state = f.release();
   return 0;
 }

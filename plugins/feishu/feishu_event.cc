@@ -76,6 +76,11 @@ std::string event_parse(std::string_view json, Event *out) {
     return "not a JSON object";
   }
   *out = Event{};
+  if (std::string_view enc; doc["encrypt"].get(enc) == simdjson::SUCCESS) {
+    out->kind = Event::Kind::kEncrypted;
+    out->encrypt = std::string(enc);
+    return {};
+  }
   const std::string type = field(doc, "type");
   if (type == "url_verification") {
     out->kind = Event::Kind::kUrlVerification;

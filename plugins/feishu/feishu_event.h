@@ -20,8 +20,10 @@ struct Mention {
 };
 
 struct Event {
-  enum class Kind { kUrlVerification, kMessage, kCardAction, kOther };
+  // kEncrypted: the body is {"encrypt": ...}; decrypt `encrypt` and parse again.
+  enum class Kind { kUrlVerification, kMessage, kCardAction, kOther, kEncrypted };
   Kind kind = Kind::kOther;
+  std::string encrypt;     // kEncrypted: the base64 ciphertext
   std::string token;       // verification token (header.token, or token for v1)
   std::string challenge;   // url_verification
   std::string event_id;    // header.event_id, or uuid for v1

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cctype>
 #include <chatgate/cpp.hpp>
+#include <chatgate/json.hpp>
+#include <cstdlib>
+#include <ctime>
 #include <memory>
 
 namespace kit {
@@ -38,8 +41,47 @@ int defer_done(const cg_host_api_t *api, cg_host_t *host, cg_done_cb done, void 
   return rc;
 }
 
+std::string config_string(const cg_host_api_t *api, const cg_config_t *cfg, const char *key) {
+  cg_str_t s{};
+  return api->config_string(cfg, key, &s) == 0 ? std::string(chatgate::view(s)) : std::string();
+}
+
+int64_t config_int(const cg_host_api_t *api, const cg_config_t *cfg, const char *key) {
+  int64_t v = 0;
+  api->config_int(cfg, key, &v);
+  return v;
+}
+
+bool config_bool(const cg_host_api_t *api, const cg_config_t *cfg, const char *key) {
+  int v = 0;
+  api->config_bool(cfg, key, &v);
+  return v != 0;
+}
+
+bool timestamp_fresh(std::string_view text, int64_t unit_ms, uint64_t window_ms) {
+  const std::string s(text);
+  char *end = nullptr;
+  const long long value = std::strtoll(s.c_str(), &end, 10);
+  if (s.empty() || end != s.c_str() + s.size()) return false;
+  const auto now_ms = static_cast<int64_t>(std::time(nullptr)) * 1000;
+  return std::llabs(now_ms - value * unit_ms) <= static_cast<long long>(window_ms);
+}
+
 void PluginBase::log(int level, const std::string &line) const {
   api->log(host, level, chatgate::str(line));
+}
+
+void PluginBase::respond_json(cg_http_exchange_t *ex, int status, const std::string &body) const {
+  const cg_http_header_t ct = {chatgate::str("Content-Type"),
+                               chatgate::str("application/json; charset=utf-8")};
+  api->http_respond(host, ex, status, &ct, 1, chatgate::str(body));
+}
+
+void PluginBase::refuse_callback(cg_http_exchange_t *ex, int status, const std::string &why,
+                                 const cg_http_request_t *req) const {
+  log(CG_LOG_WARN, "webhook: refused a callback from " +
+                       std::string(chatgate::view(req->remote_addr)) + ": " + why);
+  respond_json(ex, status, "{\"msg\":" + chatgate::json_string(why) + "}");
 }
 
 bool PluginBase::after(uint64_t ms, std::function<void()> fn) {

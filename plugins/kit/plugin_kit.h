@@ -22,6 +22,21 @@ namespace kit {
 
 // The value of header `name` (any case) among `n` headers, or "".
 std::string header_value(const cg_http_header_t *headers, uint32_t n, std::string_view name);
+// The same for a request on a route.
+inline std::string header_value(const cg_http_request_t *req, std::string_view name) {
+  return header_value(req->headers, req->header_count, name);
+}
+
+// The config value of `key`, or ""/0/false when it is unset (the schema's
+// defaults make that rare).
+std::string config_string(const cg_host_api_t *api, const cg_config_t *cfg, const char *key);
+int64_t config_int(const cg_host_api_t *api, const cg_config_t *cfg, const char *key);
+bool config_bool(const cg_host_api_t *api, const cg_config_t *cfg, const char *key);
+
+// True when `text` is exactly a decimal timestamp (in units of `unit_ms`:
+// 1000 for seconds, 1 for milliseconds) within `window_ms` of now, either
+// side: a signed callback's freshness.
+bool timestamp_fresh(std::string_view text, int64_t unit_ms, uint64_t window_ms);
 
 // Calls done(arg, status) on the next loop turn: for completions the ABI
 // forbids inside the call that started them. Returns the host's error (its
@@ -40,6 +55,13 @@ class PluginBase {
   size_t in_flight = 0;  // requests and connections whose completion is due
 
   void log(int level, const std::string &line) const;
+
+  // Answers a route's exchange with a JSON body.
+  void respond_json(cg_http_exchange_t *ex, int status, const std::string &body) const;
+  // A callback refused: a 4xx with {"msg": why} and one warn line naming
+  // the sender; the caller routes nothing.
+  void refuse_callback(cg_http_exchange_t *ex, int status, const std::string &why,
+                       const cg_http_request_t *req) const;
 
   // Runs fn after ms. At stop, stop_timers runs every pending fn at once:
   // fn must check `stopping`. False when the host refused the timer.

@@ -96,6 +96,9 @@ TEST_CASE("feishu: url_verification, v1 and broken envelopes") {
   CHECK(ev.event_id == "u1");
   CHECK(ev.event_type == "x");
   CHECK(ev.kind == feishu::Event::Kind::kOther);
+  REQUIRE(feishu::event_parse(R"({"encrypt":"abc="})", &ev) == "");
+  CHECK(ev.kind == feishu::Event::Kind::kEncrypted);
+  CHECK(ev.encrypt == "abc=");
   CHECK(feishu::event_parse("not json", &ev) == "not a JSON object");
   CHECK(feishu::event_parse("[1]", &ev) == "not a JSON object");
   CHECK(feishu::event_parse(R"({"event":{}})", &ev) == "neither a schema 2.0 nor a v1 envelope");
