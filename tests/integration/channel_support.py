@@ -5,6 +5,7 @@ import json
 import os
 import re
 import sys
+import textwrap
 import time
 
 from harness import SOURCE_DIR, FakeProcess, get, post_json
@@ -34,6 +35,18 @@ class FakeOpenAI(FakeProcess):
 
     def reset(self):
         assert post_json(self.port, "/reset", {})[0] == 200
+
+    def instance_yaml(self, name="gpt"):
+        """An openai.so instance pointed at this fake (no retries), indented
+        for plugins.instances."""
+        return textwrap.indent(textwrap.dedent("""\
+            - name: {name}
+              plugin: openai.so
+              config:
+                endpoint: {base}/v1
+                model: fake-model
+                retries: 0
+        """).format(name=name, base=self.base), "    ")
 
     def requests(self):
         return json.loads(get(self.port, "/requests")[1])

@@ -214,6 +214,16 @@ def raw_exchange(port, data, timeout=5, read_until_close=True):
         s.close()
 
 
+def wait_until(predicate, timeout=5, interval=0.02):
+    """Polls `predicate` until it is true (True) or `timeout` seconds pass (False)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
 def chat(port, user, query, **extra):
     body = {"userId": user, "query": query}
     body.update(extra)

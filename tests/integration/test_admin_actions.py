@@ -7,19 +7,12 @@ import signal
 import time
 import unittest
 
-from harness import FIXTURE_DIR, Chatgate, chat, free_port, gateway_config
+from harness import FIXTURE_DIR, Chatgate, chat, free_port, gateway_config, wait_until
 from test_admin import ECHO_MEMORY, TOKEN, Gateway, request, scrape
 
 BEARER = {"Authorization": "Bearer " + TOKEN}
 
 
-def wait_for(predicate, timeout=5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 class ReloadTest(unittest.TestCase):
@@ -51,7 +44,7 @@ class ReloadTest(unittest.TestCase):
             api_port = gw.api_port
             self.rewrite(gw, "port: %d" % api_port, "port: %d" % free_port())
             gw.proc.send_signal(signal.SIGHUP)
-            self.assertTrue(wait_for(lambda: "applied " in gw.log()), gw.log())
+            self.assertTrue(wait_until(lambda: "applied " in gw.log()), gw.log())
             log = gw.log()
             self.assertIn("applied admin.showContent, router.contextTurns, router.modelTimeoutMs",
                           log)
@@ -91,7 +84,7 @@ class ReloadTest(unittest.TestCase):
             status, doc = self.reload(gw)  # the same file again
             self.assertEqual((status, doc["applied"]), (200, []))
             self.assertEqual(doc["restartRequired"], ["plugins.instances[echo2] (added)"])
-            self.assertTrue(wait_for(lambda: gw.log().count(
+            self.assertTrue(wait_until(lambda: gw.log().count(
                 "needs a restart to take effect: plugins.instances[echo2] (added)") == 2))
             # The level applied at once: the reload's own info line is gone.
             time.sleep(0.1)
@@ -203,7 +196,7 @@ class SendTest(unittest.TestCase):
             status, doc = self.send(gw, {"channel": "probe", "conversationId": "u1", "text": "x"})
             self.assertEqual(status, 502, doc)
             self.assertEqual(doc["error"], "channel 'probe' could not deliver: i/o error")
-            self.assertTrue(wait_for(lambda: "admin send: channel 'probe'" in gw.log()))
+            self.assertTrue(wait_until(lambda: "admin send: channel 'probe'" in gw.log()))
             m = scrape(gw.admin_port)
             self.assertEqual(m['chatgate_admin_sends_total{channel="probe",result="failed"}'], 1)
 
@@ -227,7 +220,7 @@ class SendTest(unittest.TestCase):
                 status, answer = self.send(gw, doc)
                 self.assertEqual(status, want, (doc, answer))
                 self.assertIn(words, answer["error"])
-            wait_for(lambda: request(gw.admin_port, "/readyz")[0] == 503)
+            wait_until(lambda: request(gw.admin_port, "/readyz")[0] == 503)
             status, answer = self.send(gw, {"channel": "down", "conversationId": "u", "text": "x"})
             self.assertEqual(status, 503, answer)
             self.assertIn("channel 'down' is failed", answer["error"])

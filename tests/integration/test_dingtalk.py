@@ -21,7 +21,6 @@ import json
 import os
 import re
 import sys
-import textwrap
 import time
 import unittest
 
@@ -544,15 +543,7 @@ class AiCardTest(DingTalkCase):
         self.model.reset()
 
     def gateway(self, **settings):
-        gpt = textwrap.dedent("""\
-            - name: gpt
-              plugin: openai.so
-              config:
-                endpoint: {base}/v1
-                model: fake-model
-                retries: 0
-        """).format(base=self.model.base)
-        gpt = textwrap.indent(gpt, "    ")
+        gpt = self.model.instance_yaml()
         return super().gateway(model="gpt", model_instance=gpt, mode="webhook",
                                replyStyle="ai-card", cardTemplateId=self.TEMPLATE,
                                streamUpdateMs=100, **settings)

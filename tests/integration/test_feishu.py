@@ -21,7 +21,6 @@ import json
 import os
 import re
 import sys
-import textwrap
 import time
 import unittest
 import uuid
@@ -558,15 +557,7 @@ class StreamingCardTest(FeishuCase):
         self.model.reset()
 
     def gateway(self, **settings):
-        gpt = textwrap.dedent("""\
-            - name: gpt
-              plugin: openai.so
-              config:
-                endpoint: {base}/v1
-                model: fake-model
-                retries: 0
-        """).format(base=self.model.base)
-        gpt = textwrap.indent(gpt, "    ")
+        gpt = self.model.instance_yaml()
         return super().gateway(self.fake, model="gpt", model_instance=gpt,
                                replyStyle="streaming-card", streamUpdateMs=100, **settings)
 

@@ -10,7 +10,7 @@ import threading
 import time
 import unittest
 
-from harness import Chatgate, chat, free_port, gateway_config
+from harness import Chatgate, chat, free_port, gateway_config, wait_until
 
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -75,15 +75,6 @@ def redis_config(port, redis_port, extra=""):
     return gateway_config(port, instances, "echo", "shared")
 
 
-def wait_for(predicate, timeout=5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 class RedisCacheTest(unittest.TestCase):
     def setUp(self):
         self.redis = RedisServer().start()
@@ -93,7 +84,7 @@ class RedisCacheTest(unittest.TestCase):
         port = free_port()
         cg = Chatgate(redis_config(port, self.redis.port, extra)).start()
         self.addCleanup(cg.__exit__, None, None, None)
-        wait_for(lambda: "connected to redis" in cg.log())
+        wait_until(lambda: "connected to redis" in cg.log())
         return port, cg
 
     def test_context_lives_in_redis_under_the_prefix(self):
@@ -114,7 +105,7 @@ class RedisCacheTest(unittest.TestCase):
         self.assertEqual(status, 200)
         self.assertEqual(body["answer"], "echo: during (turn 1)")  # no history, but an answer
         self.redis.start()  # same port, empty (no persistence)
-        self.assertTrue(wait_for(lambda: "reconnected to redis" in cg.log()), cg.log())
+        self.assertTrue(wait_until(lambda: "reconnected to redis" in cg.log()), cg.log())
         self.assertEqual(chat(port, "kai", "after")[1]["answer"], "echo: after (turn 1)")
         self.assertEqual(chat(port, "kai", "again")[1]["answer"], "echo: again (turn 2)")
         self.assertEqual(cg.stop(), 0)
@@ -129,7 +120,7 @@ class RedisCacheTest(unittest.TestCase):
         self.addCleanup(cg.__exit__, None, None, None)
         self.assertEqual(chat(port, "early", "hi")[0], 200)
         self.redis.start()
-        self.assertTrue(wait_for(lambda: "connected to redis" in cg.log(), 8), cg.log())
+        self.assertTrue(wait_until(lambda: "connected to redis" in cg.log(), 8), cg.log())
         chat(port, "early", "a")
         self.assertEqual(chat(port, "early", "b")[1]["answer"], "echo: b (turn 2)")
         self.assertEqual(cg.stop(), 0)
@@ -170,14 +161,14 @@ class SilentRedisTest(unittest.TestCase):
         cg = Chatgate(redis_config(port, listener.getsockname()[1],
                                    "        commandTimeoutMs: 300")).start()
         self.addCleanup(cg.__exit__, None, None, None)
-        self.assertTrue(wait_for(lambda: "connected to redis" in cg.log()), cg.log())
+        self.assertTrue(wait_until(lambda: "connected to redis" in cg.log()), cg.log())
         started = time.monotonic()
         status, body, _ = chat(port, "hung", "hello")
         self.assertEqual(status, 200)
         self.assertEqual(body["answer"], "echo: hello (turn 1)")
         self.assertLess(time.monotonic() - started, 5)
         # The connection is remade (the silent server accepts it again).
-        self.assertTrue(wait_for(lambda: "reconnected to redis" in cg.log()), cg.log())
+        self.assertTrue(wait_until(lambda: "reconnected to redis" in cg.log()), cg.log())
         self.assertEqual(cg.stop(), 0)
         self.assertIn("did not answer within 300 ms; reconnecting", cg.log())
         for c in held:
@@ -192,14 +183,14 @@ class RedisAuthTest(unittest.TestCase):
         good = Chatgate(redis_config(port, redis.port,
                                      "        password: s3cret-redis-pw")).start()
         self.addCleanup(good.__exit__, None, None, None)
-        self.assertTrue(wait_for(lambda: "connected to redis" in good.log()), good.log())
+        self.assertTrue(wait_until(lambda: "connected to redis" in good.log()), good.log())
         chat(port, "pw", "a")
         self.assertEqual(chat(port, "pw", "b")[1]["answer"], "echo: b (turn 2)")
 
         bad_port = free_port()
         bad = Chatgate(redis_config(bad_port, redis.port, "        password: wrong")).start()
         self.addCleanup(bad.__exit__, None, None, None)
-        self.assertTrue(wait_for(lambda: "refused the handshake" in bad.log()), bad.log())
+        self.assertTrue(wait_until(lambda: "refused the handshake" in bad.log()), bad.log())
         self.assertEqual(chat(bad_port, "pw2", "still answers")[0], 200)
         self.assertEqual(good.stop(), 0)
         self.assertEqual(bad.stop(), 0)
