@@ -36,11 +36,13 @@ libjs-chart.js
 "
 # Only the tests need these (--test): promtool checks the alert rules, the
 # browser test drives chromium, the fake Feishu platform does its own AES,
+# the container-files test reads the Kubernetes YAML (python3-yaml),
 # lintian checks the .deb packages.
 TEST_PACKAGES="
 prometheus
 chromium
 python3-cryptography
+python3-yaml
 lintian
 "
 WITH_TESTS=0
