@@ -19,7 +19,13 @@ set(CG_CHANGELOG_GZ ${CMAKE_CURRENT_BINARY_DIR}/changelog.gz)
 add_custom_command(OUTPUT ${CG_CHANGELOG_GZ}
                    COMMAND gzip -9n -c ${CG_DEB_DIR}/changelog > ${CG_CHANGELOG_GZ}
                    DEPENDS ${CG_DEB_DIR}/changelog)
-add_custom_target(cg_changelog ALL DEPENDS ${CG_CHANGELOG_GZ})
+# The man page, gzip'd as Debian wants it.
+set(CG_MANPAGE_GZ ${CMAKE_CURRENT_BINARY_DIR}/chatgate.1.gz)
+add_custom_command(OUTPUT ${CG_MANPAGE_GZ}
+                   COMMAND gzip -9n -c ${CG_DEB_DIR}/chatgate.1 > ${CG_MANPAGE_GZ}
+                   DEPENDS ${CG_DEB_DIR}/chatgate.1)
+add_custom_target(cg_changelog ALL DEPENDS ${CG_CHANGELOG_GZ} ${CG_MANPAGE_GZ})
+install(FILES ${CG_MANPAGE_GZ} DESTINATION share/man/man1 COMPONENT runtime)
 foreach(pkg chatgate chatgate-dev)
   set(comp runtime)
   if(pkg STREQUAL "chatgate-dev")

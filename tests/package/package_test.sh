@@ -32,6 +32,20 @@ getent passwd chatgate >/dev/null || { echo "package-test: no chatgate user" >&2
   { echo "package-test: chatgate.env is $(stat -c '%a %U:%G' /etc/chatgate/chatgate.env)" >&2; exit 1; }
 systemd-analyze verify /lib/systemd/system/chatgate.service
 /usr/bin/chatgate --check-config --config /etc/chatgate/chatgate.yaml
+[ -f /usr/share/man/man1/chatgate.1.gz ] || { echo "package-test: no man page" >&2; exit 1; }
+
+# An upgrade (here: the same package again) keeps the operator's edits to
+# the conffiles and the env file's mode.
+echo "# edited by the operator" | $SUDO tee -a /etc/chatgate/chatgate.yaml >/dev/null
+echo "MODEL_SERVICE_KEY=kept" | $SUDO tee -a /etc/chatgate/chatgate.env >/dev/null
+$SUDO apt-get install -y -q --reinstall "./build-deb/chatgate_${VERSION}_amd64.deb" >/dev/null
+tail -n 1 /etc/chatgate/chatgate.yaml | grep -qx "# edited by the operator" ||
+  { echo "package-test: the reinstall replaced the edited chatgate.yaml" >&2; exit 1; }
+$SUDO tail -n 1 /etc/chatgate/chatgate.env | grep -qx "MODEL_SERVICE_KEY=kept" ||
+  { echo "package-test: the reinstall replaced the edited chatgate.env" >&2; exit 1; }
+[ "$(stat -c '%a %U:%G' /etc/chatgate/chatgate.env)" = "640 root:chatgate" ] ||
+  { echo "package-test: after reinstall chatgate.env is $(stat -c '%a %U:%G' /etc/chatgate/chatgate.env)" >&2; exit 1; }
+echo "reinstalled: the edited conffiles were kept"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 API=$(free_port); ADMIN=$(free_port)
@@ -112,7 +126,8 @@ echo "the SDK example, built out of tree against chatgate-dev, exchanged a messa
 $SUDO apt-get purge -y -q chatgate chatgate-dev >/dev/null
 left=""
 for p in /usr/bin/chatgate /usr/lib/chatgate /etc/chatgate /var/lib/chatgate /usr/include/chatgate \
-         /lib/systemd/system/chatgate.service /usr/share/doc/chatgate /usr/share/doc/chatgate-dev; do
+         /lib/systemd/system/chatgate.service /usr/share/doc/chatgate /usr/share/doc/chatgate-dev \
+         /usr/share/man/man1/chatgate.1.gz; do
   [ -e "$p" ] && left="$left $p"
 done
 getent passwd chatgate >/dev/null && left="$left user:chatgate"
