@@ -24,6 +24,8 @@
 #include <map>
 #include <utility>
 
+#include "ip_filter.h"
+
 #ifndef CHATGATE_INSTALL_PLUGIN_DIR  // set by core/CMakeLists.txt; this keeps ad-hoc builds working
 #define CHATGATE_INSTALL_PLUGIN_DIR "/usr/lib/chatgate/plugins"
 #endif
@@ -246,6 +248,66 @@ void read_cors(const Loader &l, const Entry &e, CorsPolicy &out) {
       });
 }
 
+std::vector<std::string> read_cidr_list(const Loader &l, const Entry &e) {
+  std::vector<std::string> out = l.read_string_list(e);
+  for (size_t i = 0; i < out.size(); ++i) {
+    std::string error;
+    if (!ip_block_parse(out[i], &error)) {
+      const YAML::Node item = e.value[i];
+      const int line = config_line(item);
+      l.fail(e.path + "[" + std::to_string(i) + "]", line ? line : e.line,
+             error + ", got " + quote(out[i]));
+    }
+  }
+  return out;
+}
+
+void read_rate_limit(const Loader &l, const Entry &e, RateLimit &out) {
+  l.read_mapping(
+      e.value, e.path, e.line,
+      {
+          {"perSecond",
+           [&](const Entry &v) {
+             const std::string text = l.read_string(v);
+             const std::optional<double> d = config_parse_double(text);
+             if (!d || *d < 0) {
+               l.fail(v.path, v.line, "expected a number >= 0 (0: no limit), got " + quote(text));
+             }
+             out.per_second = *d;
+           }},
+          {"burst",
+           [&](const Entry &v) { out.burst = static_cast<uint32_t>(l.read_int(v, 0, 1000000)); }},
+      });
+}
+
+void read_route_access(const Loader &l, const Entry &e, std::vector<RouteAccess> &out) {
+  if (!e.value.IsSequence()) {
+    l.fail(e.path, e.line,
+           std::string("expected a list of {path, allowFrom}, got ") + node_kind(e.value));
+  }
+  for (size_t i = 0; i < e.value.size(); ++i) {
+    const YAML::Node item = e.value[i];
+    const std::string path = e.path + "[" + std::to_string(i) + "]";
+    const int line = config_line(item) ? config_line(item) : e.line;
+    RouteAccess rule;
+    bool has_allow = false;
+    l.read_mapping(item, path, line,
+                   {
+                       {"path", [&](const Entry &v) { rule.path = l.read_string(v); }},
+                       {"allowFrom",
+                        [&](const Entry &v) {
+                          rule.allow_from = read_cidr_list(l, v);
+                          has_allow = true;
+                        }},
+                   });
+    if (!rule.path.starts_with('/')) {
+      l.fail(path + ".path", line, "expected a path starting with '/' (a prefix)");
+    }
+    if (!has_allow) l.fail(path + ".allowFrom", line, "required key missing");
+    out.push_back(std::move(rule));
+  }
+}
+
 // listeners.api and listeners.admin take the same keys; `extra` adds the
 // admin's own (enabled).
 void read_http_listener(const Loader &l, const Entry &e, HttpListenerConfig &out,
@@ -267,6 +329,14 @@ void read_http_listener(const Loader &l, const Entry &e, HttpListenerConfig &out
       {"idleTimeoutMs", positive(lim.idle_timeout_ms)},
       {"maxPipeline", positive(lim.max_pipeline)},
       {"cors", [&](const Entry &v) { read_cors(l, v, out.cors); }},
+      {"allowFrom", [&](const Entry &v) { out.access.allow_from = read_cidr_list(l, v); }},
+      {"trustedProxies",
+       [&](const Entry &v) { out.access.trusted_proxies = read_cidr_list(l, v); }},
+      {"routes", [&](const Entry &v) { read_route_access(l, v, out.access.routes); }},
+      {"maxConnectionsPerIp",
+       [&](const Entry &v) { out.access.max_connections_per_ip = l.read_int(v, 0, kInt64Max); }},
+      {"requestRatePerIp",
+       [&](const Entry &v) { read_rate_limit(l, v, out.access.requests_per_ip); }},
   };
   for (auto &entry : extra) keys.push_back(std::move(entry));
   l.read_mapping(e.value, e.path, e.line, keys);

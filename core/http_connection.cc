@@ -71,6 +71,10 @@ int HttpConnection::start(uv_stream_t *listener) {
     fail(503, "connection limit reached");
     return 0;
   }
+  if (const int status = owner_.admit(*this); status != 0) {
+    fail(status, status == 403 ? "address not allowed" : "too many connections from this address");
+    return 0;
+  }
   // Until its first byte a new connection gets the head timeout, when that
   // is shorter than the idle one: a client that connects and says nothing
   // must not hold a connection slot for a minute.
@@ -349,6 +353,7 @@ int HttpConnection::on_message_begin(llhttp_t *p) {
   HttpConnection *c = conn_of(p);
   c->current_ = c->acquire_exchange();
   c->current_->request.remote_addr_ = c->remote_addr_;
+  c->current_->request.peer_addr_ = c->remote_addr_;
   c->phase_ = Phase::kHeaders;
   c->header_raw_ = 0;
   c->header_open_ = false;
@@ -458,6 +463,7 @@ void HttpConnection::headers_done() {
         {std::string_view(r.header_bytes_).substr(name_off, name_len), value});
   }
 
+  r.remote_addr_ = owner_.client_address(r);
   ex.keep_alive = llhttp_should_keep_alive(&parser_) != 0 && parser_.upgrade == 0;
   ex.http10 = parser_.http_major < 1 || (parser_.http_major == 1 && parser_.http_minor == 0);
   ex.head = parser_.method == HTTP_HEAD;

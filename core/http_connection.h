@@ -61,6 +61,14 @@ class HttpConnectionOwner {
   virtual void dispatch(HttpExchange *ex) = 0;
   // The connection answered a request itself (400, 408, 413, 431...).
   virtual void answered_internally(int status) = 0;
+  // A new connection from `conn.peer()`: 0 to serve it, or the status to
+  // answer before closing (403: address not allowed, 503: too many
+  // connections from it). An admitted connection may be counted by the
+  // owner (conn.counted), to be uncounted in connection_closed.
+  virtual int admit(HttpConnection &conn) = 0;
+  // The client's address for a request whose head is complete (the peer's,
+  // or X-Forwarded-For's behind a trusted proxy).
+  virtual std::string client_address(const HttpRequest &req) const = 0;
   // The allowed Origin of a request to echo in CORS headers, or empty.
   virtual std::string_view allowed_origin(const HttpRequest &req) const = 0;
   // Fixed-size read blocks (HttpConnection::kReadBlockSize bytes).
@@ -99,6 +107,8 @@ class HttpConnection {
   void close();
 
   bool rejecting() const { return reject_; }
+  const std::string &peer() const { return remote_addr_; }
+  bool counted = false;  // in the owner's per-address connection count
   bool handles_closed() const { return life_ == Life::kClosed; }
   size_t pending() const { return queue_.size(); }
 

@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "http_connection.h"
+#include "ip_filter.h"
 #include "metrics.h"
 
 namespace cg {
@@ -53,7 +54,17 @@ struct HttpServer::Impl final : HttpConnectionOwner {
         config(std::move(c)),
         cors_methods(join(config.cors.allowed_methods)),
         cors_headers(join(config.cors.allowed_headers)),
-        cors_max_age(std::to_string(config.cors.max_age_seconds)) {}
+        cors_max_age(std::to_string(config.cors.max_age_seconds)),
+        allow_from(config.access.allow_from),
+        trusted_proxies(config.access.trusted_proxies),
+        request_buckets(config.access.requests_per_ip) {
+    for (const RouteAccess &r : config.access.routes) {
+      route_access.push_back({r.path, IpBlockList(r.allow_from)});
+    }
+    // Longest first: the most specific rule applies.
+    std::stable_sort(route_access.begin(), route_access.end(),
+                     [](const auto &a, const auto &b) { return a.path.size() > b.path.size(); });
+  }
 
   // HttpConnectionOwner
   std::string_view listener_name() const override { return config.name; }
@@ -61,6 +72,8 @@ struct HttpServer::Impl final : HttpConnectionOwner {
   void dispatch(HttpExchange *ex) override;
   void answered_internally(int status) override { count(nullptr, status); }
   std::string_view allowed_origin(const HttpRequest &req) const override;
+  int admit(HttpConnection &conn) override;
+  std::string client_address(const HttpRequest &req) const override;
   char *acquire_block() override;
   void release_block(char *block) override;
   void connection_closed(HttpConnection *conn) override;
@@ -72,6 +85,8 @@ struct HttpServer::Impl final : HttpConnectionOwner {
   const Route *find_route(std::string_view method, std::string_view path);
   void add_allow(std::string_view method);
   bool preflight_allowed(const HttpRequest &req) const;
+  bool refuse_by_access(HttpExchange *ex);
+  void count_refused(std::string_view reason);
   void invoke(const Route &route, HttpExchange *ex);
   void answered(HttpExchange *ex);
   void respond(HttpExchange *ex, int status, std::span<const HttpHeader> headers,
@@ -90,6 +105,18 @@ struct HttpServer::Impl final : HttpConnectionOwner {
   const std::string cors_methods, cors_headers, cors_max_age;  // preflight answer values
   uv_tcp_t listener{};
   ListenState listen_state = ListenState::kNone;
+
+  // Access policy, compiled from config.access.
+  struct RouteRule {
+    std::string path;
+    IpBlockList allow;
+  };
+  IpBlockList allow_from;
+  IpBlockList trusted_proxies;
+  std::vector<RouteRule> route_access;  // longest path first
+  TokenBuckets request_buckets;
+  std::unordered_map<std::string, uint32_t> connections_per_ip;
+  std::map<std::string, double *, std::less<>> refused_counters;
 
   std::vector<Route> exact_routes;
   std::vector<Route> prefix_routes;  // longest path first
@@ -144,6 +171,11 @@ void HttpServer::Impl::on_connection(uv_stream_t *server, int status) {
 
 void HttpServer::Impl::connection_closed(HttpConnection *conn) {
   --live_connections;
+  if (conn->counted) {
+    auto it = connections_per_ip.find(conn->peer());
+    if (it != connections_per_ip.end() && --it->second == 0) connections_per_ip.erase(it);
+    conn->counted = false;
+  }
   if (!conn->rejecting()) --serving_connections;
   if (conn->pending() == 0) free_connection(conn);
   maybe_done();  // may destroy the server: nothing after this
@@ -187,6 +219,101 @@ char *HttpServer::Impl::acquire_block() {
 void HttpServer::Impl::release_block(char *block) {
   std::unique_ptr<char[]> owned(block);
   if (free_blocks.size() < kMaxFreeBlocks) free_blocks.push_back(std::move(owned));
+}
+
+// --- Access policy -------------------------------------------------------------
+
+// At accept only the peer is known: a peer that is a trusted proxy is let
+// in, and its requests are checked one by one against the address they
+// are forwarded for.
+int HttpServer::Impl::admit(HttpConnection &conn) {
+  const std::string &peer = conn.peer();
+  if (!allow_from.empty() && !allow_from.contains(peer) && !trusted_proxies.contains(peer)) {
+    count_refused("address");
+    return 403;
+  }
+  const size_t cap = config.access.max_connections_per_ip;
+  if (cap == 0) return 0;
+  uint32_t &n = connections_per_ip[peer];
+  if (n >= cap) {
+    if (n == 0) connections_per_ip.erase(peer);
+    count_refused("connections_per_ip");
+    return 503;
+  }
+  ++n;
+  conn.counted = true;
+  return 0;
+}
+
+std::string HttpServer::Impl::client_address(const HttpRequest &req) const {
+  const std::string_view peer = req.peer_addr();
+  if (trusted_proxies.empty() || !trusted_proxies.contains(peer)) return std::string(peer);
+  // Every X-Forwarded-For header, in order, as one list (RFC 9110 5.3).
+  std::string joined;
+  for (const HttpHeader &h : req.headers()) {
+    if (!ascii_iequals(h.name, "X-Forwarded-For")) continue;
+    if (!joined.empty()) joined += ',';
+    joined.append(h.value);
+  }
+  return ip_client_address(peer, joined, trusted_proxies);
+}
+
+namespace {
+
+// "/webhook/feishu" covers itself and "/webhook/feishu/..." but not
+// "/webhook/feishu2"; a rule ending in '/' covers everything below it.
+bool path_covers(std::string_view rule, std::string_view path) {
+  if (!path.starts_with(rule)) return false;
+  return path.size() == rule.size() || rule.back() == '/' || path[rule.size()] == '/';
+}
+
+}  // namespace
+
+// Answers 403 or 429 and returns true when the request's client may not
+// have it.
+bool HttpServer::Impl::refuse_by_access(HttpExchange *ex) {
+  const HttpRequest &req = ex->request;
+  const std::string_view client = req.remote_addr();
+  bool allowed = allow_from.empty() || allow_from.contains(client);
+  if (allowed) {
+    for (const RouteRule &rule : route_access) {
+      if (!path_covers(rule.path, req.path())) continue;
+      allowed = rule.allow.contains(client);
+      break;
+    }
+  }
+  if (!allowed) {
+    count_refused("address");
+    spdlog::debug("listener '{}': 403 for {} {} from {}: address not allowed", config.name,
+                  req.method(), req.path(), client);
+    respond(ex, 403, kJsonType, http_error_body(403));
+    return true;
+  }
+  if (const uint64_t wait_ms = request_buckets.take(client, uv_now(loop)); wait_ms != 0) {
+    count_refused("request_rate");
+    const std::string retry = std::to_string((wait_ms + 999) / 1000);
+    const HttpHeader headers[] = {kJsonType[0], {"Retry-After", retry}};
+    respond(ex, 429, headers, http_error_body(429));
+    return true;
+  }
+  return false;
+}
+
+void HttpServer::Impl::count_refused(std::string_view reason) {
+  if (metrics == nullptr) return;
+  auto it = refused_counters.find(reason);
+  if (it == refused_counters.end()) {
+    const std::string labels =
+        "listener=\"" + config.name + "\",reason=\"" + std::string(reason) + "\"";
+    it = refused_counters
+             .emplace(std::string(reason),
+                      metrics->counter("chatgate_http_refused_total", labels,
+                                       "Connections and requests refused by the listener's "
+                                       "access policy (address, connections_per_ip, "
+                                       "request_rate)"))
+             .first;
+  }
+  if (it->second != nullptr) *it->second += 1;
 }
 
 // --- Listener ----------------------------------------------------------------
@@ -288,6 +415,7 @@ const HttpServer::Impl::Route *HttpServer::Impl::find_route(std::string_view met
 
 void HttpServer::Impl::dispatch(HttpExchange *ex) {
   ++in_flight;
+  if (refuse_by_access(ex)) return;
   const HttpRequest &req = ex->request;
   ex->cors_origin = allowed_origin(req);
   if (!config.cors.allowed_origins.empty() && req.method() == "OPTIONS" &&

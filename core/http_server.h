@@ -14,6 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "token_bucket.h"
+
 namespace cg {
 
 class Metrics;
@@ -37,12 +39,32 @@ struct CorsPolicy {
   bool operator==(const CorsPolicy &) const = default;
 };
 
+// An allow list for the paths that start with `path` (the longest match
+// applies), on top of the listener's own.
+struct RouteAccess {
+  std::string path;
+  std::vector<std::string> allow_from;  // CIDR blocks, checked by the config loader
+  bool operator==(const RouteAccess &) const = default;
+};
+
+// Who may talk to a listener (docs/security.md). Addresses are the client's:
+// the peer, or from X-Forwarded-For when the peer is a trusted proxy.
+struct AccessPolicy {
+  std::vector<std::string> allow_from;       // empty: every address
+  std::vector<std::string> trusted_proxies;  // whose X-Forwarded-For is believed
+  std::vector<RouteAccess> routes;
+  size_t max_connections_per_ip = 0;  // by peer address; 0: no cap
+  RateLimit requests_per_ip;          // by client address; 0: no limit
+  bool operator==(const AccessPolicy &) const = default;
+};
+
 struct HttpListenerConfig {
   std::string name = "api";  // for log lines: "listener 'api'"
   std::string address = "127.0.0.1";
   int port = 8080;
   HttpLimits limits;
   CorsPolicy cors;
+  AccessPolicy access;
   bool operator==(const HttpListenerConfig &) const = default;
 };
 
@@ -58,7 +80,11 @@ class HttpRequest {
   std::string_view path() const { return path_; }    // before '?'
   std::string_view query() const { return query_; }  // after '?', or empty
   std::string_view body() const { return body_; }
+  // The client's address: the peer's, or the one X-Forwarded-For names
+  // when the peer is a trusted proxy (AccessPolicy::trusted_proxies).
   std::string_view remote_addr() const { return remote_addr_; }
+  // The TCP peer's address (a proxy's, behind one).
+  std::string_view peer_addr() const { return peer_addr_; }
   // First header with this name (case-insensitive), or empty.
   std::string_view header(std::string_view name) const;
   std::span<const HttpHeader> headers() const { return header_views_; }
@@ -66,7 +92,7 @@ class HttpRequest {
  private:
   friend class HttpConnection;
   friend struct HttpRequestBuilder;  // for unit tests that build requests without a socket
-  std::string method_, path_, query_, body_, remote_addr_;
+  std::string method_, path_, query_, body_, remote_addr_, peer_addr_;
   std::string header_bytes_;  // names and values packed; header_views_ point into it
   std::vector<HttpHeader> header_views_;
   std::vector<std::pair<size_t, size_t>> header_offsets_;  // name/value offsets while parsing

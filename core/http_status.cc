@@ -123,6 +123,8 @@ std::string_view http_error_body(int status) {
       return R"({"error":"request timeout"})";
     case 413:
       return R"({"error":"request body too large"})";
+    case 429:
+      return R"({"error":"too many requests"})";
     case 431:
       return R"({"error":"request header fields too large"})";
     case 500:
