@@ -23,7 +23,12 @@ class Channel {
   virtual uint32_t capabilities() const = 0;  // CG_CHANNEL_CAP_*
   // As cg_channel_ops_t.send: 0 then done exactly once, or an error and no done.
   virtual int send(const cg_reply_t &reply, cg_done_cb done, void *arg) = 0;
-  // The router will not answer `msg`; `reason` is a short token ("duplicate").
+  // True when every message must be answered (a client waits on each: the
+  // HTTP chat API), so a message the router will not answer goes to
+  // on_dropped rather than being dropped quietly.
+  virtual bool answers_every_message() const { return false; }
+  // The router will not answer `msg`; `reason` is a short token ("duplicate",
+  // "rate_limited").
   virtual void on_dropped(const InboundMessage &msg, std::string_view reason) {
     (void)msg;
     (void)reason;

@@ -199,9 +199,11 @@ int ChatApi::send(const cg_reply_t &reply, cg_done_cb done, void *arg) {
 void ChatApi::on_dropped(const InboundMessage &msg, std::string_view reason) {
   Waiting w;
   if (!take(msg.reply_token, &w)) return;
-  const int status = reason == "duplicate" ? 409 : 503;
-  const std::string_view text =
-      reason == "duplicate" ? "duplicate messageId: this message was already answered" : reason;
+  const bool duplicate = reason == "duplicate", limited = reason == "rate_limited";
+  const int status = duplicate ? 409 : limited ? 429 : 503;
+  const std::string_view text = duplicate ? "duplicate messageId: this message was already answered"
+                                : limited ? "too many messages; slow down and try again in a moment"
+                                          : reason;
   if (w.begun) {
     std::string event = "data: {\"error\":";
     json_append_string(event, text);

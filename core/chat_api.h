@@ -34,6 +34,7 @@ class ChatApi final : public Channel {
 
   std::string_view name() const override { return name_; }
   uint32_t capabilities() const override { return 0; }
+  bool answers_every_message() const override { return true; }
   int send(const cg_reply_t &reply, cg_done_cb done, void *arg) override;
   void on_dropped(const InboundMessage &msg, std::string_view reason) override;
 

@@ -456,7 +456,58 @@ void read_plugins(const Loader &l, const Entry &e, Config &out) {
 // Where router.model / router.cache were written, for the cross-check.
 struct RouterLines {
   int section = 0, model = 0, cache = 0;
+  std::vector<std::pair<std::string, int>> rate_limit_channels;  // name, line
 };
+
+void read_channel_limits(const Loader &l, const Entry &e, ChannelRateLimits &out) {
+  l.read_mapping(
+      e.value, e.path, e.line,
+      {
+          {"perSender", [&](const Entry &v) { read_rate_limit(l, v, out.per_sender); }},
+          {"perConversation", [&](const Entry &v) { read_rate_limit(l, v, out.per_conversation); }},
+      });
+}
+
+void read_rate_limits(const Loader &l, const Entry &e, RouterRateLimits &out,
+                      std::vector<std::pair<std::string, int>> &channel_lines) {
+  Entry channels;
+  l.read_mapping(
+      e.value, e.path, e.line,
+      {
+          {"perSender", [&](const Entry &v) { read_rate_limit(l, v, out.defaults.per_sender); }},
+          {"perConversation",
+           [&](const Entry &v) { read_rate_limit(l, v, out.defaults.per_conversation); }},
+          {"noticeIntervalSeconds",
+           [&](const Entry &v) { out.notice_interval_seconds = l.read_int(v, 1, kInt64Max); }},
+          {"channels",
+           [&](const Entry &v) {
+             if (!v.value.IsMap()) {
+               l.fail(v.path, v.line,
+                      std::string("expected a mapping of channel instance "
+                                  "names, got ") +
+                          node_kind(v.value));
+             }
+             channels = v;
+           }},
+      });
+  // After the defaults, whichever order the keys came in: a channel's
+  // entry overrides only what it names.
+  if (!channels.value.IsDefined()) return;
+  for (const auto &kv : channels.value) {
+    const std::string name = kv.first.Scalar();
+    const int line = config_line(kv.first);
+    for (const auto &[seen, seen_line] : channel_lines) {
+      if (seen == name) {
+        l.fail(channels.path + "." + name, line,
+               "duplicate key (first at line " + std::to_string(seen_line) + ")");
+      }
+    }
+    ChannelRateLimits limits = out.defaults;
+    read_channel_limits(l, Entry{kv.second, channels.path + "." + name, line}, limits);
+    out.channels.emplace_back(name, limits);
+    channel_lines.emplace_back(name, line);
+  }
+}
 
 void read_router(const Loader &l, const Entry &e, RouterConfig &out, RouterLines &lines) {
   l.read_mapping(
@@ -480,6 +531,12 @@ void read_router(const Loader &l, const Entry &e, RouterConfig &out, RouterLines
           {"dedupeTtlSeconds",
            [&](const Entry &v) { out.dedupe_ttl_seconds = l.read_int(v, 1, kInt64Max); }},
           {"maxQueue", [&](const Entry &v) { out.max_queue = l.read_int(v, 1, kUint32Max); }},
+          {"maxModelCalls",
+           [&](const Entry &v) { out.max_model_calls = l.read_int(v, 0, kUint32Max); }},
+          {"rateLimits",
+           [&](const Entry &v) {
+             read_rate_limits(l, v, out.rate_limits, lines.rate_limit_channels);
+           }},
       });
 }
 
@@ -506,6 +563,13 @@ void check_router_refs(const Loader &l, const Config &cfg, const RouterLines &li
   };
   check(cfg.router.model, "router.model", lines.model);
   check(cfg.router.cache, "router.cache", lines.cache);
+  // Rate limits name channels: a plugin instance, or the built-in api and web.
+  for (const auto &[name, line] : lines.rate_limit_channels) {
+    if (name == "api" || name == "web") continue;
+    if (std::find(names.begin(), names.end(), name) != names.end()) continue;
+    l.fail("router.rateLimits.channels." + name, line,
+           "no channel named " + quote(name) + " (api, web or a plugins.instances entry)");
+  }
 }
 
 void resolve_plugin_paths(Config &cfg) {

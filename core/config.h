@@ -51,6 +51,21 @@ struct PluginInstanceConfig {
   int line = 0;        // line of the instance entry, for errors
 };
 
+// Per-sender and per-conversation message rates (token buckets).
+struct ChannelRateLimits {
+  RateLimit per_sender;
+  RateLimit per_conversation;
+  bool operator==(const ChannelRateLimits &) const = default;
+};
+
+struct RouterRateLimits {
+  ChannelRateLimits defaults;  // for every channel without its own
+  // By channel instance name ("api", "web" or a plugin instance).
+  std::vector<std::pair<std::string, ChannelRateLimits>> channels;
+  uint64_t notice_interval_seconds = 60;  // a "slow down" reply at most this often per key
+  bool operator==(const RouterRateLimits &) const = default;
+};
+
 struct RouterConfig {
   std::string model;  // instance name of the model backend
   std::string cache;  // instance name of the cache
@@ -59,6 +74,8 @@ struct RouterConfig {
   uint64_t model_timeout_ms = 30000;
   uint64_t dedupe_ttl_seconds = 86400;
   uint32_t max_queue = 1024;
+  RouterRateLimits rate_limits;
+  uint32_t max_model_calls = 512;      // model calls in flight at once, all channels; 0: no cap
   int model_line = 0, cache_line = 0;  // where model and cache were written, for errors
 };
 

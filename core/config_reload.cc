@@ -83,6 +83,8 @@ ConfigReloadPlan config_reload_plan(const Config &running, const Config &fresh) 
   p.live("router.contextTtlSeconds", r.context_ttl_seconds, f.context_ttl_seconds);
   p.live("router.modelTimeoutMs", r.model_timeout_ms, f.model_timeout_ms);
   p.live("router.dedupeTtlSeconds", r.dedupe_ttl_seconds, f.dedupe_ttl_seconds);
+  p.live("router.rateLimits", r.rate_limits, f.rate_limits);
+  p.live("router.maxModelCalls", r.max_model_calls, f.max_model_calls);
   p.restart("httpClient", running.http_client, fresh.http_client);
   p.live("shutdown.deadlineMs", running.shutdown_deadline_ms, fresh.shutdown_deadline_ms);
   return plan;
@@ -108,6 +110,8 @@ void config_reload_apply(Config &running, const Config &fresh) {
   r.context_ttl_seconds = fresh.router.context_ttl_seconds;
   r.model_timeout_ms = fresh.router.model_timeout_ms;
   r.dedupe_ttl_seconds = fresh.router.dedupe_ttl_seconds;
+  r.rate_limits = fresh.router.rate_limits;
+  r.max_model_calls = fresh.router.max_model_calls;
   running.shutdown_deadline_ms = fresh.shutdown_deadline_ms;
 }
 

@@ -31,6 +31,9 @@ constexpr std::string_view kTimeoutText = "The model took too long to answer, pl
 constexpr std::string_view kFailedText =
     "Sorry, something went wrong while answering. Please try again.";
 constexpr std::string_view kShutdownText = "The bot is restarting, please send that again shortly.";
+constexpr std::string_view kSlowDownText =
+    "You are sending messages faster than I can answer. Please slow down and try again in a "
+    "moment.";
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() &&
@@ -154,6 +157,7 @@ struct Router::Job {
       drop_abandoned();
       return;
     }
+    if (router->rate_limited(*this)) return;
     // A message that waited behind its conversation's earlier ones for longer
     // than a model call may take is answered "busy" at once: a hung model
     // must not let one conversation's backlog hold the queue for hours.
@@ -232,6 +236,16 @@ struct Router::Job {
       reply(kShutdownText, CG_REPLY_ERROR);
       return;
     }
+    const uint32_t cap = router->config_.max_model_calls;
+    if (cap != 0 && router->model_calls_ >= cap) {
+      spdlog::warn(
+          "router: {} model calls in flight (router.maxModelCalls); conversation '{}' "
+          "on '{}' answered busy",
+          cap, msg.conversation_id, channel());
+      router->count("chatgate_model_calls_capped_total", channel(), "");
+      reply(kBusyText, CG_REPLY_ERROR);
+      return;
+    }
     req_turns.clear();
     req_turns.reserve(turns.size() * 2 + 1);
     for (const ContextTurn &t : turns) {
@@ -263,6 +277,8 @@ struct Router::Job {
       return;
     }
     model_running = true;
+    router->model_calls_++;
+    if (router->model_calls_gauge_ != nullptr) *router->model_calls_gauge_ = router->model_calls_;
     if (router->config_.model_timeout_ms > 0) {
       pending++;
       if (router->loop_.timer_start(router->config_.model_timeout_ms, 0, &Job::on_timeout, this,
@@ -298,6 +314,9 @@ struct Router::Job {
     auto *job = static_cast<Job *>(arg);
     job->pending--;
     job->model_running = false;
+    Router *router = job->router;
+    router->model_calls_--;
+    if (router->model_calls_gauge_ != nullptr) *router->model_calls_gauge_ = router->model_calls_;
     if (job->timer_id != 0 && job->router->loop_.timer_stop(job->timer_id) == 0) job->pending--;
     job->timer_id = 0;
     Router *r = job->router;
@@ -416,6 +435,67 @@ struct Router::Job {
   }
 };
 
+Router::ChannelLimiter &Router::limiter(std::string_view channel) {
+  auto it = limiters_.find(channel);
+  if (it != limiters_.end()) return it->second;
+  ChannelRateLimits limits = config_.rate_limits.defaults;
+  for (const auto &[name, own] : config_.rate_limits.channels) {
+    if (name == channel) limits = own;
+  }
+  return limiters_
+      .emplace(std::string(channel), ChannelLimiter{TokenBuckets(limits.per_sender),
+                                                    TokenBuckets(limits.per_conversation)})
+      .first->second;
+}
+
+bool Router::notice_due(const std::string &key) {
+  const uint64_t now = loop_.now_ms();
+  const uint64_t interval = config_.rate_limits.notice_interval_seconds * 1000;
+  if (notices_.size() > 4096) {
+    std::erase_if(notices_, [&](const auto &e) { return now - e.second >= interval; });
+  }
+  auto [it, fresh] = notices_.try_emplace(key, now);
+  if (fresh) return true;
+  if (now - it->second < interval) return false;
+  it->second = now;
+  return true;
+}
+
+// Sender first: one noisy user in a group should hit their own limit
+// before the whole conversation's.
+bool Router::rate_limited(Job &job) {
+  ChannelLimiter &l = limiter(job.channel());
+  const uint64_t now = loop_.now_ms();
+  const InboundMessage &m = job.msg;
+  std::string key;
+  if (!m.sender_id.empty() && l.sender.take(m.sender_id, now) != 0) {
+    key = fmt::format("{}\ns\n{}", job.channel(), m.sender_id);
+  } else if (!m.conversation_id.empty() && l.conversation.take(m.conversation_id, now) != 0) {
+    key = fmt::format("{}\nc\n{}", job.channel(), m.conversation_id);
+  } else {
+    return false;
+  }
+  count("chatgate_messages_dropped_total", job.channel(), "reason=\"rate_limited\"");
+  if (m.channel->answers_every_message()) {
+    m.channel->on_dropped(m, "rate_limited");
+    finish(&job);
+    return true;
+  }
+  if (!notice_due(key)) {
+    spdlog::debug("router: message on '{}' from '{}' over the rate limit; dropped", job.channel(),
+                  m.sender_id);
+    m.channel->on_dropped(m, "rate_limited");
+    finish(&job);
+    return true;
+  }
+  spdlog::info("router: sender '{}' on '{}' over the rate limit; told to slow down", m.sender_id,
+               job.channel());
+  job.replied = true;
+  job.send(kSlowDownText, CG_REPLY_FINAL | CG_REPLY_ERROR);
+  finish(&job);
+  return true;
+}
+
 void Router::track_conversations(bool keep_content) {
   recent_ = std::make_unique<RecentConversations>(keep_content);
 }
@@ -425,6 +505,11 @@ void Router::reconfigure(const RouterConfig &config, bool keep_content) {
   config_.context_ttl_seconds = config.context_ttl_seconds;
   config_.model_timeout_ms = config.model_timeout_ms;
   config_.dedupe_ttl_seconds = config.dedupe_ttl_seconds;
+  config_.max_model_calls = config.max_model_calls;
+  if (!(config_.rate_limits == config.rate_limits)) {
+    config_.rate_limits = config.rate_limits;
+    limiters_.clear();  // made again from the new limits, full
+  }
   if (recent_) recent_->set_keep_content(keep_content);
 }
 
@@ -467,6 +552,9 @@ Router::Router(Loop &loop, const RouterConfig &config, PluginInstance &model, Pl
                                  "Context loads that found the conversation's context");
   cache_misses_ = metrics_.counter("chatgate_cache_misses_total", "",
                                    "Context loads that found none (new or expired)");
+  model_calls_gauge_ =
+      metrics_.gauge("chatgate_model_calls_in_flight", "",
+                     "Model backend calls running (router.maxModelCalls caps them)");
 }
 
 // Jobs still here when the loop has stopped will get no more callbacks

@@ -23,6 +23,7 @@
 #include "config.h"
 #include "context_codec.h"
 #include "inbound_queue.h"
+#include "token_bucket.h"
 
 namespace cg {
 
@@ -105,6 +106,18 @@ class Router {
   // reads the context the previous one stored, so no turn is lost.
   using Lane = std::deque<Job *>;
 
+  // Token buckets of one channel: by sender and by conversation.
+  struct ChannelLimiter {
+    TokenBuckets sender;
+    TokenBuckets conversation;
+  };
+  ChannelLimiter &limiter(std::string_view channel);
+  // The message is over its channel's rate: true when the router dealt
+  // with it (a "slow down" notice or a quiet drop) and the job is done.
+  bool rate_limited(Job &job);
+  // Whether `key` may get a "slow down" notice now (one per interval).
+  bool notice_due(const std::string &key);
+
   void consume(InboundMessage &&msg);
   void finish(Job *job);
   ChannelSeries &series(std::string_view channel);
@@ -132,6 +145,10 @@ class Router {
   double *cache_misses_ = nullptr;  // none stored (a new conversation, or expired)
   // Reply tokens whose sender left before the router consumed the message.
   std::unordered_set<std::string, StringHash, std::equal_to<>> abandoned_tokens_;
+  std::unordered_map<std::string, ChannelLimiter, StringHash, std::equal_to<>> limiters_;
+  std::unordered_map<std::string, uint64_t> notices_;  // key -> when the last notice went
+  uint32_t model_calls_ = 0;                           // in flight, for router.maxModelCalls
+  double *model_calls_gauge_ = nullptr;
   uint64_t next_answer_id_ = 1;
   uint64_t cache_warned_ms_ = 0;
   bool cancelling_ = false;
