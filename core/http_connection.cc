@@ -35,11 +35,13 @@ HttpConnection::HttpConnection(HttpConnectionOwner &owner, uv_loop_t *loop, bool
     : owner_(owner), reject_(reject) {
   uv_tcp_init(loop, &tcp_);
   uv_timer_init(loop, &timer_);
+  uv_timer_init(loop, &send_timer_);
   tcp_.data = this;
   timer_.data = this;
+  send_timer_.data = this;
   write_req_.data = this;
   shutdown_req_.data = this;
-  open_handles_ = 2;
+  open_handles_ = 3;
   llhttp_init(&parser_, HTTP_REQUEST, &parser_settings());
   parser_.data = this;
 }
@@ -108,6 +110,7 @@ void HttpConnection::close() {
   reading_ = false;
   uv_close(reinterpret_cast<uv_handle_t *>(&tcp_), close_cb);
   uv_close(reinterpret_cast<uv_handle_t *>(&timer_), close_cb);
+  uv_close(reinterpret_cast<uv_handle_t *>(&send_timer_), close_cb);
   abort_pending();
 }
 
@@ -222,6 +225,13 @@ void HttpConnection::timer_cb(uv_timer_t *t) {
   }
 }
 
+void HttpConnection::send_timer_cb(uv_timer_t *t) {
+  auto *c = static_cast<HttpConnection *>(t->data);
+  spdlog::debug("listener '{}': {} read no answer bytes for {} ms; closed",
+                c->owner_.listener_name(), c->remote_addr_, c->owner_.limits().send_timeout_ms);
+  c->close();
+}
+
 // --- Reading ---------------------------------------------------------------
 
 void HttpConnection::start_reading() {
@@ -310,6 +320,9 @@ const llhttp_settings_t &HttpConnection::parser_settings() {
 
 bool HttpConnection::can_parse() const {
   if (life_ != Life::kOpen || no_more_requests_) return false;
+  // A client that sends requests but does not read the answers would
+  // otherwise make the answers pile up here without end.
+  if (wbuf_.size() + wbuf_inflight_.size() >= owner_.limits().max_buffered_bytes) return false;
   size_t cap = std::max<size_t>(1, owner_.limits().max_pipeline);
   return phase_ != Phase::kIdle || queue_.size() < cap;
 }

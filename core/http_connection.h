@@ -143,6 +143,7 @@ class HttpConnection {
   static void write_cb(uv_write_t *req, int status);
   static void shutdown_cb(uv_shutdown_t *req, int status);
   static void timer_cb(uv_timer_t *t);
+  static void send_timer_cb(uv_timer_t *t);
   static void close_cb(uv_handle_t *h);
 
   // Parsing.
@@ -177,6 +178,7 @@ class HttpConnection {
   HttpConnectionOwner &owner_;
   uv_tcp_t tcp_{};
   uv_timer_t timer_{};
+  uv_timer_t send_timer_{};  // runs while a write is in flight: a reader that stalls is closed
   uv_write_t write_req_{};
   uv_shutdown_t shutdown_req_{};
   llhttp_t parser_{};

@@ -18,6 +18,9 @@ namespace {
 // large upload or answer does not pin memory on an idle keep-alive connection.
 constexpr size_t kKeepCapacity = size_t{64} * 1024;
 constexpr size_t kMaxSpareExchanges = 4;
+// Answer bytes held for a stream beyond this many times max_buffered_bytes
+// close the connection.
+constexpr size_t kHardBufferFactor = 8;
 constexpr size_t kNoLength = HttpConnection::kNoLength;
 
 void clear_keep_small(std::string &s) {
@@ -191,6 +194,12 @@ void HttpConnection::stream_write(HttpExchange *ex, std::string_view data) {
   out.append(data);
   if (!ex->http10) out.append("\r\n");
   if (&out == &wbuf_) flush();
+  // A stream to a client that does not read cannot be paused (the model
+  // keeps writing): past the hard mark the client is dropped, from the
+  // timer rather than here, so no abort callback runs inside this call.
+  if (out.size() > kHardBufferFactor * owner_.limits().max_buffered_bytes) {
+    uv_timer_start(&send_timer_, send_timer_cb, 0, 0);
+  }
 }
 
 void HttpConnection::stream_end(HttpExchange *ex) {
@@ -241,6 +250,11 @@ void HttpConnection::flush() {
   if (writing_ || wbuf_.empty() || life_ == Life::kClosing || life_ == Life::kClosed) return;
   wbuf_inflight_.swap(wbuf_);
   wbuf_.clear();
+  // Restarted on every completed write: it measures a stall, not a
+  // slow but moving download.
+  if (const uint64_t ms = owner_.limits().send_timeout_ms; ms != 0) {
+    uv_timer_start(&send_timer_, send_timer_cb, ms, 0);
+  }
   uv_buf_t buf = uv_buf_init(wbuf_inflight_.data(), static_cast<unsigned>(wbuf_inflight_.size()));
   int rc = uv_write(&write_req_, reinterpret_cast<uv_stream_t *>(&tcp_), &buf, 1, write_cb);
   if (rc < 0) {
@@ -258,6 +272,8 @@ void HttpConnection::write_cb(uv_write_t *req, int status) {
     return;
   }
   clear_keep_small(c->wbuf_inflight_);
+  if (c->life_ != Life::kOpen && c->life_ != Life::kLingering) return;
+  uv_timer_stop(&c->send_timer_);
   if (c->life_ != Life::kOpen) return;
   c->flush();
   if (c->life_ != Life::kOpen) return;

@@ -28,6 +28,11 @@ struct HttpLimits {
   uint64_t idle_timeout_ms = 60000;  // keep-alive connection with nothing pending: closed
   size_t max_connections = 10000;    // beyond: 503 and close
   size_t max_pipeline = 16;          // requests queued on one connection before reads pause
+  uint64_t send_timeout_ms = 30000;  // a write that makes no progress this long: closed
+  // Answer bytes waiting for a slow reader: above the soft mark no more
+  // requests are read; above the hard mark (a stream to a client that does
+  // not read) the connection is closed.
+  size_t max_buffered_bytes = size_t{1024} * 1024;
   bool operator==(const HttpLimits &) const = default;
 };
 

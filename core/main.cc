@@ -6,6 +6,7 @@
 #include <chatgate/plugin.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <csignal>
@@ -141,6 +142,24 @@ int main(int argc, char **argv) {
   if (std::string e = cg::log_setup(config.logging); !e.empty()) {
     std::fprintf(stderr, "chatgate: %s (logging.file in %s)\n", e.c_str(), config.file.c_str());
     return 1;
+  }
+  // Every connection is a descriptor: take the whole hard limit (systemd's
+  // LimitNOFILE) rather than the soft 1024 a shell hands down, and say what
+  // it is, since listeners.*.maxConnections beyond it cannot be served.
+  if (rlimit lim{}; getrlimit(RLIMIT_NOFILE, &lim) == 0) {
+    if (lim.rlim_cur < lim.rlim_max) {
+      rlimit raised = lim;
+      raised.rlim_cur = lim.rlim_max;
+      if (setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
+    }
+    // The API listener's cap and room for the rest (admin, plugins, logs).
+    const auto want = static_cast<rlim_t>(config.api.limits.max_connections + 256);
+    if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < want) {
+      spdlog::warn(
+          "open file limit is {}, below the {} listeners.api.maxConnections needs; "
+          "raise LimitNOFILE (systemd) or ulimit -n",
+          static_cast<uint64_t>(lim.rlim_cur), static_cast<uint64_t>(want));
+    }
   }
   int rc = 0;
   {
