@@ -104,6 +104,13 @@ class Handler(BaseHTTPRequestHandler):
             code, _, retry_after = arg.partition(":")
             extra = {"Retry-After": retry_after} if retry_after else None
             message = "fake error %s" % code
+            if code == "leak":
+                # A sloppy server that quotes the whole key back, in the
+                # body and a header: chatgate must not pass it on.
+                key = self.headers.get("Authorization", "")
+                self.send_json(401, {"error": {"message": "bad key " + key, "type": "fake"}},
+                               {"X-Debug-Auth": key})
+                return
             if code == "401":
                 # As OpenAI does: the message quotes the key's ends.
                 key = self.headers.get("Authorization", "").replace("Bearer ", "")
