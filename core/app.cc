@@ -88,7 +88,14 @@ std::string app_check_config(const Config &config, size_t *instances) {
     services.metrics = &metrics;
     services.api = &api;
     std::vector<std::unique_ptr<PluginInstance>> plugins;
-    err = app_load_plugins(config, &services, &plugins);
+    for (const HttpListenerConfig *l : {&config.api, &config.admin_listener}) {
+      if (!l->tls.enabled() || (l == &config.admin_listener && !config.admin_enabled)) continue;
+      std::string e;
+      if (!tls_server_context(l->tls, &e) && err.empty()) {
+        err = fmt::format("{}: listeners.{}.tls: {}", config.file, l->name, e);
+      }
+    }
+    if (err.empty()) err = app_load_plugins(config, &services, &plugins);
     if (err.empty()) err = app_check_router(config, plugins);
     for (size_t i = 0; i < plugins.size() && err.empty(); i++) {
       std::string e;
@@ -147,11 +154,12 @@ int App::run(Config config) {
   int exit_code = start();
   if (exit_code == 0) {
     notify_->ready(fmt::format("api on {}:{}", config_.api.address, api_->port()));
-    spdlog::info("chatgate {} ready in {:.1f} ms: api on http://{}:{}{} ({} plugin instances)",
-                 CHATGATE_VERSION, static_cast<double>(uv_hrtime() - t0) / 1e6, config_.api.address,
-                 api_->port(),
-                 admin_ ? fmt::format(", admin on http://{}:{}", config_.admin_listener.address,
-                                      admin_->port())
+    auto scheme = [](const HttpListenerConfig &l) { return l.tls.enabled() ? "https" : "http"; };
+    spdlog::info("chatgate {} ready in {:.1f} ms: api on {}://{}:{}{} ({} plugin instances)",
+                 CHATGATE_VERSION, static_cast<double>(uv_hrtime() - t0) / 1e6, scheme(config_.api),
+                 config_.api.address, api_->port(),
+                 admin_ ? fmt::format(", admin on {}://{}:{}", scheme(config_.admin_listener),
+                                      config_.admin_listener.address, admin_->port())
                         : std::string(),
                  plugins_.size());
   } else {
@@ -234,6 +242,14 @@ int App::start() {
     std::string error;
     if (p->init(&error) != 0) {
       spdlog::error("{}", error);
+      return 1;
+    }
+  }
+
+  for (HttpServer *server : {api_.get(), admin_.get()}) {
+    if (server == nullptr) continue;
+    if (std::string e = server->load_tls(); !e.empty()) {
+      spdlog::error("{}: listeners.{}.tls: {}", config_.file, server->config().name, e);
       return 1;
     }
   }

@@ -113,6 +113,10 @@ void App::reload(ReloadDone done) {
 }
 
 void App::reload_finish(ReloadWork &work) {
+  // The certificate files are re-read on every reload, whatever the config
+  // file says: renewal tools send SIGHUP after writing them.
+  api_->reload_tls();
+  if (admin_) admin_->reload_tls();
   const Config &fresh = work.fresh;
   std::string refusal;
   if (work.error) {

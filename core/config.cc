@@ -308,6 +308,36 @@ void read_route_access(const Loader &l, const Entry &e, std::vector<RouteAccess>
   }
 }
 
+void read_tls(const Loader &l, const Entry &e, TlsServerConfig &out) {
+  bool cert = false, key = false;
+  l.read_mapping(e.value, e.path, e.line,
+                 {
+                     {"certFile",
+                      [&](const Entry &v) {
+                        out.cert_file = l.read_string(v);
+                        cert = !out.cert_file.empty();
+                      }},
+                     {"keyFile",
+                      [&](const Entry &v) {
+                        out.key_file = l.read_string(v);
+                        key = !out.key_file.empty();
+                      }},
+                     {"minVersion",
+                      [&](const Entry &v) {
+                        out.min_version = l.read_enum(v, {"1.2", "1.3"});
+                      }},
+                     {"ciphers", [&](const Entry &v) { out.ciphers = l.read_string(v); }},
+                     {"reloadCheckMs",
+                      [&](const Entry &v) { out.reload_check_ms = l.read_int(v, 0, 86400000); }},
+                 });
+  // Both or neither: an empty `certFile: ${TLS_CERT:-}` turns TLS off.
+  if (cert != key) {
+    l.fail(e.path + (cert ? ".keyFile" : ".certFile"), e.line,
+           std::string("required with ") + (cert ? "certFile" : "keyFile"));
+  }
+  if (!cert) out = TlsServerConfig{};
+}
+
 // listeners.api and listeners.admin take the same keys; `extra` adds the
 // admin's own (enabled).
 void read_http_listener(const Loader &l, const Entry &e, HttpListenerConfig &out,
@@ -332,6 +362,7 @@ void read_http_listener(const Loader &l, const Entry &e, HttpListenerConfig &out
       {"maxBufferedBytes",
        [&](const Entry &v) { lim.max_buffered_bytes = l.read_int(v, 4096, kInt64Max); }},
       {"cors", [&](const Entry &v) { read_cors(l, v, out.cors); }},
+      {"tls", [&](const Entry &v) { read_tls(l, v, out.tls); }},
       {"allowFrom", [&](const Entry &v) { out.access.allow_from = read_cidr_list(l, v); }},
       {"trustedProxies",
        [&](const Entry &v) { out.access.trusted_proxies = read_cidr_list(l, v); }},

@@ -96,7 +96,7 @@ struct Config {
   LoggingConfig logging;
   HttpListenerConfig api;  // listeners.api
   // listeners.admin: admin page and API, /metrics, probes.
-  HttpListenerConfig admin_listener{"admin", "127.0.0.1", 18789, {}, {}, {}};
+  HttpListenerConfig admin_listener{"admin", "127.0.0.1", 18789, {}, {}, {}, {}};
   bool admin_enabled = true;   // listeners.admin.enabled
   int admin_address_line = 0;  // where listeners.admin.address was written, for errors
   AdminConfig admin;

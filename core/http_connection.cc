@@ -67,14 +67,29 @@ int HttpConnection::start(uv_stream_t *listener) {
     }
     remote_addr_ = ip;
   }
+  const int status = reject_ ? 503 : owner_.admit(*this);
+  if (SSL_CTX *ctx = owner_.tls_context(); ctx != nullptr) {
+    // Before the handshake no HTTP answer can be sent: a refused TLS
+    // connection is closed at once.
+    if (status != 0) {
+      spdlog::debug("listener '{}': {} from {}: closed before the TLS handshake",
+                    owner_.listener_name(), status, remote_addr_);
+      close();
+      return 0;
+    }
+    tls_ = std::make_unique<TlsServerSession>(ctx);
+    if (!tls_->ok()) {
+      owner_.tls_failed(tls_->error());
+      close();
+      return 0;
+    }
+  }
   start_reading();
   if (life_ != Life::kOpen) return 0;
-  if (reject_) {
-    fail(503, "connection limit reached");
-    return 0;
-  }
-  if (const int status = owner_.admit(*this); status != 0) {
-    fail(status, status == 403 ? "address not allowed" : "too many connections from this address");
+  if (status != 0) {
+    fail(status, status == 403 ? "address not allowed"
+                 : reject_     ? "connection limit reached"
+                               : "too many connections from this address");
     return 0;
   }
   // Until its first byte a new connection gets the head timeout, when that
@@ -134,6 +149,11 @@ void HttpConnection::begin_linger() {
   }
   if (current_) recycle(std::move(current_));
   phase_ = Phase::kIdle;
+  if (tls_) {
+    // close_notify first, so the client can tell the end from a cut.
+    tls_->shutdown();
+    flush();
+  }
   int rc = uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t *>(&tcp_), shutdown_cb);
   if (rc < 0) {
     close();
@@ -271,6 +291,12 @@ void HttpConnection::read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     c->owner_.release_block(block);
     return;
   }
+  if (c->tls_) {
+    c->tls_->feed(std::string_view(block, static_cast<size_t>(nread)));
+    c->owner_.release_block(block);
+    c->pump_tls();
+    return;
+  }
   size_t len = static_cast<size_t>(nread);
   size_t used = c->parse(block, len);
   if (used < len && c->life_ == Life::kOpen && !c->no_more_requests_) {
@@ -296,7 +322,38 @@ void HttpConnection::resume_parsing() {
     owner_.release_block(leftover_block_);
     leftover_block_ = nullptr;
   }
+  if (tls_) {
+    // The session may hold decrypted bytes, or records not yet decrypted.
+    pump_tls();
+    if (life_ != Life::kOpen || leftover_block_ != nullptr) return;
+  }
   start_reading();
+}
+
+void HttpConnection::pump_tls() {
+  while (life_ == Life::kOpen && !no_more_requests_ && leftover_block_ == nullptr) {
+    char *plain = owner_.acquire_block();
+    const long n = tls_->read(plain, kReadBlockSize);
+    if (n <= 0) {
+      owner_.release_block(plain);
+      if (n == 0) break;
+      if (n == -1) owner_.tls_failed(tls_->error());
+      close();  // a TLS error, or the client's close_notify
+      return;
+    }
+    const auto len = static_cast<size_t>(n);
+    const size_t used = parse(plain, len);
+    if (used < len && life_ == Life::kOpen && !no_more_requests_) {
+      leftover_block_ = plain;
+      leftover_pos_ = used;
+      leftover_end_ = len;
+      stop_reading();
+      break;
+    }
+    owner_.release_block(plain);
+  }
+  // The handshake's own records, and answers made while parsing.
+  flush();
 }
 
 // --- Parsing ---------------------------------------------------------------

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "http_server.h"
+#include "tls_server.h"
 
 namespace cg {
 
@@ -71,6 +72,10 @@ class HttpConnectionOwner {
   virtual std::string client_address(const HttpRequest &req) const = 0;
   // The allowed Origin of a request to echo in CORS headers, or empty.
   virtual std::string_view allowed_origin(const HttpRequest &req) const = 0;
+  // The listener's TLS context for a new connection, or null for plain HTTP.
+  virtual SSL_CTX *tls_context() = 0;
+  // A TLS handshake or record failed (the connection is being closed).
+  virtual void tls_failed(std::string_view why) = 0;
   // Fixed-size read blocks (HttpConnection::kReadBlockSize bytes).
   virtual char *acquire_block() = 0;
   virtual void release_block(char *block) = 0;
@@ -152,6 +157,9 @@ class HttpConnection {
   void headers_done();
   void message_done();
   void resume_parsing();
+  // TLS: decrypts what the session holds and parses it, until it needs
+  // more ciphertext or the pipeline is full.
+  void pump_tls();
   void fail(int status, std::string_view why);
 
   // Answers and ordering.
@@ -182,6 +190,7 @@ class HttpConnection {
   uv_write_t write_req_{};
   uv_shutdown_t shutdown_req_{};
   llhttp_t parser_{};
+  std::unique_ptr<TlsServerSession> tls_;  // null on a plain HTTP listener
   std::string remote_addr_;
 
   std::unique_ptr<HttpExchange> current_;             // request being parsed

@@ -247,9 +247,25 @@ void HttpConnection::advance() {
 // One write in flight at a time; what accumulates meanwhile goes out in the
 // next one. The two buffers swap roles, so their capacity is reused.
 void HttpConnection::flush() {
-  if (writing_ || wbuf_.empty() || life_ == Life::kClosing || life_ == Life::kClosed) return;
-  wbuf_inflight_.swap(wbuf_);
-  wbuf_.clear();
+  if (writing_ || life_ == Life::kClosing || life_ == Life::kClosed) return;
+  if (tls_) {
+    // Plaintext waits in wbuf_ until the handshake is done; the session's
+    // records (handshake or data) go out as they come.
+    if (!wbuf_.empty() && tls_->established()) {
+      if (!tls_->write(wbuf_)) {
+        owner_.tls_failed(tls_->error());
+        close();
+        return;
+      }
+      wbuf_.clear();
+    }
+    tls_->take_output(&wbuf_inflight_);
+    if (wbuf_inflight_.empty()) return;
+  } else {
+    if (wbuf_.empty()) return;
+    wbuf_inflight_.swap(wbuf_);
+    wbuf_.clear();
+  }
   // Restarted on every completed write: it measures a stall, not a
   // slow but moving download.
   if (const uint64_t ms = owner_.limits().send_timeout_ms; ms != 0) {

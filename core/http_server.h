@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "tls_server.h"
 #include "token_bucket.h"
 
 namespace cg {
@@ -70,6 +71,7 @@ struct HttpListenerConfig {
   HttpLimits limits;
   CorsPolicy cors;
   AccessPolicy access;
+  TlsServerConfig tls;  // off unless certFile is set
   bool operator==(const HttpListenerConfig &) const = default;
 };
 
@@ -116,6 +118,14 @@ class HttpServer {
   HttpServer(const HttpServer &) = delete;
   HttpServer &operator=(const HttpServer &) = delete;
 
+  // With config().tls on: loads the certificate and key (disk reads; call
+  // before the loop runs, and before listen). Returns "" or the error.
+  std::string load_tls();
+  // Reads the certificate and key again on the thread pool and, when they
+  // load, serves new connections with them; open connections keep the
+  // ones they began with. A failure keeps the current ones (one error
+  // line). Also runs by itself when the files change (tls.reloadCheckMs).
+  void reload_tls();
   // Binds and listens. Returns 0 or a negative libuv error (UV_EADDRINUSE...).
   int listen();
   // The bound port (useful with port 0).
@@ -164,8 +174,10 @@ class HttpServer {
   // when answered.
   void close(std::function<void()> done);
 
- private:
+  // Opaque; public only so file-local helpers in http_server.cc can name it.
   struct Impl;
+
+ private:
   std::unique_ptr<Impl> impl_;
 };
 
