@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "chat_request.h"
 #include "json.h"
 #include "loop.h"
 #include "router.h"
@@ -11,16 +12,7 @@
 namespace cg {
 namespace {
 
-constexpr size_t kMaxIdBytes = 256;
 const HttpHeader kJson[] = {{"Content-Type", "application/json"}};
-
-// Reads an optional string member; false when present but not a string.
-// A null member counts as absent, as JSON encoders write unset fields so.
-bool optional_string(simdjson::dom::object obj, std::string_view key, std::string_view *out) {
-  simdjson::dom::element el;
-  if (obj[key].get(el) != simdjson::SUCCESS || el.is_null()) return true;  // absent
-  return el.get_string().get(*out) == simdjson::SUCCESS;
-}
 
 // A reply token back to the number handle_chat wrote into it.
 uint64_t token_id(std::string_view token) {
@@ -50,60 +42,21 @@ void ChatApi::answer_error(HttpExchange *ex, int status, std::string_view messag
 }
 
 void ChatApi::handle_chat(HttpExchange *ex, const HttpRequest &req) {
-  simdjson::dom::element doc;
-  if (const auto err = parser_.parse(req.body().data(), req.body().size()).get(doc);
-      err != simdjson::SUCCESS) {
-    answer_error(
-        ex, 400,
-        err == simdjson::UTF8_ERROR ? "body is not valid UTF-8" : "body is not valid JSON");
+  ChatRequest r;
+  if (std::string err = chat_request_parse(parser_, req.body(), &r); !err.empty()) {
+    answer_error(ex, 400, err);
     return;
   }
-  simdjson::dom::object obj;
-  if (doc.get_object().get(obj) != simdjson::SUCCESS) {
-    answer_error(ex, 400, "body must be a JSON object");
-    return;
-  }
-  std::string_view user_id, query, conversation_id, message_id;
-  if (!optional_string(obj, "userId", &user_id) || user_id.empty()) {
-    answer_error(ex, 400, "\"userId\" is required and must be a non-empty string");
-    return;
-  }
-  if (!optional_string(obj, "query", &query) || query.empty()) {
-    answer_error(ex, 400, "\"query\" is required and must be a non-empty string");
-    return;
-  }
-  if (!optional_string(obj, "conversationId", &conversation_id)) {
-    answer_error(ex, 400, "\"conversationId\" must be a string");
-    return;
-  }
-  if (!optional_string(obj, "messageId", &message_id)) {
-    answer_error(ex, 400, "\"messageId\" must be a string");
-    return;
-  }
-  if (user_id.size() > kMaxIdBytes || conversation_id.size() > kMaxIdBytes ||
-      message_id.size() > kMaxIdBytes) {
-    answer_error(ex, 400, "ids must be at most 256 bytes");
-    return;
-  }
-
-  bool stream = false;
-  simdjson::dom::element stream_el;
-  if (obj["stream"].get(stream_el) == simdjson::SUCCESS && !stream_el.is_null() &&
-      stream_el.get_bool().get(stream) != simdjson::SUCCESS) {
-    answer_error(ex, 400, "\"stream\" must be true or false");
-    return;
-  }
-
   InboundMessage msg;
   msg.channel = this;
   msg.conversation_type = CG_CONV_DIRECT;
   msg.mentioned = true;
-  msg.stream = stream;
-  msg.id = message_id;
-  msg.sender_id = user_id;
-  msg.sender_name = user_id;
-  msg.conversation_id = conversation_id.empty() ? user_id : conversation_id;
-  msg.text = query;
+  msg.stream = r.stream;
+  msg.id = r.message_id;
+  msg.sender_id = r.user_id;
+  msg.sender_name = r.user_id;
+  msg.conversation_id = r.conversation_id.empty() ? r.user_id : r.conversation_id;
+  msg.text = r.query;
   const uint64_t token = next_token_++;
   msg.reply_token = std::to_string(token);
   const int rc = router_.submit(std::move(msg));
@@ -118,7 +71,7 @@ void ChatApi::handle_chat(HttpExchange *ex, const HttpRequest &req) {
   // If the client leaves first, the exchange stays here until the router's
   // answer frees it (the server drops that answer); the router is told, so
   // it cancels the model call and stores no turn.
-  waiting_.emplace(token, Waiting{ex, stream, false, 0});
+  waiting_.emplace(token, Waiting{ex, r.stream, false, 0});
   server_.set_abort_callback(ex, [this, token] { router_.abandon(this, std::to_string(token)); });
 }
 

@@ -120,4 +120,22 @@ std::string robot_message_parse(std::string_view json, RobotMessage *out) {
   return {};
 }
 
+std::string stream_frame_parse(std::string_view text, StreamFrame *out) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  std::string_view type, topic, message_id, data;
+  if (parser.parse(text.data(), text.size()).get(doc) != simdjson::SUCCESS) return "not JSON";
+  if (doc["type"].get(type) != simdjson::SUCCESS) return "no type";
+  if (doc["headers"]["topic"].get(topic) != simdjson::SUCCESS) return "no headers.topic";
+  if (doc["headers"]["messageId"].get(message_id) != simdjson::SUCCESS) {
+    return "no headers.messageId";
+  }
+  if (doc["data"].get(data) != simdjson::SUCCESS) data = "";
+  out->type = type;
+  out->topic = topic;
+  out->message_id = message_id;
+  out->data = data;
+  return {};
+}
+
 }  // namespace dingtalk

@@ -48,4 +48,13 @@ struct RobotMessage {
 // "" or why the body is not a robot message.
 std::string robot_message_parse(std::string_view json, RobotMessage *out);
 
+// A Stream-mode frame: {"type", "headers": {"topic", "messageId"}, "data"}.
+// `data` is empty when absent.
+struct StreamFrame {
+  std::string type, topic, message_id, data;
+};
+
+// "" with *out filled, or why the text is not a Stream frame.
+std::string stream_frame_parse(std::string_view text, StreamFrame *out);
+
 }  // namespace dingtalk

@@ -49,17 +49,12 @@ std::string ack(std::string_view message_id, int code, const std::string &data) 
 }
 
 void on_frame(Dingtalk *d, std::string_view text) {
-  simdjson::dom::parser parser;
-  simdjson::dom::element doc;
-  std::string_view type, topic, message_id, data;
-  if (parser.parse(text.data(), text.size()).get(doc) != simdjson::SUCCESS ||
-      doc["type"].get(type) != simdjson::SUCCESS ||
-      doc["headers"]["topic"].get(topic) != simdjson::SUCCESS ||
-      doc["headers"]["messageId"].get(message_id) != simdjson::SUCCESS) {
-    d->log(CG_LOG_WARN, "a malformed Stream frame: dropped");
+  StreamFrame f;
+  if (std::string err = stream_frame_parse(text, &f); !err.empty()) {
+    d->log(CG_LOG_WARN, "a malformed Stream frame (" + err + "): dropped");
     return;
   }
-  if (doc["data"].get(data) != simdjson::SUCCESS) data = "";
+  const std::string_view type = f.type, topic = f.topic, message_id = f.message_id, data = f.data;
   const uint64_t ws_id = d->stream_state->ws_id;
   if (type == "SYSTEM") {
     if (topic == "ping") {

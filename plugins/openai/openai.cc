@@ -13,6 +13,7 @@
 // THREAD: every entry point runs on the host's loop thread.
 #include <chatgate/chatgate.h>
 #include <simdjson.h>
+#include "openai_sse.h"
 
 #include <algorithm>
 #include <cctype>
@@ -63,7 +64,7 @@ struct Call {
   int32_t status = 0;
   bool streamed = false;  // a delta went to the router: no retry after that
   bool done_seen = false;
-  std::string sse;     // unparsed SSE bytes
+  cg::openai::SseLines sse;  // unparsed SSE bytes
   std::string answer;  // text so far
   std::string error_body;
 };
@@ -233,26 +234,14 @@ std::string describe_http_error(Openai *o, int32_t status, std::string_view body
 
 // One `data:` payload of the stream.
 void on_event(Call *c, std::string_view data) {
-  Openai *o = c->o;
-  if (data == "[DONE]") {
-    c->done_seen = true;
-    return;
-  }
-  simdjson::dom::element doc;
-  if (o->parser.parse(data.data(), data.size()).get(doc) != simdjson::SUCCESS) return;
-  std::string_view piece;
-  simdjson::dom::array choices;
-  if (doc["choices"].get_array().get(choices) != simdjson::SUCCESS) return;
-  for (simdjson::dom::element choice : choices) {
-    if (choice["delta"]["content"].get_string().get(piece) != simdjson::SUCCESS || piece.empty()) {
-      continue;
-    }
+  const cg::openai::SseDelta d = cg::openai::sse_delta_parse(c->o->parser, data, [c](std::string_view piece) {
     c->answer.append(piece);
     if (c->want_deltas) {
       c->streamed = true;
       c->sink.on_delta(c->sink.arg, cs(piece));
     }
-  }
+  });
+  if (d.done) c->done_seen = true;
 }
 
 int on_data(void *arg, int32_t status, cg_str_t chunk) {
@@ -262,18 +251,7 @@ int on_data(void *arg, int32_t status, cg_str_t chunk) {
     if (c->error_body.size() < 4096) c->error_body.append(sv(chunk));
     return 0;
   }
-  c->sse.append(sv(chunk));
-  size_t start = 0;
-  for (size_t nl; (nl = c->sse.find('\n', start)) != std::string::npos; start = nl + 1) {
-    std::string_view line(c->sse.data() + start, nl - start);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.starts_with("data:")) {
-      line.remove_prefix(5);
-      if (!line.empty() && line.front() == ' ') line.remove_prefix(1);
-      on_event(c, line);
-    }
-  }
-  c->sse.erase(0, start);
+  c->sse.feed(sv(chunk), [c](std::string_view data) { on_event(c, data); });
   return 0;
 }
 

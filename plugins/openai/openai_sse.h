@@ -1,0 +1,39 @@
+// The streamed answer of an OpenAI-compatible service: server-sent events
+// split into `data:` payloads, and each payload's content deltas. Apart
+// from the plugin so it can be tested and fuzzed on its own.
+//
+// THREAD: not thread-safe.
+#pragma once
+
+#include <simdjson.h>
+
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace cg::openai {
+
+// Collects bytes as they arrive and hands out each complete `data:` line
+// (a trailing CR and the one optional space after the colon removed).
+// Other fields (event:, id:, comments) are skipped: the chat completions
+// stream uses data lines only.
+class SseLines {
+ public:
+  void feed(std::string_view chunk, const std::function<void(std::string_view)> &on_data);
+  void clear() { buf_.clear(); }
+  size_t buffered() const { return buf_.size(); }
+
+ private:
+  std::string buf_;
+};
+
+// One payload: "[DONE]" ends the stream; otherwise the text pieces of
+// choices[].delta.content, in order. A payload that is no JSON, or has no
+// choices, gives nothing (some services send keep-alive payloads).
+struct SseDelta {
+  bool done = false;
+};
+SseDelta sse_delta_parse(simdjson::dom::parser &parser, std::string_view data,
+                         const std::function<void(std::string_view)> &on_piece);
+
+}  // namespace cg::openai
