@@ -18,8 +18,7 @@ bool optional_string(simdjson::dom::object obj, std::string_view key, std::strin
 std::string chat_request_parse(simdjson::dom::parser &parser, std::string_view body,
                                ChatRequest *out) {
   simdjson::dom::element doc;
-  if (const auto err = parser.parse(body.data(), body.size()).get(doc);
-      err != simdjson::SUCCESS) {
+  if (const auto err = parser.parse(body.data(), body.size()).get(doc); err != simdjson::SUCCESS) {
     return err == simdjson::UTF8_ERROR ? "body is not valid UTF-8" : "body is not valid JSON";
   }
   simdjson::dom::object obj;

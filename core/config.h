@@ -117,6 +117,12 @@ std::string config_default_plugin_dir();
 // for an unset variable without default or an unterminated reference.
 std::optional<std::string> config_expand_env(std::string_view text, std::string *error);
 
+// Checks that `yaml` is well-formed YAML with libyaml before yaml-cpp
+// reads it: yaml-cpp 0.7 loops without end on some malformed text. Every
+// YAML::Load of text from outside (the config file, a plugin's declared
+// defaults) goes through it. The error has no key; `file` names the source.
+std::optional<ConfigError> config_yaml_check(std::string_view yaml, const std::string &file);
+
 // Parses and validates the core sections of a YAML document. `file` names it
 // in errors. Returns the error, or std::nullopt with *out filled.
 std::optional<ConfigError> config_load_string(std::string_view yaml, std::string_view file,

@@ -18,6 +18,7 @@ libsimdjson-dev
 libssl-dev
 libcurl4-openssl-dev
 libyaml-cpp-dev
+libyaml-dev
 libspdlog-dev
 libfmt-dev
 catch2
@@ -45,8 +46,14 @@ python3-cryptography
 python3-yaml
 lintian
 "
+# make fuzz (--fuzz): clang with libFuzzer and the sanitizer runtimes.
+FUZZ_PACKAGES="
+clang
+libclang-rt-14-dev
+"
 WITH_TESTS=0
 [ "${1:-}" = "--test" ] && WITH_TESTS=1 && PACKAGES="$PACKAGES $TEST_PACKAGES"
+[ "${1:-}" = "--fuzz" ] && PACKAGES="$PACKAGES $FUZZ_PACKAGES"
 
 missing=""
 for p in $PACKAGES; do

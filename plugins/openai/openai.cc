@@ -13,7 +13,6 @@
 // THREAD: every entry point runs on the host's loop thread.
 #include <chatgate/chatgate.h>
 #include <simdjson.h>
-#include "openai_sse.h"
 
 #include <algorithm>
 #include <cctype>
@@ -29,6 +28,8 @@
 #include <string_view>
 #include <unordered_map>
 #include <vector>
+
+#include "openai_sse.h"
 
 namespace {
 
@@ -65,7 +66,7 @@ struct Call {
   bool streamed = false;  // a delta went to the router: no retry after that
   bool done_seen = false;
   cg::openai::SseLines sse;  // unparsed SSE bytes
-  std::string answer;  // text so far
+  std::string answer;        // text so far
   std::string error_body;
 };
 
@@ -170,7 +171,6 @@ void breaker_result(Openai *o, Call *c, bool ok) {
 
 // ---- finishing -------------------------------------------------------------
 
-
 void pump(Openai *o) {
   while (o->active < o->max_concurrent && !o->waiting.empty()) {
     Call *next = o->waiting.front();
@@ -234,13 +234,14 @@ std::string describe_http_error(Openai *o, int32_t status, std::string_view body
 
 // One `data:` payload of the stream.
 void on_event(Call *c, std::string_view data) {
-  const cg::openai::SseDelta d = cg::openai::sse_delta_parse(c->o->parser, data, [c](std::string_view piece) {
-    c->answer.append(piece);
-    if (c->want_deltas) {
-      c->streamed = true;
-      c->sink.on_delta(c->sink.arg, cs(piece));
-    }
-  });
+  const cg::openai::SseDelta d =
+      cg::openai::sse_delta_parse(c->o->parser, data, [c](std::string_view piece) {
+        c->answer.append(piece);
+        if (c->want_deltas) {
+          c->streamed = true;
+          c->sink.on_delta(c->sink.arg, cs(piece));
+        }
+      });
   if (d.done) c->done_seen = true;
 }
 
@@ -642,8 +643,7 @@ const cg_config_field_t kFields[] = {
     {sizeof(cg_config_field_t), CG_CFG_BOOL, 0, "stream", "true",
      "ask for server-sent events (partial answers reach streaming channels)", nullptr, 0, 0},
     {sizeof(cg_config_field_t), CG_CFG_STRING_LIST, CG_CFG_SECRET, "headers", nullptr,
-     "extra request headers, each \"Name: value\" (secret: values may carry keys)", nullptr, 0,
-     0},
+     "extra request headers, each \"Name: value\" (secret: values may carry keys)", nullptr, 0, 0},
     {sizeof(cg_config_field_t), CG_CFG_INT, 0, "breakerThreshold", "5",
      "consecutive failed calls that open the circuit breaker; 0: never", nullptr, 0, 1000},
     {sizeof(cg_config_field_t), CG_CFG_INT, 0, "breakerCooldownMs", "30000",

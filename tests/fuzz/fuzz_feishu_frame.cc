@@ -19,6 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   (void)std::strtol(sum.c_str(), nullptr, 10);
   (void)std::strtol(seq.c_str(), nullptr, 10);
   feishu::Event ev;
-  if (feishu::event_parse(frame.payload(), &ev).empty()) (void)feishu::message_content(ev, "ou_bot");
+  if (feishu::event_parse(frame.payload(), &ev).empty())
+    (void)feishu::message_content(ev, "ou_bot");
   return 0;
 }

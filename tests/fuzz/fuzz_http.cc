@@ -57,9 +57,8 @@ World &world() {
       s->stream_write(ex, req.query());
       s->stream_end(ex);
     });
-    s->add_route("GET", "/private", true, [s](HttpExchange *ex, const HttpRequest &) {
-      s->respond(ex, 204, {}, {});
-    });
+    s->add_route("GET", "/private", true,
+                 [s](HttpExchange *ex, const HttpRequest &) { s->respond(ex, 204, {}, {}); });
     if (s->listen() != 0) std::abort();
     w->port = s->port();
     return w;

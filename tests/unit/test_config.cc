@@ -762,3 +762,22 @@ TEST_CASE("plugin config: help text", "[config][schema]") {
         "  prefix (string, default \"\")\n");
   CHECK(cg::plugin_config_help({}).empty());
 }
+
+// Found by tests/fuzz/fuzz_config: yaml-cpp 0.7 never returns on these (a
+// ',' where a document's root node starts). libyaml's check answers first.
+TEST_CASE("config: documents that hang yaml-cpp are refused with a line", "[config]") {
+  for (const char *text : {", a\n", "# comment\n, pa9999\n", "- a\n, b\n", "\"a\"\n, b\n",
+                           "&x , a\n", "!!str , a\n", "a: 1\n---\n, b\n", "\xef\xbb\xbf, a\n"}) {
+    INFO(text);
+    cg::Config cfg;
+    const auto err = cg::config_load_string(text, "hang.yaml", &cfg);
+    REQUIRE(err);
+    CHECK(err->message.find("invalid YAML") == 0);
+    CHECK(err->line >= 1);
+  }
+  cg::Config cfg;
+  const auto err = cg::config_load_string("a: 1\nb: \x01\n", "ctl.yaml", &cfg);
+  REQUIRE(err);
+  CHECK(err->line == 2);
+  CHECK(err->message.find("control characters") != std::string::npos);
+}

@@ -62,7 +62,9 @@ typedef struct cg_http_request_s {
   cg_str_t query;       /* after '?', or empty */
   const cg_http_header_t *headers; /* header_count entries */
   cg_str_t body;
-  cg_str_t remote_addr; /* "127.0.0.1" or "::1" */
+  cg_str_t remote_addr; /* the client: "192.0.2.7" or "2001:db8::7"; behind a
+                           listener's trustedProxies, the address their
+                           X-Forwarded-For names (docs/security.md) */
 } cg_http_request_t;
 
 /* Called for each request on a registered route. The plugin must
