@@ -10,16 +10,6 @@
 namespace cg {
 namespace {
 
-// The oldest OpenSSL error on this thread's queue as text, or `fallback`.
-std::string ssl_error_text(std::string_view fallback) {
-  const unsigned long e = ERR_get_error();
-  ERR_clear_error();
-  if (e == 0) return std::string(fallback);
-  std::array<char, 256> buf{};
-  ERR_error_string_n(e, buf.data(), buf.size());
-  return buf.data();
-}
-
 bool is_ip_literal(const std::string &host) {
   std::array<unsigned char, 16> addr{};
   return inet_pton(AF_INET, host.c_str(), addr.data()) == 1 ||
@@ -28,11 +18,42 @@ bool is_ip_literal(const std::string &host) {
 
 }  // namespace
 
+std::string tls_error_text(std::string_view fallback) {
+  const unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  if (e == 0) return std::string(fallback);
+  std::array<char, 256> buf{};
+  ERR_error_string_n(e, buf.data(), buf.size());
+  return buf.data();
+}
+
+SSL *tls_session_new(SSL_CTX *ctx, BIO **in, BIO **out, std::string *error) {
+  SSL *ssl = SSL_new(ctx);
+  if (ssl == nullptr) {
+    *error = "cannot create a TLS session: " + tls_error_text("out of memory");
+    return nullptr;
+  }
+  *in = BIO_new(BIO_s_mem());
+  *out = BIO_new(BIO_s_mem());
+  if (*in == nullptr || *out == nullptr) {
+    BIO_free(*in);
+    BIO_free(*out);
+    SSL_free(ssl);
+    *in = *out = nullptr;
+    *error = "cannot create TLS buffers";
+    return nullptr;
+  }
+  // An empty memory BIO reports "retry", not EOF, so a read waits for more.
+  BIO_set_mem_eof_return(*in, -1);
+  SSL_set_bio(ssl, *in, *out);
+  return ssl;
+}
+
 SslCtxPtr tls_client_context(const std::string &ca_file, std::string *error) {
   ERR_clear_error();
   SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
   if (!ctx) {
-    *error = "cannot create a TLS context: " + ssl_error_text("unknown error");
+    *error = "cannot create a TLS context: " + tls_error_text("unknown error");
     return nullptr;
   }
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
@@ -44,30 +65,15 @@ SslCtxPtr tls_client_context(const std::string &ca_file, std::string *error) {
   if (ok != 1) {
     *error = (ca_file.empty() ? std::string("cannot load the system CA store")
                               : "cannot load CA file " + ca_file) +
-             ": " + ssl_error_text("unknown error");
+             ": " + tls_error_text("unknown error");
     return nullptr;
   }
   return ctx;
 }
 
 TlsSession::TlsSession(SSL_CTX *ctx, std::string_view host, std::string_view alpn) {
-  ssl_ = SSL_new(ctx);
-  if (ssl_ == nullptr) {
-    error_ = "cannot create a TLS session: " + ssl_error_text("out of memory");
-    return;
-  }
-  in_ = BIO_new(BIO_s_mem());
-  out_ = BIO_new(BIO_s_mem());
-  if (in_ == nullptr || out_ == nullptr) {
-    BIO_free(in_);
-    BIO_free(out_);
-    in_ = out_ = nullptr;
-    error_ = "cannot create TLS buffers";
-    return;
-  }
-  // An empty memory BIO reports "retry", not EOF, so a read waits for more.
-  BIO_set_mem_eof_return(in_, -1);
-  SSL_set_bio(ssl_, in_, out_);
+  ssl_ = tls_session_new(ctx, &in_, &out_, &error_);
+  if (ssl_ == nullptr) return;
   SSL_set_connect_state(ssl_);
   const std::string name(host);
   if (is_ip_literal(name)) {
@@ -94,7 +100,7 @@ int TlsSession::fail(int ssl_ret, std::string_view what) {
     error_ =
         std::string(what) + ": certificate verify failed: " + X509_verify_cert_error_string(verify);
   } else if (code == SSL_ERROR_SYSCALL || code == SSL_ERROR_SSL) {
-    error_ = std::string(what) + ": " + ssl_error_text("connection broken");
+    error_ = std::string(what) + ": " + tls_error_text("connection broken");
   } else {
     ERR_clear_error();
     error_ = std::string(what) + ": TLS error " + std::to_string(code);

@@ -22,6 +22,14 @@ struct SslCtxFree {
 };
 using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxFree>;
 
+// The oldest OpenSSL error on this thread's queue as text (the queue is
+// cleared), or `fallback` when there is none. Shared by both sides.
+std::string tls_error_text(std::string_view fallback);
+
+// A new session on `ctx` with memory BIOs for both directions (owned by
+// the session; *in and *out point at them). Null with *error set.
+SSL *tls_session_new(SSL_CTX *ctx, BIO **in, BIO **out, std::string *error);
+
 // A client context: TLS 1.2 or newer, peers verified against `ca_file`, or
 // the system's CA store when it is empty. Null with *error set on failure.
 SslCtxPtr tls_client_context(const std::string &ca_file, std::string *error);

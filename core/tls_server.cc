@@ -12,15 +12,6 @@
 namespace cg {
 namespace {
 
-std::string ssl_error_text(std::string_view fallback) {
-  const unsigned long e = ERR_get_error();
-  ERR_clear_error();
-  if (e == 0) return std::string(fallback);
-  std::array<char, 256> buf{};
-  ERR_error_string_n(e, buf.data(), buf.size());
-  return buf.data();
-}
-
 // OpenSSL's own message for a missing file is "system library"; the
 // operator wants the errno text, so the file is opened first to get it.
 bool readable(const std::string &path, const char *key, std::string *error) {
@@ -64,7 +55,7 @@ SslCtxPtr tls_server_context(const TlsServerConfig &config, std::string *error) 
   }
   SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));
   if (!ctx) {
-    *error = "cannot create a TLS context: " + ssl_error_text("unknown error");
+    *error = "cannot create a TLS context: " + tls_error_text("unknown error");
     return nullptr;
   }
   SSL_CTX *c = ctx.get();
@@ -82,7 +73,7 @@ SslCtxPtr tls_server_context(const TlsServerConfig &config, std::string *error) 
   }
   if (SSL_CTX_use_certificate_chain_file(c, config.cert_file.c_str()) != 1) {
     *error = "certFile " + config.cert_file +
-             " holds no PEM certificate: " + ssl_error_text("unknown error");
+             " holds no PEM certificate: " + tls_error_text("unknown error");
     return nullptr;
   }
   // Read apart from installing it, so an unreadable key and a key of
@@ -95,7 +86,7 @@ SslCtxPtr tls_server_context(const TlsServerConfig &config, std::string *error) 
   if (pkey == nullptr) {
     *error = "keyFile " + config.key_file +
              " holds no usable PEM private key (an encrypted key is not supported): " +
-             ssl_error_text("unknown error");
+             tls_error_text("unknown error");
     return nullptr;
   }
   const int used = SSL_CTX_use_PrivateKey(c, pkey);
@@ -110,26 +101,8 @@ SslCtxPtr tls_server_context(const TlsServerConfig &config, std::string *error) 
 }
 
 TlsServerSession::TlsServerSession(SSL_CTX *ctx) {
-  ssl_ = SSL_new(ctx);
-  if (ssl_ == nullptr) {
-    error_ = "cannot create a TLS session: " + ssl_error_text("out of memory");
-    return;
-  }
-  in_ = BIO_new(BIO_s_mem());
-  out_ = BIO_new(BIO_s_mem());
-  if (in_ == nullptr || out_ == nullptr) {
-    BIO_free(in_);
-    BIO_free(out_);
-    SSL_free(ssl_);
-    ssl_ = nullptr;
-    in_ = out_ = nullptr;
-    error_ = "cannot create TLS buffers";
-    return;
-  }
-  // An empty memory BIO reports "retry", not EOF, so a read waits for more.
-  BIO_set_mem_eof_return(in_, -1);
-  SSL_set_bio(ssl_, in_, out_);
-  SSL_set_accept_state(ssl_);
+  ssl_ = tls_session_new(ctx, &in_, &out_, &error_);
+  if (ssl_ != nullptr) SSL_set_accept_state(ssl_);
 }
 
 TlsServerSession::~TlsServerSession() {
@@ -149,7 +122,7 @@ long TlsServerSession::read(char *out, size_t cap) {
   const int err = SSL_get_error(ssl_, n);
   if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return 0;
   if (err == SSL_ERROR_ZERO_RETURN) return -2;
-  error_ = ssl_error_text(err == SSL_ERROR_SYSCALL ? "connection broken" : "TLS error");
+  error_ = tls_error_text(err == SSL_ERROR_SYSCALL ? "connection broken" : "TLS error");
   return -1;
 }
 
@@ -160,7 +133,7 @@ bool TlsServerSession::write(std::string_view plain) {
     const int n =
         SSL_write(ssl_, plain.data(), static_cast<int>(std::min<size_t>(plain.size(), 1 << 30)));
     if (n <= 0) {
-      error_ = ssl_error_text("TLS write failed");
+      error_ = tls_error_text("TLS write failed");
       return false;
     }
     plain.remove_prefix(static_cast<size_t>(n));
