@@ -224,11 +224,12 @@ PluginConfigValue SchemaValidator::parse_default(const cg_config_field_t &f) con
   // instance, so errors name the instance's line.
   YAML::Node node(std::string(f.default_value));
   if (f.type == CG_CFG_STRING_LIST) {
-    if (config_yaml_check(f.default_value, "")) {
+    std::string text;
+    if (config_yaml_check(f.default_value, "", &text)) {
       fail(key, instance_line_, "the plugin's default is not a YAML list (a plugin bug)");
     }
     try {
-      node = YAML::Load(f.default_value);
+      node = YAML::Load(text);
     } catch (const YAML::Exception &) {
       fail(key, instance_line_, "the plugin's default is not a YAML list (a plugin bug)");
     }

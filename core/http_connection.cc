@@ -377,11 +377,13 @@ const llhttp_settings_t &HttpConnection::parser_settings() {
 
 bool HttpConnection::can_parse() const {
   if (life_ != Life::kOpen || no_more_requests_) return false;
+  // A request under way is read to its end (its size is bounded by the
+  // limits); pausing it would only let its timer run out.
+  if (phase_ != Phase::kIdle) return true;
   // A client that sends requests but does not read the answers would
   // otherwise make the answers pile up here without end.
   if (wbuf_.size() + wbuf_inflight_.size() >= owner_.limits().max_buffered_bytes) return false;
-  size_t cap = std::max<size_t>(1, owner_.limits().max_pipeline);
-  return phase_ != Phase::kIdle || queue_.size() < cap;
+  return queue_.size() < std::max<size_t>(1, owner_.limits().max_pipeline);
 }
 
 size_t HttpConnection::parse(const char *data, size_t len) {

@@ -451,7 +451,10 @@ Router::ChannelLimiter &Router::limiter(std::string_view channel) {
 bool Router::notice_due(const std::string &key) {
   const uint64_t now = loop_.now_ms();
   const uint64_t interval = config_.rate_limits.notice_interval_seconds * 1000;
-  if (notices_.size() > 4096) {
+  // Expired entries go at most once an interval, so a flood of senders
+  // costs one pass per interval, not one per message.
+  if (notices_.size() > 4096 && now - notices_swept_ms_ >= interval) {
+    notices_swept_ms_ = now;
     std::erase_if(notices_, [&](const auto &e) { return now - e.second >= interval; });
   }
   auto [it, fresh] = notices_.try_emplace(key, now);

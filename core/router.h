@@ -147,7 +147,8 @@ class Router {
   std::unordered_set<std::string, StringHash, std::equal_to<>> abandoned_tokens_;
   std::unordered_map<std::string, ChannelLimiter, StringHash, std::equal_to<>> limiters_;
   std::unordered_map<std::string, uint64_t> notices_;  // key -> when the last notice went
-  uint32_t model_calls_ = 0;                           // in flight, for router.maxModelCalls
+  uint64_t notices_swept_ms_ = 0;
+  uint32_t model_calls_ = 0;  // in flight, for router.maxModelCalls
   double *model_calls_gauge_ = nullptr;
   uint64_t next_answer_id_ = 1;
   uint64_t cache_warned_ms_ = 0;

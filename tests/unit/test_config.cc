@@ -775,9 +775,24 @@ TEST_CASE("config: documents that hang yaml-cpp are refused with a line", "[conf
     CHECK(err->message.find("invalid YAML") == 0);
     CHECK(err->line >= 1);
   }
+  // A lone CR ends a comment for libyaml but not for yaml-cpp: refused.
+  for (const char *text :
+       {"#  : \rpe9\n, 9\n", "a: 1\rb: 2\n", "a: \xc2\x85\n", "a: \xe2\x80\xa8\n"}) {
+    INFO(text);
+    cg::Config cfg;
+    const auto err = cg::config_load_string(text, "breaks.yaml", &cfg);
+    REQUIRE(err);
+    CHECK(err->line == 1);
+  }
   cg::Config cfg;
   const auto err = cg::config_load_string("a: 1\nb: \x01\n", "ctl.yaml", &cfg);
   REQUIRE(err);
   CHECK(err->line == 2);
   CHECK(err->message.find("control characters") != std::string::npos);
+  // CRLF files load, with the same lines.
+  cg::Config crlf;
+  const auto bad = cg::config_load_string("logging:\r\n  level: loud\r\n", "crlf.yaml", &crlf);
+  REQUIRE(bad);
+  CHECK(bad->line == 2);
+  CHECK(bad->key == "logging.level");
 }
