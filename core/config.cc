@@ -10,7 +10,6 @@
 #include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <yaml.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -780,94 +779,14 @@ std::string config_default_plugin_dir() {
   return CHATGATE_INSTALL_PLUGIN_DIR;
 }
 
-namespace {
-
-std::optional<ConfigError> yaml_normalize(std::string_view yaml, const std::string &file,
-                                          std::string *out) {
-  out->clear();
-  out->reserve(yaml.size());
-  int line = 1;
-  for (size_t i = 0; i < yaml.size(); ++i) {
-    const char c = yaml[i];
-    if (c == '\r') {
-      if (i + 1 < yaml.size() && yaml[i + 1] == '\n') continue;  // CRLF: the LF follows
-      return ConfigError{file, line, "",
-                         "a carriage return without a line feed; save the file with Unix (LF) "
-                         "or Windows (CRLF) line ends"};
-    }
-    // NEL, LINE SEPARATOR, PARAGRAPH SEPARATOR: line breaks to YAML 1.1,
-    // not to 1.2.
-    const bool nel = c == '\xc2' && i + 1 < yaml.size() && yaml[i + 1] == '\x85';
-    const bool ls_ps = c == '\xe2' && i + 2 < yaml.size() && yaml[i + 1] == '\x80' &&
-                       (yaml[i + 2] == '\xa8' || yaml[i + 2] == '\xa9');
-    if (nel || ls_ps) {
-      return ConfigError{file, line, "",
-                         "a Unicode line or paragraph separator (U+0085, U+2028, U+2029); YAML "
-                         "readers disagree on them, so write a plain line break or \\u escape"};
-    }
-    if (c == '\n') ++line;
-    out->push_back(c);
-  }
-  return std::nullopt;
-}
-
-// yaml-cpp 0.7 (Debian 12's) never returns on some malformed documents: a
-// ',' where a document's root node would start (", a", "- a\n, b") makes it
-// loop and allocate without end (found by tests/fuzz/fuzz_config). libyaml's
-// parser, a separate and widely fuzzed implementation, reads the text
-// first; only text it accepts reaches yaml-cpp.
-std::optional<ConfigError> yaml_libyaml_check(std::string_view yaml, const std::string &file) {
-  yaml_parser_t parser;
-  if (yaml_parser_initialize(&parser) == 0) {
-    return ConfigError{file, 0, "", "cannot start the YAML parser (out of memory)"};
-  }
-  yaml_parser_set_input_string(&parser, reinterpret_cast<const unsigned char *>(yaml.data()),
-                               yaml.size());
-  std::optional<ConfigError> err;
-  for (bool done = false; !done;) {
-    yaml_event_t event;
-    if (yaml_parser_parse(&parser, &event) == 0) {
-      // A reader error (bad encoding, control characters) has an offset,
-      // not a mark.
-      int line = static_cast<int>(parser.problem_mark.line) + 1;
-      size_t column = parser.problem_mark.column + 1;
-      if (parser.error == YAML_READER_ERROR) {
-        const std::string_view before =
-            yaml.substr(0, std::min(parser.problem_offset, yaml.size()));
-        line = 1 + static_cast<int>(std::count(before.begin(), before.end(), '\n'));
-        const size_t nl = before.rfind('\n');
-        column = before.size() - (nl == std::string_view::npos ? 0 : nl + 1) + 1;
-      }
-      std::string what = parser.problem != nullptr ? parser.problem : "malformed YAML";
-      if (parser.context != nullptr) what = std::string(parser.context) + ": " + what;
-      err = ConfigError{file, line, "",
-                        "invalid YAML: " + what + " (column " + std::to_string(column) + ")"};
-      break;
-    }
-    done = event.type == YAML_STREAM_END_EVENT;
-    yaml_event_delete(&event);
-  }
-  yaml_parser_delete(&parser);
-  return err;
-}
-
-}  // namespace
-
-std::optional<ConfigError> config_yaml_check(std::string_view yaml, const std::string &file,
-                                             std::string *normalized) {
-  if (auto err = yaml_normalize(yaml, file, normalized)) return err;
-  return yaml_libyaml_check(*normalized, file);
-}
-
 std::optional<ConfigError> config_load_string(std::string_view yaml, std::string_view file,
                                               Config *out) {
   Loader loader(file);
   Config cfg;
   cfg.file = std::string(file);
-  std::string text;
-  if (auto err = config_yaml_check(yaml, cfg.file, &text)) return err;
   try {
-    std::vector<YAML::Node> docs = YAML::LoadAll(text);
+    std::vector<YAML::Node> docs;
+    if (auto err = config_yaml_load(yaml, cfg.file, &docs)) return err;
     if (docs.size() > 1) {
       return ConfigError{cfg.file, config_line(docs[1]), "", "expected one YAML document"};
     }

@@ -117,16 +117,13 @@ std::string config_default_plugin_dir();
 // for an unset variable without default or an unterminated reference.
 std::optional<std::string> config_expand_env(std::string_view text, std::string *error);
 
-// Prepares text from outside (the config file, a plugin's declared list
-// defaults) for yaml-cpp, which loops without end on some malformed text
-// (0.7, Debian 12's). Line ends are made the same for every YAML reader
-// (CRLF becomes LF; a lone CR and the Unicode separators U+0085, U+2028,
-// U+2029, on which YAML 1.1 and 1.2 readers split lines differently, are
-// errors), then libyaml's parser must accept the text. *normalized gets
-// the text to hand to yaml-cpp. The error has no key; `file` names the
-// source.
-std::optional<ConfigError> config_yaml_check(std::string_view yaml, const std::string &file,
-                                             std::string *normalized);
+// Reads YAML text from outside (the config file, a plugin's declared list
+// defaults) into yaml-cpp nodes with their lines, without yaml-cpp's own
+// parser, which loops without end on some malformed text (config_yaml.cc
+// says how). CRLF reads as LF; a lone CR and U+0085/2028/2029 are errors.
+// The error names `file` and the line, no key. May throw YAML::Exception.
+std::optional<ConfigError> config_yaml_load(std::string_view yaml, const std::string &file,
+                                            std::vector<YAML::Node> *docs);
 
 // Parses and validates the core sections of a YAML document. `file` names it
 // in errors. Returns the error, or std::nullopt with *out filled.

@@ -224,12 +224,12 @@ PluginConfigValue SchemaValidator::parse_default(const cg_config_field_t &f) con
   // instance, so errors name the instance's line.
   YAML::Node node(std::string(f.default_value));
   if (f.type == CG_CFG_STRING_LIST) {
-    std::string text;
-    if (config_yaml_check(f.default_value, "", &text)) {
-      fail(key, instance_line_, "the plugin's default is not a YAML list (a plugin bug)");
-    }
     try {
-      node = YAML::Load(text);
+      std::vector<YAML::Node> docs;
+      if (config_yaml_load(f.default_value, "", &docs) || docs.size() != 1) {
+        fail(key, instance_line_, "the plugin's default is not a YAML list (a plugin bug)");
+      }
+      node = docs[0];
     } catch (const YAML::Exception &) {
       fail(key, instance_line_, "the plugin's default is not a YAML list (a plugin bug)");
     }

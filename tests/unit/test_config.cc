@@ -763,16 +763,17 @@ TEST_CASE("plugin config: help text", "[config][schema]") {
   CHECK(cg::plugin_config_help({}).empty());
 }
 
-// Found by tests/fuzz/fuzz_config: yaml-cpp 0.7 never returns on these (a
-// ',' where a document's root node starts). libyaml's check answers first.
-TEST_CASE("config: documents that hang yaml-cpp are refused with a line", "[config]") {
-  for (const char *text : {", a\n", "# comment\n, pa9999\n", "- a\n, b\n", "\"a\"\n, b\n",
-                           "&x , a\n", "!!str , a\n", "a: 1\n---\n, b\n", "\xef\xbb\xbf, a\n"}) {
+// Found by tests/fuzz/fuzz_config: yaml-cpp 0.7's parser never returns on
+// these; config_yaml.cc reads them with libyaml instead. A regression shows
+// as this test hanging (ctest's timeout).
+TEST_CASE("config: documents that hang yaml-cpp's parser come back with an error", "[config]") {
+  for (const char *text :
+       {", a\n", "# comment\n, pa9999\n", "- a\n, b\n", "\"a\"\n, b\n", "&x , a\n", "!!str , a\n",
+        "a: 1\n---\n, b\n", "\xef\xbb\xbf, a\n", "! 8\n? "}) {
     INFO(text);
     cg::Config cfg;
     const auto err = cg::config_load_string(text, "hang.yaml", &cfg);
-    REQUIRE(err);
-    CHECK(err->message.find("invalid YAML") == 0);
+    REQUIRE(err);  // an error, whichever: the point is that it comes back
     CHECK(err->line >= 1);
   }
   // A lone CR ends a comment for libyaml but not for yaml-cpp: refused.
