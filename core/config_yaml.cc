@@ -14,11 +14,11 @@
 #include <yaml.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <string>
 #include <vector>
 
 #include "config.h"
+#include "json.h"
 
 namespace cg {
 namespace {
@@ -75,28 +75,6 @@ bool is_null_plain(std::string_view v) {
   return v.empty() || v == "~" || v == "null" || v == "Null" || v == "NULL";
 }
 
-void append_quoted(std::string &out, std::string_view v) {
-  out += '"';
-  for (const char c : v) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (u < 0x20 || u == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", u);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  out += '"';
-}
-
 // Writes the canonical form of libyaml's events.
 class Canonical {
  public:
@@ -120,7 +98,9 @@ class Canonical {
         if (ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE && is_null_plain(v)) {
           out_ += '~';
         } else {
-          append_quoted(out_, v);
+          // JSON's string escapes are YAML's double-quoted ones; libyaml
+          // has checked the UTF-8 already.
+          json_append_string(out_, v);
         }
         end_node();
         return std::nullopt;
