@@ -477,8 +477,11 @@ void AdminApi::login(HttpServer &server, HttpExchange *ex, const HttpRequest &re
   Session &s = sessions_[id];
   s.csrf = random_hex(32);
   s.expires_ms = now + kSessionTtlMs;
+  // Secure once the admin listener serves TLS: the browser then never sends
+  // the session over plain HTTP.
   const std::string cookie = "cg_admin=" + id + "; Path=/; HttpOnly; SameSite=Strict; Max-Age=" +
-                             std::to_string(kSessionTtlMs / 1000);
+                             std::to_string(kSessionTtlMs / 1000) +
+                             (server.config().tls.enabled() ? "; Secure" : "");
   respond_json(server, ex, 200, "{\"csrf\":\"" + s.csrf + "\"}", {"Set-Cookie", cookie});
 }
 

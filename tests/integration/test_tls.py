@@ -226,6 +226,29 @@ class TlsTest(unittest.TestCase):
                                 result="failed"), 1)
 
 
+    def test_admin_listener_over_tls_sets_a_secure_session_cookie(self):
+        self.port, self.admin = free_port(), free_port()
+        text = make_config(self.port).replace(
+            "  admin:\n    address: 127.0.0.1\n",
+            "  admin:\n    address: 127.0.0.1\n    tls: {certFile: %s, keyFile: %s}\n"
+            % (self.cert, self.key), 1)
+        text = re.sub(r"(  admin:\n    address: 127.0.0.1\n    tls: .*\n    port: )\d+",
+                      r"\g<1>%d" % self.admin, text)
+        text = "admin:\n  token: tls-admin-token-123456\n" + text
+        with Chatgate(text) as cg:
+            self.assertIn("admin on https://127.0.0.1:%d" % self.admin, cg.log())
+            conn = http.client.HTTPSConnection("127.0.0.1", self.admin, timeout=10,
+                                               context=client_context(self.ca))
+            conn.request("POST", "/admin/api/login", json.dumps({"token": "tls-admin-token-123456"}),
+                         {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+            self.assertEqual(resp.status, 200)
+            self.assertIn("; Secure", resp.getheader("Set-Cookie"))
+            conn.close()
+            self.assertEqual(https(self.admin, self.ca, path="/readyz")[0], 200)
+
+
 class TlsConfigErrorTest(unittest.TestCase):
     def run_with(self, cert, key, extra="", check=False):
         port = free_port()
