@@ -255,7 +255,6 @@ int HttpServer::Impl::admit(HttpConnection &conn) {
   if (cap == 0) return 0;
   uint32_t &n = connections_per_ip[peer];
   if (n >= cap) {
-    if (n == 0) connections_per_ip.erase(peer);
     count_refused("connections_per_ip");
     return 503;
   }
