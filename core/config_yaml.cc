@@ -112,17 +112,14 @@ class Canonical {
         end_node();
         return std::nullopt;
       case YAML_SEQUENCE_START_EVENT:
+      case YAML_MAPPING_START_EVENT: {
+        const bool map = ev.type == YAML_MAPPING_START_EVENT;
         if (auto err = begin_node(line, true)) return err;
-        anchor(ev.data.sequence_start.anchor);
-        out_ += '[';
-        stack_.push_back({false, 0});
+        anchor(map ? ev.data.mapping_start.anchor : ev.data.sequence_start.anchor);
+        out_ += map ? '{' : '[';
+        stack_.push_back({map, 0});
         return std::nullopt;
-      case YAML_MAPPING_START_EVENT:
-        if (auto err = begin_node(line, true)) return err;
-        anchor(ev.data.mapping_start.anchor);
-        out_ += '{';
-        stack_.push_back({true, 0});
-        return std::nullopt;
+      }
       case YAML_SEQUENCE_END_EVENT:
       case YAML_MAPPING_END_EVENT:
         out_ += ev.type == YAML_SEQUENCE_END_EVENT ? ']' : '}';

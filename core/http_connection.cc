@@ -535,7 +535,7 @@ void HttpConnection::headers_done() {
         {std::string_view(r.header_bytes_).substr(name_off, name_len), value});
   }
 
-  r.remote_addr_ = owner_.client_address(r);
+  if (std::string client; owner_.client_address(r, &client)) r.remote_addr_ = std::move(client);
   ex.keep_alive = llhttp_should_keep_alive(&parser_) != 0 && parser_.upgrade == 0;
   ex.http10 = parser_.http_major < 1 || (parser_.http_major == 1 && parser_.http_minor == 0);
   ex.head = parser_.method == HTTP_HEAD;

@@ -67,9 +67,10 @@ class HttpConnectionOwner {
   // connections from it). An admitted connection may be counted by the
   // owner (conn.counted), to be uncounted in connection_closed.
   virtual int admit(HttpConnection &conn) = 0;
-  // The client's address for a request whose head is complete (the peer's,
-  // or X-Forwarded-For's behind a trusted proxy).
-  virtual std::string client_address(const HttpRequest &req) const = 0;
+  // The client's address for a request whose head is complete, when it is
+  // not the peer's (X-Forwarded-For from a trusted proxy): true with *out
+  // set. False leaves the peer's address, and costs no string.
+  virtual bool client_address(const HttpRequest &req, std::string *out) const = 0;
   // The allowed Origin of a request to echo in CORS headers, or empty.
   virtual std::string_view allowed_origin(const HttpRequest &req) const = 0;
   // The listener's TLS context for a new connection, or null for plain HTTP.

@@ -75,7 +75,7 @@ struct HttpServer::Impl final : HttpConnectionOwner {
   int admit(HttpConnection &conn) override;
   SSL_CTX *tls_context() override { return tls_ctx.get(); }
   void tls_failed(std::string_view why) override;
-  std::string client_address(const HttpRequest &req) const override;
+  bool client_address(const HttpRequest &req, std::string *out) const override;
   char *acquire_block() override;
   void release_block(char *block) override;
   void connection_closed(HttpConnection *conn) override;
@@ -263,9 +263,9 @@ int HttpServer::Impl::admit(HttpConnection &conn) {
   return 0;
 }
 
-std::string HttpServer::Impl::client_address(const HttpRequest &req) const {
+bool HttpServer::Impl::client_address(const HttpRequest &req, std::string *out) const {
   const std::string_view peer = req.peer_addr();
-  if (trusted_proxies.empty() || !trusted_proxies.contains(peer)) return std::string(peer);
+  if (trusted_proxies.empty() || !trusted_proxies.contains(peer)) return false;
   // Every X-Forwarded-For header, in order, as one list (RFC 9110 5.3).
   std::string joined;
   for (const HttpHeader &h : req.headers()) {
@@ -273,7 +273,8 @@ std::string HttpServer::Impl::client_address(const HttpRequest &req) const {
     if (!joined.empty()) joined += ',';
     joined.append(h.value);
   }
-  return ip_client_address(peer, joined, trusted_proxies);
+  *out = ip_client_address(peer, joined, trusted_proxies);
+  return true;
 }
 
 namespace {

@@ -18,16 +18,6 @@ double burst_of(const RateLimit &l) {
 
 TokenBuckets::TokenBuckets(RateLimit limit) : limit_(limit), burst_(burst_of(limit)) {}
 
-void TokenBuckets::reconfigure(RateLimit limit) {
-  limit_ = limit;
-  burst_ = burst_of(limit);
-  if (!enabled()) {
-    buckets_.clear();
-    return;
-  }
-  for (auto &[key, b] : buckets_) b.tokens = std::min(b.tokens, burst_);
-}
-
 uint64_t TokenBuckets::take(std::string_view key, uint64_t now_ms) {
   if (!enabled()) return 0;
   if (now_ms >= next_sweep_ms_) sweep(now_ms);

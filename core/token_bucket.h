@@ -21,9 +21,6 @@ class TokenBuckets {
  public:
   explicit TokenBuckets(RateLimit limit = {});
   bool enabled() const { return limit_.per_second > 0; }
-  const RateLimit &limit() const { return limit_; }
-  // New rates for every key; tokens held are capped at the new burst.
-  void reconfigure(RateLimit limit);
   // Takes a token for `key` at `now_ms`: 0 when admitted, else the
   // milliseconds until one is there (a Retry-After). Disabled: always 0.
   uint64_t take(std::string_view key, uint64_t now_ms);

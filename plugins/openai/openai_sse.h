@@ -21,7 +21,6 @@ class SseLines {
  public:
   void feed(std::string_view chunk, const std::function<void(std::string_view)> &on_data);
   void clear() { buf_.clear(); }
-  size_t buffered() const { return buf_.size(); }
 
  private:
   std::string buf_;

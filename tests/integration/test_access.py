@@ -10,7 +10,6 @@ import socket
 import subprocess
 import tempfile
 import os
-import time
 import unittest
 
 from harness import BIN, Chatgate, free_port, get, make_config, wait_until

@@ -4,7 +4,6 @@ on a plugin channel (the SDK's http_bridge example, answering to a callback
 server started here), 429 on the HTTP chat API, per-channel overrides, the
 global cap on model calls in flight, and a live change by reload."""
 import http.server
-import json
 import os
 import re
 import signal

@@ -6,14 +6,13 @@ that cannot be reached, a refused reload), and then scans the log at debug
 level, every admin API answer and /metrics for the values."""
 import http.client
 import json
-import os
 import signal
 import socket
 import unittest
 import urllib.request
 
 from channel_support import FakeOpenAI
-from harness import Chatgate, FIXTURE_DIR, free_port, gateway_config, get, post_json, wait_until
+from harness import Chatgate, FIXTURE_DIR, free_port, gateway_config, post_json, wait_until
 from test_redis import RedisServer
 
 SECRETS = {

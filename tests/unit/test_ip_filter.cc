@@ -94,7 +94,7 @@ TEST_CASE("TokenBuckets admit a burst, then the rate", "[rate]") {
   CHECK(b.take("a", t) != 0);
 }
 
-TEST_CASE("TokenBuckets: disabled admits all, default burst, reconfigure, sweep", "[rate]") {
+TEST_CASE("TokenBuckets: disabled admits all, default burst, sweep", "[rate]") {
   TokenBuckets off;
   for (int i = 0; i < 100; i++) CHECK(off.take("x", 0) == 0);
   CHECK(off.tracked() == 0);
@@ -106,9 +106,6 @@ TEST_CASE("TokenBuckets: disabled admits all, default burst, reconfigure, sweep"
   TokenBuckets b(RateLimit{1, 10});
   for (int i = 0; i < 10; i++) CHECK(b.take("x", 0) == 0);
   CHECK(b.take("x", 0) != 0);
-  b.reconfigure(RateLimit{100, 1});
-  CHECK(b.take("x", 10) == 0);
-  CHECK(b.take("x", 10) != 0);
 
   TokenBuckets many(RateLimit{1, 1});
   for (int i = 0; i < 5000; i++) many.take("k" + std::to_string(i), 0);
