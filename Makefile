@@ -71,7 +71,7 @@ format:
 
 # clang-tidy with the root .clang-tidy over the core and the plugins.
 tidy: build
-	clang-tidy -p $(BUILD_DIR) --quiet $$(git ls-files 'core/*.cc' 'plugins/*.cc' 'plugins/*.c')
+	clang-tidy -p $(BUILD_DIR) --quiet $$(git ls-files 'core/*/*.cc' 'plugins/*.cc' 'plugins/*.c')
 
 clean:
 	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(DEB_DIR) $(FUZZ_DIR)

@@ -2,7 +2,7 @@
 #include <cstdint>
 #include <string>
 
-#include "chat_request.h"
+#include "router/chat_request.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static simdjson::dom::parser parser;

@@ -3,7 +3,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "config.h"
+#include "config/config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const bool env = [] {

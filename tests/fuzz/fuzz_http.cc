@@ -9,7 +9,7 @@
 #include <memory>
 #include <string>
 
-#include "http_server.h"
+#include "net/http_server.h"
 
 namespace {
 

@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <string>
 
-#include "ws_frame.h"
+#include "net/ws_frame.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size == 0) return 0;

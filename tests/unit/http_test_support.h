@@ -24,7 +24,7 @@
 #include <thread>
 #include <vector>
 
-#include "http_server.h"
+#include "net/http_server.h"
 
 namespace cg::http_test {
 

@@ -1,6 +1,6 @@
 #include <catch2/catch.hpp>
 
-#include "admin_history.h"
+#include "admin/admin_history.h"
 
 using cg::Histogram;
 using cg::histogram_quantile;

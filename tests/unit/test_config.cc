@@ -1,4 +1,4 @@
-// Unit tests for core/config.cc and core/config_schema.cc: the embedded
+// Unit tests for core/config/config.cc and core/config/config_schema.cc: the embedded
 // default config, ${VAR} expansion, core validation errors (file, line, key
 // path, message), and plugin schema validation and help.
 #include <unistd.h>
@@ -11,8 +11,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "config.h"
-#include "config_schema.h"
+#include "config/config.h"
+#include "config/config_schema.h"
 
 using cg::Config;
 using cg::ConfigError;
@@ -100,7 +100,7 @@ TEST_CASE("config: the embedded default file parses", "[config]") {
   REQUIRE(cfg.plugins.size() == 2);
   CHECK(cfg.plugins[0].name == "echo");
   CHECK(cfg.plugins[0].path == cfg.plugin_dir + "/echo.so");
-  CHECK(cfg.plugins[1].section["maxBytes"].Scalar() == "67108864");
+  CHECK(cg::config_plugin_section(cfg.plugins[1])["maxBytes"].Scalar() == "67108864");
   CHECK(cfg.router.model == "echo");
   CHECK(cfg.router.cache == "memory");
   CHECK(cfg.shutdown_deadline_ms == 10000);
@@ -274,8 +274,8 @@ TEST_CASE("config: plugin instances", "[config]") {
   CHECK(cfg.plugins[0].path == "/p/a.so");
   CHECK(cfg.plugins[0].line == 4);
   CHECK(cfg.plugins[1].path == "./x/b.so");
-  CHECK(cfg.plugins[1].section["key"].Scalar() == "${CG_T_NOT_EXPANDED_HERE}");
-  CHECK(cg::config_line(cfg.plugins[1].section["key"]) == 9);
+  CHECK(cg::config_plugin_section(cfg.plugins[1])["key"].Scalar() == "${CG_T_NOT_EXPANDED_HERE}");
+  CHECK(cg::config_line(cg::config_plugin_section(cfg.plugins[1])["key"]) == 9);
 }
 
 TEST_CASE("config: router must name configured instances", "[config]") {
@@ -584,8 +584,8 @@ TEST_CASE("plugin config: a required key of an instance without config names its
   auto validate_instance = [&](size_t i) {
     cg::PluginConfig pc;
     const std::string prefix = "plugins.instances[" + std::to_string(i) + "].config";
-    auto e = cg::plugin_config_validate(cfg.plugins[i].section, schema, cfg.file, prefix, &pc,
-                                        cfg.plugins[i].line);
+    auto e = cg::plugin_config_validate(cg::config_plugin_section(cfg.plugins[i]), schema, cfg.file,
+                                        prefix, &pc, cfg.plugins[i].line);
     REQUIRE(e);
     return *e;
   };

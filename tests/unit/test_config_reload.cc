@@ -1,11 +1,11 @@
-// Unit tests for core/config_reload.cc: which changed keys a reload applies
+// Unit tests for core/config/config_reload.cc: which changed keys a reload applies
 // and which wait for a restart, and the one refusal.
 #include <catch2/catch.hpp>
 #include <string>
 #include <vector>
 
-#include "config.h"
-#include "config_reload.h"
+#include "config/config.h"
+#include "config/config_reload.h"
 
 namespace {
 

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "context_codec.h"
+#include "router/context_codec.h"
 
 using cg::ContextCodec;
 using cg::ContextTurn;

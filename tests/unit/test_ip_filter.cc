@@ -1,7 +1,7 @@
 #include <catch2/catch.hpp>
 
-#include "ip_filter.h"
-#include "token_bucket.h"
+#include "net/ip_filter.h"
+#include "net/token_bucket.h"
 
 using namespace cg;
 

@@ -1,7 +1,8 @@
-#include <catch2/catch.hpp>
 #include <simdjson.h>
 
-#include "json.h"
+#include <catch2/catch.hpp>
+
+#include "base/json.h"
 
 using cg::json_quote;
 
@@ -16,11 +17,14 @@ TEST_CASE("json_quote escapes quotes, backslashes and control characters", "[jso
 
 TEST_CASE("json_quote keeps valid UTF-8 and replaces invalid bytes", "[json]") {
   CHECK(json_quote("你好 👋") == "\"你好 👋\"");
-  CHECK(json_quote("\xC3\xA9") == "\"\xC3\xA9\"");                 // é
-  CHECK(json_quote("a\xFF" "b") == "\"a\xEF\xBF\xBD" "b\"");       // stray byte
-  CHECK(json_quote("\xC0\xAF") == "\"\xEF\xBF\xBD\xEF\xBF\xBD\"");  // overlong '/'
+  CHECK(json_quote("\xC3\xA9") == "\"\xC3\xA9\"");  // é
+  CHECK(json_quote("a\xFF"
+                   "b") ==
+        "\"a\xEF\xBF\xBD"
+        "b\"");                                                                     // stray byte
+  CHECK(json_quote("\xC0\xAF") == "\"\xEF\xBF\xBD\xEF\xBF\xBD\"");                  // overlong '/'
   CHECK(json_quote("\xED\xA0\x80") == "\"\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\"");  // surrogate
-  CHECK(json_quote("\xE4\xBD") == "\"\xEF\xBF\xBD\xEF\xBF\xBD\"");  // truncated
+  CHECK(json_quote("\xE4\xBD") == "\"\xEF\xBF\xBD\xEF\xBF\xBD\"");                  // truncated
 }
 
 TEST_CASE("json_quote output round-trips through simdjson", "[json]") {

@@ -1,4 +1,4 @@
-// Unit tests for core/log.cc: level filtering, the rotating file, errors
+// Unit tests for core/base/log.cc: level filtering, the rotating file, errors
 // copied to stderr when logging to a file, open errors, and log_shutdown
 // writing out everything queued on the async logger.
 //
@@ -17,7 +17,7 @@
 #include <sstream>
 #include <string>
 
-#include "log.h"
+#include "base/log.h"
 
 namespace fs = std::filesystem;
 

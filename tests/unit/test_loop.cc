@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "loop.h"
+#include "base/loop.h"
 
 using cg::Loop;
 

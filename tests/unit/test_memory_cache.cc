@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "plugin_loader.h"
+#include "host/plugin_loader.h"
 
 namespace {
 

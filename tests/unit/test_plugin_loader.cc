@@ -2,7 +2,7 @@
 #include <catch2/catch.hpp>
 #include <string>
 
-#include "plugin_loader.h"
+#include "host/plugin_loader.h"
 
 // The host's own version, as the refusal lines print it.
 static const std::string kHostAbi =

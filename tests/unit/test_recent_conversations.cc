@@ -1,9 +1,9 @@
-#include <catch2/catch.hpp>
 #include <simdjson.h>
 
+#include <catch2/catch.hpp>
 #include <string>
 
-#include "recent_conversations.h"
+#include "router/recent_conversations.h"
 
 using cg::RecentConversations;
 

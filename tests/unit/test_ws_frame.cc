@@ -1,11 +1,10 @@
-#include <catch2/catch.hpp>
-
 #include <array>
+#include <catch2/catch.hpp>
 #include <string>
 #include <vector>
 
-#include "ws_client.h"
-#include "ws_frame.h"
+#include "net/ws_client.h"
+#include "net/ws_frame.h"
 
 using cg::WsEvent;
 using cg::WsReader;
@@ -25,7 +24,8 @@ std::string server_frame(uint8_t first, std::string_view payload) {
     f.push_back(static_cast<char>(n & 0xFF));
   } else {
     f.push_back(127);
-    for (int shift = 56; shift >= 0; shift -= 8) f.push_back(static_cast<char>((n >> shift) & 0xFF));
+    for (int shift = 56; shift >= 0; shift -= 8)
+      f.push_back(static_cast<char>((n >> shift) & 0xFF));
   }
   f.append(payload);
   return f;
@@ -101,7 +101,11 @@ TEST_CASE("WsReader joins fragments, passes control frames between them", "[ws]"
 TEST_CASE("WsReader reads close codes and reasons", "[ws]") {
   WsReader r(1024);
   std::vector<Seen> seen;
-  REQUIRE(feed_all(r, server_frame(0x88, std::string("\x0f\xa1" "bye", 5)), &seen) == 0);
+  REQUIRE(feed_all(r,
+                   server_frame(0x88, std::string("\x0f\xa1"
+                                                  "bye",
+                                                  5)),
+                   &seen) == 0);
   REQUIRE(seen.size() == 1);
   CHECK(seen[0].code == 4001);
   CHECK(seen[0].payload == "bye");
@@ -134,8 +138,8 @@ TEST_CASE("WsReader refuses protocol breaches with the right close code", "[ws]"
       {"bad UTF-8 across fragments", server_frame(0x01, "\xe2\x82") + server_frame(0x80, "x"),
        cg::kWsInvalidData},
       {"too big", server_frame(0x82, std::string(2000, 'b')), cg::kWsTooBig},
-      {"too big in fragments", server_frame(0x02, std::string(600, 'b')) +
-                                   server_frame(0x80, std::string(600, 'b')),
+      {"too big in fragments",
+       server_frame(0x02, std::string(600, 'b')) + server_frame(0x80, std::string(600, 'b')),
        cg::kWsTooBig},
   };
   for (const Case &c : cases) {
@@ -181,7 +185,8 @@ TEST_CASE("ws_close_payload and ws_close_code_valid", "[ws]") {
 TEST_CASE("backoff_delay_ms doubles up to the cap with up to half jitter", "[ws]") {
   for (uint32_t attempt = 0; attempt < 40; ++attempt) {
     uint64_t full = 100;
-    for (uint32_t i = 0; i < attempt && full < 30000; ++i) full = std::min<uint64_t>(full * 2, 30000);
+    for (uint32_t i = 0; i < attempt && full < 30000; ++i)
+      full = std::min<uint64_t>(full * 2, 30000);
     uint64_t lo = full, hi = 0;
     for (int i = 0; i < 200; ++i) {
       const uint64_t d = cg::backoff_delay_ms(attempt, 100, 30000);

@@ -1,0 +1,108 @@
+// The chatgate process: loads plugins, opens the listeners, runs the loop,
+// and shuts down in order on SIGTERM/SIGINT.
+//
+// THREAD: not thread-safe; owns the loop thread (the caller's).
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config_types.h"
+
+namespace cg {
+
+class ChatApi;
+class HttpClient;
+class AdminApi;
+class WsClient;
+class HttpServer;
+class Loop;
+class Metrics;
+class PluginChannel;
+class PluginInstance;
+class Router;
+class ServiceNotify;
+struct HostServices;
+
+// Loads every configured plugin and validates its config section against
+// the plugin's schema, without calling init. Used by --check-config and by
+// App::run. Returns "" or the first error line.
+std::string app_load_plugins(const Config &config, HostServices *services,
+                             std::vector<std::unique_ptr<PluginInstance>> *out);
+
+// Checks that router.model and router.cache name instances of the right
+// kind. Returns "" or the error line.
+std::string app_check_router(const Config &config,
+                             const std::vector<std::unique_ptr<PluginInstance>> &plugins);
+
+// What --check-config does: loads every plugin, validates its config
+// section, checks the router's instances, then runs each plugin's init (which
+// validates config and does no I/O) and destroys it again. Opens no port.
+// Returns "" or the first error line; *instances gets the instance count.
+std::string app_check_config(const Config &config, size_t *instances);
+
+class App {
+ public:
+  App();
+  ~App();
+  App(const App &) = delete;
+  App &operator=(const App &) = delete;
+
+  // Runs until a stop signal; returns the process exit code (0 after a
+  // clean shutdown, 1 when start-up fails).
+  int run(Config config);
+
+  // Re-reads the config file (on the thread pool) and applies what can
+  // change in a running process (config_reload.h); the rest is logged as
+  // needing a restart. A config with any error changes nothing. done(status,
+  // json) follows on the loop thread, never inside the call: 200
+  // {"reloaded":true,"applied":[...],"restartRequired":[...]}, 400 with the
+  // config error, 409 (no config file, or a reload already running) or 503
+  // (shutting down). SIGHUP and POST /admin/api/reload come here.
+  using ReloadDone = std::function<void(int status, std::string json)>;
+  void reload(ReloadDone done);
+
+ private:
+  struct ReloadWork;
+  void reload_finish(ReloadWork &work);
+  int start();
+  void begin_shutdown(const char *why);
+  void drain_tick();
+  void stop_plugins(size_t index);
+  void close_listeners();  // api, then admin, then the plugins stop
+  // The order plugins start in: caches, then model backends, then channels
+  // (each in config order), so a channel's start can use the cache and no
+  // message arrives before the backend runs. They stop in reverse.
+  std::vector<PluginInstance *> start_order() const;
+  void close_everything();
+  PluginInstance *instance(const std::string &name);
+
+  Config config_;
+  uv_loop_t uv_loop_{};
+  std::unique_ptr<Loop> loop_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<HostServices> services_;
+  std::vector<std::unique_ptr<PluginInstance>> plugins_;
+  std::vector<std::unique_ptr<PluginChannel>> channels_;
+  std::unique_ptr<HttpServer> api_;
+  std::unique_ptr<HttpServer> admin_;  // null when listeners.admin.enabled is false
+  std::unique_ptr<HttpClient> http_;
+  std::unique_ptr<WsClient> ws_;
+  std::unique_ptr<Router> router_;
+  std::unique_ptr<ChatApi> chat_api_;
+  std::unique_ptr<AdminApi> admin_api_;
+  std::unique_ptr<ServiceNotify> notify_;
+  uv_signal_t sigterm_{}, sigint_{}, sighup_{};
+  uv_timer_t drain_timer_{};
+  uint64_t shutdown_started_ms_ = 0;
+  bool shutting_down_ = false;
+  bool cancelled_ = false;
+  bool reloading_ = false;
+  size_t started_plugins_ = 0;
+};
+
+}  // namespace cg

@@ -1,0 +1,103 @@
+// The config as the process uses it: plain values, no third-party types
+// (the net and base option structs it holds are plain values too), so any
+// layer can read its settings without compiling against yaml-cpp, libuv,
+// OpenSSL or curl. Loading and validation are config.h's.
+//
+// THREAD: plain values.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/log.h"
+#include "net/options.h"
+
+namespace YAML {
+class Node;
+}
+
+namespace cg {
+
+// A config error: names the file, the line (1-based, 0 when unknown), the
+// key path ("listeners.api.port") and what was expected. Never holds a
+// secret value.
+struct ConfigError {
+  std::string file;
+  int line = 0;
+  std::string key;
+  std::string message;
+  // "FILE:LINE: KEY: MESSAGE"
+  std::string to_string() const;
+};
+
+struct PluginInstanceConfig {
+  std::string name;    // instance name, unique: [a-z0-9_-]+
+  std::string plugin;  // as written: "echo.so" or a path
+  std::string path;    // resolved file path
+  // The instance's `config:` mapping, shared (a YAML::Node is a reference
+  // already); null when absent. config_plugin_section() reads it.
+  std::shared_ptr<const YAML::Node> section;
+  int line = 0;  // line of the instance entry, for errors
+};
+
+// Per-sender and per-conversation message rates (token buckets).
+struct ChannelRateLimits {
+  RateLimit per_sender;
+  RateLimit per_conversation;
+  bool operator==(const ChannelRateLimits &) const = default;
+};
+
+struct RouterRateLimits {
+  ChannelRateLimits defaults;  // for every channel without its own
+  // By channel instance name ("api", "web" or a plugin instance).
+  std::vector<std::pair<std::string, ChannelRateLimits>> channels;
+  uint64_t notice_interval_seconds = 60;  // a "slow down" reply at most this often per key
+  bool operator==(const RouterRateLimits &) const = default;
+};
+
+struct RouterConfig {
+  std::string model;  // instance name of the model backend
+  std::string cache;  // instance name of the cache
+  uint32_t context_turns = 10;
+  uint64_t context_ttl_seconds = 86400;
+  uint64_t model_timeout_ms = 30000;
+  uint64_t dedupe_ttl_seconds = 86400;
+  uint32_t max_queue = 1024;
+  RouterRateLimits rate_limits;
+  uint32_t max_model_calls = 512;      // model calls in flight at once, all channels; 0: no cap
+  int model_line = 0, cache_line = 0;  // where model and cache were written, for errors
+};
+
+// The admin listener's access rules (the `admin:` section).
+struct AdminConfig {
+  std::string token;           // empty: no auth (allowed on loopback only)
+  bool show_content = false;   // message text on the admin page and API
+  uint32_t max_failures = 10;  // wrong tokens from one address before a lockout
+  uint64_t lockout_seconds = 300;
+  uint64_t chart_interval_seconds = 10;  // the admin page's chart resolution
+};
+
+// Config::file when chatgate runs without --config.
+inline constexpr std::string_view kEmbeddedConfigName = "<embedded default config>";
+
+struct Config {
+  std::string file;  // kEmbeddedConfigName for the built-in default
+  LoggingConfig logging;
+  HttpListenerConfig api;  // listeners.api
+  // listeners.admin: admin page and API, /metrics, probes.
+  HttpListenerConfig admin_listener{"admin", "127.0.0.1", 18789, {}, {}, {}, {}};
+  bool admin_enabled = true;   // listeners.admin.enabled
+  int admin_address_line = 0;  // where listeners.admin.address was written, for errors
+  AdminConfig admin;
+  std::string plugin_dir;  // resolved directory for bare plugin file names
+  std::vector<PluginInstanceConfig> plugins;
+  RouterConfig router;
+  HttpClientConfig http_client;  // httpClient: outbound HTTP for plugins
+  uint64_t shutdown_deadline_ms = 10000;
+};
+
+}  // namespace cg

@@ -1,0 +1,107 @@
+#include "host/plugin_instance.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace cg {
+
+PluginInstance::PluginInstance(std::string name, LoadedPlugin plugin, PluginConfig config,
+                               HostServices *services)
+    : name_(std::move(name)),
+      plugin_(std::move(plugin)),
+      services_(services),
+      config_(std::move(config)) {}
+
+PluginInstance::~PluginInstance() {
+  if (phase_ != Phase::kLoaded && phase_ != Phase::kDestroyed) {
+    plugin_.desc->destroy(state_);
+    phase_ = Phase::kDestroyed;
+  }
+}
+
+std::string PluginInstance::take_error() {
+  std::string e = std::move(last_error_);
+  last_error_.clear();
+  return e;
+}
+
+int PluginInstance::init(std::string *error) {
+  const auto *cfg = reinterpret_cast<const cg_config_t *>(&config_);
+  const int rc = plugin_.desc->init(host_api_table(), &host_, cfg, &state_);
+  if (rc != 0) {
+    const std::string why = take_error();
+    *error = fmt::format("plugin instance '{}' ({}): init failed: {} ({}){}{}", name_, plugin_.path,
+                         cg_strerror(rc), cg_err_name(rc), why.empty() ? "" : ": ", why);
+    state_ = nullptr;
+    return rc;
+  }
+  phase_ = Phase::kInitialized;
+  return 0;
+}
+
+int PluginInstance::start(std::string *error) {
+  const int rc = plugin_.desc->start(state_);
+  if (rc != 0) {
+    const std::string why = take_error();
+    *error =
+        fmt::format("plugin instance '{}' ({}): start failed: {} ({}){}{}", name_, plugin_.path,
+                    cg_strerror(rc), cg_err_name(rc), why.empty() ? "" : ": ", why);
+    set_health(CG_STATE_FAILED, "start failed");
+    return rc;
+  }
+  phase_ = Phase::kStarted;
+  if (health_ == CG_STATE_STARTING) health_ = CG_STATE_RUNNING;
+  return 0;
+}
+
+void PluginInstance::stop(std::function<void()> done) {
+  if (phase_ != Phase::kStarted) {
+    done();
+    return;
+  }
+  phase_ = Phase::kStopping;
+  stop_done_ = std::move(done);
+  plugin_.desc->stop(state_, &PluginInstance::on_stopped, this);
+}
+
+void PluginInstance::on_stopped(void *arg, int status) {
+  auto *self = static_cast<PluginInstance *>(arg);
+  if (self->phase_ != Phase::kStopping) {
+    spdlog::error("plugin instance '{}': stop completion called twice (ignored)", self->name_);
+    return;
+  }
+  if (status != 0) {
+    spdlog::warn("plugin instance '{}': stopped with {}", self->name_, cg_strerror(status));
+  }
+  self->phase_ = Phase::kStopped;
+  self->health_ = CG_STATE_FAILED;
+  self->health_reason_ = "stopped";
+  auto done = std::move(self->stop_done_);
+  done();
+}
+
+void PluginInstance::set_health(int state, std::string_view reason) {
+  if (state != health_ || reason != health_reason_) {
+    if (state == CG_STATE_DEGRADED || state == CG_STATE_FAILED) {
+      spdlog::warn("plugin instance '{}': {}: {}", name_,
+                   state == CG_STATE_FAILED ? "failed" : "degraded", reason);
+    } else if (health_ == CG_STATE_DEGRADED || health_ == CG_STATE_FAILED) {
+      spdlog::info("plugin instance '{}': recovered", name_);
+    }
+  }
+  health_ = state;
+  health_reason_ = reason;
+}
+
+const cg_channel_ops_t *PluginInstance::channel_ops() const {
+  return kind() == CG_KIND_CHANNEL ? static_cast<const cg_channel_ops_t *>(plugin_.desc->ops)
+                                   : nullptr;
+}
+const cg_model_ops_t *PluginInstance::model_ops() const {
+  return kind() == CG_KIND_MODEL ? static_cast<const cg_model_ops_t *>(plugin_.desc->ops) : nullptr;
+}
+const cg_cache_ops_t *PluginInstance::cache_ops() const {
+  return kind() == CG_KIND_CACHE ? static_cast<const cg_cache_ops_t *>(plugin_.desc->ops) : nullptr;
+}
+
+}  // namespace cg

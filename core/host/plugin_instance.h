@@ -1,0 +1,112 @@
+// One configured plugin instance: the loaded .so, its validated config, its
+// state pointer and lifecycle, and the cg_host_t handle it is given. The
+// host API table that plugins call is in plugin_host_api.cc.
+//
+// THREAD: not thread-safe; loop thread only.
+#pragma once
+
+#include <chatgate/plugin.h>
+
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "config/config_schema.h"
+#include "host/plugin_loader.h"
+
+namespace cg {
+
+class Loop;
+class Metrics;
+class HttpServer;
+class HttpClient;
+class WsClient;
+class PluginInstance;
+
+// What the host API reaches through, owned by the app.
+struct HostServices {
+  Loop *loop = nullptr;
+  Metrics *metrics = nullptr;
+  HttpServer *api = nullptr;        // listener for plugin routes
+  HttpClient *http = nullptr;       // outbound HTTP (null under --check-config)
+  WsClient *ws = nullptr;           // outbound WebSocket (null under --check-config)
+  PluginInstance *cache = nullptr;  // the router's cache instance
+  // Hands a channel's inbound message to the router (copies it).
+  std::function<int(PluginInstance &, const cg_message_t &)> emit;
+  // Counts a message a channel dropped itself (cg_host_api_t.message_dropped).
+  std::function<int(PluginInstance &, std::string_view reason)> dropped;
+  // A proactive send through a channel (cg_host_api_t.send_message).
+  std::function<int(std::string_view channel, const cg_reply_t &msg, cg_done_cb done, void *arg)>
+      send_message;
+};
+
+}  // namespace cg
+
+// The opaque handle a plugin holds; one per instance.
+struct cg_host_s {
+  cg::PluginInstance *instance;
+};
+
+namespace cg {
+
+// The table every plugin receives. THREAD: see sdk/include/chatgate/host.h.
+const cg_host_api_t *host_api_table();
+
+class PluginInstance {
+ public:
+  enum class Phase { kLoaded, kInitialized, kStarted, kStopping, kStopped, kDestroyed };
+
+  PluginInstance(std::string name, LoadedPlugin plugin, PluginConfig config,
+                 HostServices *services);
+  ~PluginInstance();  // destroys the plugin's state if init succeeded
+  PluginInstance(const PluginInstance &) = delete;
+  PluginInstance &operator=(const PluginInstance &) = delete;
+
+  // Calls the plugin's init with its validated config. On error *error
+  // holds a log line naming the instance, the code and the plugin's own
+  // message.
+  int init(std::string *error);
+  int start(std::string *error);
+  // Calls the plugin's stop; `done` runs once the plugin reports done.
+  void stop(std::function<void()> done);
+
+  const std::string &name() const { return name_; }
+  const cg_plugin_t *desc() const { return plugin_.desc; }
+  const LoadedPlugin &plugin() const { return plugin_; }
+  uint32_t kind() const { return plugin_.desc->kind; }
+  void *state() const { return state_; }
+  Phase phase() const { return phase_; }
+  cg_host_t *host() { return &host_; }
+  HostServices *services() const { return services_; }
+  const PluginConfig &config() const { return config_; }
+
+  const cg_channel_ops_t *channel_ops() const;
+  const cg_model_ops_t *model_ops() const;
+  const cg_cache_ops_t *cache_ops() const;
+
+  // Health as reported through set_state.
+  int health() const { return health_; }
+  const std::string &health_reason() const { return health_reason_; }
+  void set_health(int state, std::string_view reason);
+
+  // set_error: the message attached to the plugin's next error return.
+  void set_error(std::string_view msg) { last_error_ = msg; }
+  std::string take_error();
+
+ private:
+  static void on_stopped(void *arg, int status);
+
+  std::string name_;
+  LoadedPlugin plugin_;
+  HostServices *services_;
+  PluginConfig config_;
+  cg_host_s host_{this};
+  void *state_ = nullptr;
+  Phase phase_ = Phase::kLoaded;
+  int health_ = CG_STATE_STARTING;
+  std::string health_reason_;
+  std::string last_error_;
+  std::function<void()> stop_done_;
+};
+
+}  // namespace cg

@@ -1,0 +1,158 @@
+// The router: every inbound message, from any channel, through dedupe,
+// commands, context, the model backend and back out as a reply.
+//
+//   push -> dedupe (cache set-if-absent) -> /reset, /help, or
+//   load context (cache get) -> model generate (timeout) -> store turn
+//   (cache set) + reply (channel send) -> ack
+//
+// Every failure ends in a reply the user sees and one log line.
+//
+// THREAD: not thread-safe; loop thread only.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "config/config_types.h"
+#include "net/token_bucket.h"
+#include "router/context_codec.h"
+#include "router/inbound_queue.h"
+
+namespace cg {
+
+class Channel;
+class Loop;
+class Metrics;
+class PluginInstance;
+struct Histogram;
+
+class RecentConversations;
+
+class Router {
+ public:
+  // `model` and `cache` are started instances of those kinds; `cache` may
+  // be null, and then the router works without context and dedupe.
+  Router(Loop &loop, const RouterConfig &config, PluginInstance &model, PluginInstance *cache,
+         Metrics &metrics);
+  ~Router();
+  Router(const Router &) = delete;
+  Router &operator=(const Router &) = delete;
+
+  // Accepts a message (copied into the inbound queue): 0, CG_EBUSY when the
+  // queue is full, CG_ECLOSED after stop_intake.
+  int submit(InboundMessage msg);
+
+  // The sender of the message with this reply token left (a client that
+  // disconnected): its model call is cancelled, or it is dropped before it
+  // starts, and no turn is stored. Unknown tokens are ignored.
+  void abandon(const Channel *channel, std::string_view reply_token);
+
+  // A message the channel received and dropped itself (its policy): one
+  // more received and one dropped with `reason` for that channel.
+  void count_dropped(std::string_view channel, std::string_view reason);
+
+  // Shutdown: refuse new messages; in-flight ones go on.
+  void stop_intake();
+  // Messages accepted and not yet finished.
+  size_t in_flight() const;
+  // Cancels every model call still running (each job then replies and ends);
+  // messages that start afterwards are answered with the shutdown text.
+  void cancel_all();
+  Loop &loop() const { return loop_; }
+
+  // Keeps the recently answered conversations for the admin page, with the
+  // last question and answer when `keep_content`.
+  void track_conversations(bool keep_content);
+  // A config reload: takes the context and timeout settings of `config`
+  // (config_reload.h lists them) for messages that start from now on, and
+  // whether the recent conversations keep their text.
+  void reconfigure(const RouterConfig &config, bool keep_content);
+  // A fresh cg_reply_t.answer_id, for a message sent outside the router
+  // (the admin API's send): channels key streamed answers on it.
+  uint64_t take_answer_id() { return next_answer_id_++; }
+  // Null unless track_conversations ran.
+  const RecentConversations *recent() const { return recent_.get(); }
+  // Deletes a conversation's context from the cache, as its /reset would.
+  // done(status) follows, never inside the call: 0, CG_ENOENT (nothing
+  // stored), CG_EUNAVAIL (no cache) or the cache's error.
+  int reset_conversation(std::string_view channel, std::string_view conversation,
+                         std::function<void(int)> done);
+
+  struct Job;  // one message's journey; internal
+
+ private:
+  // The per-channel series of the hot path, looked up once per channel.
+  struct ChannelSeries {
+    double *received = nullptr;
+    double *answered = nullptr;
+    double *failed = nullptr;
+    double *duplicates = nullptr;
+    double *queue_full = nullptr;
+    double *client_gone = nullptr;
+    Histogram *reply_latency = nullptr;
+  };
+  struct StringHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  // Messages of one conversation run one at a time, in arrival order: each
+  // reads the context the previous one stored, so no turn is lost.
+  using Lane = std::deque<Job *>;
+
+  // Token buckets of one channel: by sender and by conversation.
+  struct ChannelLimiter {
+    TokenBuckets sender;
+    TokenBuckets conversation;
+  };
+  ChannelLimiter &limiter(std::string_view channel);
+  // The message is over its channel's rate: true when the router dealt
+  // with it (a "slow down" notice or a quiet drop) and the job is done.
+  bool rate_limited(Job &job);
+  // Whether `key` may get a "slow down" notice now (one per interval).
+  bool notice_due(const std::string &key);
+
+  void consume(InboundMessage &&msg);
+  void finish(Job *job);
+  ChannelSeries &series(std::string_view channel);
+  // Adds 1 to name{channel="...",extra}; for the rare paths.
+  void count(std::string_view name, std::string_view channel, std::string_view extra);
+  // Logs (rate-limited) and counts a cache failure the router works around.
+  void cache_degraded(std::string_view what, int status);
+
+  Loop &loop_;
+  RouterConfig config_;
+  PluginInstance &model_;
+  PluginInstance *cache_;
+  Metrics &metrics_;
+  ContextCodec codec_;
+  std::unique_ptr<InboundQueue> queue_;
+  std::unordered_map<Job *, std::unique_ptr<Job>> jobs_;
+  // Context key -> jobs waiting behind the one running for it.
+  std::unordered_map<std::string, Lane, StringHash, std::equal_to<>> lanes_;
+  std::unordered_map<std::string, ChannelSeries, StringHash, std::equal_to<>> series_;
+  // Finished jobs kept for reuse: their strings and vectors keep capacity.
+  std::vector<std::unique_ptr<Job>> spare_;
+  Histogram *model_latency_ = nullptr;
+  std::unique_ptr<RecentConversations> recent_;
+  double *cache_hits_ = nullptr;    // a conversation's context was found
+  double *cache_misses_ = nullptr;  // none stored (a new conversation, or expired)
+  // Reply tokens whose sender left before the router consumed the message.
+  std::unordered_set<std::string, StringHash, std::equal_to<>> abandoned_tokens_;
+  std::unordered_map<std::string, ChannelLimiter, StringHash, std::equal_to<>> limiters_;
+  std::unordered_map<std::string, uint64_t> notices_;  // key -> when the last notice went
+  uint64_t notices_swept_ms_ = 0;
+  uint32_t model_calls_ = 0;  // in flight, for router.maxModelCalls
+  double *model_calls_gauge_ = nullptr;
+  uint64_t next_answer_id_ = 1;
+  uint64_t cache_warned_ms_ = 0;
+  bool cancelling_ = false;
+};
+
+}  // namespace cg
