@@ -16,13 +16,10 @@
 #include "base/log_ring.h"
 #include "base/loop.h"
 #include "base/metrics.h"
+#include "host/message_sink.h"
 #include "host/plugin_instance.h"
 #include "host/plugin_loader.h"
-#include "router/channel.h"
-#include "router/channel_send.h"
-#include "router/chat_api.h"
-#include "router/recent_conversations.h"
-#include "router/router.h"
+#include "router/conversations_port.h"
 
 namespace cg {
 namespace {
@@ -143,15 +140,22 @@ bool loopback_host(const HttpRequest &req) {
 
 AdminApi::AdminApi(const Config &config, Loop &loop, Metrics &metrics,
                    const std::vector<std::unique_ptr<PluginInstance>> &plugins,
-                   const HttpServer &api, Router &router)
+                   const HttpServer &api, ConversationsPort &conversations, MessageSink &sends)
     : config_(config),
       loop_(loop),
       metrics_(metrics),
       plugins_(plugins),
       api_(api),
       started_ms_(loop.now_ms()),
-      router_(router),
+      conversations_(conversations),
+      sends_(sends),
       open_csrf_(random_hex(32)) {}
+
+std::function<bool(HttpExchange *, const HttpRequest &)> AdminApi::guard(HttpServer &admin) {
+  return [this, &admin](HttpExchange *ex, const HttpRequest &req) {
+    return authorize(admin, ex, req, true);
+  };
+}
 
 AdminApi::~AdminApi() {
   log_ring_watch({});
@@ -207,9 +211,7 @@ int AdminApi::install(HttpServer &admin) {
       {"GET", "/admin/api/config", false,
        guarded([this](const HttpRequest &) { return admin_config_json(config_, plugins_); })},
       {"GET", "/admin/api/conversations", false, guarded([this](const HttpRequest &req) {
-         const RecentConversations *recent = router_.recent();
-         return recent ? recent->to_json(query_value(req.query(), "channel"))
-                       : std::string(R"({"conversations":[]})");
+         return conversations_.recent_json(query_value(req.query(), "channel"));
        })},
       {"POST", "/admin/api/conversations/reset", false, own(&AdminApi::reset_conversation)},
       {"POST", "/admin/api/reload", false, own(&AdminApi::reload)},
@@ -231,14 +233,6 @@ int AdminApi::install(HttpServer &admin) {
   };
   for (const Route &r : routes) {
     if (const int rc = admin.add_route(r.method, r.path, r.prefix, r.handler); rc != 0) return rc;
-  }
-  web_chat_ = std::make_unique<ChatApi>(admin, router_, "web");
-  if (const int rc = web_chat_->install("/admin/api/chat",
-                                        [this, &s](HttpExchange *ex, const HttpRequest &req) {
-                                          return authorize(s, ex, req, true);
-                                        });
-      rc != 0) {
-    return rc;
   }
   // New log lines wake the loop once (the watcher runs on the logger's thread).
   Loop *loop = &loop_;
@@ -579,14 +573,16 @@ void AdminApi::reset_conversation(HttpServer &server, HttpExchange *ex, const Ht
     return;
   }
   // The exchange stays valid until answered; the callback answers it.
-  const int rc = router_.reset_conversation(channel, conversation, [&server, ex](int status) {
-    if (status == 0 || status == CG_ENOENT) {
-      respond_json(server, ex, 200, R"({"reset":true})");
-    } else {
-      respond_json(server, ex, 503,
-                   "{\"error\":" + json_quote(std::string("cache: ") + cg_strerror(status)) + "}");
-    }
-  });
+  const int rc =
+      conversations_.reset_conversation(channel, conversation, [&server, ex](int status) {
+        if (status == 0 || status == CG_ENOENT) {
+          respond_json(server, ex, 200, R"({"reset":true})");
+        } else {
+          respond_json(
+              server, ex, 503,
+              "{\"error\":" + json_quote(std::string("cache: ") + cg_strerror(status)) + "}");
+        }
+      });
   if (rc != 0) {
     respond_json(server, ex, 503,
                  "{\"error\":" + json_quote(std::string("cache: ") + cg_strerror(rc)) + "}");
@@ -679,7 +675,7 @@ void AdminApi::send(HttpServer &server, HttpExchange *ex, const HttpRequest &req
   msg.format = format == "markdown" ? CG_REPLY_MARKDOWN : CG_REPLY_TEXT;
   msg.text = text;
   SendCall *raw = call.release();  // send_done owns it from here
-  const ProactiveResult r = channel_send_proactive(plugins_, router_, msg, send_done, raw);
+  const ProactiveResult r = sends_.send_proactive(msg, send_done, raw);
   if (r.status == 0) return;
   if (r.refused) return send_done(raw, r.status);
   std::unique_ptr<SendCall> unused(raw);

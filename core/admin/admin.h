@@ -54,17 +54,17 @@
 
 namespace cg {
 
-class ChatApi;
+class ConversationsPort;
 class Loop;
+class MessageSink;
 class Metrics;
 class PluginInstance;
-class Router;
 
 class AdminApi {
  public:
   AdminApi(const Config &config, Loop &loop, Metrics &metrics,
            const std::vector<std::unique_ptr<PluginInstance>> &plugins, const HttpServer &api,
-           Router &router);
+           ConversationsPort &conversations, MessageSink &sends);
   ~AdminApi();
 
   // Adds /healthz and /readyz to `server` (the API listener has its own
@@ -72,6 +72,10 @@ class AdminApi {
   int install_probes(HttpServer &server, bool healthz);
   // Adds /metrics and /admin/api/* (and the probes) to the admin listener.
   int install(HttpServer &admin);
+  // The check a route on the admin listener runs first (the web chat's):
+  // true when the request may go on, else it is answered (401, 403, 429).
+  // Valid while this AdminApi lives.
+  std::function<bool(HttpExchange *, const HttpRequest &)> guard(HttpServer &admin);
 
   // What POST /admin/api/reload calls (App::reload's contract).
   using ReloadDone = std::function<void(int status, std::string json)>;
@@ -127,8 +131,8 @@ class AdminApi {
   };
   std::unordered_map<std::string, Failures> failures_;  // by client address
   std::unique_ptr<AdminHistory> history_;               // with the admin listener only
-  Router &router_;
-  std::unique_ptr<ChatApi> web_chat_;  // the "web" channel
+  ConversationsPort &conversations_;
+  MessageSink &sends_;  // proactive sends only
   struct Session {
     std::string csrf;
     uint64_t expires_ms = 0;

@@ -10,12 +10,13 @@
 #include "base/loop.h"
 #include "base/metrics.h"
 #include "config/config_schema.h"
+#include "host/cache.h"
+#include "host/channel_port.h"
+#include "host/model_backend.h"
 #include "host/plugin_instance.h"
 #include "net/http_client.h"
 #include "net/http_server.h"
 #include "net/ws_client.h"
-#include "router/channel.h"
-#include "router/channel_send.h"
 #include "router/chat_api.h"
 #include "router/router.h"
 
@@ -172,9 +173,11 @@ int App::run(Config config) {
   notify_.reset();
   chat_api_.reset();
   admin_api_.reset();
+  web_chat_.reset();
   router_.reset();
+  cache_.reset();
+  model_.reset();
   while (!plugins_.empty()) plugins_.pop_back();  // destroy in reverse order
-  channels_.clear();
   api_.reset();
   admin_.reset();
   http_.reset();
@@ -196,46 +199,36 @@ int App::start() {
   }
   PluginInstance *model = instance(config_.router.model);
   PluginInstance *cache = instance(config_.router.cache);
-  services_->cache = cache;
-  router_ = std::make_unique<Router>(*loop_, config_.router, *model, cache, *metrics_);
+  model_ = std::make_unique<ModelBackend>(*model);
+  if (cache != nullptr) cache_ = std::make_unique<Cache>(*cache, *loop_, *metrics_);
+  services_->cache = cache_.get();
+  router_ = std::make_unique<Router>(*loop_, config_.router, *model_, cache_.get(), *metrics_);
   router_->track_conversations(config_.admin.show_content);
   for (auto &p : plugins_) {
-    if (p->kind() == CG_KIND_CHANNEL) channels_.push_back(std::make_unique<PluginChannel>(*p));
+    if (PluginChannelPort *port = p->channel_port()) router_->add_channel(port);
   }
-  services_->emit = [this](PluginInstance &from, const cg_message_t &m) -> int {
-    auto it = std::find_if(channels_.begin(), channels_.end(),
-                           [&](const auto &c) { return c->name() == from.name(); });
-    if (it == channels_.end()) return CG_EPERM;
-    if (m.conversation_id.len == 0 || m.sender_id.len == 0) return CG_EINVAL;
-    return router_->submit(InboundMessage::from_c(it->get(), m));
-  };
-  services_->dropped = [this](PluginInstance &from, std::string_view reason) -> int {
-    router_->count_dropped(from.name(), reason);
-    return 0;
-  };
-  services_->send_message = [this](std::string_view channel, const cg_reply_t &r, cg_done_cb done,
-                                   void *arg) -> int {
-    ProactiveMessage msg;
-    msg.channel = channel;
-    msg.conversation = {r.conversation_id.ptr, r.conversation_id.len};
-    msg.conversation_type = r.conversation_type;
-    msg.format = r.format;
-    msg.text = {r.text.ptr, r.text.len};
-    const ProactiveResult res = channel_send_proactive(plugins_, *router_, msg, done, arg);
-    if (res.status != 0) spdlog::warn("send_message: {}", res.why);
-    return res.status;
-  };
+  services_->sink = router_.get();
   chat_api_ = std::make_unique<ChatApi>(*api_, *router_);
   if (chat_api_->install() != 0) {
     spdlog::error("listener 'api': cannot register the chat API routes");
     return 1;
   }
-  admin_api_ = std::make_unique<AdminApi>(config_, *loop_, *metrics_, plugins_, *api_, *router_);
+  admin_api_ =
+      std::make_unique<AdminApi>(config_, *loop_, *metrics_, plugins_, *api_, *router_, *router_);
   admin_api_->set_reload([this](AdminApi::ReloadDone done) { reload(std::move(done)); });
   if (admin_api_->install_probes(*api_, true) != 0 ||
       (admin_ && admin_api_->install(*admin_) != 0)) {
     spdlog::error("cannot register the probe and admin routes");
     return 1;
+  }
+  if (admin_) {
+    // The admin page's chat: a chat API of its own, the "web" channel,
+    // behind the admin's auth.
+    web_chat_ = std::make_unique<ChatApi>(*admin_, *router_, "web");
+    if (web_chat_->install("/admin/api/chat", admin_api_->guard(*admin_)) != 0) {
+      spdlog::error("listener 'admin': cannot register the web chat route");
+      return 1;
+    }
   }
 
   for (auto &p : plugins_) {

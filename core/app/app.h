@@ -22,7 +22,8 @@ class WsClient;
 class HttpServer;
 class Loop;
 class Metrics;
-class PluginChannel;
+class Cache;
+class ModelBackend;
 class PluginInstance;
 class Router;
 class ServiceNotify;
@@ -87,12 +88,14 @@ class App {
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<HostServices> services_;
   std::vector<std::unique_ptr<PluginInstance>> plugins_;
-  std::vector<std::unique_ptr<PluginChannel>> channels_;
   std::unique_ptr<HttpServer> api_;
   std::unique_ptr<HttpServer> admin_;  // null when listeners.admin.enabled is false
   std::unique_ptr<HttpClient> http_;
   std::unique_ptr<WsClient> ws_;
+  std::unique_ptr<ModelBackend> model_;
+  std::unique_ptr<Cache> cache_;  // null without router.cache
   std::unique_ptr<Router> router_;
+  std::unique_ptr<ChatApi> web_chat_;  // the admin page's chat (the "web" channel)
   std::unique_ptr<ChatApi> chat_api_;
   std::unique_ptr<AdminApi> admin_api_;
   std::unique_ptr<ServiceNotify> notify_;

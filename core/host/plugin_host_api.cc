@@ -13,6 +13,10 @@
 #include "base/log.h"
 #include "base/loop.h"
 #include "base/metrics.h"
+#include "host/cache.h"
+#include "host/channel_port.h"
+#include "host/inbound_message.h"
+#include "host/message_sink.h"
 #include "host/plugin_instance.h"
 #include "net/http_client.h"
 #include "net/http_server.h"
@@ -153,8 +157,10 @@ int h_emit_message(cg_host_t *h, const cg_message_t *msg) {
   if (i == nullptr || msg == nullptr) return CG_EINVAL;
   if (i->kind() != CG_KIND_CHANNEL) return CG_EPERM;
   if (msg->struct_size < offsetof(cg_message_t, reply_token) + sizeof(cg_str_t)) return CG_EINVAL;
-  if (!i->services()->emit) return CG_EUNAVAIL;
-  return i->services()->emit(*i, *msg);
+  if (msg->conversation_id.len == 0 || msg->sender_id.len == 0) return CG_EINVAL;
+  MessageSink *sink = i->services()->sink;
+  if (sink == nullptr) return CG_EUNAVAIL;
+  return sink->submit(InboundMessage::from_c(i->channel_port(), *msg));
 }
 
 // ---- HTTP routes ----
@@ -206,47 +212,49 @@ std::string cache_key(PluginInstance *i, cg_str_t key) {
   return fmt::format("p:{}:{}", i->name(), sv(key));
 }
 
-PluginInstance *cache_of(PluginInstance *i) {
-  PluginInstance *c = i->services()->cache;
-  return (c != nullptr && c->phase() == PluginInstance::Phase::kStarted) ? c : nullptr;
+Cache *cache_of(PluginInstance *i) {
+  Cache *c = i->services()->cache;
+  return (c != nullptr && c->available()) ? c : nullptr;
 }
+
+constexpr auto kDeferred = Cache::Delivery::kDeferred;
 
 int h_cache_get(cg_host_t *h, cg_str_t key, cg_cache_cb cb, void *arg) {
   auto *i = inst(h);
   if (i == nullptr || cb == nullptr) return CG_EINVAL;
-  PluginInstance *c = cache_of(i);
+  Cache *c = cache_of(i);
   if (c == nullptr) return CG_EUNAVAIL;
   const std::string k = cache_key(i, key);
-  return c->cache_ops()->get(c->state(), cs(k), cb, arg);
+  return c->get(k, cb, arg, kDeferred);
 }
 
 int h_cache_set(cg_host_t *h, cg_str_t key, cg_str_t value, uint64_t ttl_ms, cg_cache_cb cb,
                 void *arg) {
   auto *i = inst(h);
   if (i == nullptr || cb == nullptr) return CG_EINVAL;
-  PluginInstance *c = cache_of(i);
+  Cache *c = cache_of(i);
   if (c == nullptr) return CG_EUNAVAIL;
   const std::string k = cache_key(i, key);
-  return c->cache_ops()->set(c->state(), cs(k), value, ttl_ms, cb, arg);
+  return c->set(k, sv(value), ttl_ms, cb, arg, kDeferred);
 }
 
 int h_cache_set_nx(cg_host_t *h, cg_str_t key, cg_str_t value, uint64_t ttl_ms, cg_cache_cb cb,
                    void *arg) {
   auto *i = inst(h);
   if (i == nullptr || cb == nullptr) return CG_EINVAL;
-  PluginInstance *c = cache_of(i);
+  Cache *c = cache_of(i);
   if (c == nullptr) return CG_EUNAVAIL;
   const std::string k = cache_key(i, key);
-  return c->cache_ops()->set_nx(c->state(), cs(k), value, ttl_ms, cb, arg);
+  return c->set_nx(k, sv(value), ttl_ms, cb, arg, kDeferred);
 }
 
 int h_cache_del(cg_host_t *h, cg_str_t key, cg_cache_cb cb, void *arg) {
   auto *i = inst(h);
   if (i == nullptr || cb == nullptr) return CG_EINVAL;
-  PluginInstance *c = cache_of(i);
+  Cache *c = cache_of(i);
   if (c == nullptr) return CG_EUNAVAIL;
   const std::string k = cache_key(i, key);
-  return c->cache_ops()->del(c->state(), cs(k), cb, arg);
+  return c->del(k, cb, arg, kDeferred);
 }
 
 // ---- metrics: chatgate_plugin_<name>{plugin_instance="...",<labels>} ----
@@ -322,8 +330,9 @@ int h_message_dropped(cg_host_t *h, cg_str_t reason) {
     return CG_EINVAL;
   }
   if (i->kind() != CG_KIND_CHANNEL) return CG_EPERM;
-  if (!i->services()->dropped) return CG_EUNAVAIL;
-  return i->services()->dropped(*i, r);
+  if (i->services()->sink == nullptr) return CG_EUNAVAIL;
+  i->services()->sink->count_dropped(i->name(), r);
+  return 0;
 }
 
 int h_send_message(cg_host_t *h, cg_str_t channel, const cg_reply_t *msg, cg_done_cb done,
@@ -331,8 +340,25 @@ int h_send_message(cg_host_t *h, cg_str_t channel, const cg_reply_t *msg, cg_don
   auto *i = inst(h);
   if (i == nullptr || msg == nullptr || done == nullptr) return CG_EINVAL;
   if (msg->struct_size < offsetof(cg_reply_t, answer_id) + sizeof(uint64_t)) return CG_EINVAL;
-  if (!i->services()->send_message) return CG_EUNAVAIL;
-  return i->services()->send_message(sv(channel), *msg, done, arg);
+  MessageSink *sink = i->services()->sink;
+  if (sink == nullptr) return CG_EUNAVAIL;
+  ProactiveMessage m;
+  m.channel = sv(channel);
+  m.conversation = sv(msg->conversation_id);
+  m.conversation_type = msg->conversation_type;
+  m.format = msg->format;
+  m.text = sv(msg->text);
+  const ProactiveResult res = sink->send_proactive(m, done, arg);
+  if (res.status != 0) spdlog::warn("[{}] send_message: {}", i->name(), res.why);
+  return res.status;
+}
+
+// ---- per-instance capabilities (since 1.4) ----
+
+int h_set_capabilities(cg_host_t *h, uint64_t capabilities) {
+  auto *i = inst(h);
+  if (i == nullptr) return CG_EINVAL;
+  return i->set_capabilities(capabilities);
 }
 
 // ---- WebSocket client (since 1.2) ----
@@ -437,6 +463,7 @@ const cg_host_api_t kHostApi = {
     h_backoff_ms,
     h_message_dropped,
     h_send_message,
+    h_set_capabilities,
 };
 
 }  // namespace

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "host/channel_port.h"
+
 namespace cg {
 
 PluginInstance::PluginInstance(std::string name, LoadedPlugin plugin, PluginConfig config,
@@ -10,7 +12,10 @@ PluginInstance::PluginInstance(std::string name, LoadedPlugin plugin, PluginConf
     : name_(std::move(name)),
       plugin_(std::move(plugin)),
       services_(services),
-      config_(std::move(config)) {}
+      config_(std::move(config)),
+      capabilities_(plugin_.desc->capabilities) {
+  if (kind() == CG_KIND_CHANNEL) channel_port_ = std::make_unique<PluginChannelPort>(*this);
+}
 
 PluginInstance::~PluginInstance() {
   if (phase_ != Phase::kLoaded && phase_ != Phase::kDestroyed) {
@@ -27,7 +32,10 @@ std::string PluginInstance::take_error() {
 
 int PluginInstance::init(std::string *error) {
   const auto *cfg = reinterpret_cast<const cg_config_t *>(&config_);
+  capabilities_ = plugin_.desc->capabilities;  // a second init starts from the descriptor
+  in_init_ = true;
   const int rc = plugin_.desc->init(host_api_table(), &host_, cfg, &state_);
+  in_init_ = false;
   if (rc != 0) {
     const std::string why = take_error();
     *error = fmt::format("plugin instance '{}' ({}): init failed: {} ({}){}{}", name_, plugin_.path,
@@ -78,6 +86,13 @@ void PluginInstance::on_stopped(void *arg, int status) {
   self->health_reason_ = "stopped";
   auto done = std::move(self->stop_done_);
   done();
+}
+
+int PluginInstance::set_capabilities(uint64_t caps) {
+  if (!in_init_) return CG_EPERM;
+  if ((caps & ~plugin_.desc->capabilities) != 0) return CG_EINVAL;
+  capabilities_ = caps;
+  return 0;
 }
 
 void PluginInstance::set_health(int state, std::string_view reason) {

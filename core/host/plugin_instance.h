@@ -8,6 +8,7 @@
 #include <chatgate/plugin.h>
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -16,10 +17,13 @@
 
 namespace cg {
 
+class Cache;
 class Loop;
+class MessageSink;
 class Metrics;
 class HttpServer;
 class HttpClient;
+class PluginChannelPort;
 class WsClient;
 class PluginInstance;
 
@@ -27,17 +31,13 @@ class PluginInstance;
 struct HostServices {
   Loop *loop = nullptr;
   Metrics *metrics = nullptr;
-  HttpServer *api = nullptr;        // listener for plugin routes
-  HttpClient *http = nullptr;       // outbound HTTP (null under --check-config)
-  WsClient *ws = nullptr;           // outbound WebSocket (null under --check-config)
-  PluginInstance *cache = nullptr;  // the router's cache instance
-  // Hands a channel's inbound message to the router (copies it).
-  std::function<int(PluginInstance &, const cg_message_t &)> emit;
-  // Counts a message a channel dropped itself (cg_host_api_t.message_dropped).
-  std::function<int(PluginInstance &, std::string_view reason)> dropped;
-  // A proactive send through a channel (cg_host_api_t.send_message).
-  std::function<int(std::string_view channel, const cg_reply_t &msg, cg_done_cb done, void *arg)>
-      send_message;
+  HttpServer *api = nullptr;   // listener for plugin routes
+  HttpClient *http = nullptr;  // outbound HTTP (null under --check-config)
+  WsClient *ws = nullptr;      // outbound WebSocket (null under --check-config)
+  Cache *cache = nullptr;      // the router's cache (null: none configured)
+  // Emits, drops and proactive sends of channel plugins go here: the router
+  // (null under --check-config: those calls get CG_EUNAVAIL).
+  MessageSink *sink = nullptr;
 };
 
 }  // namespace cg
@@ -80,6 +80,15 @@ class PluginInstance {
   HostServices *services() const { return services_; }
   const PluginConfig &config() const { return config_; }
 
+  // What the instance can do: the descriptor's capability bits, narrowed
+  // by the instance at init (cg_host_api_t.set_capabilities, since 1.4).
+  uint64_t capabilities() const { return capabilities_; }
+  // Narrows the capabilities: CG_EINVAL for a bit the descriptor lacks,
+  // CG_EPERM outside init.
+  int set_capabilities(uint64_t caps);
+  // A channel instance's port for the router; null for other kinds.
+  PluginChannelPort *channel_port() const { return channel_port_.get(); }
+
   const cg_channel_ops_t *channel_ops() const;
   const cg_model_ops_t *model_ops() const;
   const cg_cache_ops_t *cache_ops() const;
@@ -107,6 +116,9 @@ class PluginInstance {
   std::string health_reason_;
   std::string last_error_;
   std::function<void()> stop_done_;
+  uint64_t capabilities_ = 0;
+  bool in_init_ = false;
+  std::unique_ptr<PluginChannelPort> channel_port_;
 };
 
 }  // namespace cg

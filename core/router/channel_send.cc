@@ -1,16 +1,15 @@
-#include "router/channel_send.h"
-
+// Proactive sends: a message from the bot through a channel plugin
+// instance, not in answer to anyone. Behind the admin API's
+// POST /admin/api/send and cg_host_api_t.send_message.
 #include <algorithm>
 
+#include "host/channel_port.h"
 #include "host/plugin_instance.h"
-#include "router/channel.h"
 #include "router/router.h"
 
 namespace cg {
 
-ProactiveResult channel_send_proactive(const std::vector<std::unique_ptr<PluginInstance>> &plugins,
-                                       Router &router, const ProactiveMessage &msg, cg_done_cb done,
-                                       void *arg) {
+ProactiveResult Router::send_proactive(const ProactiveMessage &msg, cg_done_cb done, void *arg) {
   ProactiveResult out;
   const std::string name(msg.channel);
   if (msg.conversation.empty() || msg.text.empty()) {
@@ -18,15 +17,16 @@ ProactiveResult channel_send_proactive(const std::vector<std::unique_ptr<PluginI
     out.why = "conversationId and text must not be empty";
     return out;
   }
-  auto it = std::find_if(plugins.begin(), plugins.end(),
-                         [&](const auto &p) { return p->name() == msg.channel; });
-  if (it == plugins.end() || (*it)->kind() != CG_KIND_CHANNEL) {
+  auto it = std::find_if(plugin_channels_.begin(), plugin_channels_.end(),
+                         [&](const PluginChannelPort *p) { return p->name() == msg.channel; });
+  if (it == plugin_channels_.end()) {
     out.status = CG_ENOENT;
     out.why = "no channel plugin instance named '" + name +
               "' (the web and api channels only answer their own chats)";
     return out;
   }
-  PluginInstance &instance = **it;
+  PluginChannelPort &target = **it;
+  const PluginInstance &instance = target.instance();
   const int health = instance.health();
   if (health != CG_STATE_RUNNING && health != CG_STATE_DEGRADED) {
     out.status = CG_EUNAVAIL;
@@ -34,7 +34,6 @@ ProactiveResult channel_send_proactive(const std::vector<std::unique_ptr<PluginI
               ": " + instance.health_reason();
     return out;
   }
-  PluginChannel target(instance);
   if (msg.format == CG_REPLY_MARKDOWN && (target.capabilities() & CG_CHANNEL_CAP_MARKDOWN) == 0) {
     out.status = CG_ENOTSUP;
     out.why = "channel '" + name + "' does not render markdown";
@@ -48,7 +47,7 @@ ProactiveResult channel_send_proactive(const std::vector<std::unique_ptr<PluginI
   reply.conversation_id = {msg.conversation.data(), msg.conversation.size()};
   reply.conversation_type = msg.conversation_type == CG_CONV_GROUP ? CG_CONV_GROUP : CG_CONV_DIRECT;
   reply.text = {msg.text.data(), msg.text.size()};
-  reply.answer_id = router.take_answer_id();
+  reply.answer_id = take_answer_id();
   if (const int rc = target.send(reply, done, arg); rc != 0) {
     out.status = rc;
     out.refused = true;

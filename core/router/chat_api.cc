@@ -53,6 +53,7 @@ void ChatApi::handle_chat(HttpExchange *ex, const HttpRequest &req) {
   msg.mentioned = true;
   msg.stream = r.stream;
   msg.id = r.message_id;
+  msg.dedupe_key = r.message_id;
   msg.sender_id = r.user_id;
   msg.sender_name = r.user_id;
   msg.conversation_id = r.conversation_id.empty() ? r.user_id : r.conversation_id;

@@ -16,14 +16,14 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "host/channel_port.h"
 #include "net/http_server.h"
-#include "router/channel.h"
 
 namespace cg {
 
 class Router;
 
-class ChatApi final : public Channel {
+class ChatApi final : public ChannelPort {
  public:
   // Refuses a request (answering it) by returning false.
   using Guard = std::function<bool(HttpExchange *ex, const HttpRequest &req)>;

@@ -6,37 +6,16 @@
 // THREAD: not thread-safe; loop thread only.
 #pragma once
 
-#include <chatgate/message.h>
-
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "host/inbound_message.h"
+
 namespace cg {
 
-class Channel;
 class Loop;
-
-struct InboundAttachment {
-  uint32_t kind = CG_ATTACH_OTHER;
-  std::string url, key, mime, name;
-};
-
-// An owned copy of a cg_message_t plus the channel it came from.
-struct InboundMessage {
-  Channel *channel = nullptr;
-  uint32_t conversation_type = CG_CONV_DIRECT;
-  bool mentioned = false;
-  bool stream = false;  // the sender wants partial answers (the chat API's "stream")
-  int64_t timestamp_ms = 0;
-  uint64_t received_ms = 0;  // loop time when accepted
-  std::string id, conversation_id, sender_id, sender_name, text, reply_token;
-  std::vector<InboundAttachment> attachments;
-
-  // Copies a plugin's message; reads fields up to msg.struct_size only.
-  static InboundMessage from_c(Channel *channel, const cg_message_t &msg);
-};
 
 class InboundQueue {
  public:

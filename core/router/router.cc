@@ -11,8 +11,9 @@
 
 #include "base/loop.h"
 #include "base/metrics.h"
-#include "host/plugin_instance.h"
-#include "router/channel.h"
+#include "host/cache.h"
+#include "host/channel_port.h"
+#include "host/model_backend.h"
 #include "router/recent_conversations.h"
 
 namespace cg {
@@ -139,12 +140,11 @@ struct Router::Job {
   }
 
   void start() {
-    if (!msg.id.empty() && router->cache_ != nullptr) {
-      const std::string key = fmt::format("d:{}:{}", channel(), msg.id);
+    if (!msg.dedupe_key.empty() && router->cache_ != nullptr) {
+      const std::string key = fmt::format("d:{}:{}", channel(), msg.dedupe_key);
       pending++;
-      const int rc = router->cache_->cache_ops()->set_nx(router->cache_->state(), cs(key), cs("1"),
-                                                         router->config_.dedupe_ttl_seconds * 1000,
-                                                         &Job::on_dedupe, this);
+      const int rc = router->cache_->set_nx(key, "1", router->config_.dedupe_ttl_seconds * 1000,
+                                            &Job::on_dedupe, this);
       if (rc == 0) return;
       pending--;
       router->cache_degraded("dedupe", rc);
@@ -179,8 +179,7 @@ struct Router::Job {
     if (cmd == "/reset") {
       if (router->cache_ != nullptr) {
         pending++;
-        const int rc = router->cache_->cache_ops()->del(router->cache_->state(), cs(context_key),
-                                                        &Job::on_reset, this);
+        const int rc = router->cache_->del(context_key, &Job::on_reset, this);
         if (rc == 0) return;
         pending--;
         router->cache_degraded("reset", rc);
@@ -194,8 +193,7 @@ struct Router::Job {
     }
     if (router->cache_ != nullptr && router->config_.context_turns > 0) {
       pending++;
-      const int rc = router->cache_->cache_ops()->get(router->cache_->state(), cs(context_key),
-                                                      &Job::on_context, this);
+      const int rc = router->cache_->get(context_key, &Job::on_context, this);
       if (rc == 0) return;
       pending--;
       router->cache_degraded("context load", rc);
@@ -265,11 +263,10 @@ struct Router::Job {
     cg_model_sink_t sink{sizeof(cg_model_sink_t), this, &Job::on_delta, &Job::on_model_done};
     model_started_ms = router->loop_.now_ms();
     pending++;
-    const int rc =
-        router->model_.model_ops()->generate(router->model_.state(), &req, &sink, &call_id);
+    std::string why;
+    const int rc = router->model_.generate(req, sink, &call_id, &why);
     if (rc != 0) {
       pending--;
-      const std::string why = router->model_.take_error();
       spdlog::error("router: model '{}' refused the request for conversation '{}' on '{}': {}{}{}",
                     router->model_.name(), msg.conversation_id, channel(), cg_strerror(rc),
                     why.empty() ? "" : ": ", why);
@@ -294,11 +291,11 @@ struct Router::Job {
     job->timer_id = 0;
     if (!job->model_running) return;
     job->timed_out = true;
-    job->router->model_.model_ops()->cancel(job->router->model_.state(), job->call_id);
+    job->router->model_.cancel(job->call_id);
   }
 
   void cancel() {
-    if (model_running) router->model_.model_ops()->cancel(router->model_.state(), call_id);
+    if (model_running) router->model_.cancel(call_id);
   }
 
   static void on_delta(void *arg, cg_str_t text) {
@@ -357,9 +354,8 @@ struct Router::Job {
     turns.push_back({msg.text, answer});
     ContextCodec::encode(turns, router->config_.context_turns, &encoded);
     pending++;
-    const int rc = router->cache_->cache_ops()->set(
-        router->cache_->state(), cs(context_key), cs(encoded),
-        router->config_.context_ttl_seconds * 1000, &Job::on_stored, this);
+    const int rc = router->cache_->set(
+        context_key, encoded, router->config_.context_ttl_seconds * 1000, &Job::on_stored, this);
     if (rc != 0) {
       pending--;
       router->cache_degraded("context store", rc);
@@ -522,14 +518,18 @@ struct ResetCall {
 };
 }  // namespace
 
+std::string Router::recent_json(std::string_view channel) const {
+  return recent_ ? recent_->to_json(channel) : std::string(R"({"conversations":[]})");
+}
+
 int Router::reset_conversation(std::string_view channel, std::string_view conversation,
                                std::function<void(int)> done) {
   if (cache_ == nullptr) return CG_EUNAVAIL;
   const std::string key = fmt::format("c:{}:{}", channel, conversation);
   if (recent_) recent_->reset(channel, conversation);
   auto call = std::make_unique<ResetCall>(ResetCall{std::move(done)});
-  const int rc = cache_->cache_ops()->del(
-      cache_->state(), cs(key),
+  const int rc = cache_->del(
+      key,
       [](void *arg, int status, cg_str_t) {
         std::unique_ptr<ResetCall> c(static_cast<ResetCall *>(arg));
         c->done(status);
@@ -539,7 +539,7 @@ int Router::reset_conversation(std::string_view channel, std::string_view conver
   return rc;
 }
 
-Router::Router(Loop &loop, const RouterConfig &config, PluginInstance &model, PluginInstance *cache,
+Router::Router(Loop &loop, const RouterConfig &config, ModelBackend &model, Cache *cache,
                Metrics &metrics)
     : loop_(loop),
       config_(config),
@@ -603,7 +603,7 @@ void Router::cache_degraded(std::string_view what, int status) {
   if (cache_warned_ms_ == 0 || now - cache_warned_ms_ >= 10000) {
     cache_warned_ms_ = now;
     spdlog::warn("router: cache '{}' unavailable for {} ({}); answering without it",
-                 cache_ ? cache_->name() : std::string("none"), what, cg_strerror(status));
+                 cache_ ? cache_->name() : std::string_view("none"), what, cg_strerror(status));
   }
   if (double *c = metrics_.counter("chatgate_cache_errors_total", fmt::format("op=\"{}\"", what))) {
     *c += 1;
@@ -613,7 +613,7 @@ void Router::cache_degraded(std::string_view what, int status) {
 int Router::submit(InboundMessage msg) {
   if (msg.channel == nullptr) return CG_EINVAL;
   msg.received_ms = loop_.now_ms();
-  Channel *channel = msg.channel;
+  ChannelPort *channel = msg.channel;
   const int rc = queue_->push(std::move(msg));
   if (rc == 0) {
     if (double *c = series(channel->name()).received) *c += 1;
@@ -681,7 +681,7 @@ void Router::finish(Job *job) {
   if (next != nullptr) next->start();
 }
 
-void Router::abandon(const Channel *channel, std::string_view reply_token) {
+void Router::abandon(const ChannelPort *channel, std::string_view reply_token) {
   // A linear walk: a client leaving mid-answer is rare next to answers, and
   // a map from token to job would cost every message an entry.
   for (const auto &[job, owned] : jobs_) {

@@ -21,42 +21,51 @@
 #include <vector>
 
 #include "config/config_types.h"
+#include "host/message_sink.h"
 #include "net/token_bucket.h"
 #include "router/context_codec.h"
+#include "router/conversations_port.h"
 #include "router/inbound_queue.h"
 
 namespace cg {
 
-class Channel;
+class Cache;
+class ChannelPort;
 class Loop;
 class Metrics;
-class PluginInstance;
+class ModelBackend;
+class PluginChannelPort;
 struct Histogram;
 
 class RecentConversations;
 
-class Router {
+class Router final : public MessageSink, public ConversationsPort {
  public:
-  // `model` and `cache` are started instances of those kinds; `cache` may
-  // be null, and then the router works without context and dedupe.
-  Router(Loop &loop, const RouterConfig &config, PluginInstance &model, PluginInstance *cache,
+  // `cache` may be null, and then the router works without context and
+  // dedupe. OWNERSHIP: every reference is borrowed and must outlive the
+  // router.
+  Router(Loop &loop, const RouterConfig &config, ModelBackend &model, Cache *cache,
          Metrics &metrics);
   ~Router();
   Router(const Router &) = delete;
   Router &operator=(const Router &) = delete;
 
-  // Accepts a message (copied into the inbound queue): 0, CG_EBUSY when the
-  // queue is full, CG_ECLOSED after stop_intake.
-  int submit(InboundMessage msg);
+  // Accepts a message into the inbound queue: 0, CG_EBUSY when the queue
+  // or the message's conversation backlog (router.maxConversationBacklog)
+  // is full, CG_ECLOSED after stop_intake, CG_EINVAL without a channel.
+  int submit(InboundMessage msg) override;
+  // A plugin channel that proactive sends may go through.
+  void add_channel(PluginChannelPort *port) { plugin_channels_.push_back(port); }
+  ProactiveResult send_proactive(const ProactiveMessage &msg, cg_done_cb done, void *arg) override;
 
   // The sender of the message with this reply token left (a client that
   // disconnected): its model call is cancelled, or it is dropped before it
   // starts, and no turn is stored. Unknown tokens are ignored.
-  void abandon(const Channel *channel, std::string_view reply_token);
+  void abandon(const ChannelPort *channel, std::string_view reply_token);
 
   // A message the channel received and dropped itself (its policy): one
   // more received and one dropped with `reason` for that channel.
-  void count_dropped(std::string_view channel, std::string_view reason);
+  void count_dropped(std::string_view channel, std::string_view reason) override;
 
   // Shutdown: refuse new messages; in-flight ones go on.
   void stop_intake();
@@ -79,11 +88,10 @@ class Router {
   uint64_t take_answer_id() { return next_answer_id_++; }
   // Null unless track_conversations ran.
   const RecentConversations *recent() const { return recent_.get(); }
-  // Deletes a conversation's context from the cache, as its /reset would.
-  // done(status) follows, never inside the call: 0, CG_ENOENT (nothing
-  // stored), CG_EUNAVAIL (no cache) or the cache's error.
+  // ConversationsPort, for the admin API.
+  std::string recent_json(std::string_view channel) const override;
   int reset_conversation(std::string_view channel, std::string_view conversation,
-                         std::function<void(int)> done);
+                         std::function<void(int)> done) override;
 
   struct Job;  // one message's journey; internal
 
@@ -128,8 +136,9 @@ class Router {
 
   Loop &loop_;
   RouterConfig config_;
-  PluginInstance &model_;
-  PluginInstance *cache_;
+  ModelBackend &model_;
+  Cache *cache_;
+  std::vector<PluginChannelPort *> plugin_channels_;
   Metrics &metrics_;
   ContextCodec codec_;
   std::unique_ptr<InboundQueue> queue_;

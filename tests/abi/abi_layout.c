@@ -29,7 +29,8 @@ CG_ABI_CHECK(cg_attachment_t, url, 8);
 CG_ABI_CHECK(cg_attachment_t, key, 24);
 CG_ABI_CHECK(cg_attachment_t, mime, 40);
 CG_ABI_CHECK(cg_attachment_t, name, 56);
-CG_ABI_SIZE(cg_message_t, 128);
+/* 1.0 ended at 128; 1.4 appended dedupe_key (below). */
+CG_ABI_SIZE(cg_message_t, 144);
 CG_ABI_CHECK(cg_message_t, conversation_type, 4);
 CG_ABI_CHECK(cg_message_t, id, 8);
 CG_ABI_CHECK(cg_message_t, conversation_id, 24);
@@ -198,7 +199,11 @@ CG_STATIC_ASSERT(CG_WS_TEXT == 1 && CG_WS_BINARY == 2 && CG_WS_OPEN == 1 && CG_W
 /* --- since 1.3: channel drops, proactive sends (1.2 ended at 304) ------ */
 CG_ABI_CHECK(cg_host_api_t, message_dropped, 304);
 CG_ABI_CHECK(cg_host_api_t, send_message, 312);
-CG_ABI_SIZE(cg_host_api_t, 320);
+
+/* --- since 1.4: per-instance capabilities, the channel's dedupe key ---- */
+CG_ABI_CHECK(cg_host_api_t, set_capabilities, 320);
+CG_ABI_SIZE(cg_host_api_t, 328);
+CG_ABI_CHECK(cg_message_t, dedupe_key, 128);
 
 /* Error codes are part of the ABI too. */
 CG_STATIC_ASSERT(CG_EINVAL == -1 && CG_EBUSY == -5 && CG_ECANCELED == -7 && CG_EAGAIN == -16,

@@ -24,7 +24,7 @@ class CliTest(unittest.TestCase):
     def test_version(self):
         rc, out = run("--version")
         self.assertEqual(rc, 0)
-        self.assertRegex(out, r"^chatgate \d+\.\d+\.\d+ \(plugin ABI 1\.3\)")
+        self.assertRegex(out, r"^chatgate \d+\.\d+\.\d+ \(plugin ABI 1\.4\)")
 
     def test_unknown_argument(self):
         rc, out = run("--frobnicate")

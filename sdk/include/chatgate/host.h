@@ -450,6 +450,18 @@ typedef struct cg_host_api_s {
    * `arg` is the caller's, held until done ran. (since 1.3) */
   int (*send_message)(cg_host_t *h, cg_str_t channel, const cg_reply_t *msg, cg_done_cb done,
                       void *arg);
+
+  /* --- per-instance capabilities (since 1.4) ---------------------------- */
+
+  /* Narrows what this instance does to `capabilities` (CG_*_CAP_* of its
+   * kind): the descriptor's bits say what the plugin can do, this says what
+   * the instance configured does. A channel whose operator chose plain
+   * text replies clears CG_CHANNEL_CAP_STREAMING, and the router then sends
+   * it only the FINAL reply of each answer instead of partial updates it
+   * would drop. Without a call the descriptor's bits hold. Returns
+   * CG_EINVAL for a bit the descriptor does not have, CG_EPERM outside
+   * init. THREAD: loop thread, inside init. OWNERSHIP: nothing is kept. */
+  int (*set_capabilities)(cg_host_t *h, uint64_t capabilities);
 } cg_host_api_t;
 
 #ifdef __cplusplus

@@ -55,6 +55,13 @@ typedef struct cg_message_s {
    * a string so a message can be queued durably and answered by another
    * process. Given back verbatim in cg_reply_t.reply_token. */
   cg_str_t reply_token;
+  /* What the router dedupes this message on, per channel instance: the
+   * platform's delivery id that a retry or a reconnect repeats (Feishu's
+   * event_id, DingTalk's msgId), so the channel need not dedupe it itself
+   * and each message costs one dedupe. Empty: the router dedupes on `id`
+   * (as before 1.4, and for writers of an older struct_size); set both
+   * empty to skip dedupe. Borrowed like every view here. (since 1.4) */
+  cg_str_t dedupe_key;
 } cg_message_t;
 
 typedef enum cg_reply_format_e {
@@ -63,8 +70,9 @@ typedef enum cg_reply_format_e {
 } cg_reply_format_t;
 
 /* Flags on a reply. A streamed answer is a series of PARTIAL replies, each
- * holding the full text so far, ended by one FINAL reply. A channel without
- * CG_CHANNEL_CAP_STREAMING only ever receives a single FINAL reply. */
+ * holding the full text so far, ended by one FINAL reply. A channel instance
+ * without CG_CHANNEL_CAP_STREAMING (in its descriptor, or cleared at init
+ * with set_capabilities, since 1.4) only ever receives a single FINAL reply. */
 #define CG_REPLY_PARTIAL 0x1u /* more updates follow */
 #define CG_REPLY_FINAL 0x2u   /* the last update for this answer */
 #define CG_REPLY_ERROR 0x4u   /* the answer is an error notice for the user */
