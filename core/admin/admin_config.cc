@@ -79,9 +79,11 @@ std::string admin_config_json(const Config &c,
   const RouterConfig &r = c.router;
   out += fmt::format(
       ",\"router\":{{\"model\":{},\"cache\":{},\"contextTurns\":{},\"contextTtlSeconds\":{},"
-      "\"modelTimeoutMs\":{},\"dedupeTtlSeconds\":{},\"maxQueue\":{}}}",
+      "\"modelTimeoutMs\":{},\"dedupeTtlSeconds\":{},\"maxQueue\":{},"
+      "\"maxConversationBacklog\":{},\"maxModelCalls\":{}}}",
       json_quote(r.model), json_quote(r.cache), r.context_turns, r.context_ttl_seconds,
-      r.model_timeout_ms, r.dedupe_ttl_seconds, r.max_queue);
+      r.model_timeout_ms, r.dedupe_ttl_seconds, r.max_queue, r.max_conversation_backlog,
+      r.max_model_calls);
   out += fmt::format(",\"shutdown\":{{\"deadlineMs\":{}}}", c.shutdown_deadline_ms);
   out += ",\"plugins\":{\"dir\":" + json_quote(c.plugin_dir) + ",\"instances\":[";
   bool first = true;

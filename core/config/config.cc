@@ -565,6 +565,8 @@ void read_router(const Loader &l, const Entry &e, RouterConfig &out, RouterLines
           {"dedupeTtlSeconds",
            [&](const Entry &v) { out.dedupe_ttl_seconds = l.read_int(v, 1, kInt64Max); }},
           {"maxQueue", [&](const Entry &v) { out.max_queue = l.read_int(v, 1, kUint32Max); }},
+          {"maxConversationBacklog",
+           [&](const Entry &v) { out.max_conversation_backlog = l.read_int(v, 0, kUint32Max); }},
           {"maxModelCalls",
            [&](const Entry &v) { out.max_model_calls = l.read_int(v, 0, kUint32Max); }},
           {"rateLimits",

@@ -88,6 +88,7 @@ ConfigReloadPlan config_reload_plan(const Config &running, const Config &fresh) 
   p.live("router.dedupeTtlSeconds", r.dedupe_ttl_seconds, f.dedupe_ttl_seconds);
   p.live("router.rateLimits", r.rate_limits, f.rate_limits);
   p.live("router.maxModelCalls", r.max_model_calls, f.max_model_calls);
+  p.live("router.maxConversationBacklog", r.max_conversation_backlog, f.max_conversation_backlog);
   p.restart("httpClient", running.http_client, fresh.http_client);
   p.live("shutdown.deadlineMs", running.shutdown_deadline_ms, fresh.shutdown_deadline_ms);
   return plan;

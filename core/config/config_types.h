@@ -67,6 +67,9 @@ struct RouterConfig {
   uint64_t model_timeout_ms = 30000;
   uint64_t dedupe_ttl_seconds = 86400;
   uint32_t max_queue = 1024;
+  // Messages of one conversation accepted and not yet answered; beyond, its
+  // new ones are refused (the platform told to retry). 0: no cap.
+  uint32_t max_conversation_backlog = 100;
   RouterRateLimits rate_limits;
   uint32_t max_model_calls = 512;      // model calls in flight at once, all channels; 0: no cap
   int model_line = 0, cache_line = 0;  // where model and cache were written, for errors

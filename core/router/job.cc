@@ -129,10 +129,12 @@ void Router::Job::dispatch() {
   // must not let one conversation's backlog hold the queue for hours.
   const uint64_t timeout = router->config_.model_timeout_ms;
   if (timeout > 0 && router->loop_.now_ms() - msg.received_ms > timeout) {
-    spdlog::warn(
-        "router: message on '{}' for conversation '{}' waited over {} ms behind "
-        "earlier ones; answered busy",
-        channel(), msg.conversation_id, timeout);
+    if (std::string more; router->log_due("backlog_deadline", &more)) {
+      spdlog::warn(
+          "router: message on '{}' for conversation '{}' waited over {} ms behind "
+          "earlier ones; answered busy{}",
+          channel(), msg.conversation_id, timeout, more);
+    }
     router->count("chatgate_messages_dropped_total", channel(), "reason=\"backlog\"");
     reply(kBusyText, CG_REPLY_ERROR);
     return;
@@ -183,8 +185,11 @@ void Router::Job::on_context(void *arg, int status, cg_str_t value) {
   }
   if (status == 0) {
     if (!job->router->codec_.decode(sv(value), &job->context_text, &job->turns)) {
-      spdlog::warn("router: context of conversation '{}' on '{}' is unreadable; starting afresh",
-                   job->msg.conversation_id, job->channel());
+      if (std::string more; job->router->log_due("context_unreadable", &more)) {
+        spdlog::warn(
+            "router: context of conversation '{}' on '{}' is unreadable; starting afresh{}",
+            job->msg.conversation_id, job->channel(), more);
+      }
     }
   } else if (status != CG_ENOENT) {
     job->router->cache_degraded("context load", status);
@@ -200,10 +205,12 @@ void Router::Job::call_model() {
   }
   const uint32_t cap = router->config_.max_model_calls;
   if (cap != 0 && router->model_calls_ >= cap) {
-    spdlog::warn(
-        "router: {} model calls in flight (router.maxModelCalls); conversation '{}' "
-        "on '{}' answered busy",
-        cap, msg.conversation_id, channel());
+    if (std::string more; router->log_due("model_calls_capped", &more)) {
+      spdlog::warn(
+          "router: {} model calls in flight (router.maxModelCalls); conversation '{}' "
+          "on '{}' answered busy{}",
+          cap, msg.conversation_id, channel(), more);
+    }
     router->count("chatgate_model_calls_capped_total", channel(), "");
     reply(kBusyText, CG_REPLY_ERROR);
     return;
@@ -231,9 +238,12 @@ void Router::Job::call_model() {
   const int rc = router->model_.generate(req, sink, &call_id, &why);
   if (rc != 0) {
     pending--;
-    spdlog::error("router: model '{}' refused the request for conversation '{}' on '{}': {}{}{}",
-                  router->model_.name(), msg.conversation_id, channel(), cg_strerror(rc),
-                  why.empty() ? "" : ": ", why);
+    if (std::string more; router->log_due("model_refused", &more)) {
+      spdlog::error(
+          "router: model '{}' refused the request for conversation '{}' on '{}': {}{}{}{}",
+          router->model_.name(), msg.conversation_id, channel(), cg_strerror(rc),
+          why.empty() ? "" : ": ", why, more);
+    }
     model_failed(rc);
     return;
   }
@@ -289,9 +299,12 @@ void Router::Job::on_model_done(void *arg, int status, cg_str_t text) {
   }
   if (status != 0) {
     if (job->timed_out) status = CG_ETIMEDOUT;
-    spdlog::error("router: model '{}' failed for conversation '{}' on '{}': {} ({}){}{}",
-                  r->model_.name(), job->msg.conversation_id, job->channel(), cg_strerror(status),
-                  cg_err_name(status), text.len ? ": " : "", sv(text));
+    if (std::string more;
+        r->log_due(status == CG_ETIMEDOUT ? "model_timeout" : "model_failed", &more)) {
+      spdlog::error("router: model '{}' failed for conversation '{}' on '{}': {} ({}){}{}{}",
+                    r->model_.name(), job->msg.conversation_id, job->channel(), cg_strerror(status),
+                    cg_err_name(status), text.len ? ": " : "", sv(text), more);
+    }
     job->model_failed(status);
     return;
   }
@@ -353,8 +366,10 @@ void Router::Job::send(std::string_view text, uint32_t flags) {
   const int rc = msg.channel->send(r, &Job::on_sent, this);
   if (rc != 0) {
     pending--;
-    spdlog::error("router: channel '{}' refused a reply for conversation '{}': {}", channel(),
-                  msg.conversation_id, cg_strerror(rc));
+    if (std::string more; router->log_due("channel_refused", &more)) {
+      spdlog::error("router: channel '{}' refused a reply for conversation '{}': {}{}", channel(),
+                    msg.conversation_id, cg_strerror(rc), more);
+    }
     if (flags & CG_REPLY_FINAL) {
       if (double *c = router->series(channel()).failed) *c += 1;
     }
@@ -385,8 +400,10 @@ void Router::Job::on_sent(void *arg, int status) {
   auto *job = static_cast<Job *>(arg);
   job->pending--;
   if (status != 0) {
-    spdlog::error("router: channel '{}' failed to deliver a reply for conversation '{}': {}",
-                  job->channel(), job->msg.conversation_id, cg_strerror(status));
+    if (std::string more; job->router->log_due("channel_undelivered", &more)) {
+      spdlog::error("router: channel '{}' failed to deliver a reply for conversation '{}': {}{}",
+                    job->channel(), job->msg.conversation_id, cg_strerror(status), more);
+    }
   }
   job->router->finish(job);
 }

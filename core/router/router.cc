@@ -84,8 +84,10 @@ bool Router::rate_limited(Job &job) {
     finish(&job);
     return true;
   }
-  spdlog::info("router: sender '{}' on '{}' over the rate limit; told to slow down", m.sender_id,
-               job.channel());
+  if (std::string more; log_due("rate_limited", &more)) {
+    spdlog::info("router: sender '{}' on '{}' over the rate limit; told to slow down{}",
+                 m.sender_id, job.channel(), more);
+  }
   job.replied = true;
   job.send(kSlowDownText, CG_REPLY_FINAL | CG_REPLY_ERROR);
   finish(&job);
@@ -102,6 +104,7 @@ void Router::reconfigure(const RouterConfig &config, bool keep_content) {
   config_.model_timeout_ms = config.model_timeout_ms;
   config_.dedupe_ttl_seconds = config.dedupe_ttl_seconds;
   config_.max_model_calls = config.max_model_calls;
+  config_.max_conversation_backlog = config.max_conversation_backlog;
   if (!(config_.rate_limits == config.rate_limits)) {
     config_.rate_limits = config.rate_limits;
     limiters_.clear();  // made again from the new limits, full
@@ -176,6 +179,9 @@ Router::ChannelSeries &Router::series(std::string_view channel) {
                                   "Messages dropped unanswered");
   s.queue_full = metrics_.counter("chatgate_messages_dropped_total", ch + ",reason=\"queue_full\"",
                                   "Messages dropped unanswered");
+  s.backlog_full =
+      metrics_.counter("chatgate_messages_dropped_total", ch + ",reason=\"conversation_backlog\"",
+                       "Messages dropped unanswered");
   s.client_gone = metrics_.counter("chatgate_messages_dropped_total",
                                    ch + ",reason=\"client_gone\"", "Messages dropped unanswered");
   s.reply_latency = metrics_.histogram("chatgate_reply_latency_seconds", ch,
@@ -211,15 +217,51 @@ int Router::submit(InboundMessage msg) {
   if (msg.channel == nullptr) return CG_EINVAL;
   msg.received_ms = loop_.now_ms();
   ChannelPort *channel = msg.channel;
+  // One conversation that floods is refused early, at its own cap, before
+  // it fills the queue every other conversation shares.
+  conversation_key(*channel, msg.conversation_id, &key_buf_);
+  auto backlog = backlog_.find(key_buf_);
+  const uint32_t cap = config_.max_conversation_backlog;
+  if (cap != 0 && backlog != backlog_.end() && backlog->second >= cap) {
+    if (double *c = series(channel->name()).backlog_full) *c += 1;
+    if (std::string more; log_due("conversation_backlog", &more)) {
+      spdlog::warn(
+          "router: conversation '{}' on '{}' has {} messages waiting "
+          "(router.maxConversationBacklog); its new ones are refused, the channel told to "
+          "retry{}",
+          msg.conversation_id, channel->name(), cap, more);
+    }
+    return CG_EBUSY;
+  }
   const int rc = queue_->push(std::move(msg));
   if (rc == 0) {
     if (double *c = series(channel->name()).received) *c += 1;
+    if (backlog == backlog_.end()) {
+      backlog_.emplace(key_buf_, 1);
+    } else {
+      backlog->second++;
+    }
   } else if (rc == CG_EBUSY) {
     if (double *c = series(channel->name()).queue_full) *c += 1;
-    spdlog::warn("router: inbound queue full ({} messages); '{}' told to retry", config_.max_queue,
-                 channel->name());
+    if (std::string more; log_due("queue_full", &more)) {
+      spdlog::warn("router: inbound queue full ({} messages); '{}' told to retry{}",
+                   config_.max_queue, channel->name(), more);
+    }
   }
   return rc;
+}
+
+bool Router::log_due(std::string_view cause, std::string *suffix) {
+  uint64_t held = 0;
+  if (!log_throttle_.admit(cause, loop_.now_ms(), &held)) return false;
+  *suffix = log_throttle_suffix(held);
+  return true;
+}
+
+void Router::conversation_key(const ChannelPort &channel, std::string_view conversation,
+                              std::string *out) {
+  out->clear();
+  fmt::format_to(std::back_inserter(*out), "c:{}:{}", channel.name(), conversation);
 }
 
 void Router::consume(InboundMessage &&msg) {
@@ -239,8 +281,7 @@ void Router::consume(InboundMessage &&msg) {
     }
   }
   job->answer_id = next_answer_id_++;
-  fmt::format_to(std::back_inserter(job->context_key), "c:{}:{}", job->msg.channel->name(),
-                 job->msg.conversation_id);
+  conversation_key(*job->msg.channel, job->msg.conversation_id, &job->context_key);
   Job *raw = job.get();
   jobs_.emplace(raw, std::move(job));
   auto [lane, idle] = lanes_.try_emplace(raw->context_key);
@@ -261,6 +302,9 @@ void Router::finish(Job *job) {
   std::unique_ptr<Job> owned = std::move(it->second);
   jobs_.erase(it);
   queue_->ack();
+  if (auto b = backlog_.find(job->context_key); b != backlog_.end() && --b->second == 0) {
+    backlog_.erase(b);
+  }
 
   Job *next = nullptr;
   if (auto lane = lanes_.find(job->context_key); lane != lanes_.end()) {

@@ -20,6 +20,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "base/log_throttle.h"
 #include "config/config_types.h"
 #include "host/message_sink.h"
 #include "net/token_bucket.h"
@@ -103,6 +104,7 @@ class Router final : public MessageSink, public ConversationsPort {
     double *failed = nullptr;
     double *duplicates = nullptr;
     double *queue_full = nullptr;
+    double *backlog_full = nullptr;  // refused at router.maxConversationBacklog
     double *client_gone = nullptr;
     Histogram *reply_latency = nullptr;
   };
@@ -126,11 +128,18 @@ class Router final : public MessageSink, public ConversationsPort {
   // Whether `key` may get a "slow down" notice now (one per interval).
   bool notice_due(const std::string &key);
 
+  // "c:<channel>:<conversation>": the context key, and the key of the
+  // conversation's lane and backlog count.
+  static void conversation_key(const ChannelPort &channel, std::string_view conversation,
+                               std::string *out);
   void consume(InboundMessage &&msg);
   void finish(Job *job);
   ChannelSeries &series(std::string_view channel);
   // Adds 1 to name{channel="...",extra}; for the rare paths.
   void count(std::string_view name, std::string_view channel, std::string_view extra);
+  // Whether a line for `cause` may be written now (base/log_throttle.h: one
+  // a second per cause); then *suffix tells how many were held back.
+  bool log_due(std::string_view cause, std::string *suffix);
   // Logs (rate-limited) and counts a cache failure the router works around.
   void cache_degraded(std::string_view what, int status);
 
@@ -161,6 +170,11 @@ class Router final : public MessageSink, public ConversationsPort {
   double *model_calls_gauge_ = nullptr;
   uint64_t next_answer_id_ = 1;
   uint64_t cache_warned_ms_ = 0;
+  // Context key -> messages of that conversation accepted and not finished
+  // (queued, waiting in its lane, or running).
+  std::unordered_map<std::string, uint32_t, StringHash, std::equal_to<>> backlog_;
+  std::string key_buf_;  // reused by submit: no allocation per message
+  LogThrottle log_throttle_;
   bool cancelling_ = false;
 };
 

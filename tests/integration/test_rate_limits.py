@@ -156,6 +156,43 @@ class RateLimitTest(unittest.TestCase):
         self.assertEqual(metric(self.admin, "chatgate_model_calls_capped_total", channel="api"), 2)
         self.assertEqual(metric(self.admin, "chatgate_model_calls_in_flight"), 0)
 
+    def test_conversation_backlog_cap_spares_other_conversations(self):
+        # Two messages of one conversation may wait (one runs, one queues);
+        # its next ones are refused at once, counted, and the platform told
+        # to retry (503 on the chat API), while another conversation is
+        # answered as usual.
+        cg = self.start("  maxConversationBacklog: 2\n", echo_config="        delayMs: 1500\n")
+        results, lock = [], threading.Lock()
+
+        def one(conv, i):
+            r = post_json(self.port, "/api/chat",
+                          {"userId": "u%d" % i, "conversationId": conv, "query": "q%d" % i})
+            with lock:
+                results.append((conv, r[0]))
+
+        flood = [threading.Thread(target=one, args=("flood", i)) for i in range(6)]
+        for t in flood:
+            t.start()
+        self.assertTrue(wait_until(
+            lambda: metric(self.admin, "chatgate_messages_dropped_total", channel="api",
+                           reason="conversation_backlog") == 4, timeout=10))
+        other = threading.Thread(target=one, args=("calm", 99))
+        other.start()
+        for t in flood + [other]:
+            t.join()
+        flood_statuses = sorted(s for c, s in results if c == "flood")
+        self.assertEqual(flood_statuses, [200, 200, 503, 503, 503, 503], results)
+        self.assertIn(("calm", 200), results)
+        self.assertEqual(metric(self.admin, "chatgate_messages_received_total", channel="api"), 3)
+        lines = [l for l in cg.log().splitlines() if "maxConversationBacklog" in l]
+        self.assertGreaterEqual(len(lines), 1)
+        self.assertIn("'flood'", lines[0])
+        # The cap counts messages not yet finished: once answered, the
+        # conversation is taken again.
+        self.assertEqual(post_json(self.port, "/api/chat",
+                                   {"userId": "u", "conversationId": "flood", "query": "again"})[0],
+                         200)
+
     def test_config_errors(self):
         import subprocess
         from harness import BIN

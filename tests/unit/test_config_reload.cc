@@ -104,6 +104,10 @@ TEST_CASE("reload: listeners, router instances and plugins need a restart") {
             .restart == List{"plugins.instances[echo2] (added)"});
   CHECK(cg::config_reload_plan(running, changed("cache: memory}", "cache: memory, maxQueue: 3}"))
             .restart == List{"router.maxQueue"});
+  const auto backlog = cg::config_reload_plan(
+      running, changed("cache: memory}", "cache: memory, maxConversationBacklog: 5}"));
+  CHECK(backlog.applied == List{"router.maxConversationBacklog"});
+  CHECK(backlog.restart.empty());
   // A renamed instance: one removed, one added.
   std::string yaml = kBase;
   yaml.replace(yaml.find("name: memory"), 12, "name: cache2");
