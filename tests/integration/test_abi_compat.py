@@ -1,13 +1,20 @@
-"""A plugin built against the ABI 1.0 headers (tests/abi/sdk-1.0: the echo
-backend and the SDK as 1.0 shipped them) loads into today's host and
-answers through the router: the promise that minor versions only append."""
+"""Plugins built against older ABI headers load into today's host and work
+through the router: the promise that minor versions only append.
+- tests/abi/sdk-1.0: the echo backend and the SDK as 1.0 shipped them.
+- tests/abi/sdk-1.3: the http_bridge channel and the SDK as 1.3 shipped
+  them (a cg_message_t without 1.4's dedupe_key: deduped on its id)."""
+import http.server
 import json
 import os
+import re
+import threading
 import unittest
+import urllib.request
 
-from harness import FIXTURE_DIR, Chatgate, chat, free_port, gateway_config, get
+from harness import FIXTURE_DIR, Chatgate, chat, free_port, gateway_config, get, wait_until
 
 OLD_ECHO = os.path.join(FIXTURE_DIR, "echo_1_0.so")
+BRIDGE_1_3 = os.path.join(FIXTURE_DIR, "http_bridge_1_3.so")
 
 
 class Abi10Test(unittest.TestCase):
@@ -23,6 +30,70 @@ class Abi10Test(unittest.TestCase):
             plugins = json.loads(get(admin, "/admin/api/plugins")[1])["plugins"]
             old = next(p for p in plugins if p["instance"] == "old")
             self.assertEqual((old["abi"], old["state"]), ("1.0", "running"))
+            self.assertEqual(gw.stop(), 0)
+
+
+class Answers:
+    """What the bridge posts back: (conversation, text)."""
+
+    def __init__(self):
+        self.got = []
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                outer.got.append((self.headers["X-Conversation-Id"], body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def counter(admin, name, labels):
+    text = get(admin, "/metrics")[1]
+    m = re.search(r"^%s\{%s\} (\S+)$" % (re.escape(name), re.escape(labels)), text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+class Abi13Test(unittest.TestCase):
+    def test_a_1_3_channel_is_answered_and_deduped_on_its_id(self):
+        self.assertTrue(os.path.exists(BRIDGE_1_3), BRIDGE_1_3)
+        answers = Answers()
+        self.addCleanup(answers.close)
+        port, admin = free_port(), free_port()
+        instances = ("    - name: echo\n      plugin: echo.so\n"
+                     "    - name: memory\n      plugin: memory.so\n"
+                     "    - name: old\n      plugin: %s\n      config:\n"
+                     "        callbackUrl: http://127.0.0.1:%d/answers\n" % (BRIDGE_1_3, answers.port))
+        with Chatgate(gateway_config(port, instances, "echo", "memory", admin_port=admin)) as gw:
+            def send(text, msg_id):
+                req = urllib.request.Request(
+                    "http://127.0.0.1:%d/webhook/old?conversation=c1&user=u1&id=%s" % (port, msg_id),
+                    data=text.encode(), method="POST")
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status
+
+            self.assertEqual(send("hello", "m1"), 202)
+            self.assertEqual(send("hello", "m1"), 202)  # a platform retry
+            self.assertEqual(send("again", "m2"), 202)
+            self.assertTrue(wait_until(lambda: len(answers.got) >= 2 and counter(
+                admin, "chatgate_messages_dropped_total",
+                'channel="old",reason="duplicate"') == 1, timeout=10), answers.got)
+            self.assertEqual(sorted(t for _, t in answers.got),
+                             ["echo: again (turn 2)", "echo: hello (turn 1)"])
+            plugins = json.loads(get(admin, "/admin/api/plugins")[1])["plugins"]
+            old = next(p for p in plugins if p["instance"] == "old")
+            self.assertEqual(old["state"], "running")
             self.assertEqual(gw.stop(), 0)
 
 
