@@ -220,9 +220,9 @@ int Router::submit(InboundMessage msg) {
   // One conversation that floods is refused early, at its own cap, before
   // it fills the queue every other conversation shares.
   conversation_key(*channel, msg.conversation_id, &key_buf_);
-  auto backlog = backlog_.find(key_buf_);
+  auto [lane, fresh] = lanes_.try_emplace(key_buf_);
   const uint32_t cap = config_.max_conversation_backlog;
-  if (cap != 0 && backlog != backlog_.end() && backlog->second >= cap) {
+  if (cap != 0 && lane->second.backlog >= cap) {
     if (double *c = series(channel->name()).backlog_full) *c += 1;
     if (std::string more; log_due("conversation_backlog", &more)) {
       spdlog::warn(
@@ -236,12 +236,11 @@ int Router::submit(InboundMessage msg) {
   const int rc = queue_->push(std::move(msg));
   if (rc == 0) {
     if (double *c = series(channel->name()).received) *c += 1;
-    if (backlog == backlog_.end()) {
-      backlog_.emplace(key_buf_, 1);
-    } else {
-      backlog->second++;
-    }
-  } else if (rc == CG_EBUSY) {
+    lane->second.backlog++;
+    return 0;
+  }
+  if (fresh) lanes_.erase(lane);
+  if (rc == CG_EBUSY) {
     if (double *c = series(channel->name()).queue_full) *c += 1;
     if (std::string more; log_due("queue_full", &more)) {
       spdlog::warn("router: inbound queue full ({} messages); '{}' told to retry{}",
@@ -284,11 +283,13 @@ void Router::consume(InboundMessage &&msg) {
   conversation_key(*job->msg.channel, job->msg.conversation_id, &job->context_key);
   Job *raw = job.get();
   jobs_.emplace(raw, std::move(job));
-  auto [lane, idle] = lanes_.try_emplace(raw->context_key);
-  if (!idle) {
-    lane->second.push_back(raw);
+  // submit made the lane, and it stays while this message counts in it.
+  Lane &lane = lanes_.find(raw->context_key)->second;
+  if (lane.running) {
+    lane.waiting.push_back(raw);
     return;
   }
+  lane.running = true;
   raw->start();
 }
 
@@ -302,17 +303,17 @@ void Router::finish(Job *job) {
   std::unique_ptr<Job> owned = std::move(it->second);
   jobs_.erase(it);
   queue_->ack();
-  if (auto b = backlog_.find(job->context_key); b != backlog_.end() && --b->second == 0) {
-    backlog_.erase(b);
-  }
 
   Job *next = nullptr;
-  if (auto lane = lanes_.find(job->context_key); lane != lanes_.end()) {
-    if (lane->second.empty()) {
-      lanes_.erase(lane);
+  if (auto it = lanes_.find(job->context_key); it != lanes_.end()) {
+    Lane &lane = it->second;
+    lane.backlog--;
+    if (lane.waiting.empty()) {
+      lane.running = false;
+      if (lane.backlog == 0) lanes_.erase(it);
     } else {
-      next = lane->second.front();
-      lane->second.pop_front();
+      next = lane.waiting.front();
+      lane.waiting.pop_front();
     }
   }
   if (spare_.size() < kSpareJobs) {

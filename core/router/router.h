@@ -112,9 +112,14 @@ class Router final : public MessageSink, public ConversationsPort {
     using is_transparent = void;
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
   };
-  // Messages of one conversation run one at a time, in arrival order: each
-  // reads the context the previous one stored, so no turn is lost.
-  using Lane = std::deque<Job *>;
+  // One conversation's messages run one at a time, in arrival order: each
+  // reads the context the previous one stored, so no turn is lost. Made at
+  // submit, gone when its last message finished.
+  struct Lane {
+    uint32_t backlog = 0;  // accepted and not finished: queued, waiting or running
+    bool running = false;
+    std::deque<Job *> waiting;  // behind the running one
+  };
 
   // Token buckets of one channel: by sender and by conversation.
   struct ChannelLimiter {
@@ -152,7 +157,7 @@ class Router final : public MessageSink, public ConversationsPort {
   ContextCodec codec_;
   std::unique_ptr<InboundQueue> queue_;
   std::unordered_map<Job *, std::unique_ptr<Job>> jobs_;
-  // Context key -> jobs waiting behind the one running for it.
+  // Context key -> that conversation's lane.
   std::unordered_map<std::string, Lane, StringHash, std::equal_to<>> lanes_;
   std::unordered_map<std::string, ChannelSeries, StringHash, std::equal_to<>> series_;
   // Finished jobs kept for reuse: their strings and vectors keep capacity.
@@ -170,9 +175,6 @@ class Router final : public MessageSink, public ConversationsPort {
   double *model_calls_gauge_ = nullptr;
   uint64_t next_answer_id_ = 1;
   uint64_t cache_warned_ms_ = 0;
-  // Context key -> messages of that conversation accepted and not finished
-  // (queued, waiting in its lane, or running).
-  std::unordered_map<std::string, uint32_t, StringHash, std::equal_to<>> backlog_;
   std::string key_buf_;  // reused by submit: no allocation per message
   LogThrottle log_throttle_;
   bool cancelling_ = false;
