@@ -3,9 +3,10 @@ against tests/fakes/fake_feishu.py (an independent fake of the Feishu open
 platform: HTTP open APIs plus the long-connection WebSocket) on loopback.
 
 Webhook mode: URL verification (plain and encrypted), replies to p2p and
-group messages (mention required, allowedChats, directMessages), encrypted
-and signed callbacks and every refusal (bad signature, stale timestamp,
-replayed nonce, missing signature, undecryptable, malformed, wrong token),
+group messages (mention required, allowedChats, directMessages; chat_type
+and mentions failing closed), encrypted and signed callbacks and every
+refusal (bad signature, stale timestamp, replayed nonce, missing
+signature, undecryptable, malformed, wrong token),
 a re-pushed event answered once, the unsupported-type answer, an expired
 tenant token and a 429 retried, and streaming CardKit cards with openai.so
 and tests/fakes/fake_openai.py (updates, fallback to text, model errors);
@@ -249,6 +250,46 @@ class WebhookTest(FeishuCase):
         self.assertEqual(self.fake.replies_to("om_g1") + self.fake.replies_to("om_g2"), [])
         self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
                                      reason="policy"), 2)
+        self.finish(cg)
+
+    def test_chat_type_and_mentions_fail_closed(self):
+        # Anything but the string "p2p" is a group; a mention counts only when
+        # it names the bot's open_id. Without it, all are dropped by policy.
+        port, cg = self.gateway(self.fake)
+        chat = "oc_strict"
+        events = []
+        for name, value in (("num", 1), ("null", None), ("private", "private")):
+            ev = text_event("om_ct_" + name, "hi", chat_id=chat)
+            ev["event"]["message"]["chat_type"] = value
+            events.append(ev)
+        ev = text_event("om_ct_missing", "hi", chat_id=chat)
+        del ev["event"]["message"]["chat_type"]
+        events.append(ev)
+        # The bot's mention without its id, and with the bot's id only as union_id.
+        ev = text_event("om_m_noid", "@_user_1 hi", chat_id=chat, chat_type="group",
+                        mentions=[("@_user_1", "ou_bot", "Bot")])
+        del ev["event"]["message"]["mentions"][0]["id"]
+        events.append(ev)
+        ev = text_event("om_m_union", "@_user_1 hi", chat_id=chat, chat_type="group",
+                        mentions=[("@_user_1", "ou_bot", "Bot")])
+        ev["event"]["message"]["mentions"][0]["id"] = {"union_id": "ou_bot"}
+        events.append(ev)
+        ev = text_event("om_m_obj", "@_user_1 hi", chat_id=chat, chat_type="group")
+        ev["event"]["message"]["mentions"] = {"key": "@_user_1", "id": {"open_id": "ou_bot"}}
+        events.append(ev)
+        for ev in events:
+            self.assertEqual(self.webhook(port, ev)[0], 200)
+        # A barrier in the same chat, mentioning the bot: turn 1, so none of
+        # the above was routed.
+        self.webhook(port, text_event("om_ct_at", "@_user_1 now", chat_id=chat, chat_type="group",
+                                      mentions=[("@_user_1", "ou_bot", "Bot")]))
+        [reply] = self.fake.wait_reply("om_ct_at")
+        self.assertEqual(reply["content"], {"text": "echo: now (turn 1)"})
+        self.settle()
+        for ev in events:
+            self.assertEqual(self.fake.replies_to(ev["event"]["message"]["message_id"]), [])
+        self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
+                                     reason="policy"), len(events))
         self.finish(cg)
 
     def test_allowed_chats_and_direct_messages_off_drop_by_policy(self):
@@ -735,6 +776,23 @@ class LongConnectionTest(FeishuCase):
         self.assertEqual(self.fake.ws()["connections"], 1)
         self.finish(cg)
 
+
+    def test_a_missing_chat_type_is_a_group_over_the_long_connection_too(self):
+        port, cg = self.connect()
+        ev = text_event("om_ws_noct", "no chat type", chat_id="oc_ws_strict")
+        del ev["event"]["message"]["chat_type"]
+        frame_id = self.fake.push(ev)
+        wait_for(lambda: [a for a in self.fake.ws()["acks"] if a["message_id"] == frame_id],
+                 3, "the ack")
+        self.fake.push(text_event("om_ws_at", "@_user_1 now", chat_id="oc_ws_strict",
+                                  chat_type="group", mentions=[("@_user_1", "ou_bot", "Bot")]))
+        [reply] = self.fake.wait_reply("om_ws_at")
+        self.assertEqual(reply["content"], {"text": "echo: now (turn 1)"})
+        self.settle()
+        self.assertEqual(self.fake.replies_to("om_ws_noct"), [])
+        self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
+                                     reason="policy"), 1)
+        self.finish(cg)
 
     def test_card_button_over_the_long_connection_is_acked_with_a_toast(self):
         port, cg = self.connect()
