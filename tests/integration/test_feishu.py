@@ -292,6 +292,27 @@ class WebhookTest(FeishuCase):
                                      reason="policy"), len(events))
         self.finish(cg)
 
+    def test_no_mention_counts_while_the_bots_id_is_unknown(self):
+        # bot/v3/info refused: the bot's open_id is unknown, so a mention
+        # cannot be shown to be the bot's; the group message is dropped.
+        self.fake.fail(path="/open-apis/bot/v3/info", count=1, status=400, code=99991672,
+                       msg="no permission")
+        port = free_port()
+        cg = self.start(feishu_config(port, self.fake.port), wait_bot=False)
+        wait_for(lambda: "cannot learn the bot's open_id" in cg.log(), 5, "the bot info failure")
+        self.webhook(port, text_event("om_unknown_bot", "@_user_1 hi", chat_id="oc_unknown",
+                                      chat_type="group", mentions=[("@_user_1", "ou_bot", "Bot")]))
+        # A barrier: a p2p message needs no mention and is answered.
+        self.webhook(port, text_event("om_unknown_p2p", "direct"))
+        self.fake.wait_reply("om_unknown_p2p")
+        self.settle()
+        self.assertEqual(self.fake.replies_to("om_unknown_bot"), [])
+        self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
+                                     reason="policy"), 1)
+        log = self.finish(cg)
+        self.assertNotIn(BOT_LEARNED, log)
+        self.assertIn("no @-mention counts as the bot's", log)
+
     def test_allowed_chats_and_direct_messages_off_drop_by_policy(self):
         port, cg = self.gateway(self.fake, allowedChats=["oc_allowed"], directMessages=False)
         mention = {"chat_type": "group", "mentions": [("@_user_1", "ou_bot", "Bot")]}
