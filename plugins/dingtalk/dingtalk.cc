@@ -90,18 +90,13 @@ struct ClaimWait {
 std::string reply_token(const RobotMessage &m) {
   return "{\"w\":" + jstr(m.session_webhook) + ",\"e\":" + std::to_string(m.session_expires_ms) +
          ",\"u\":" + jstr(m.sender_staff_id.empty() ? m.sender_id : m.sender_staff_id) +
-         ",\"c\":" + jstr(m.conversation_id) +
-         ",\"g\":" + (m.conversation_type == "2" ? "true" : "false") + "}";
+         ",\"c\":" + jstr(m.conversation_id) + ",\"g\":" + (m.group ? "true" : "false") + "}";
 }
 
 void route(Dingtalk *d, const RobotMessage &m, const std::function<void(bool)> &done) {
-  const bool group = m.conversation_type == "2";
-  std::string why;
-  if (group && d->require_mention && !m.in_at_list) {
-    why = "policy";
-  } else if (!m.supported) {
-    why = "unsupported";
-  }
+  const bool group = m.group;
+  std::string why = robot_message_policy(m, d->require_mention);
+  if (why.empty() && !m.supported) why = "unsupported";
   if (!why.empty()) {
     d->api->message_dropped(d->host, cs(why));
     return done(true);

@@ -76,6 +76,9 @@ std::string robot_message_parse(std::string_view json, RobotMessage *out) {
   out->msgtype = field(doc, "msgtype");
   out->conversation_id = field(doc, "conversationId");
   out->conversation_type = field(doc, "conversationType");
+  // Fail closed: only the documented string "1" is a single chat. A number
+  // (even 1), another string or no field is a group, the stricter case.
+  out->group = out->conversation_type != "1";
   out->sender_staff_id = field(doc, "senderStaffId");
   out->sender_id = field(doc, "senderId");
   out->sender_nick = field(doc, "senderNick");
@@ -83,6 +86,7 @@ std::string robot_message_parse(std::string_view json, RobotMessage *out) {
   out->session_webhook = field(doc, "sessionWebhook");
   out->session_expires_ms = number(doc, "sessionWebhookExpiredTime");
   out->create_at_ms = number(doc, "createAt");
+  // Only the literal true is a mention ("true", 1 or a missing field is not).
   bool at = false;
   if (doc["isInAtList"].get(at) == simdjson::SUCCESS) out->in_at_list = at;
   if (out->msg_id.empty() || out->conversation_id.empty()) return "no msgId or conversationId";
@@ -117,6 +121,11 @@ std::string robot_message_parse(std::string_view json, RobotMessage *out) {
   const size_t last = out->text.find_last_not_of(" \t\n");
   out->text =
       first == std::string::npos ? std::string() : out->text.substr(first, last - first + 1);
+  return {};
+}
+
+std::string robot_message_policy(const RobotMessage &m, bool require_mention) {
+  if (m.group && require_mention && !m.in_at_list) return "policy";
   return {};
 }
 

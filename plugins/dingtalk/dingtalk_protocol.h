@@ -34,8 +34,16 @@ struct Attachment {
 };
 
 // A robot message callback (HTTP callback body, or a stream CALLBACK's data).
+//
+// The fields the policy reads fail closed: whatever is missing, of another
+// JSON type or unknown counts as the stricter case. `group` is false only
+// for conversationType exactly the string "1" (a number 1 or 2, "2", "3",
+// null or no field at all: a group); `in_at_list` is true only for
+// isInAtList exactly the JSON literal true.
 struct RobotMessage {
-  std::string msg_id, msgtype, conversation_id, conversation_type;  // "1" single, "2" group
+  std::string msg_id, msgtype, conversation_id;
+  std::string conversation_type;  // as sent when a string ("1", "2"), else ""
+  bool group = true;              // see above: a single chat only for "1"
   std::string sender_staff_id, sender_id, sender_nick, robot_code;
   std::string session_webhook;
   int64_t session_expires_ms = 0, create_at_ms = 0;
@@ -47,6 +55,10 @@ struct RobotMessage {
 
 // "" or why the body is not a robot message.
 std::string robot_message_parse(std::string_view json, RobotMessage *out);
+
+// Why the mention policy drops `m`, or "" when it may be answered: a group
+// message that does not @-mention the robot, while `require_mention`.
+std::string robot_message_policy(const RobotMessage &m, bool require_mention);
 
 // A Stream-mode frame: {"type", "headers": {"topic", "messageId"}, "data"}.
 // `data` is empty when absent.

@@ -152,16 +152,11 @@ void route(Feishu *f, const Event &ev, const std::function<void(bool)> &done) {
     reply_token = ev.open_message_id;
   } else {
     if (ev.sender_type == "app") return done(true);  // a bot's message, maybe our own
-    const bool direct = ev.chat_type == "p2p";
+    const bool direct = ev.direct;
     content = message_content(ev, f->bot_open_id);
-    const bool allowed =
-        direct ? f->allow_direct
-               : (f->allowed_chats.empty() || f->allowed_chats.contains(ev.chat_id)) &&
-                     (!f->require_mention || content.mentioned);
-    std::string why;
-    if (!allowed) {
-      why = "policy";
-    } else if (!content.supported) {
+    std::string why =
+        message_policy(ev, content, {f->require_mention, f->allow_direct, &f->allowed_chats});
+    if (why.empty() && !content.supported) {
       why = "unsupported";
       if (!f->unsupported_reply.empty()) {
         f->reply_text(ev.message_id, !ev.thread_id.empty(), f->unsupported_reply);

@@ -388,8 +388,10 @@ void Feishu::fetch_bot_info() {
       return;
     }
     if (stopping) return;
-    log(CG_LOG_WARN, "cannot learn the bot's open_id (" + r.msg +
-                         "); until then any @-mention counts as the bot's; retrying in 30 s");
+    log(CG_LOG_WARN,
+        "cannot learn the bot's open_id (" + r.msg +
+            "); until then no @-mention counts as the bot's, so groups that require the "
+            "mention go unanswered; retrying in 30 s");
     after(30000, [this] {
       if (!stopping) fetch_bot_info();
     });

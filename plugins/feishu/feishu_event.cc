@@ -28,6 +28,7 @@ void parse_message(element event, Event *out) {
   out->message_id = field(message, "message_id");
   out->chat_id = field(message, "chat_id");
   out->chat_type = field(message, "chat_type");
+  out->direct = out->chat_type == "p2p";  // anything else is a group: fail closed
   out->thread_id = field(message, "thread_id");
   out->root_id = field(message, "root_id");
   out->message_type = field(message, "message_type");
@@ -119,11 +120,13 @@ std::string event_parse(std::string_view json, Event *out) {
 namespace {
 
 // Resolves mention keys in `text`: the bot's vanish (and set mentioned),
-// other users' become "@Name".
+// other users' (and all of them while the bot's id is unknown) become
+// "@Name".
 void resolve_mentions(const Event &ev, std::string_view bot, std::string *text, bool *mentioned) {
   for (const Mention &m : ev.mentions) {
     if (m.key.empty()) continue;
-    const bool is_bot = bot.empty() || m.open_id == bot;
+    // Only an entry that names the bot's (known) open_id is the bot's.
+    const bool is_bot = !bot.empty() && m.open_id == bot;
     for (size_t at = text->find(m.key); at != std::string::npos; at = text->find(m.key, at)) {
       // "@_user_1" must not match the start of "@_user_10".
       const size_t end = at + m.key.size();
@@ -211,6 +214,16 @@ Content message_content(const Event &ev, std::string_view bot_open_id) {
   }
   resolve_mentions(ev, bot_open_id, &out.text, &out.mentioned);
   return out;
+}
+
+std::string message_policy(const Event &ev, const Content &content, const Policy &policy) {
+  if (ev.direct) return policy.allow_direct ? "" : "policy";
+  if (policy.allowed_chats != nullptr && !policy.allowed_chats->empty() &&
+      !policy.allowed_chats->contains(ev.chat_id)) {
+    return "policy";
+  }
+  if (policy.require_mention && !content.mentioned) return "policy";
+  return {};
 }
 
 }  // namespace feishu

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,6 +31,10 @@ struct Event {
   std::string event_type;  // "im.message.receive_v1"
   // im.message.receive_v1
   std::string message_id, chat_id, chat_type, thread_id, root_id, message_type, content;
+  // The policy's view of chat_type, failing closed: a one-to-one chat only
+  // for chat_type exactly the string "p2p"; "group", "topic_group", any
+  // other value, another JSON type or no field at all is a group.
+  bool direct = false;
   std::string sender_open_id, sender_type;
   int64_t create_time_ms = 0;
   std::vector<Mention> mentions;
@@ -56,8 +61,23 @@ struct Content {
   std::vector<Attachment> attachments;
 };
 
-// The content of an im.message.receive_v1 event. `bot_open_id` empty: the
-// bot's id is not known (yet), and any @-mention counts as the bot's.
+// The content of an im.message.receive_v1 event. The bot counts as
+// mentioned only when a mention whose key is in the text names the bot's
+// open_id (mentions[].id.open_id == bot_open_id); a malformed mentions
+// array or entry, a mention without an id, and an unknown bot id
+// (`bot_open_id` empty: not learned yet) are no mention of the bot.
 Content message_content(const Event &ev, std::string_view bot_open_id);
+
+// What the channel's config says about inbound messages.
+struct Policy {
+  bool require_mention = true;
+  bool allow_direct = true;
+  const std::set<std::string> *allowed_chats = nullptr;  // null or empty: every group
+};
+
+// Why the policy drops a message event, or "" when it may be answered.
+// Direct chats (ev.direct) need allow_direct; groups need an allowed
+// chat_id and, while require_mention, the bot's mention in `content`.
+std::string message_policy(const Event &ev, const Content &content, const Policy &policy);
 
 }  // namespace feishu

@@ -40,6 +40,9 @@ constexpr uint64_t kBackoffBaseMs = 250;
 constexpr uint64_t kBackoffCapMs = 8000;
 constexpr uint64_t kRetryAfterCapMs = 30000;
 constexpr size_t kMaxCause = 200;
+// The most of a streamed 200 body kept while no SSE line has come (the
+// host's httpClient.maxResponseBytes bounds it too).
+constexpr size_t kMaxJsonBody = size_t{64} << 20;
 
 constexpr auto json_escape = chatgate::json_append_string;
 
@@ -68,6 +71,11 @@ struct Call {
   cg::openai::SseLines sse;  // unparsed SSE bytes
   std::string answer;        // text so far
   std::string error_body;
+  // A 200 body before its first SSE `data:` line: the whole answer when a
+  // service ignores "stream": true and answers one JSON completion.
+  bool sse_seen = false;
+  bool raw_over = false;  // the body passed kMaxJsonBody before any SSE line
+  std::string raw;
 };
 
 struct Openai {
@@ -98,6 +106,7 @@ struct Openai {
   cg_done_cb stop_done = nullptr;
   void *stop_arg = nullptr;
   bool stopping = false;
+  bool told_json = false;  // logged once: the service answers JSON to stream requests
 
   void log(int level, const std::string &line) const { api->log(host, level, cs(line)); }
   void count(std::string_view name, std::string_view labels) const {
@@ -252,7 +261,21 @@ int on_data(void *arg, int32_t status, cg_str_t chunk) {
     if (c->error_body.size() < 4096) c->error_body.append(sv(chunk));
     return 0;
   }
-  c->sse.feed(sv(chunk), [c](std::string_view data) { on_event(c, data); });
+  c->sse.feed(sv(chunk), [c](std::string_view data) {
+    if (!c->sse_seen) {
+      c->sse_seen = true;
+      std::string().swap(c->raw);  // a real stream: the copy is not needed
+    }
+    on_event(c, data);
+  });
+  if (!c->sse_seen && !c->raw_over) {
+    if (c->raw.size() + chunk.len > kMaxJsonBody) {
+      c->raw_over = true;
+      std::string().swap(c->raw);
+    } else {
+      c->raw.append(sv(chunk));
+    }
+  }
   return 0;
 }
 
@@ -284,21 +307,40 @@ bool maybe_retry(Call *c, uint64_t delay_ms, const std::string &why) {
   return true;
 }
 
-uint64_t retry_after_ms(const cg_http_client_response_t *resp) {
+// The first value of response header `lower_name` (given in lower case),
+// or "" when absent.
+std::string_view header_value(const cg_http_client_response_t *resp, std::string_view lower_name) {
   for (uint32_t i = 0; i < resp->header_count; i++) {
     const std::string_view name = sv(resp->headers[i].name);
-    if (name.size() != 11 || !std::equal(name.begin(), name.end(), "retry-after",
-                                         [](char a, char b) { return std::tolower(a) == b; })) {
-      continue;
-    }
-    const std::string value(sv(resp->headers[i].value));
-    char *end = nullptr;
-    const double secs = std::strtod(value.c_str(), &end);
-    if (end != value.c_str() && secs >= 0) {
-      return std::min<uint64_t>(kRetryAfterCapMs, static_cast<uint64_t>(secs * 1000));
+    if (name.size() == lower_name.size() &&
+        std::equal(name.begin(), name.end(), lower_name.begin(),
+                   [](char a, char b) { return std::tolower(a) == b; })) {
+      return sv(resp->headers[i].value);
     }
   }
+  return {};
+}
+
+uint64_t retry_after_ms(const cg_http_client_response_t *resp) {
+  const std::string value(header_value(resp, "retry-after"));
+  if (value.empty()) return 0;
+  char *end = nullptr;
+  const double secs = std::strtod(value.c_str(), &end);
+  if (end != value.c_str() && secs >= 0) {
+    return std::min<uint64_t>(kRetryAfterCapMs, static_cast<uint64_t>(secs * 1000));
+  }
   return 0;
+}
+
+// A whole chat.completion body (asked for without a stream, or sent by a
+// service that ignored "stream": true): its answer, or CG_EPROTO.
+void finish_completion(Call *c, std::string_view body) {
+  std::string_view text;
+  if (!cg::openai::completion_content_parse(c->o->parser, body, &text)) {
+    finish(c, CG_EPROTO, "HTTP 200 without choices[0].message.content");
+    return;
+  }
+  finish(c, 0, text);
 }
 
 void on_http_done(void *arg, int result, const cg_http_client_response_t *resp) {
@@ -323,20 +365,29 @@ void on_http_done(void *arg, int result, const cg_http_client_response_t *resp) 
         finish(c, 0, c->answer);
         return;
       }
+      // Some services and proxies ignore "stream": true and answer one
+      // chat.completion: the Content-Type says which it is.
+      if (!c->sse_seen && cg::openai::is_json_content_type(header_value(resp, "content-type"))) {
+        if (c->raw_over) {
+          finish(c, CG_EPROTO, "a JSON answer over " + std::to_string(kMaxJsonBody) + " bytes");
+          return;
+        }
+        if (!o->told_json) {
+          o->told_json = true;
+          o->log(CG_LOG_INFO,
+                 "the service answered a streaming request with one JSON completion (it "
+                 "ignores \"stream\": true): its answers arrive whole, not word by word");
+        }
+        const std::string body = std::move(c->raw);
+        finish_completion(c, body);
+        return;
+      }
       const std::string why = "the stream ended early (no [DONE])";
       if (maybe_retry(c, backoff_ms(o, c->attempt), why)) return;
       finish(c, CG_EPROTO, why);
       return;
     }
-    simdjson::dom::element doc;
-    std::string_view text;
-    const std::string_view body = sv(resp->body);
-    if (o->parser.parse(body.data(), body.size()).get(doc) != simdjson::SUCCESS ||
-        doc["choices"].at(0)["message"]["content"].get_string().get(text) != simdjson::SUCCESS) {
-      finish(c, CG_EPROTO, "HTTP 200 without choices[0].message.content");
-      return;
-    }
-    finish(c, 0, text);
+    finish_completion(c, sv(resp->body));
     return;
   }
   const std::string why =
@@ -361,6 +412,9 @@ void start_attempt(Call *c) {
   c->sse.clear();
   c->answer.clear();
   c->error_body.clear();
+  c->sse_seen = false;
+  c->raw_over = false;
+  c->raw.clear();
   uint64_t timeout = o->timeout_ms;
   if (c->deadline_ms != 0) {
     const uint64_t now = o->now();

@@ -1,6 +1,7 @@
-// The streamed answer of an OpenAI-compatible service: server-sent events
-// split into `data:` payloads, and each payload's content deltas. Apart
-// from the plugin so it can be tested and fuzzed on its own.
+// The answer of an OpenAI-compatible service: server-sent events split
+// into `data:` payloads and each payload's content deltas, or one whole
+// chat.completion JSON body. Apart from the plugin so it can be tested and
+// fuzzed on its own.
 //
 // THREAD: not thread-safe.
 #pragma once
@@ -34,5 +35,18 @@ struct SseDelta {
 };
 SseDelta sse_delta_parse(simdjson::dom::parser &parser, std::string_view data,
                          const std::function<void(std::string_view)> &on_piece);
+
+// The answer of a whole (not streamed) chat.completion body:
+// choices[0].message.content. False when the body is no JSON object or
+// has no such string; *content then is untouched. *content points into
+// `parser`'s memory: valid until its next parse.
+bool completion_content_parse(simdjson::dom::parser &parser, std::string_view body,
+                              std::string_view *content);
+
+// True when a Content-Type value is application/json: type and subtype
+// compared without case, parameters (`; charset=utf-8`) and surrounding
+// blanks ignored. text/event-stream, application/problem+json and an empty
+// value are not.
+bool is_json_content_type(std::string_view value);
 
 }  // namespace cg::openai

@@ -5,7 +5,8 @@ Written from the public API reference (POST /v1/chat/completions, JSON or
 server-sent events with `data: {...}` chunks ending in `data: [DONE]`),
 independently of chatgate's code. Standard library only.
 
-    fake_openai.py [--port N] [--tls CERT KEY]   prints "PORT <n>" once listening
+    fake_openai.py [--port N] [--tls CERT KEY] [--ignore-stream]
+                                                 prints "PORT <n>" once listening
 
 The answer is "reply to: <last user message> (<n> messages)", so a test sees
 the context that was sent. Tests steer the next requests with
@@ -14,7 +15,12 @@ the context that was sent. Tests steer the next requests with
 
 one entry per coming request (then "ok" again): "ok", "delay:MS",
 "status:CODE[:RETRY_AFTER_SECONDS]", "drop" (close mid-answer),
-"trickle:MS" (stream one word every MS), "hang" (never answer).
+"trickle:MS" (stream one word every MS), "hang" (never answer),
+"json[:CONTENT_TYPE]" (one whole chat.completion JSON body even when
+`"stream": true` was asked, as some compatible servers and proxies do;
+Content-Type "application/json; charset=utf-8" unless given, e.g.
+"json:text/event-stream" for a mislabelled one). --ignore-stream makes
+"json" every request's default.
 GET /requests returns every request seen: path, headers and body; GET
 /aborted how many streams the client closed before their end.
 POST /reset forgets the script and the requests.
@@ -29,11 +35,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 STATE = {"script": [], "requests": [], "aborted": 0}
 LOCK = threading.Lock()
+DEFAULT = "json" if "--ignore-stream" in sys.argv else "ok"
 
 
 def next_behaviour():
     with LOCK:
-        return STATE["script"].pop(0) if STATE["script"] else "ok"
+        return STATE["script"].pop(0) if STATE["script"] else DEFAULT
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -120,7 +127,7 @@ class Handler(BaseHTTPRequestHandler):
         messages = req.get("messages", [])
         last_user = [m for m in messages if m.get("role") == "user"][-1]["content"]
         answer = "reply to: %s (%d messages)" % (last_user, len(messages))
-        if req.get("stream"):
+        if req.get("stream") and kind != "json":
             try:
                 self.stream(answer, kind, arg)
             except (BrokenPipeError, ConnectionResetError):
@@ -131,11 +138,21 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "drop":
             self.close_hard()
             return
-        self.send_json(200, {
+        completion = {
             "id": "chatcmpl-fake", "object": "chat.completion", "model": req.get("model"),
             "choices": [{"index": 0, "finish_reason": "stop",
                          "message": {"role": "assistant", "content": answer}}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        if kind == "json":
+            # A server that ignores "stream": true: the whole completion at once.
+            data = json.dumps(completion).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", arg or "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        self.send_json(200, completion)
 
     def stream(self, answer, kind, arg):
         self.send_response(200)

@@ -7,7 +7,8 @@ Stream mode: connect (the connections/open body and its subscription), a
 robot message answered through its session webhook with the sender
 @-mentioned, the ack's exact format, SYSTEM pings, SYSTEM disconnect and a
 dropped connection (both reconnect with a new ticket), a message redelivered
-after a reconnect answered once, the mention policy and single chats, the
+after a reconnect answered once, the mention policy and single chats (a
+conversationType other than the string "1" counts as a group), the
 OpenAPI when the session webhook has expired or refuses, an expired access
 token replaced, and refused credentials in /readyz.
 HTTP callback mode: a signed callback answered, and every refusal (bad sign,
@@ -361,6 +362,37 @@ class StreamTest(DingTalkCase):
         self.assertEqual(self.fake.session_replies(ignored), [])
         self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="dt",
                                      reason="policy"), 1)
+        self.finish(cg)
+
+    def test_a_conversation_type_not_the_string_1_is_a_group(self):
+        # The policy fails closed: conversationType as a number (2, or even
+        # 1), unknown or missing makes a group message, and one that does not
+        # mention the robot is acked, never answered, and counted dropped.
+        port, cg = self.connect()
+        shapes = [("num2", 2), ("num1", 1), ("unknown", "3"), ("missing", None)]
+        sessions = []
+        for name, value in shapes:
+            body, session = incoming(self.fake, "msg_ct_" + name, "no mention " + name,
+                                     "cid_ct", group=False, at_bot=False)
+            if value is None:
+                del body["conversationType"]
+            else:
+                body["conversationType"] = value
+            sessions.append(session)
+            self.assertEqual(self.fake.wait_ack(self.fake.push(body))["code"], 200)
+        # A barrier: the same conversation, mentioning the robot, is turn 1,
+        # so none of the above was routed.
+        body, mentioned = incoming(self.fake, "msg_ct_at", "with the mention", "cid_ct")
+        body["conversationType"] = 2
+        self.fake.push(body)
+        [reply] = self.fake.wait_session_reply(mentioned)
+        self.assertEqual(reply["content"], {"content": "echo: with the mention (turn 1)"})
+        self.assertEqual(reply["atUserIds"], [STAFF])  # answered as in a group
+        self.settle()
+        for session in sessions:
+            self.assertEqual(self.fake.session_replies(session), [])
+        self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="dt",
+                                     reason="policy"), len(shapes))
         self.finish(cg)
 
     def test_expired_session_webhooks_fall_back_to_the_openapi(self):

@@ -3,9 +3,10 @@ against tests/fakes/fake_feishu.py (an independent fake of the Feishu open
 platform: HTTP open APIs plus the long-connection WebSocket) on loopback.
 
 Webhook mode: URL verification (plain and encrypted), replies to p2p and
-group messages (mention required, allowedChats, directMessages), encrypted
-and signed callbacks and every refusal (bad signature, stale timestamp,
-replayed nonce, missing signature, undecryptable, malformed, wrong token),
+group messages (mention required, allowedChats, directMessages; chat_type
+and mentions failing closed), encrypted and signed callbacks and every
+refusal (bad signature, stale timestamp, replayed nonce, missing
+signature, undecryptable, malformed, wrong token),
 a re-pushed event answered once, the unsupported-type answer, an expired
 tenant token and a 429 retried, and streaming CardKit cards with openai.so
 and tests/fakes/fake_openai.py (updates, fallback to text, model errors);
@@ -250,6 +251,67 @@ class WebhookTest(FeishuCase):
         self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
                                      reason="policy"), 2)
         self.finish(cg)
+
+    def test_chat_type_and_mentions_fail_closed(self):
+        # Anything but the string "p2p" is a group; a mention counts only when
+        # it names the bot's open_id. Without it, all are dropped by policy.
+        port, cg = self.gateway(self.fake)
+        chat = "oc_strict"
+        events = []
+        for name, value in (("num", 1), ("null", None), ("private", "private")):
+            ev = text_event("om_ct_" + name, "hi", chat_id=chat)
+            ev["event"]["message"]["chat_type"] = value
+            events.append(ev)
+        ev = text_event("om_ct_missing", "hi", chat_id=chat)
+        del ev["event"]["message"]["chat_type"]
+        events.append(ev)
+        # The bot's mention without its id, and with the bot's id only as union_id.
+        ev = text_event("om_m_noid", "@_user_1 hi", chat_id=chat, chat_type="group",
+                        mentions=[("@_user_1", "ou_bot", "Bot")])
+        del ev["event"]["message"]["mentions"][0]["id"]
+        events.append(ev)
+        ev = text_event("om_m_union", "@_user_1 hi", chat_id=chat, chat_type="group",
+                        mentions=[("@_user_1", "ou_bot", "Bot")])
+        ev["event"]["message"]["mentions"][0]["id"] = {"union_id": "ou_bot"}
+        events.append(ev)
+        ev = text_event("om_m_obj", "@_user_1 hi", chat_id=chat, chat_type="group")
+        ev["event"]["message"]["mentions"] = {"key": "@_user_1", "id": {"open_id": "ou_bot"}}
+        events.append(ev)
+        for ev in events:
+            self.assertEqual(self.webhook(port, ev)[0], 200)
+        # A barrier in the same chat, mentioning the bot: turn 1, so none of
+        # the above was routed.
+        self.webhook(port, text_event("om_ct_at", "@_user_1 now", chat_id=chat, chat_type="group",
+                                      mentions=[("@_user_1", "ou_bot", "Bot")]))
+        [reply] = self.fake.wait_reply("om_ct_at")
+        self.assertEqual(reply["content"], {"text": "echo: now (turn 1)"})
+        self.settle()
+        for ev in events:
+            self.assertEqual(self.fake.replies_to(ev["event"]["message"]["message_id"]), [])
+        self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
+                                     reason="policy"), len(events))
+        self.finish(cg)
+
+    def test_no_mention_counts_while_the_bots_id_is_unknown(self):
+        # bot/v3/info refused: the bot's open_id is unknown, so a mention
+        # cannot be shown to be the bot's; the group message is dropped.
+        self.fake.fail(path="/open-apis/bot/v3/info", count=1, status=400, code=99991672,
+                       msg="no permission")
+        port = free_port()
+        cg = self.start(feishu_config(port, self.fake.port), wait_bot=False)
+        wait_for(lambda: "cannot learn the bot's open_id" in cg.log(), 5, "the bot info failure")
+        self.webhook(port, text_event("om_unknown_bot", "@_user_1 hi", chat_id="oc_unknown",
+                                      chat_type="group", mentions=[("@_user_1", "ou_bot", "Bot")]))
+        # A barrier: a p2p message needs no mention and is answered.
+        self.webhook(port, text_event("om_unknown_p2p", "direct"))
+        self.fake.wait_reply("om_unknown_p2p")
+        self.settle()
+        self.assertEqual(self.fake.replies_to("om_unknown_bot"), [])
+        self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
+                                     reason="policy"), 1)
+        log = self.finish(cg)
+        self.assertNotIn(BOT_LEARNED, log)
+        self.assertIn("no @-mention counts as the bot's", log)
 
     def test_allowed_chats_and_direct_messages_off_drop_by_policy(self):
         port, cg = self.gateway(self.fake, allowedChats=["oc_allowed"], directMessages=False)
@@ -735,6 +797,23 @@ class LongConnectionTest(FeishuCase):
         self.assertEqual(self.fake.ws()["connections"], 1)
         self.finish(cg)
 
+
+    def test_a_missing_chat_type_is_a_group_over_the_long_connection_too(self):
+        port, cg = self.connect()
+        ev = text_event("om_ws_noct", "no chat type", chat_id="oc_ws_strict")
+        del ev["event"]["message"]["chat_type"]
+        frame_id = self.fake.push(ev)
+        wait_for(lambda: [a for a in self.fake.ws()["acks"] if a["message_id"] == frame_id],
+                 3, "the ack")
+        self.fake.push(text_event("om_ws_at", "@_user_1 now", chat_id="oc_ws_strict",
+                                  chat_type="group", mentions=[("@_user_1", "ou_bot", "Bot")]))
+        [reply] = self.fake.wait_reply("om_ws_at")
+        self.assertEqual(reply["content"], {"text": "echo: now (turn 1)"})
+        self.settle()
+        self.assertEqual(self.fake.replies_to("om_ws_noct"), [])
+        self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
+                                     reason="policy"), 1)
+        self.finish(cg)
 
     def test_card_button_over_the_long_connection_is_acked_with_a_toast(self):
         port, cg = self.connect()

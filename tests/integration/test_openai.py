@@ -213,6 +213,71 @@ class OpenAITest(unittest.TestCase):
         self.assertEqual("".join(deltas), final["answer"])
         self.stop_and_log(cg)
 
+    def sse_chat(self, port, user, query):
+        """POST /api/chat with "stream": true; the data events, parsed."""
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", "/api/chat", json.dumps(
+            {"userId": user, "query": query, "stream": True}))
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(resp.getheader("Content-Type"), "text/event-stream")
+        events = [json.loads(line[6:]) for line in resp.read().decode().split("\n")
+                  if line.startswith("data: ")]
+        conn.close()
+        return events
+
+    def test_a_json_completion_to_a_stream_request_is_the_whole_answer(self):
+        # A server or proxy that ignores "stream": true answers one
+        # chat.completion (application/json): that is the answer, not a
+        # broken stream, and it is neither retried nor failed.
+        port, cg = self.start()
+        self.fake.script("json", "json")
+        events = self.sse_chat(port, "jay", "whole at once")
+        final = events[-1]
+        self.assertTrue(final["done"], events)
+        self.assertNotIn("error", final)
+        self.assertEqual(final["answer"], "reply to: whole at once (2 messages)")
+        deltas = [e["delta"] for e in events if "delta" in e]
+        self.assertIn("".join(deltas), ("", final["answer"]))
+        # The turn was stored like any other: the next request carries it.
+        self.assertEqual(self.sse_chat(port, "jay", "again")[-1]["answer"],
+                         "reply to: again (4 messages)")
+        reqs = self.fake.requests()
+        self.assertEqual(len(reqs), 2)  # no retry
+        self.assertTrue(all(r["body"]["stream"] for r in reqs))  # a stream was asked for
+        self.assertEqual(reqs[0]["headers"]["Accept"], "text/event-stream")
+        log = self.stop_and_log(cg)
+        self.assertEqual(log.count('ignores "stream": true'), 1, log)  # said once
+        self.assertNotIn("ended early", log)
+
+    def test_a_json_body_labelled_as_a_stream_is_still_a_broken_stream(self):
+        # The Content-Type decides: JSON sent as text/event-stream is a stream
+        # without a [DONE], failed (and retried) as before.
+        port, cg = self.start(extra="        retries: 1")
+        self.fake.script("json:text/event-stream", "json:text/event-stream")
+        status, body, _ = chat(port, "mel", "mislabelled")
+        self.assertEqual(status, 503, body)
+        self.assertNotIn("reply to", body["answer"])
+        self.assertEqual(len(self.fake.requests()), 2)
+        log = self.stop_and_log(cg)
+        self.assertIn("the stream ended early (no [DONE])", log)
+
+    def test_json_errors_to_a_stream_request_behave_as_before(self):
+        # A JSON error body (application/json too) is an error, not an answer:
+        # 4xx fails at once, 5xx is retried.
+        port, cg = self.start(extra="        retries: 1")
+        self.fake.script("status:400", "status:503", "json")
+        final = self.sse_chat(port, "erin", "bad request")[-1]
+        self.assertEqual(final.get("error"), "model_unavailable", final)
+        self.assertNotIn("fake error", final["answer"])
+        self.assertEqual(len(self.fake.requests()), 1)  # a 400 is not retried
+        final = self.sse_chat(port, "erin", "server error")[-1]
+        self.assertEqual(final["answer"], "reply to: server error (2 messages)")
+        self.assertEqual(len(self.fake.requests()), 3)  # the 503 was retried
+        log = self.stop_and_log(cg)
+        self.assertIn("HTTP 400: fake error 400", log)
+        self.assertIn("attempt 1 failed (HTTP 503: fake error 503)", log)
+
     def test_client_leaving_mid_stream_cancels_the_backend_and_stores_no_turn(self):
         port, cg = self.start()
         self.fake.script("trickle:200")

@@ -1,9 +1,13 @@
 // Unit tests for feishu.so's protocol pieces (plugins/feishu): decryption
 // and signatures against the known-answer vectors of ../shared/protocols.md,
 // envelope parsing (schema 2.0, v1, url_verification) and message content
-// (mentions, posts, images, files).
+// (mentions, posts, images, files), and the message policy failing closed
+// on every field it reads.
 #include <catch2/catch.hpp>
+#include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "feishu_crypto.h"
 #include "feishu_event.h"
@@ -138,8 +142,10 @@ TEST_CASE("feishu: text mentions: the bot's removed, others named") {
   c = feishu::message_content(ev, "ou_other");
   CHECK_FALSE(c.mentioned);
   CHECK(c.text == "@Bot ask @Xu now");
-  // Id unknown: any mention counts.
-  CHECK(feishu::message_content(ev, "").mentioned);
+  // Id unknown (not learned yet): no mention counts, the policy fails closed.
+  c = feishu::message_content(ev, "");
+  CHECK_FALSE(c.mentioned);
+  CHECK(c.text == "@Bot ask @Xu now");
 }
 
 TEST_CASE("feishu: post flattened, with and without a locale") {
@@ -183,4 +189,170 @@ TEST_CASE("feishu: image, file and unsupported types") {
   CHECK(c.attachments.at(0).name == "a.pdf");
   REQUIRE(feishu::event_parse(message_event("p2p", "audio", R"({"file_key":"x"})", ""), &ev) == "");
   CHECK_FALSE(feishu::message_content(ev, "ou_bot").supported);
+}
+
+// ---- the policy fails closed ----
+//
+// Every field the mention, group or allowedChats policy reads, missing, of
+// another JSON type or with an unknown value, makes the message the
+// stricter case: a group message that does not mention the bot. The
+// webhook and the long connection both parse with event_parse and decide
+// with message_policy (feishu.cc's route).
+
+namespace {
+
+constexpr const char *kBot = "ou_bot";
+
+// An im.message.receive_v1 event: a group text "@_user_1 hi" whose
+// mentions name the bot (the lenient case), with the message's `key` set
+// to the raw JSON `value`, or left out when `value` is nullptr.
+std::string group_event(const std::string &key, const char *value) {
+  const std::vector<std::pair<std::string, std::string>> fields = {
+      {"message_id", R"("om_1")"},
+      {"chat_id", R"("oc_1")"},
+      {"chat_type", R"("group")"},
+      {"message_type", R"("text")"},
+      {"content", R"("{\"text\":\"@_user_1 hi\"}")"},
+      {"mentions", R"([{"key":"@_user_1","id":{"open_id":"ou_bot"},"name":"Bot"}])"},
+  };
+  std::string message = "{";
+  bool seen = false;
+  for (const auto &[k, v] : fields) {
+    if (k == key) {
+      seen = true;
+      if (value == nullptr) continue;
+    }
+    if (message.size() > 1) message += ",";
+    message += "\"" + k + "\":" + (k == key ? std::string(value) : v);
+  }
+  REQUIRE(seen);
+  return R"({"schema":"2.0","header":{"event_id":"ev1","event_type":"im.message.receive_v1",)"
+         R"("token":"vt"},"event":{"sender":{"sender_id":{"open_id":"ou_u"},)"
+         R"("sender_type":"user"},"message":)" +
+         message + "}}}";
+}
+
+feishu::Event parsed(const std::string &body) {
+  feishu::Event ev;
+  REQUIRE(feishu::event_parse(body, &ev) == "");
+  REQUIRE(ev.kind == feishu::Event::Kind::kMessage);
+  return ev;
+}
+
+std::string verdict(const feishu::Event &ev, feishu::Policy policy = {}) {
+  return feishu::message_policy(ev, feishu::message_content(ev, kBot), policy);
+}
+
+}  // namespace
+
+TEST_CASE("feishu policy: the lenient baseline is answered") {
+  const feishu::Event ev = parsed(group_event("chat_type", R"("group")"));
+  CHECK_FALSE(ev.direct);
+  CHECK(feishu::message_content(ev, kBot).mentioned);
+  CHECK(verdict(ev) == "");
+  const std::set<std::string> allowed = {"oc_1"}, other = {"oc_2"}, none;
+  CHECK(verdict(ev, {true, true, &allowed}) == "");
+  CHECK(verdict(ev, {true, true, &none}) == "");
+  CHECK(verdict(ev, {true, true, &other}) == "policy");
+  // A p2p chat needs no mention, only directMessages.
+  const feishu::Event p2p = parsed(group_event("chat_type", R"("p2p")"));
+  CHECK(p2p.direct);
+  const feishu::Event quiet_p2p = parsed(group_event("mentions", nullptr));
+  CHECK(feishu::message_policy(p2p, feishu::message_content(quiet_p2p, kBot), {}) == "");
+  CHECK(verdict(p2p, {true, false, nullptr}) == "policy");
+}
+
+TEST_CASE("feishu policy: chat_type missing, of another type or unknown is a group") {
+  const std::pair<const char *, const char *> shapes[] = {
+      {"missing", nullptr},
+      {"null", "null"},
+      {"a number", "1"},
+      {"true", "true"},
+      {"an object", R"({"type":"p2p"})"},
+      {"an array", R"(["p2p"])"},
+      {"\"group\"", R"("group")"},
+      {"\"topic_group\"", R"("topic_group")"},
+      {"\"P2P\"", R"("P2P")"},
+      {"\"p2p \"", R"("p2p ")"},
+      {"empty \"\"", R"("")"},
+      {"\"private\"", R"("private")"},
+  };
+  for (const auto &[what, value] : shapes) {
+    SECTION(what) {
+      // Without the bot's mention: as a group, dropped while requireMention.
+      std::string body = group_event("chat_type", value);
+      const std::string mention = R"("id":{"open_id":"ou_bot"})";
+      const size_t at = body.find(mention);
+      REQUIRE(at != std::string::npos);
+      body.replace(at, mention.size(), R"("id":{"open_id":"ou_someone"})");
+      const feishu::Event ev = parsed(body);
+      CHECK_FALSE(ev.direct);
+      CHECK_FALSE(feishu::message_content(ev, kBot).mentioned);
+      CHECK(verdict(ev) == "policy");
+      // As a group it also answers to allowedChats, not to directMessages.
+      const std::set<std::string> other = {"oc_2"};
+      CHECK(verdict(ev, {false, true, &other}) == "policy");
+      CHECK(verdict(ev, {false, false, nullptr}) == "");
+    }
+  }
+}
+
+TEST_CASE("feishu policy: mentions malformed or not naming the bot is no mention") {
+  const std::pair<const char *, const char *> shapes[] = {
+      {"missing", nullptr},
+      {"null", "null"},
+      {"an object, not an array", R"({"key":"@_user_1","id":{"open_id":"ou_bot"}})"},
+      {"a string", R"("@_user_1")"},
+      {"empty", "[]"},
+      {"entries not objects", R"(["@_user_1","ou_bot",1,null])"},
+      {"key missing", R"([{"id":{"open_id":"ou_bot"},"name":"Bot"}])"},
+      {"key not a string", R"([{"key":1,"id":{"open_id":"ou_bot"},"name":"Bot"}])"},
+      {"key not in the text", R"([{"key":"@_user_2","id":{"open_id":"ou_bot"},"name":"Bot"}])"},
+      {"id missing", R"([{"key":"@_user_1","name":"Bot"}])"},
+      {"id null", R"([{"key":"@_user_1","id":null,"name":"Bot"}])"},
+      {"id a string", R"([{"key":"@_user_1","id":"ou_bot","name":"Bot"}])"},
+      {"id.open_id missing",
+       R"([{"key":"@_user_1","id":{"union_id":"ou_bot","user_id":"ou_bot"},"name":"Bot"}])"},
+      {"id.open_id not a string", R"([{"key":"@_user_1","id":{"open_id":["ou_bot"]}}])"},
+      {"id.open_id empty", R"([{"key":"@_user_1","id":{"open_id":""},"name":"Bot"}])"},
+      {"id.open_id another", R"([{"key":"@_user_1","id":{"open_id":"ou_bot2"},"name":"B"}])"},
+      {"name only", R"([{"key":"@_user_1","name":"ou_bot"}])"},
+  };
+  for (const auto &[what, value] : shapes) {
+    SECTION(what) {
+      const feishu::Event ev = parsed(group_event("mentions", value));
+      CHECK_FALSE(ev.direct);
+      CHECK_FALSE(feishu::message_content(ev, kBot).mentioned);
+      CHECK(verdict(ev) == "policy");
+      CHECK(verdict(ev, {false, true, nullptr}) == "");
+    }
+  }
+}
+
+TEST_CASE("feishu policy: the bot's id not known yet is no mention") {
+  const feishu::Event ev = parsed(group_event("chat_type", R"("group")"));
+  const feishu::Content c = feishu::message_content(ev, "");
+  CHECK_FALSE(c.mentioned);
+  CHECK(feishu::message_policy(ev, c, {}) == "policy");
+  // A mention entry without an open_id does not match an unknown id either.
+  const feishu::Event no_id = parsed(group_event("mentions", R"([{"key":"@_user_1"}])"));
+  CHECK_FALSE(feishu::message_content(no_id, "").mentioned);
+}
+
+TEST_CASE("feishu policy: chat_id missing or of another type is refused, unknown not allowed") {
+  feishu::Event ev;
+  // Without a chat id nothing is routed (the webhook answers 400, the long
+  // connection acks and drops).
+  CHECK(feishu::event_parse(group_event("chat_id", nullptr), &ev) ==
+        "a message without id or chat");
+  CHECK(feishu::event_parse(group_event("chat_id", "1"), &ev) == "a message without id or chat");
+  CHECK(feishu::event_parse(group_event("chat_id", R"(["oc_1"])"), &ev) ==
+        "a message without id or chat");
+  CHECK(feishu::event_parse(group_event("chat_id", "null"), &ev) == "a message without id or chat");
+  CHECK(feishu::event_parse(group_event("chat_id", R"("")"), &ev) ==
+        "a message without id or chat");
+  // A chat id not on allowedChats (nor a case variant of one) is dropped.
+  const std::set<std::string> allowed = {"oc_1"};
+  CHECK(verdict(parsed(group_event("chat_id", R"("oc_9")")), {true, true, &allowed}) == "policy");
+  CHECK(verdict(parsed(group_event("chat_id", R"("OC_1")")), {true, true, &allowed}) == "policy");
 }
