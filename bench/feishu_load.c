@@ -160,7 +160,7 @@ static int selftest(void) {
 
 /* ---- precomputed requests ---- */
 
-enum { STRIDE = 2560 };
+enum { STRIDE = 1536 }; /* the largest request is about 1,250 bytes */
 
 typedef struct pool {
   char *arena;      /* n * STRIDE bytes */
@@ -534,8 +534,11 @@ int main(int argc, char **argv) {
   } else {
     pool_make(&main_pool, pool_n, 0, chats, "c", cycle);
   }
-  fprintf(stderr, "feishu_load: %zu + %zu callbacks precomputed in %.1f s\n", main_pool.n,
-          steady_pool.n, (double)(uv_hrtime() - t0) / 1e9);
+  size_t maxlen = 0;
+  for (size_t i = 0; i < main_pool.n; i++) maxlen = main_pool.len[i] > maxlen ? main_pool.len[i] : maxlen;
+  for (size_t i = 0; i < steady_pool.n; i++) maxlen = steady_pool.len[i] > maxlen ? steady_pool.len[i] : maxlen;
+  fprintf(stderr, "feishu_load: %zu + %zu callbacks precomputed in %.1f s (largest request %zu bytes)\n",
+          main_pool.n, steady_pool.n, (double)(uv_hrtime() - t0) / 1e9, maxlen);
   if (sendlog_path && is_flood) sendlog = fopen(sendlog_path, "w");
 
   loop = uv_default_loop();
