@@ -34,8 +34,8 @@
 // Auth for /admin/api/: `Authorization: Bearer <admin.token>` (or the
 // page's session cookie), compared in constant time; an address that sends admin.maxLoginFailures
 // wrong tokens is answered 429 for admin.lockoutSeconds. Without a token (allowed only on loopback,
-// see config.cc) the API is open. The probes and /metrics carry no secrets and need no token, so
-// load balancers and Prometheus can reach them.
+// see config_sections.cc) the API is open. The probes and /metrics carry no secrets and need no
+// token, so load balancers and Prometheus can reach them.
 //
 // THREAD: not thread-safe; loop thread only.
 #pragma once

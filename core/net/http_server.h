@@ -121,7 +121,8 @@ class HttpServer {
   // when answered.
   void close(std::function<void()> done);
 
-  // Opaque; public only so file-local helpers in http_server.cc can name it.
+  // Opaque (http_server_impl.h); public only so file-local helpers in the
+  // http_server*.cc files can name it.
   struct Impl;
 
  private:

@@ -3,7 +3,7 @@
 //                   -> {"answer"}, or with "stream": true server-sent events:
 //                   data: {"delta":"..."} ... then data: {"answer":"...","done":true}
 // The admin listener runs a second one, the "web" channel of the admin
-// page, on its own path behind the admin auth (see admin.cc).
+// page, on its own path behind the admin auth (see admin/admin_auth.cc).
 //
 // THREAD: not thread-safe; loop thread only.
 #pragma once

@@ -1,0 +1,172 @@
+// What the admin API reports: /readyz, /metrics with the process metrics it
+// refreshes, and the status and plugins JSON.
+#include <chatgate/chatgate.h>
+#include <dirent.h>
+#include <spdlog/spdlog.h>
+#include <uv.h>
+
+#include <array>
+#include <string>
+
+#include "admin/admin.h"
+#include "admin/admin_internal.h"
+#include "base/json.h"
+#include "base/log.h"
+#include "base/loop.h"
+#include "base/metrics.h"
+#include "host/plugin_instance.h"
+#include "host/plugin_loader.h"
+
+namespace cg {
+namespace {
+
+const char *state_name(int state) {
+  switch (state) {
+    case CG_STATE_STARTING:
+      return "starting";
+    case CG_STATE_RUNNING:
+      return "running";
+    case CG_STATE_DEGRADED:
+      return "degraded";
+    default:
+      return "failed";
+  }
+}
+
+size_t open_fds() {
+  size_t n = 0;
+  // procfs: answered from kernel memory, no disk I/O on the loop thread.
+  if (DIR *d = opendir("/proc/self/fd")) {
+    while (const dirent *e = readdir(d)) {
+      if (e->d_name[0] != '.') ++n;
+    }
+    closedir(d);
+    if (n > 0) --n;  // the descriptor opendir itself holds
+  }
+  return n;
+}
+
+}  // namespace
+
+// Ready when no instance is starting or failed; a degraded instance (a
+// cache that lost Redis, say) still serves, so it is listed but ready.
+void AdminApi::readyz(HttpServer &server, HttpExchange *ex) {
+  std::string not_ready, degraded;
+  for (const auto &p : plugins_) {
+    const int st = p->health();
+    if (st == CG_STATE_RUNNING) continue;
+    std::string item = "{\"instance\":" + json_quote(p->name()) + ",\"state\":\"" + state_name(st) +
+                       "\",\"reason\":" + json_quote(p->health_reason()) + "}";
+    std::string &list = st == CG_STATE_DEGRADED ? degraded : not_ready;
+    if (!list.empty()) list += ",";
+    list += item;
+  }
+  const bool ready = not_ready.empty();
+  std::string body = std::string("{\"ready\":") + (ready ? "true" : "false") + ",\"notReady\":[" +
+                     not_ready + "],\"degraded\":[" + degraded + "]}";
+  respond_json(server, ex, ready ? 200 : 503, body);
+}
+
+void AdminApi::update_process_metrics() {
+  uv_rusage_t ru{};
+  if (uv_getrusage(&ru) == 0) {
+    const double cpu = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                       static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    if (double *g = metrics_.counter("process_cpu_seconds_total", "",
+                                     "user and system CPU time of the process")) {
+      *g = cpu;
+    }
+  }
+  size_t rss = 0;
+  if (uv_resident_set_memory(&rss) == 0) {
+    if (double *g = metrics_.gauge("process_resident_memory_bytes", "", "resident memory")) {
+      *g = static_cast<double>(rss);
+    }
+  }
+  if (double *g = metrics_.gauge("process_open_fds", "", "open file descriptors")) {
+    *g = static_cast<double>(open_fds());
+  }
+  if (double *g = metrics_.gauge("chatgate_uptime_seconds", "", "seconds since start")) {
+    *g = static_cast<double>(loop_.now_ms() - started_ms_) / 1000.0;
+  }
+  if (double *g =
+          metrics_.gauge("chatgate_build_info",
+                         "version=\"" CHATGATE_VERSION "\",abi=\"" + std::to_string(CG_ABI_MAJOR) +
+                             "." + std::to_string(CG_ABI_MINOR) + "\"",
+                         "always 1; the labels say which build runs")) {
+    *g = 1;
+  }
+  for (const auto &p : plugins_) {
+    const std::string labels = "plugin_instance=" + json_quote(p->name()) + ",kind=\"" +
+                               std::string(plugin_kind_name(p->kind())) + "\"";
+    if (double *g = metrics_.gauge("chatgate_plugin_state", labels,
+                                   "0 starting, 1 running, 2 degraded, 3 failed")) {
+      *g = p->health();
+    }
+  }
+  static constexpr std::array<std::pair<int, const char *>, 2> kLevels = {
+      {{spdlog::level::warn, "warn"}, {spdlog::level::err, "error"}}};
+  for (const auto &[level, name] : kLevels) {
+    if (double *c =
+            metrics_.counter("chatgate_log_messages_total", std::string("level=\"") + name + "\"",
+                             "log lines written at warn and error level")) {
+      *c = static_cast<double>(log_lines_written(level));
+    }
+  }
+  if (double *g = metrics_.gauge("chatgate_http_in_flight", "listener=\"api\"",
+                                 "requests received and not yet answered")) {
+    *g = static_cast<double>(api_.in_flight());
+  }
+  if (double *g = metrics_.gauge("chatgate_http_connections", "listener=\"api\"",
+                                 "open client connections")) {
+    *g = static_cast<double>(api_.connection_count());
+  }
+}
+
+void AdminApi::metrics(HttpServer &server, HttpExchange *ex) {
+  update_process_metrics();
+  static constexpr std::array<HttpHeader, 2> kHeaders = {{
+      {"Content-Type", "text/plain; version=0.0.4; charset=utf-8"},
+      {"Cache-Control", "no-store"},
+  }};
+  server.respond(ex, 200, kHeaders, metrics_.render());
+}
+
+std::string AdminApi::status() const {
+  auto listener = [](const HttpListenerConfig &c, int port) {
+    return "{\"name\":" + json_quote(c.name) + ",\"address\":" + json_quote(c.address) +
+           ",\"port\":" + std::to_string(port) + "}";
+  };
+  size_t running = 0;
+  for (const auto &p : plugins_) running += p->health() == CG_STATE_RUNNING ? 1 : 0;
+  std::string body =
+      "{\"version\":\"" CHATGATE_VERSION "\",\"abi\":\"" + std::to_string(CG_ABI_MAJOR) + "." +
+      std::to_string(CG_ABI_MINOR) +
+      "\",\"uptimeSeconds\":" + std::to_string((loop_.now_ms() - started_ms_) / 1000) +
+      ",\"listeners\":[" + listener(config_.api, api_.port());
+  if (admin_server_ != nullptr)
+    body += "," + listener(config_.admin_listener, admin_server_->port());
+  body += "],\"instances\":" + std::to_string(plugins_.size()) +
+          ",\"running\":" + std::to_string(running) +
+          ",\"inFlight\":" + std::to_string(api_.in_flight()) + "}";
+  return body;
+}
+
+std::string AdminApi::plugins() const {
+  std::string body = "{\"plugins\":[";
+  bool first = true;
+  for (const auto &p : plugins_) {
+    const cg_plugin_t *d = p->desc();
+    if (!first) body += ",";
+    first = false;
+    body += "{\"instance\":" + json_quote(p->name()) + ",\"plugin\":" + json_quote(d->name) +
+            ",\"kind\":\"" + std::string(plugin_kind_name(d->kind)) +
+            "\",\"version\":" + json_quote(d->version) + ",\"abi\":\"" +
+            std::to_string(d->abi_major) + "." + std::to_string(d->abi_minor) + "\",\"state\":\"" +
+            state_name(p->health()) + "\",\"reason\":" + json_quote(p->health_reason()) + "}";
+  }
+  body += "]}";
+  return body;
+}
+
+}  // namespace cg
