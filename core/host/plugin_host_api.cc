@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "base/log.h"
+#include "base/log_throttle.h"
 #include "base/loop.h"
 #include "base/metrics.h"
 #include "host/cache.h"
@@ -49,6 +50,15 @@ void h_log(cg_host_t *h, int level, cg_str_t msg) {
   if (i == nullptr) return;
   spdlog::log(static_cast<spdlog::level::level_enum>(log_level_from_cg(level)), "[{}] {}",
               i->name(), sv(msg));
+}
+
+void h_log_throttled(cg_host_t *h, int level, cg_str_t cause, cg_str_t msg) {
+  auto *i = inst(h);
+  if (i == nullptr) return;
+  uint64_t held = 0;
+  if (!i->log_throttle().admit(sv(cause), i->services()->loop->now_ms(), &held)) return;
+  spdlog::log(static_cast<spdlog::level::level_enum>(log_level_from_cg(level)), "[{}] {}{}",
+              i->name(), sv(msg), log_throttle_suffix(held));
 }
 
 void h_set_error(cg_host_t *h, cg_str_t msg) {
@@ -464,6 +474,7 @@ const cg_host_api_t kHostApi = {
     h_message_dropped,
     h_send_message,
     h_set_capabilities,
+    h_log_throttled,
 };
 
 }  // namespace

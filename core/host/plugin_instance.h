@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "base/log_throttle.h"
 #include "config/config_schema.h"
 #include "host/plugin_loader.h"
 
@@ -86,6 +87,8 @@ class PluginInstance {
   // Narrows the capabilities: CG_EINVAL for a bit the descriptor lacks,
   // CG_EPERM outside init.
   int set_capabilities(uint64_t caps);
+  // The instance's log_throttled causes (cg_host_api_t, since 1.4).
+  LogThrottle &log_throttle() { return log_throttle_; }
   // A channel instance's port for the router; null for other kinds.
   PluginChannelPort *channel_port() const { return channel_port_.get(); }
 
@@ -118,6 +121,7 @@ class PluginInstance {
   std::function<void()> stop_done_;
   uint64_t capabilities_ = 0;
   bool in_init_ = false;
+  LogThrottle log_throttle_;
   std::unique_ptr<PluginChannelPort> channel_port_;
 };
 

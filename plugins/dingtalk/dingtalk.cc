@@ -81,12 +81,6 @@ void on_webhook(void *arg, cg_http_exchange_t *ex, const cg_http_request_t *req)
   });
 }
 
-struct ClaimWait {
-  Dingtalk *d;
-  RobotMessage m;
-  std::function<void(bool)> done;
-};
-
 std::string reply_token(const RobotMessage &m) {
   return "{\"w\":" + jstr(m.session_webhook) + ",\"e\":" + std::to_string(m.session_expires_ms) +
          ",\"u\":" + jstr(m.sender_staff_id.empty() ? m.sender_id : m.sender_staff_id) +
@@ -124,34 +118,22 @@ void route(Dingtalk *d, const RobotMessage &m, const std::function<void(bool)> &
   msg.attachments = atts.empty() ? nullptr : atts.data();
   msg.timestamp_ms = m.create_at_ms;
   msg.reply_token = cs(token);
+  // The router dedupes on msgId: DingTalk redelivers, also after an ack,
+  // and a second instance sharing the cache must not answer it again.
+  msg.dedupe_key = cs(m.msg_id);
   const int rc = d->api->emit_message(d->host, &msg);
-  if (rc == CG_EBUSY) {
-    d->log(CG_LOG_WARN, "inbound queue full: DingTalk is told to deliver " + m.msg_id + " again");
+  if (rc == CG_EBUSY || rc == CG_ECLOSED) {
+    // Nothing was taken: DingTalk delivers it again.
+    d->log_limited(CG_LOG_WARN, rc == CG_EBUSY ? "router_busy" : "router_closed",
+                   std::string(rc == CG_EBUSY ? "the router is full" : "shutting down") +
+                       ": DingTalk is told to deliver " + m.msg_id + " again");
     return done(false);
   }
-  if (rc != 0) d->log(CG_LOG_ERROR, "the router refused " + m.msg_id + ": " + cg_strerror(rc));
+  if (rc != 0) {
+    d->log_limited(CG_LOG_ERROR, "router_refused",
+                   "the router refused " + m.msg_id + ": " + cg_strerror(rc));
+  }
   done(true);
-}
-
-void on_claimed(void *arg, int status, cg_str_t) {
-  std::unique_ptr<ClaimWait> w(static_cast<ClaimWait *>(arg));
-  Dingtalk *d = w->d;
-  d->in_flight--;
-  struct Later {
-    Dingtalk *d;
-    ~Later() { d->maybe_stopped(); }
-  } later{d};
-  if (status == CG_EEXIST) {
-    // DingTalk redelivers, also after an ack: the first delivery answers.
-    d->api->message_dropped(d->host, cs("duplicate"));
-    return w->done(true);
-  }
-  if (status != 0) {
-    d->log(CG_LOG_WARN, std::string("message dedupe unavailable (") + cg_strerror(status) +
-                            "); routing " + w->m.msg_id);
-  }
-  if (d->stopping) return w->done(false);
-  route(d, w->m, w->done);
 }
 
 }  // namespace
@@ -162,12 +144,8 @@ bool Dingtalk::can_stop() {
 }
 
 void Dingtalk::handle_message(RobotMessage m, std::function<void(bool)> done) {
-  auto w = std::make_unique<ClaimWait>(ClaimWait{this, std::move(m), std::move(done)});
-  const std::string key = "msg:" + w->m.msg_id;
-  ClaimWait *raw = w.release();
-  in_flight++;
-  const int rc = api->cache_set_nx(host, cs(key), cs("1"), dedupe_ttl_ms, on_claimed, raw);
-  if (rc != 0) on_claimed(raw, rc, cg_str_t{});
+  if (stopping) return done(false);
+  route(this, m, done);
 }
 
 namespace {
@@ -229,6 +207,13 @@ int dt_init(const cg_host_api_t *api, cg_host_t *host, const cg_config_t *cfg, v
   d->stream_update_ms = static_cast<uint64_t>(kit::config_int(api, cfg, "streamUpdateMs"));
   d->request_timeout_ms = static_cast<uint64_t>(kit::config_int(api, cfg, "requestTimeoutMs"));
   d->max_retries = static_cast<int>(kit::config_int(api, cfg, "maxRetries"));
+  if (api->abi_minor >= 4) {
+    // Only the AI card shows partial answers: the router sends the other
+    // styles each answer's FINAL reply alone.
+    uint64_t caps = CG_CHANNEL_CAP_MARKDOWN;
+    if (d->style == Style::kAiCard) caps |= CG_CHANNEL_CAP_STREAMING;
+    if (const int rc = api->set_capabilities(host, caps); rc != 0) return rc;
+  }
   *state = d.release();
   return 0;
 }

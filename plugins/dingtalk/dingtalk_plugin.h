@@ -88,7 +88,6 @@ struct Dingtalk : kit::PluginBase {
   uint64_t timestamp_window_ms = 300000;
   uint64_t stream_update_ms = 500;
   int max_retries = 3;
-  uint64_t dedupe_ttl_ms = 86400000;
 
   // the OpenAPI access token, refreshed 5 minutes before it expires
   kit::TokenCache tokens;
@@ -101,7 +100,8 @@ struct Dingtalk : kit::PluginBase {
   // ---- dingtalk.cc ----
   // Answers still streaming without their FINAL are dropped.
   bool can_stop() override;
-  // A robot message from either mode: dedupe, policy, the router.
+  // A robot message from either mode: policy, then the router, which
+  // dedupes on msgId.
   // done(ok): false when the router could not take it.
   void handle_message(RobotMessage m, std::function<void(bool)> done);
 

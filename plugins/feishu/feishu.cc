@@ -71,12 +71,21 @@ std::string check_signature(Feishu *f, const cg_http_request_t *req) {
     return "timestamp outside the window of timestampWindowSeconds";
   }
   const uint64_t mono = f->api->now_ms(f->host);
-  if (f->nonces.size() >= kMaxNonces) {
-    std::erase_if(f->nonces, [mono](const auto &kv) { return kv.second <= mono; });
+  const uint64_t expires = mono + f->timestamp_window_ms * 2;
+  while (!f->nonce_order.empty() &&
+         (f->nonce_order.front().first <= mono || f->nonces.size() >= kMaxNonces)) {
+    auto &[when, key] = f->nonce_order.front();
+    // A key seen again later has a later expiry: only its last entry removes it.
+    if (auto old = f->nonces.find(key); old != f->nonces.end() && old->second == when) {
+      f->nonces.erase(old);
+    }
+    f->nonce_order.pop_front();
   }
-  auto [it, fresh] = f->nonces.emplace(ts + ":" + nonce, mono + f->timestamp_window_ms * 2);
+  std::string key = ts + ":" + nonce;
+  auto [it, fresh] = f->nonces.try_emplace(key, expires);
   if (!fresh && it->second > mono) return "replayed nonce";
-  it->second = mono + f->timestamp_window_ms * 2;
+  it->second = expires;
+  f->nonce_order.emplace_back(expires, std::move(key));
   return {};
 }
 
@@ -129,12 +138,6 @@ void on_webhook(void *arg, cg_http_exchange_t *ex, const cg_http_request_t *req)
 }
 
 // ---- inbound ----
-
-struct CacheWait {
-  Feishu *f;
-  Event ev;
-  std::function<void(bool)> done;
-};
 
 void route(Feishu *f, const Event &ev, const std::function<void(bool)> &done) {
   cg_message_t m{};
@@ -191,38 +194,23 @@ void route(Feishu *f, const Event &ev, const std::function<void(bool)> &done) {
   m.reply_token = cs(reply_token);
   m.attachment_count = static_cast<uint32_t>(atts.size());
   m.attachments = atts.empty() ? nullptr : atts.data();
+  // The router dedupes on the event id: a re-push, a reconnect's replay or
+  // a second instance sharing the cache never answers twice.
+  m.dedupe_key = cs(ev.event_id);
   const int rc = f->api->emit_message(f->host, &m);
-  if (rc == CG_EBUSY) {
-    f->log(CG_LOG_WARN,
-           "inbound queue full: Feishu is told to push event " + ev.event_id + " again");
+  if (rc == CG_EBUSY || rc == CG_ECLOSED) {
+    // Nothing was taken: Feishu pushes the event again (to this instance
+    // once it has room, or to another one).
+    f->log_limited(CG_LOG_WARN, rc == CG_EBUSY ? "router_busy" : "router_closed",
+                   std::string(rc == CG_EBUSY ? "the router is full" : "shutting down") +
+                       ": Feishu is told to push event " + ev.event_id + " again");
     return done(false);
   }
   if (rc != 0) {
-    f->log(CG_LOG_ERROR, "the router refused event " + ev.event_id + ": " + cg_strerror(rc));
+    f->log_limited(CG_LOG_ERROR, "router_refused",
+                   "the router refused event " + ev.event_id + ": " + cg_strerror(rc));
   }
   done(true);
-}
-
-void on_event_claimed(void *arg, int status, cg_str_t) {
-  std::unique_ptr<CacheWait> w(static_cast<CacheWait *>(arg));
-  w->f->in_flight--;
-  // Whatever happens next, a stop waiting for this call may go on after it.
-  struct Later {
-    Feishu *f;
-    ~Later() { f->maybe_stopped(); }
-  } later{w->f};
-  if (status == CG_EEXIST) {
-    // Pushed again (a retry, a reconnect, or another instance has it).
-    w->f->api->message_dropped(w->f->host, cs("duplicate"));
-    return w->done(true);
-  }
-  if (status != 0) {
-    // No cache: the router's own dedupe on the message id is what is left.
-    w->f->log(CG_LOG_WARN, std::string("event dedupe unavailable (") + cg_strerror(status) +
-                               "); routing event " + w->ev.event_id);
-  }
-  if (w->f->stopping) return w->done(false);
-  route(w->f, w->ev, w->done);
 }
 
 }  // namespace
@@ -237,14 +225,8 @@ void Feishu::handle_event(Event ev, std::function<void(bool)> done) {
     log(CG_LOG_DEBUG, "ignored event " + ev.event_type);
     return done(true);
   }
-  // Claim the event id first: a re-push, a reconnect's replay or a second
-  // instance sharing the cache must not answer twice.
-  auto w = std::make_unique<CacheWait>(CacheWait{this, std::move(ev), std::move(done)});
-  const std::string key = "ev:" + w->ev.event_id;
-  CacheWait *raw = w.release();
-  in_flight++;
-  const int rc = api->cache_set_nx(host, cs(key), cs("1"), dedupe_ttl_ms, on_event_claimed, raw);
-  if (rc != 0) on_event_claimed(raw, rc, cg_str_t{});
+  if (stopping) return done(false);
+  route(this, ev, done);
 }
 
 namespace {
@@ -302,6 +284,13 @@ int fs_init(const cg_host_api_t *api, cg_host_t *host, const cg_config_t *cfg, v
   f->stream_update_ms = static_cast<uint64_t>(kit::config_int(api, cfg, "streamUpdateMs"));
   f->request_timeout_ms = static_cast<uint64_t>(kit::config_int(api, cfg, "requestTimeoutMs"));
   f->max_retries = static_cast<int>(kit::config_int(api, cfg, "maxRetries"));
+  if (api->abi_minor >= 4) {
+    // Only the streaming card shows partial answers: the router sends the
+    // other styles each answer's FINAL reply alone.
+    uint64_t caps = CG_CHANNEL_CAP_MARKDOWN;
+    if (f->style == Style::kStreamingCard) caps |= CG_CHANNEL_CAP_STREAMING;
+    if (const int rc = api->set_capabilities(host, caps); rc != 0) return rc;
+  }
   *state = f.release();
   return 0;
 }

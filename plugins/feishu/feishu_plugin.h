@@ -85,15 +85,19 @@ struct Feishu : kit::PluginBase {
   uint64_t timestamp_window_ms = 300000;
   uint64_t stream_update_ms = 500;
   int max_retries = 3;
-  uint64_t dedupe_ttl_ms = 86400000;
 
   // the tenant token, refreshed 3 minutes before it expires, as the SDKs do
   kit::TokenCache tokens;
 
   std::string bot_open_id;  // learned at start (bot/v3/info)
 
-  // webhook replay protection: nonce -> when it expires
+  // Webhook replay protection: "timestamp:nonce" -> when it expires, and
+  // the same keys in the order they expire (every entry lives the same
+  // time), so expiry costs O(1) a callback. At most kMaxNonces are kept;
+  // past that the oldest go first (a replay older than that is still
+  // caught by the router's dedupe on the event id).
   std::unordered_map<std::string, uint64_t> nonces;
+  std::deque<std::pair<uint64_t, std::string>> nonce_order;
 
   // answers on their way out, by answer id
   std::unordered_map<uint64_t, std::unique_ptr<Answer>> answers;
@@ -106,7 +110,8 @@ struct Feishu : kit::PluginBase {
   // Answers still streaming without their FINAL are dropped: nothing can
   // complete them once nothing is in flight.
   bool can_stop() override;
-  // An inbound event from either mode: dedupe, policy, then the router.
+  // An inbound event from either mode: policy, then the router, which
+  // dedupes on the event id.
   // done(ok): false when the router could not take it (tell the platform
   // to retry).
   void handle_event(Event ev, std::function<void(bool ok)> done);

@@ -71,6 +71,14 @@ void PluginBase::log(int level, const std::string &line) const {
   api->log(host, level, chatgate::str(line));
 }
 
+void PluginBase::log_limited(int level, std::string_view cause, const std::string &line) const {
+  if (api->abi_minor >= 4) {
+    api->log_throttled(host, level, chatgate::str(cause), chatgate::str(line));
+  } else {
+    log(level, line);
+  }
+}
+
 void PluginBase::respond_json(cg_http_exchange_t *ex, int status, const std::string &body) const {
   const cg_http_header_t ct = {chatgate::str("Content-Type"),
                                chatgate::str("application/json; charset=utf-8")};
@@ -79,8 +87,11 @@ void PluginBase::respond_json(cg_http_exchange_t *ex, int status, const std::str
 
 void PluginBase::refuse_callback(cg_http_exchange_t *ex, int status, const std::string &why,
                                  const cg_http_request_t *req) const {
-  log(CG_LOG_WARN, "webhook: refused a callback from " +
-                       std::string(chatgate::view(req->remote_addr)) + ": " + why);
+  // The cause is the reason without its details ("malformed callback: ..."):
+  // a flood of one kind of bad callback is one line a second.
+  log_limited(CG_LOG_WARN, "refused: " + why.substr(0, why.find(':')),
+              "webhook: refused a callback from " + std::string(chatgate::view(req->remote_addr)) +
+                  ": " + why);
   respond_json(ex, status, "{\"msg\":" + chatgate::json_string(why) + "}");
 }
 

@@ -55,11 +55,16 @@ class PluginBase {
   size_t in_flight = 0;  // requests and connections whose completion is due
 
   void log(int level, const std::string &line) const;
+  // For a line that can repeat per request or per message: at most one a
+  // second per `cause`, with the count held back (the host's log_throttled,
+  // ABI 1.4; a plain line from an older host).
+  void log_limited(int level, std::string_view cause, const std::string &line) const;
 
   // Answers a route's exchange with a JSON body.
   void respond_json(cg_http_exchange_t *ex, int status, const std::string &body) const;
-  // A callback refused: a 4xx with {"msg": why} and one warn line naming
-  // the sender; the caller routes nothing.
+  // A callback refused: a 4xx with {"msg": why} and a warn line naming the
+  // sender, at most one a second per reason (`why` up to its first ':');
+  // the caller routes nothing.
   void refuse_callback(cg_http_exchange_t *ex, int status, const std::string &why,
                        const cg_http_request_t *req) const;
 

@@ -52,6 +52,52 @@ class FakeOpenAI(FakeProcess):
         return json.loads(get(self.port, "/requests")[1])
 
 
+HELD_BACK = re.compile(r"\(and (\d+) more like it since the last such line\)")
+
+
+def refusals_accounted(log, marker="refused a callback"):
+    """Refusals the log stands for: each line written for one, plus the
+    count that a later line of the same cause says was held back (warnings
+    that can repeat per request are written at most once a second per
+    cause)."""
+    total = 0
+    for line in log.splitlines():
+        if marker in line:
+            m = HELD_BACK.search(line)
+            total += 1 + (int(m.group(1)) if m else 0)
+    return total
+
+
+def check_refusals_logged(test, cases, send, log, flood=30):
+    """Sends every case (name, cause, expected status, ...) through
+    `send(case) -> status`, then `flood` more of the first case as fast as
+    it goes: that flood may write at most a line a second. Once the
+    throttle's second has passed, one case per cause goes again, so every
+    held-back count is written out, and every refusal must be accounted for
+    by `log()` exactly."""
+    def lines():
+        return len([l for l in log().splitlines() if "refused a callback" in l])
+
+    for case in cases:
+        with test.subTest(case[0]):
+            test.assertEqual(send(case), case[2], case[0])
+    wait_for(lambda: lines() >= 1, 3, "a refusal in the log")
+    before = lines()
+    started = time.monotonic()
+    for _ in range(flood):
+        test.assertEqual(send(cases[0]), cases[0][2])
+    elapsed = time.monotonic() - started
+    time.sleep(1.1)
+    test.assertLessEqual(lines() - before, int(elapsed) + 1, log())
+    firsts = list({case[1]: case for case in cases}.values())
+    for case in firsts:
+        test.assertEqual(send(case), case[2], case[0])
+    expected = len(cases) + flood + len(firsts)
+    wait_for(lambda: refusals_accounted(log()) >= expected, 3, "every refusal in the log")
+    test.assertEqual(refusals_accounted(log()), expected, log())
+    return expected
+
+
 def yaml_value(value):
     if isinstance(value, bool):
         return "true" if value else "false"

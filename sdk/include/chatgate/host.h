@@ -462,6 +462,16 @@ typedef struct cg_host_api_s {
    * CG_EINVAL for a bit the descriptor does not have, CG_EPERM outside
    * init. THREAD: loop thread, inside init. OWNERSHIP: nothing is kept. */
   int (*set_capabilities)(cg_host_t *h, uint64_t capabilities);
+
+  /* As `log`, for a line that can repeat per request or per message (a
+   * refused callback, a full queue, a failed delivery): the host writes at
+   * most one line per second per `cause` of this instance, and the line
+   * that follows a held-back stretch says how many it stood for. `cause` is
+   * a short stable key of what went wrong ("bad_signature", "queue_full"),
+   * not of who: the host keeps one entry per cause. Never pass secrets.
+   * THREAD: loop thread. OWNERSHIP: `cause` and `msg` are copied when the
+   * line is written, and not kept. (since 1.4) */
+  void (*log_throttled)(cg_host_t *h, int level, cg_str_t cause, cg_str_t msg);
 } cg_host_api_t;
 
 #ifdef __cplusplus
