@@ -186,8 +186,9 @@ void deliver_one(Answer *a, bool markdown, const std::string &text, const ApiDon
     return post_robot(d, t.webhook, robot_body(markdown, text, t.group ? t.staff_id : ""),
                       [a, markdown, text, done](const ApiResult &r) {
                         if (r.result == 0) return done(r);
-                        a->d->log(CG_LOG_WARN, "session webhook refused the reply: " + why(r) +
-                                                   "; sending through the OpenAPI instead");
+                        a->d->log_limited(CG_LOG_WARN, "session_webhook_refused",
+                                          "session webhook refused the reply: " + why(r) +
+                                              "; sending through the OpenAPI instead");
                         send_openapi(a, markdown, text, done);
                       });
   }
@@ -199,8 +200,9 @@ void deliver(Answer *a, bool markdown, std::vector<std::string> parts, size_t i)
   const std::string text = parts[i];
   deliver_one(a, markdown, text, [a, markdown, parts = std::move(parts), i](const ApiResult &r) {
     if (r.result != 0) {
-      a->d->log(CG_LOG_ERROR,
-                "reply to conversation " + a->target.conversation_id + " failed: " + why(r));
+      a->d->log_limited(
+          CG_LOG_ERROR, "reply_failed",
+          "reply to conversation " + a->target.conversation_id + " failed: " + why(r));
       return finish(a, r.result);
     }
     deliver(a, markdown, parts, i + 1);
@@ -373,9 +375,9 @@ void Dingtalk::call(const std::string &method, const std::string &path, const st
           if (!retryable || attempt >= max_retries || stopping) return done(r);
           const uint64_t delay =
               api->backoff_ms(host, static_cast<uint32_t>(attempt), kBackoffBaseMs, kBackoffCapMs);
-          log(CG_LOG_WARN, method + " " + path + ": " + why(r) + "; retry " +
-                               std::to_string(attempt + 1) + " in " + std::to_string(delay) +
-                               " ms");
+          log_limited(CG_LOG_WARN, "api_retry",
+                      method + " " + path + ": " + why(r) + "; retry " +
+                          std::to_string(attempt + 1) + " in " + std::to_string(delay) + " ms");
           after(delay, [this, method, path, body, done, attempt, fresh_token] {
             call(method, path, body, done, attempt + 1, fresh_token);
           });

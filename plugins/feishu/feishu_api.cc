@@ -175,9 +175,10 @@ void send_parts(Answer *a, Style style, std::vector<std::string> parts, size_t i
   const auto [type, content] = content_of(style, parts[i]);
   post_message(a, type, content, i, [a, style, parts = std::move(parts), i](const ApiResult &r) {
     if (r.result != 0) {
-      a->f->log(CG_LOG_ERROR, "reply to " + (a->message_id.empty() ? a->chat_id : a->message_id) +
-                                  " failed: " + r.msg + " (code " + std::to_string(r.code) +
-                                  ", HTTP " + std::to_string(r.http) + ")");
+      a->f->log_limited(CG_LOG_ERROR, "reply_failed",
+                        "reply to " + (a->message_id.empty() ? a->chat_id : a->message_id) +
+                            " failed: " + r.msg + " (code " + std::to_string(r.code) + ", HTTP " +
+                            std::to_string(r.http) + ")");
       return finish(a, r.result);
     }
     send_parts(a, style, parts, i + 1);
@@ -359,10 +360,11 @@ void Feishu::call(const std::string &method, const std::string &path, const std:
           if (!reset.empty()) {
             delay = std::min<uint64_t>(std::strtoull(reset.c_str(), nullptr, 10) * 1000, 60000);
           }
-          log(CG_LOG_WARN, method + " " + path.substr(0, path.find('?')) + ": " + r.msg +
-                               " (HTTP " + std::to_string(r.http) + ", code " +
-                               std::to_string(r.code) + "); retry " + std::to_string(attempt + 1) +
-                               " in " + std::to_string(delay) + " ms");
+          log_limited(CG_LOG_WARN, "api_retry",
+                      method + " " + path.substr(0, path.find('?')) + ": " + r.msg + " (HTTP " +
+                          std::to_string(r.http) + ", code " + std::to_string(r.code) +
+                          "); retry " + std::to_string(attempt + 1) + " in " +
+                          std::to_string(delay) + " ms");
           after(delay, [this, method, path, body, done, attempt, fresh_token] {
             call(method, path, body, done, attempt + 1, fresh_token);
           });

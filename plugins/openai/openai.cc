@@ -109,6 +109,14 @@ struct Openai {
   bool told_json = false;  // logged once: the service answers JSON to stream requests
 
   void log(int level, const std::string &line) const { api->log(host, level, cs(line)); }
+  // A line that can repeat per request: one a second per cause (ABI 1.4).
+  void log_limited(int level, std::string_view cause, const std::string &line) const {
+    if (api->abi_minor >= 4) {
+      api->log_throttled(host, level, cs(cause), cs(line));
+    } else {
+      log(level, line);
+    }
+  }
   void count(std::string_view name, std::string_view labels) const {
     api->metric_counter_add(host, cs(name), cs(labels), 1);
   }
@@ -298,8 +306,9 @@ bool maybe_retry(Call *c, uint64_t delay_ms, const std::string &why) {
   if (c->streamed || c->cancelled || o->stopping || c->attempt > o->retries) return false;
   if (c->deadline_ms != 0 && o->now() + delay_ms >= c->deadline_ms) return false;
   o->count("retries_total", "");
-  o->log(CG_LOG_WARN, "attempt " + std::to_string(c->attempt) + " failed (" + why +
-                          "); retrying in " + std::to_string(delay_ms) + " ms");
+  o->log_limited(CG_LOG_WARN, "attempt_failed",
+                 "attempt " + std::to_string(c->attempt) + " failed (" + why + "); retrying in " +
+                     std::to_string(delay_ms) + " ms");
   if (o->api->timer_start(o->host, delay_ms, 0, on_retry_timer, c, &c->timer_id) != 0) {
     return false;
   }
