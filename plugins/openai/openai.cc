@@ -306,7 +306,9 @@ bool maybe_retry(Call *c, uint64_t delay_ms, const std::string &why) {
   if (c->streamed || c->cancelled || o->stopping || c->attempt > o->retries) return false;
   if (c->deadline_ms != 0 && o->now() + delay_ms >= c->deadline_ms) return false;
   o->count("retries_total", "");
-  o->log_limited(CG_LOG_WARN, "attempt_failed",
+  // One cause per attempt number: a request's retries each show, and an
+  // outage that fails every request is a line a second per attempt.
+  o->log_limited(CG_LOG_WARN, "attempt_failed_" + std::to_string(c->attempt),
                  "attempt " + std::to_string(c->attempt) + " failed (" + why + "); retrying in " +
                      std::to_string(delay_ms) + " ms");
   if (o->api->timer_start(o->host, delay_ms, 0, on_retry_timer, c, &c->timer_id) != 0) {

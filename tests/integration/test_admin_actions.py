@@ -248,7 +248,10 @@ class HostSendTest(unittest.TestCase):
                              ("oc_ops", "disk almost full", 2, 2))
             self.assertEqual(notify("nowhere oc_x text"), -3)  # CG_ENOENT
             self.assertEqual(notify("echo oc_x text"), -3)     # a model is no channel
-            self.assertIn("send_message: no channel plugin instance named 'nowhere'", gw.log())
+            # The log is written by its own thread: wait for the line.
+            self.assertTrue(wait_until(
+                lambda: "send_message: no channel plugin instance named 'nowhere'" in gw.log()),
+                gw.log())
 
 
 class ChannelDropTest(unittest.TestCase):
