@@ -39,7 +39,7 @@ ApiResult parse_result(int result, const cg_http_client_response_t *resp) {
                                                    : std::string(cg_strerror(result));
     return r;
   }
-  simdjson::dom::parser parser;
+  thread_local simdjson::dom::parser parser;  // kept: a fresh one allocates per answer
   simdjson::dom::element doc;
   const bool json = parser.parse(r.body.data(), r.body.size()).get(doc) == simdjson::SUCCESS;
   std::string_view s;

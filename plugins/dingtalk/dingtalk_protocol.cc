@@ -66,7 +66,7 @@ int64_t number(simdjson::dom::element e, std::string_view key) {
 }  // namespace
 
 std::string robot_message_parse(std::string_view json, RobotMessage *out) {
-  simdjson::dom::parser parser;
+  thread_local simdjson::dom::parser parser;  // kept: a fresh one allocates per message
   simdjson::dom::element doc;
   if (parser.parse(json.data(), json.size()).get(doc) != simdjson::SUCCESS || !doc.is_object()) {
     return "not a JSON object";
@@ -130,7 +130,7 @@ std::string robot_message_policy(const RobotMessage &m, bool require_mention) {
 }
 
 std::string stream_frame_parse(std::string_view text, StreamFrame *out) {
-  simdjson::dom::parser parser;
+  thread_local simdjson::dom::parser parser;  // kept: a fresh one allocates per message
   simdjson::dom::element doc;
   std::string_view type, topic, message_id, data;
   if (parser.parse(text.data(), text.size()).get(doc) != simdjson::SUCCESS) return "not JSON";

@@ -38,7 +38,9 @@ ApiResult parse_result(int result, const cg_http_client_response_t *resp) {
                                                    : std::string(cg_strerror(result));
     return r;
   }
-  simdjson::dom::parser parser;
+  // Kept across answers (the loop thread's): a fresh parser allocates its
+  // buffers for every reply the platform acknowledges.
+  thread_local simdjson::dom::parser parser;
   simdjson::dom::element doc;
   int64_t code = 0;
   std::string_view msg;

@@ -71,7 +71,9 @@ void parse_card_action(element event, Event *out) {
 }  // namespace
 
 std::string event_parse(std::string_view json, Event *out) {
-  simdjson::dom::parser parser;
+  // One parser per thread, kept: a fresh one allocates its buffers for
+  // every callback (the fields are copied out before it parses again).
+  thread_local simdjson::dom::parser parser;
   element doc;
   if (parser.parse(json.data(), json.size()).get(doc) != simdjson::SUCCESS || !doc.is_object()) {
     return "not a JSON object";
@@ -178,7 +180,7 @@ void flatten_post(element post, Content *out) {
 
 Content message_content(const Event &ev, std::string_view bot_open_id) {
   Content out;
-  simdjson::dom::parser parser;
+  thread_local simdjson::dom::parser parser;  // as event_parse's
   element content;
   if (parser.parse(ev.content.data(), ev.content.size()).get(content) != simdjson::SUCCESS) {
     return out;
