@@ -3,15 +3,14 @@ through the router: the promise that minor versions only append.
 - tests/abi/sdk-1.0: the echo backend and the SDK as 1.0 shipped them.
 - tests/abi/sdk-1.3: the http_bridge channel and the SDK as 1.3 shipped
   them (a cg_message_t without 1.4's dedupe_key: deduped on its id)."""
-import http.server
 import json
 import os
 import re
-import threading
 import unittest
 import urllib.request
 
 from harness import FIXTURE_DIR, Chatgate, chat, free_port, gateway_config, get, wait_until
+from test_rate_limits import Callback
 
 OLD_ECHO = os.path.join(FIXTURE_DIR, "echo_1_0.so")
 BRIDGE_1_3 = os.path.join(FIXTURE_DIR, "http_bridge_1_3.so")
@@ -33,32 +32,6 @@ class Abi10Test(unittest.TestCase):
             self.assertEqual(gw.stop(), 0)
 
 
-class Answers:
-    """What the bridge posts back: (conversation, text)."""
-
-    def __init__(self):
-        self.got = []
-        outer = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-                outer.got.append((self.headers["X-Conversation-Id"], body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def counter(admin, name, labels):
     text = get(admin, "/metrics")[1]
     m = re.search(r"^%s\{%s\} (\S+)$" % (re.escape(name), re.escape(labels)), text, re.M)
@@ -68,7 +41,7 @@ def counter(admin, name, labels):
 class Abi13Test(unittest.TestCase):
     def test_a_1_3_channel_is_answered_and_deduped_on_its_id(self):
         self.assertTrue(os.path.exists(BRIDGE_1_3), BRIDGE_1_3)
-        answers = Answers()
+        answers = Callback()
         self.addCleanup(answers.close)
         port, admin = free_port(), free_port()
         instances = ("    - name: echo\n      plugin: echo.so\n"
