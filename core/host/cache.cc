@@ -109,7 +109,8 @@ void Cache::deliver(void *arg) {
   const int status = call->status;
   // The value is handed over before the call goes back to the pool: cb may
   // start another cache call that reuses this very Call.
-  std::string value = std::move(call->value);
+  std::string value;
+  value.swap(call->value);
   call->cache->finish(call);
   cb(cb_arg, status, cs(value));
 }
