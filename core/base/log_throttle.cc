@@ -31,6 +31,13 @@ bool LogThrottle::admit(std::string_view cause, uint64_t now_ms, uint64_t *held)
   return true;
 }
 
+bool LogThrottle::due(std::string_view cause, uint64_t now_ms, std::string *suffix) {
+  uint64_t held = 0;
+  if (!admit(cause, now_ms, &held)) return false;
+  *suffix = log_throttle_suffix(held);
+  return true;
+}
+
 std::string log_throttle_suffix(uint64_t held) {
   if (held == 0) return {};
   return " (and " + std::to_string(held) + " more like it since the last such line)";

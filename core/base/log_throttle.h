@@ -29,6 +29,9 @@ class LogThrottle {
   // the number of occurrences held back since the last line written for
   // it. False (and the occurrence counted) otherwise.
   bool admit(std::string_view cause, uint64_t now_ms, uint64_t *held);
+  // As admit, with the held-back count already written as the line's
+  // suffix (log_throttle_suffix): what a caller appends to its line.
+  bool due(std::string_view cause, uint64_t now_ms, std::string *suffix);
 
   size_t causes() const { return causes_.size(); }
 

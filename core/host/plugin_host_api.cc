@@ -45,20 +45,22 @@ cg_str_t h_instance_name(cg_host_t *h) {
   return i ? cs(i->name()) : cg_str_t{nullptr, 0};
 }
 
+// One line of a plugin's, prefixed with its instance name.
+void log_line(const PluginInstance &i, int level, cg_str_t msg, std::string_view suffix) {
+  spdlog::log(static_cast<spdlog::level::level_enum>(log_level_from_cg(level)), "[{}] {}{}",
+              i.name(), sv(msg), suffix);
+}
+
 void h_log(cg_host_t *h, int level, cg_str_t msg) {
-  auto *i = inst(h);
-  if (i == nullptr) return;
-  spdlog::log(static_cast<spdlog::level::level_enum>(log_level_from_cg(level)), "[{}] {}",
-              i->name(), sv(msg));
+  if (auto *i = inst(h)) log_line(*i, level, msg, {});
 }
 
 void h_log_throttled(cg_host_t *h, int level, cg_str_t cause, cg_str_t msg) {
   auto *i = inst(h);
   if (i == nullptr) return;
-  uint64_t held = 0;
-  if (!i->log_throttle().admit(sv(cause), i->services()->loop->now_ms(), &held)) return;
-  spdlog::log(static_cast<spdlog::level::level_enum>(log_level_from_cg(level)), "[{}] {}{}",
-              i->name(), sv(msg), log_throttle_suffix(held));
+  if (std::string more; i->log_throttle().due(sv(cause), i->services()->loop->now_ms(), &more)) {
+    log_line(*i, level, msg, more);
+  }
 }
 
 void h_set_error(cg_host_t *h, cg_str_t msg) {

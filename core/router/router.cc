@@ -251,10 +251,7 @@ int Router::submit(InboundMessage msg) {
 }
 
 bool Router::log_due(std::string_view cause, std::string *suffix) {
-  uint64_t held = 0;
-  if (!log_throttle_.admit(cause, loop_.now_ms(), &held)) return false;
-  *suffix = log_throttle_suffix(held);
-  return true;
+  return log_throttle_.due(cause, loop_.now_ms(), suffix);
 }
 
 void Router::conversation_key(const ChannelPort &channel, std::string_view conversation,

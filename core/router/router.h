@@ -1,7 +1,8 @@
 // The router: every inbound message, from any channel, through dedupe,
 // commands, context, the model backend and back out as a reply.
 //
-//   push -> dedupe (cache set-if-absent) -> /reset, /help, or
+//   submit (the conversation's backlog cap) -> queue -> the conversation's
+//   lane, one at a time -> dedupe (cache set-if-absent) -> /reset, /help, or
 //   load context (cache get) -> model generate (timeout) -> store turn
 //   (cache set) + reply (channel send) -> ack
 //

@@ -27,6 +27,13 @@ TEST_CASE("log throttle: one line per second per cause, with the held-back count
 TEST_CASE("log throttle: the suffix names the held-back count") {
   CHECK(cg::log_throttle_suffix(0).empty());
   CHECK(cg::log_throttle_suffix(41) == " (and 41 more like it since the last such line)");
+  cg::LogThrottle t(1000);
+  std::string more = "unset";
+  CHECK(t.due("c", 5'000, &more));
+  CHECK(more.empty());
+  CHECK_FALSE(t.due("c", 5'001, &more));
+  CHECK(t.due("c", 6'000, &more));
+  CHECK(more == " (and 1 more like it since the last such line)");
 }
 
 TEST_CASE("log throttle: the cause table stays bounded") {
