@@ -3,6 +3,7 @@ talks HTTP to it over real sockets. Standard library only."""
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,12 +19,38 @@ SOURCE_DIR = os.environ.get("CHATGATE_SOURCE_DIR", "../..")
 
 
 def free_port():
+    """Deprecated: a probed-and-released port can be taken before the process
+    that is handed it binds it. Listen on port 0 instead (Chatgate learns
+    its ports from the ready line, fakes print "PORT n")."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def make_config(port, echo_config="", router_extra="", api_extra="", extra_instances="",
+class ClosedPort:
+    """A loopback port that refuses connections for as long as this object
+    lives: the socket is bound but never listens, so nobody else can take
+    the port meanwhile. Use as a context manager or keep a reference."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+DEADLINE = float(os.environ.get("CHATGATE_TEST_DEADLINE", "30"))
+
+
+def make_config(port=0, echo_config="", router_extra="", api_extra="", extra_instances="",
                 shutdown_ms=5000):
     """A config like the embedded default, on `port`, with optional tweaks
     (YAML text, already indented for its place)."""
@@ -45,7 +72,9 @@ def gateway_config(port, instances, model, cache, router_extra="", top_extra="",
                    tail="", admin_port=None):
     """A config with the API on `port` and the given plugin instances
     (YAML list items, indented four spaces), router.model and router.cache.
-    The extras are YAML text already indented for their place."""
+    The extras are YAML text already indented for their place. Port 0 (the
+    default, also for the admin listener) lets the kernel pick; the
+    Chatgate object learns the bound ports from the ready line."""
     return textwrap.dedent("""\
         {top_extra}
         logging:
@@ -62,7 +91,7 @@ def gateway_config(port, instances, model, cache, router_extra="", top_extra="",
           dir: {plugin_dir}
           instances:
         """).format(top_extra=top_extra, port=port, api_extra=api_extra,
-                    admin_port=admin_port or free_port(), plugin_dir=PLUGIN_DIR) + instances + \
+                    admin_port=admin_port or 0, plugin_dir=PLUGIN_DIR) + instances + \
         "router:\n  model: %s\n  cache: %s\n%s\n%s" % (model, cache, router_extra, tail)
 
 
@@ -94,11 +123,24 @@ class FakeProcess:
         self.proc.stdout.close()
 
 
-class Chatgate:
-    """One chatgate process. Use as a context manager."""
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+READY_RE = re.compile(r" ready in [0-9.]+ ms: api on (https?)://[^ ]*:([0-9]+)"
+                      r"(?:, admin on (https?)://[^ ]*:([0-9]+))?")
 
-    def __init__(self, config_text=None, args=None, env=None):
+
+class Chatgate:
+    """One chatgate process. Use as a context manager.
+
+    The listeners may (and should) be configured on port 0: `port` and
+    `admin_port` are read from the ready line once it is printed, and again
+    after each start. At teardown the process must end with `expect_exit`
+    (0 unless the test says otherwise; None when the test checks it itself)
+    and without a sanitizer report, or the test fails."""
+
+    def __init__(self, config_text=None, args=None, env=None, expect_exit=0):
         self.port = None
+        self.admin_port = None
+        self.expect_exit = expect_exit
         self.tmp = tempfile.TemporaryDirectory(prefix="chatgate-it-")
         self.log_path = os.path.join(self.tmp.name, "chatgate.log")
         self.config_path = None
@@ -114,31 +156,55 @@ class Chatgate:
         self.env = dict(base, **(env or {}))
         self.proc = None
         self.log_file = None
+        self._log_offset = 0  # where this start's output begins in the log
 
-    def start(self, wait_ready=True, timeout=10):
+    def start(self, wait_ready=True, timeout=DEADLINE):
         cmd = [BIN] + (["--config", self.config_path] if self.config_path else []) + (self.args or [])
-        self.log_file = open(self.log_path, "wb")
+        if self.log_file:
+            self.log_file.close()
+        self._log_offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
+        self.log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.log_file, stderr=subprocess.STDOUT,
                                      env=self.env)
         if wait_ready:
-            deadline = time.time() + timeout
-            while time.time() < deadline:
-                if " ready in " in self.log():
-                    return self
-                if self.proc.poll() is not None:
-                    raise AssertionError("chatgate exited with %s:\n%s" % (self.proc.returncode, self.log()))
-                time.sleep(0.02)
-            raise AssertionError("chatgate not ready after %ss:\n%s" % (timeout, self.log()))
+            self.wait_ready(timeout)
         return self
+
+    def wait_ready(self, timeout=DEADLINE):
+        """Waits for this start's ready line and learns the bound ports."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                m = READY_RE.search(f.read().decode("utf-8", "replace"))
+            if m:
+                self.port = int(m.group(2))
+                self.admin_port = int(m.group(4)) if m.group(4) else None
+                return self
+            if self.proc.poll() is not None:
+                raise AssertionError("chatgate exited with %s:\n%s" % (self.proc.returncode, self.log()))
+            time.sleep(0.02)
+        raise AssertionError("chatgate not ready after %ss:\n%s" % (timeout, self.log()))
 
     def log(self):
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
-    def wait_exit(self, timeout=15):
+    def wait_log(self, text, timeout=DEADLINE, count=1):
+        """Waits until `text` appears `count` times in the log; fails the
+        test with the log's tail otherwise. Returns the log."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            log = self.log()
+            if log.count(text) >= count:
+                return log
+            time.sleep(0.02)
+        raise AssertionError("%r not seen %d time(s) in %ss:\n%s" % (text, count, timeout, self.log()[-4000:]))
+
+    def wait_exit(self, timeout=DEADLINE):
         return self.proc.wait(timeout=timeout)
 
-    def stop(self, sig=signal.SIGTERM, timeout=15):
+    def stop(self, sig=signal.SIGTERM, timeout=DEADLINE):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -149,18 +215,28 @@ class Chatgate:
                 raise AssertionError("chatgate did not stop on %s:\n%s" % (sig, self.log()))
         return self.proc.returncode
 
+    def kill(self):
+        """SIGKILL, as a crash or the OOM killer would; the process is then
+        expected to have ended with -9 unless the test starts it again."""
+        self.expect_exit = -signal.SIGKILL
+        return self.stop(signal.SIGKILL)
+
     def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc):
         try:
-            self.stop()
-            # Under the sanitizer build a leak or a UB report at exit would
-            # otherwise pass unseen in tests that do not check the exit code.
+            rc = self.stop() if self.proc else None
             log = self.log() if self.proc else ""
-            for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
-                if marker in log and exc[0] is None:
-                    raise AssertionError("sanitizer report from chatgate:\n" + log[-6000:])
+            if exc[0] is None and self.proc:
+                # Under the sanitizer build a leak or a UB report at exit would
+                # otherwise pass unseen in tests that do not check the exit code.
+                for marker in SANITIZER_MARKERS:
+                    if marker in log:
+                        raise AssertionError("sanitizer report from chatgate:\n" + log[-6000:])
+                if self.expect_exit is not None and rc != self.expect_exit:
+                    raise AssertionError("chatgate exited with %s, expected %s:\n%s"
+                                         % (rc, self.expect_exit, log[-4000:]))
         finally:
             if self.log_file:
                 self.log_file.close()
@@ -212,6 +288,19 @@ def raw_exchange(port, data, timeout=5, read_until_close=True):
         return b"".join(chunks)
     finally:
         s.close()
+
+
+def wait_for(predicate, what, timeout=DEADLINE, interval=0.02):
+    """Waits for an event: polls `predicate` until it returns something
+    true, which is returned; fails the test naming `what` after a generous
+    deadline. Prefer this to a sleep."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
 
 
 def wait_until(predicate, timeout=5, interval=0.02):

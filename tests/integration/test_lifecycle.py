@@ -58,7 +58,7 @@ class ShutdownTest(unittest.TestCase):
 
 class StartupFailureTest(unittest.TestCase):
     def run_failing(self, config_text):
-        cg = Chatgate(config_text)
+        cg = Chatgate(config_text, expect_exit=1)
         cg.start(wait_ready=False)
         rc = cg.wait_exit()
         log = cg.log()
