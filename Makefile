@@ -1,14 +1,14 @@
 # The two commands (see README.md):
 #   make run    set up this machine, build, and run chatgate on its embedded default config
 #   make test   set up this machine, build, and run every test
-# Also: make build, make test-asan, make fuzz, make deb, make bench, make format, make tidy, make clean.
+# Also: make build, make test-asan, make test-stress, make fuzz, make deb, make bench, make format, make tidy, make clean.
 
 BUILD_DIR ?= build
 ASAN_DIR ?= build-asan
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps test-deps fuzz-deps build run test test-asan fuzz bench format tidy clean deb package-test
+.PHONY: all deps test-deps fuzz-deps build run test test-asan test-stress fuzz bench format tidy clean deb package-test
 
 all: build
 
@@ -38,6 +38,10 @@ test-asan: test-deps
 	cmake --build $(ASAN_DIR) -j $(JOBS)
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
+
+# The suite three times with ctest -j4 while two busy loops load both cores.
+test-stress: test-deps build
+	sh tests/stress.sh $(BUILD_DIR) 3
 
 # libFuzzer targets (tests/fuzz) built with clang + ASan + UBSan in
 # build-fuzz/, then each run for FUZZ_SECONDS from its seed corpus.

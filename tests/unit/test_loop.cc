@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/loop.h"
+#include "unit_support.h"
 
 using cg::Loop;
 
@@ -102,7 +103,7 @@ TEST_CASE("loop: close cancels queued work that has not started", "[loop]") {
   static std::atomic<int> running{0};
   release = false;
   running = 0;
-  constexpr int kPool = 4;  // libuv's default UV_THREADPOOL_SIZE
+  constexpr int kPool = cg_test::kThreadPoolSize;  // set by main.cc
   struct Result {
     int done = 0;
     int cancelled = 0;
