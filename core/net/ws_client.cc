@@ -52,7 +52,13 @@ void WsClient::count(const void *owner, std::string_view event) {
                                     label + ",result=\"" + std::string(event) + "\"", kConnects)) {
     *c += 1;
   }
-  if (open != nullptr && event == "open") *open += 1;
+  if (open != nullptr && event == "open") {
+    *open += 1;
+    // The series exists from the first open, at 0: the alert rule's
+    // increase() over it then also sees the first disconnect.
+    (void)metrics_->counter("chatgate_websocket_disconnects_total", label,
+                            "open WebSocket connections that ended");
+  }
 }
 
 WsClient::WsClient(Loop &loop, std::string ca_file)

@@ -40,7 +40,8 @@ int main(int argc, char **argv) {
     std::sort(files.begin(), files.end());  // a stable order to name a failure by
     for (const auto &path : files) {
       std::ifstream in(path, std::ios::binary);
-      std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      std::vector<char> bytes((std::istreambuf_iterator<char>(in)),
+                              std::istreambuf_iterator<char>());
       if (!in.eof() && in.fail()) {
         std::fprintf(stderr, "replay: cannot read %s\n", path.c_str());
         return 1;

@@ -1,7 +1,6 @@
 // The Catch2 (v2) runner for every unit test file in this folder.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
-
 #include <cstdlib>
 #include <string>
 
