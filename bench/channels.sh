@@ -5,6 +5,7 @@
 #   bench/channels.sh                       (after make build)
 #   DURATION=20 WARMUP=3 bench/channels.sh
 #   PROFILE=1 bench/channels.sh             also perf record the pipeline
+#   CALLGRIND=1 bench/channels.sh           only: instructions per event (valgrind)
 #
 # Every callback is what Feishu sends in webhook mode with an Encrypt Key:
 # a schema-2.0 im.message.receive_v1 event, AES-256-CBC encrypted, signed
@@ -49,6 +50,7 @@ FLOOD=${FLOOD:-4}             # connections of the flooding chat
 LOG_LEVEL=${LOG_LEVEL:-info}
 PROFILE=${PROFILE:-0}
 PROFILE_S=${PROFILE_S:-8}
+CALLGRIND=${CALLGRIND:-0}
 
 [ -x "$BIN" ] || { echo "bench: build first (make build)" >&2; exit 1; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
@@ -212,6 +214,42 @@ print("%.1f %.1f %d %d" % (pct(0.5), pct(0.99), len(lat), len(sent)))
 PY
   : > "$work/replies.log"
 }
+
+if [ "$CALLGRIND" = 1 ]; then
+  # Instructions per event in chatgate's user space, whatever else the
+  # machine does: the pipeline under callgrind for 1,000 and then 3,000
+  # callbacks (8 connections, no reuse), and the difference over 2,000, so
+  # start-up and shutdown cancel out. Crypto is overstated (valgrind hides
+  # the CPU's SHA and AES instructions from OpenSSL).
+  for n in 1000 3000; do
+    valgrind --tool=callgrind --callgrind-out-file="$work/cg.$n" "$BIN" --config "$work/pipeline.yaml" \
+      2>"$work/cg$n.log" &
+    cg_pid=$!
+    wait_port "$CG_PORT"; sleep 2
+    "$LOAD" closed -p "$CG_PORT" -c 8 -C 1000 -n $n -S "$PF_PORT" -k $EKEY -t $VTOKEN \
+      -u /webhook/feishu -w 0 -d 60 | grep '^closed: acks'
+    stop_cg
+    callgrind_annotate --inclusive=yes --threshold=100 "$work/cg.$n" 2>/dev/null \
+      | grep -E '^ *[0-9,]+ ' | sed 's/,//g' > "$work/in.$n"
+  done
+  python3 - "$work/in.1000" "$work/in.3000" <<'PY'
+import re, sys
+def load(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r" *(\d+) (?:\([^)]*\) )?\s*(.*)$", line.rstrip())
+        if m:
+            out[m.group(2)] = out.get(m.group(2), 0) + int(m.group(1))
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+rows = sorted(((b.get(k, 0) - a.get(k, 0)) / 2000, k) for k in b if not k.startswith("=>"))
+rows.reverse()
+print("instructions per event (inclusive), the 30 largest:")
+for v, k in rows[:30]:
+    print("%9.0f  %s" % (v, k[:140]))
+PY
+  exit 0
+fi
 
 echo "== 1. pipeline: $CONNECTIONS connections, $CHATS chats, echo at once, replies to the fake platform"
 start_cg pipeline
