@@ -322,7 +322,8 @@ class WebhookTest(FeishuCase):
         self.finish(cg)
 
     def start_ttl(self, ttl):
-        cg = self.start(feishu_config(self.fake.port, router_extra="  dedupeTtlSeconds: %d\n" % ttl))
+        cg = self.start(feishu_config(self.fake.port,
+                                      router_extra="  dedupeTtlSeconds: %d\n" % ttl))
         return cg.port, cg
 
     def test_a_redelivery_is_deduped_within_dedupe_ttl_and_answered_after_it(self):
@@ -833,7 +834,8 @@ class StreamingCardTest(FeishuCase):
     def sentinel(self, port, message_id, chat_id):
         """The chat's next message (the model answers "ok" unless scripted):
         its answer, once it has ended."""
-        self.assertEqual(self.webhook(port, text_event(message_id, "next", chat_id=chat_id))[0], 200)
+        event = text_event(message_id, "next", chat_id=chat_id)
+        self.assertEqual(self.webhook(port, event)[0], 200)
         return self.final_reply(message_id)
 
     def user_messages(self):
@@ -1001,7 +1003,8 @@ class LongConnectionTest(LongConnectionCase):
         self.fake.push(text_event("om_ws_parts", "in three parts " + "x" * 300, chat_id=chat),
                        parts=3)
         [reply] = self.fake.wait_reply("om_ws_parts")
-        self.assertEqual(reply["content"], {"text": "echo: in three parts %s (turn 1)" % ("x" * 300)})
+        self.assertEqual(reply["content"],
+                         {"text": "echo: in three parts %s (turn 1)" % ("x" * 300)})
         self.fake.push(text_event("om_ws_rev", "backwards", chat_id=chat), parts=3, reverse=True)
         [reply] = self.fake.wait_reply("om_ws_rev")
         self.assertEqual(reply["content"], {"text": "echo: backwards (turn 2)"})
@@ -1210,7 +1213,8 @@ class SlowRetriesTest(LongConnectionCase):
         self.assertGreaterEqual(tries[1]["t"] - tries[0]["t"], 59.5)
         wait_for(lambda: get(port, "/readyz")[0] == 200, "/readyz 200")
         fake.push(text_event("om_slow", "at last"))
-        self.assertEqual(fake.wait_reply("om_slow")[0]["content"], {"text": "echo: at last (turn 1)"})
+        self.assertEqual(fake.wait_reply("om_slow")[0]["content"],
+                         {"text": "echo: at last (turn 1)"})
         self.finish(cg)
 
 
