@@ -29,14 +29,36 @@ Open APIs (JSON; business errors come as HTTP 400 {"code":c,"msg":..}):
 Every /open-apis call but the token one needs "Authorization: Bearer <token>"
 (else HTTP 400, code 99991663). Sends and replies with a known "uuid" answer
 the first message's id and are not stored again (counted as duplicates).
+A reply must name a message the platform knows: one delivered to the bot
+(pushed over the long connection, or registered by the test with
+/_control/known for webhook events) or sent by it; else HTTP 400, code
+230001 "invalid message_id".
+
+Protocol problems: every refusal of a request chatgate made is recorded in
+/_control/problems, except the platform's ordinary answers (an expired
+token, wrong credentials, an --endpoint-code, a failure the test injected):
+a token never issued or no Authorization, a body that is not JSON or has no
+JSON Content-Type, invalid content, a reply to an unknown message, card
+sequence errors, unknown routes. So are, on the long connection: text or
+undecodable frames, frames for another service id, frames other than pings
+and acks, and acks that answer no pushed frame (or one already acked), lack
+a numeric biz_rt, or carry a payload other than {"code": int, "data": null
+or base64 JSON}. A test asserts the list is empty at its end.
 
 Control API (same port):
-  GET  /_control/calls      {"calls":[{method,path,authorization,headers,body,
-                            status,code[,failed]}]}
+  GET  /_control/calls      {"calls":[{method,path,authorization,headers,body,t,
+                            status,code[,failed][,token_remaining]
+                            [,valid_tokens,issued]}]}  (t monotonic; a token
+                            request lists what the earlier tokens had left)
   GET  /_control/messages   {"messages":[{kind,id,message_id|receive_id,
                             receive_id_type,msg_type,content,uuid,
                             reply_in_thread,authorization}],"duplicates":n}
   GET  /_control/cards      {"cards":{id:{card,elements,streaming,sequence,updates}}}
+  GET  /_control/problems   {"problems":[{problem, t, ...detail}]}
+  GET  /_control/tokens     {"now":t,"tokens":[{token,issued_at,expire,expires_at,valid}]}
+                            (times: this machine's monotonic clock, seconds)
+  POST /_control/known {"message_ids":[..]}   inbound messages the bot may reply to
+  POST /_control/token_expire {"expire":s}    the life of tokens issued from now on
   POST /_control/expire_tokens            every issued token becomes invalid
   POST /_control/fail {"path":prefix,"count":n,"status":429,"code":99991400,
                        "msg":"..","headers":{"x-ogw-ratelimit-reset":"1"}}
@@ -44,10 +66,12 @@ Control API (same port):
                             with prefix get that answer and have no effect
   POST /_control/reconnect {"interval":s,"nonce":s,"count":n,"ping_interval":s}
                             ClientConfig handed out from then on
-  POST /_control/reset      forget calls, messages, uuids, cards, failures and
-                            the ws records (not tokens, connections, config)
+  POST /_control/reset      forget calls, messages, uuids, cards, failures,
+                            problems, known ids and the ws records (not tokens,
+                            connections, config)
   GET  /_control/ws         {"connections","connects","rejected","pings",
-                            "ws_pings","acks","frames","events","clients"}
+                            "ws_pings","acks","frames","events","clients",
+                            "pongs":[{t,PingInterval}]}
   POST /_control/ws/event {"event":{..},"parts":1,"type":"event",
                            "message_id"?:"reuse one","raw"?:"payload text",
                            "reverse"?:false}
@@ -258,6 +282,8 @@ class Fake:
     def __init__(self, args):
         self.args = args
         self.tokens = {}            # token -> monotonic expiry
+        self.issued = {}            # token -> {token, issued_at, expire}: every token issued
+        self.token_expire = args.token_expire
         self.n = {}                 # id counters
         self.config = {"ReconnectCount": -1, "ReconnectInterval": 2, "ReconnectNonce": 1,
                        "PingInterval": args.ping_interval}
@@ -273,6 +299,16 @@ class Fake:
         self.cards, self.failures, self.sent = {}, [], {}
         self.acks, self.frames, self.events = [], [], []
         self.pings = self.ws_pings = 0
+        self.pongs = []             # {t, PingInterval} handed out with each pong
+        self.problems = []          # what chatgate sent that the platform would refuse
+        self.known = set()          # inbound message ids the platform delivered
+        self.pending = {}           # (device_id, frame message_id) -> unacked pushes,
+                                    # each a list of its frames' (seq_id, log_id)
+
+    def problem(self, what, **detail):
+        """Records something chatgate sent that breaks the protocol (called
+        with LOCK held)."""
+        self.problems.append(dict(detail, problem=what, t=time.monotonic()))
 
     def next(self, name):
         self.n[name] = self.n.get(name, 0) + 1
@@ -286,10 +322,22 @@ class Fake:
         return None
 
     def token_ok(self, auth):
+        """-> None when `auth` carries a valid token; else why not. A token
+        that has expired (or was expired by the test) is the platform's
+        ordinary refusal; no token, another scheme or a token never issued
+        is chatgate's mistake and recorded as a problem."""
         if not auth or not auth.startswith("Bearer "):
-            return False
-        expiry = self.tokens.get(auth[len("Bearer "):])
-        return expiry is not None and time.monotonic() < expiry
+            return "no Authorization: Bearer header"
+        token = auth[len("Bearer "):]
+        expiry = self.tokens.get(token)
+        if expiry is None:
+            return "expired" if token in self.issued else "a token the platform never issued"
+        return None if time.monotonic() < expiry else "expired"
+
+    def remaining(self, token):
+        """Seconds `token` has left (negative: expired), None if unknown."""
+        expiry = self.tokens.get(token)
+        return None if expiry is None else expiry - time.monotonic()
 
 
 def err(code, msg, status=400):
@@ -311,8 +359,24 @@ class Api:
 
     def __init__(self, fake):
         self.f = fake
+        self.legit = False  # a refusal that is the platform's ordinary answer
 
-    def route(self, method, path, query, body, auth):
+    def route(self, method, path, query, body, auth, headers):
+        """-> (status, answer). Every refusal but the ordinary ones (an
+        expired token, wrong credentials, an endpoint code the test asked
+        for) is recorded as a protocol problem of chatgate's."""
+        f = self.f
+        if method in ("POST", "PUT", "PATCH") and not (headers.get("Content-Type") or "") \
+                .lower().startswith("application/json"):
+            f.problem("a request body without Content-Type: application/json", method=method,
+                      path=path, content_type=headers.get("Content-Type"))
+        status, obj = self.answer(method, path, query, body, auth)
+        if obj.get("code") not in (0, None) and not self.legit:
+            f.problem("refused with code %s: %s" % (obj.get("code"), obj.get("msg")),
+                      method=method, path=path, body=body)
+        return status, obj
+
+    def answer(self, method, path, query, body, auth):
         f = self.f
         parts = path.strip("/").split("/")
         if method == "POST" and path == "/open-apis/auth/v3/tenant_access_token/internal":
@@ -321,7 +385,9 @@ class Api:
             return self.endpoint(body)
         if not path.startswith("/open-apis/"):
             return 404, {"code": 404, "msg": "not found"}
-        if not f.token_ok(auth):
+        why = f.token_ok(auth)
+        if why is not None:
+            self.legit = why == "expired"
             return err(99991663, "Invalid access token for authorization. "
                        "Please make a request with token attached.")
         if method == "GET" and path == "/open-apis/bot/v3/info":
@@ -350,19 +416,28 @@ class Api:
 
     def token(self, body):
         f, a = self.f, self.f.args
-        if not isinstance(body, dict) or body.get("app_id") != a.app_id \
-                or body.get("app_secret") != a.app_secret:
+        if not isinstance(body, dict) or not isinstance(body.get("app_id"), str) \
+                or not isinstance(body.get("app_secret"), str):
+            return 200, {"code": 10003, "msg": "invalid param"}
+        if body.get("app_id") != a.app_id or body.get("app_secret") != a.app_secret:
+            self.legit = True  # wrong credentials: the platform's answer, not a protocol error
             return 200, {"code": 10014, "msg": "app secret invalid"}
         token = "t-%d" % f.next("token")
-        f.tokens[token] = time.monotonic() + a.token_expire
-        return 200, {"code": 0, "msg": "ok", "tenant_access_token": token, "expire": a.token_expire}
+        now = time.monotonic()
+        f.tokens[token] = now + f.token_expire
+        f.issued[token] = {"token": token, "issued_at": now, "expire": f.token_expire}
+        return 200, {"code": 0, "msg": "ok", "tenant_access_token": token, "expire": f.token_expire}
 
     def endpoint(self, body):
         f, a = self.f, self.f.args
-        if not isinstance(body, dict) or body.get("AppID") != a.app_id \
-                or body.get("AppSecret") != a.app_secret:
+        if not isinstance(body, dict) or not isinstance(body.get("AppID"), str) \
+                or not isinstance(body.get("AppSecret"), str):
+            return 200, {"code": 403, "msg": "forbidden: AppID and AppSecret are required"}
+        if body.get("AppID") != a.app_id or body.get("AppSecret") != a.app_secret:
+            self.legit = True
             return 200, {"code": 403, "msg": "forbidden"}
         if a.endpoint_code:
+            self.legit = True
             return 200, {"code": a.endpoint_code, "msg": ENDPOINT_MSGS.get(a.endpoint_code, "error")}
         device = str(f.next("device"))
         f.devices.add(device)
@@ -425,6 +500,12 @@ class Api:
                            "authorization": auth}, body, chat_id)
 
     def reply(self, message_id, body, auth):
+        if message_id not in self.f.known and message_id not in self.f.sent:
+            # Neither delivered to the bot nor sent by it: Feishu knows no such message.
+            return err(230001, "Your request contains an invalid request parameter, "
+                       "ext=invalid message_id: %s" % message_id)
+        if "reply_in_thread" in body and not isinstance(body["reply_in_thread"], bool):
+            return err(99992402, "field validation failed: reply_in_thread must be a boolean")
         error, content = self.check_content(body.get("msg_type"), body.get("content"))
         if error:
             return error
@@ -576,18 +657,27 @@ class Handler(BaseHTTPRequestHandler):
             return
         auth = self.headers.get("Authorization")
         call = {"method": method, "path": self.path, "authorization": auth,
-                "headers": dict(self.headers.items()), "body": body}
+                "headers": dict(self.headers.items()), "body": body, "t": time.monotonic()}
         f = self.fake
         with LOCK:
             f.calls.append(call)
+            if auth and auth.startswith("Bearer "):
+                call["token_remaining"] = f.remaining(auth[len("Bearer "):])
+            if url.path == "/open-apis/auth/v3/tenant_access_token/internal":
+                # What the tokens issued so far had left when this one was asked for.
+                # (None: revoked by /_control/expire_tokens)
+                call["valid_tokens"] = {t: f.remaining(t) for t in f.issued}
             failure = f.take_failure(self.path)
             if failure:
                 status, obj, extra = failure["status"], {"code": failure["code"], "msg": failure["msg"]}, failure["headers"]
                 call["failed"] = True
             else:
-                status, obj = Api(f).route(method, url.path, urllib.parse.parse_qs(url.query), body, auth)
+                status, obj = Api(f).route(method, url.path, urllib.parse.parse_qs(url.query), body,
+                                           auth, self.headers)
                 extra = None
             call.update(status=status, code=obj.get("code"))
+            if obj.get("tenant_access_token"):
+                call["issued"] = obj["tenant_access_token"]
         self.send_json(status, obj, extra)
 
     def control(self, method, path, body):
@@ -600,12 +690,21 @@ class Handler(BaseHTTPRequestHandler):
                     return self.send_json(200, {"messages": f.messages, "duplicates": f.duplicates})
                 if path == "/_control/cards":
                     return self.send_json(200, {"cards": f.cards})
+                if path == "/_control/problems":
+                    return self.send_json(200, {"problems": f.problems})
+                if path == "/_control/tokens":
+                    now = time.monotonic()
+                    return self.send_json(200, {"now": now, "tokens": [
+                        dict(t, expires_at=t["issued_at"] + t["expire"],
+                             valid=f.tokens.get(t["token"], 0) > now)
+                        for t in f.issued.values()]})
                 if path == "/_control/ws":
                     clients = [{"device_id": c["device_id"], "open": c["open"]} for c in f.clients]
                     return self.send_json(200, {
                         "connections": sum(c["open"] for c in clients), "connects": f.connects,
                         "rejected": f.rejected, "pings": f.pings, "ws_pings": f.ws_pings,
-                        "acks": f.acks, "frames": f.frames, "events": f.events, "clients": clients})
+                        "acks": f.acks, "frames": f.frames, "events": f.events, "clients": clients,
+                        "pongs": f.pongs})
         elif path.startswith("/_control/ws/"):
             return self.control_ws(path, body)
         else:
@@ -616,6 +715,12 @@ class Handler(BaseHTTPRequestHandler):
                 if path == "/_control/reset":
                     f.reset()
                     return self.send_json(200, {"ok": True})
+                if path == "/_control/known":
+                    f.known.update(str(m) for m in body.get("message_ids", []))
+                    return self.send_json(200, {"known": len(f.known)})
+                if path == "/_control/token_expire":
+                    f.token_expire = int(body["expire"])
+                    return self.send_json(200, {"expire": f.token_expire})
                 if path == "/_control/fail":
                     status = int(body.get("status", 500))
                     f.failures.append({
@@ -662,6 +767,20 @@ def open_clients(f):
     return [c for c in f.clients if c["open"]]
 
 
+def inbound_message_ids(event):
+    """The message ids an event delivers to the bot (a message's own, a
+    card's), which it may then reply to."""
+    event = (event or {}).get("event") if isinstance(event, dict) else None
+    if not isinstance(event, dict):
+        return []
+    ids = []
+    for parent, key in (("message", "message_id"), ("context", "open_message_id")):
+        node = event.get(parent)
+        if isinstance(node, dict) and isinstance(node.get(key), str):
+            ids.append(node[key])
+    return ids
+
+
 async def push_event(f, body):
     with LOCK:
         clients = open_clients(f)
@@ -671,6 +790,8 @@ async def push_event(f, body):
         message_id = body.get("message_id") or "msg_%d" % f.next("ws_message")
         log_id = f.next("log_id")
     payload = body["raw"].encode() if "raw" in body else json.dumps(body.get("event")).encode()
+    with LOCK:
+        f.known.update(inbound_message_ids(body.get("event")))
     parts = max(1, min(int(body.get("parts", 1)), len(payload)))
     base, extra = divmod(len(payload), parts)
     chunks, start = [], 0
@@ -680,10 +801,14 @@ async def push_event(f, body):
         start += size
     order = list(range(parts))[::-1] if body.get("reverse") else list(range(parts))
     seq_ids = []
+    push = []  # this push's frames: an ack of any of them settles it
+    with LOCK:
+        f.pending.setdefault((client["device_id"], message_id), []).append(push)
     try:
         for i in order:
             with LOCK:
                 seq_id = f.next("seq_id")
+                push.append((seq_id, log_id))
             seq_ids.append(seq_id)
             headers = [("type", body.get("type", "event")), ("message_id", message_id),
                        ("sum", str(parts)), ("seq", str(i)), ("trace_id", "trace_%d" % log_id),
@@ -749,16 +874,19 @@ def make_ws_server(f):
                      ("Handshake-Msg", "invalid device_id or service_id")], b"forbidden\n")
         return None
 
-    async def on_frame(ws, message):
+    async def on_frame(client, message):
+        ws = client["ws"]
         if isinstance(message, str):
             with LOCK:
                 f.frames.append({"error": "text message", "text": message})
+                f.problem("a text WebSocket message (frames are binary)", text=message[:200])
             return
         try:
             frame = frame_decode(message)
         except (ValueError, UnicodeDecodeError) as exc:
             with LOCK:
                 f.frames.append({"error": "undecodable frame: %s" % exc, "hex": message[:64].hex()})
+                f.problem("an undecodable frame: %s" % exc, hex=message[:64].hex())
             return
         headers = dict(frame["headers"])
         record = dict(frame, headers=headers,
@@ -766,8 +894,12 @@ def make_ws_server(f):
         reply = None
         with LOCK:
             f.frames.append(record)
+            if frame["service"] != SERVICE_ID:
+                f.problem("a frame for service %s, not the URL's service_id %d"
+                          % (frame["service"], SERVICE_ID), frame=record)
             if frame["method"] == 0 and headers.get("type") == "ping":
                 f.pings += 1
+                f.pongs.append({"t": time.monotonic(), "PingInterval": f.config["PingInterval"]})
                 reply = frame_encode({"seq_id": 0, "log_id": 0, "service": frame["service"],
                                       "method": 0, "headers": [("type", "pong")],
                                       "payload": json.dumps(f.config).encode()})
@@ -782,9 +914,33 @@ def make_ws_server(f):
                         ack["data_json"] = json.loads(base64.b64decode(data))
                 except (ValueError, TypeError):
                     ack.setdefault("payload", record["payload"])
+                    f.problem("an ack whose payload or data is not JSON", ack=ack)
                 f.acks.append(ack)
+                check_ack(client, frame, ack)
+            else:
+                f.problem("a frame of method %s, type %r: the client sends pings and acks only"
+                          % (frame["method"], headers.get("type")), frame=record)
         if reply:
             await ws.send(reply)
+
+    def check_ack(client, frame, ack):
+        """An ack answers one pushed frame (the one that completed its
+        message), on its connection, once, echoing seq_id and log_id, with
+        biz_rt and {"code": int, "headers", "data": null | base64 JSON}."""
+        pushes = f.pending.get((client["device_id"], ack["message_id"]), [])
+        match = [p for p in pushes if (frame["seq_id"], frame["log_id"]) in p]
+        if not match:
+            f.problem("an ack for no frame pushed on this connection (or acked twice)", ack=ack,
+                      pushed=pushes)
+        else:
+            pushes.remove(match[0])  # one ack settles the push, every part of it
+        if not (ack["biz_rt"] or "").isdigit():
+            f.problem("an ack without a numeric biz_rt header", ack=ack)
+        payload = ack.get("payload")
+        if not isinstance(payload, dict) or not isinstance(payload.get("code"), int) \
+                or isinstance(payload.get("code"), bool) \
+                or not (payload.get("data") is None or isinstance(payload.get("data"), str)):
+            f.problem("an ack payload that is not {code: int, data: null or base64}", ack=ack)
 
     async def handler(ws):
         _, q = query_of(ws.path)
@@ -794,7 +950,7 @@ def make_ws_server(f):
             f.connects += 1
         try:
             async for message in ws:
-                await on_frame(ws, message)
+                await on_frame(client, message)
         except websockets.ConnectionClosed:
             pass
         finally:

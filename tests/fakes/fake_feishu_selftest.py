@@ -123,6 +123,11 @@ class Running(unittest.TestCase):
 
     def setUp(self):
         self.call("POST", "/_control/reset")
+        # The inbound messages these tests reply to, as a webhook test registers them.
+        self.call("POST", "/_control/known", {"message_ids": ["om_1", "om_2"]})
+
+    def problems(self):
+        return self.call("GET", "/_control/problems")[1]["problems"]
 
     def call(self, method, path, body=None, token=None, conn=None):
         return api(self.port, method, path, body, token, conn)
@@ -187,6 +192,19 @@ class Running(unittest.TestCase):
         _, data, _ = self.call("GET", "/_control/calls")
         self.assertEqual(data["calls"][0]["body"], {"app_id": "cli_test", "app_secret": "nope"})
         self.assertEqual(data["calls"][3]["authorization"], "Bearer t-bogus")
+        # The token request says what the earlier tokens had left; calls, the token's life.
+        second = [c for c in data["calls"] if c.get("issued") == t2][0]
+        self.assertIsNone(second["valid_tokens"][t1])  # revoked
+        self.assertGreater([c for c in data["calls"] if c["authorization"] == "Bearer " + t2][-1]
+                           ["token_remaining"], 7000)
+        _, tokens, _ = self.call("GET", "/_control/tokens")
+        self.assertEqual([(t["token"], t["valid"]) for t in tokens["tokens"]][-2:],
+                         [(t1, False), (t2, True)])
+        # Problems: no token, a bogus one, and the five invalid bodies; the
+        # wrong secret and the expired token are the platform's ordinary answers.
+        problems = [p["problem"] for p in self.problems()]
+        self.assertEqual(len(problems), 7, problems)
+        self.assertEqual(sum("99991663" in p for p in problems), 2, problems)
         conn.close()
 
     def test_fail_injection(self):
@@ -202,6 +220,46 @@ class Running(unittest.TestCase):
         self.assertEqual(len(data["messages"]), 1)
         _, data, _ = self.call("GET", "/_control/calls")
         self.assertEqual([c.get("failed", False) for c in data["calls"]], [False, True, False])
+        self.assertEqual(self.problems(), [])
+
+    def test_replies_need_a_known_message_and_a_json_request(self):
+        t = self.token()
+        status, data, _ = self.reply(t, msg_id="om_never_delivered")
+        self.assertEqual((status, data["code"]), (400, 230001))
+        self.assertIn("invalid message_id", data["msg"])
+        self.assertEqual(data["error"], {"log_id": "fake-log"})
+        # A reply to the bot's own message is fine.
+        status, data, _ = self.reply(t, msg_id="om_1")
+        own = data["data"]["message_id"]
+        self.assertEqual(self.reply(t, msg_id=own)[1]["code"], 0)
+        # A body sent without a JSON Content-Type.
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        c.request("POST", "/open-apis/im/v1/messages/om_1/reply",
+                  body=json.dumps({"msg_type": "text", "content": json.dumps({"text": "x"})}),
+                  headers={"Authorization": "Bearer " + t, "Content-Type": "text/plain"})
+        self.assertEqual(c.getresponse().status, 200)
+        c.close()
+        problems = [p["problem"] for p in self.problems()]
+        self.assertEqual(len(problems), 2, problems)
+        self.assertIn("invalid message_id", problems[0])
+        self.assertIn("Content-Type", problems[1])
+        # Reset forgets problems and known ids.
+        self.call("POST", "/_control/reset")
+        self.assertEqual(self.problems(), [])
+        self.assertEqual(self.reply(t, msg_id="om_1")[1]["code"], 230001)
+
+    def test_token_expire_control(self):
+        self.assertEqual(self.call("POST", "/_control/token_expire", {"expire": 190})[1],
+                         {"expire": 190})
+        try:
+            _, data, _ = self.call("POST", "/open-apis/auth/v3/tenant_access_token/internal", APP)
+            self.assertEqual(data["expire"], 190)
+            _, tokens, _ = self.call("GET", "/_control/tokens")
+            [mine] = [t for t in tokens["tokens"] if t["token"] == data["tenant_access_token"]]
+            self.assertAlmostEqual(mine["expires_at"] - mine["issued_at"], 190)
+            self.assertTrue(mine["valid"])
+        finally:
+            self.call("POST", "/_control/token_expire", {"expire": 7200})
 
     def test_cards(self):
         t = self.token()
@@ -248,13 +306,26 @@ class Running(unittest.TestCase):
         self.assertEqual((status, data["sent"]), (409, False))
         asyncio.run(self.ws_session(url))
         _, data, _ = self.call("GET", "/_control/ws")
-        self.assertEqual((data["connections"], data["connects"], data["pings"], data["rejected"]), (0, 2, 1, 1))
+        self.assertEqual((data["connections"], data["connects"], data["pings"], data["rejected"]), (0, 2, 2, 1))
         self.assertGreaterEqual(data["ws_pings"], 1)
-        self.assertEqual(len(data["acks"]), 1)
+        self.assertEqual(len(data["acks"]), 3)
         ack = data["acks"][0]
         self.assertEqual((ack["biz_rt"], ack["payload"]["code"], ack["message_id"]), ("3", 200, "msg_1"))
         self.assertEqual(ack["data_json"], {"toast": {"type": "info", "content": "ok"}})
         self.assertIn("error", data["frames"][-1])  # the text message
+        self.assertEqual(data["pongs"][0]["PingInterval"], 5)
+        # The session's protocol problems, in order: the same ack again, an
+        # ack without biz_rt (of a frame never pushed), a ping for another
+        # service, and the text message.
+        problems = [p["problem"] for p in self.problems()]
+        self.assertEqual(len(problems), 5, problems)
+        self.assertIn("acked twice", problems[0])
+        self.assertIn("acked twice", problems[1])
+        self.assertIn("biz_rt", problems[2])
+        self.assertIn("service 3", problems[3])
+        self.assertIn("text WebSocket message", problems[4])
+        # A message pushed to the bot may be replied to.
+        self.assertEqual(self.reply(self.token(), msg_id="om_9")[1]["code"], 0)
 
     async def ws_session(self, url):
         bad = url.replace("device_id=", "device_id=9")
@@ -282,10 +353,14 @@ class Running(unittest.TestCase):
             ack = dict(frames[0], headers=frames[0]["headers"] + [("biz_rt", "3")],
                        payload=json.dumps({"code": 200, "headers": None, "data": answer}).encode())
             await ws.send(ff.frame_encode(ack))
+            await ws.send(ff.frame_encode(ack))  # acked twice
+            await ws.send(ff.frame_encode(dict(ack, seq_id=999, headers=frames[0]["headers"])))
+            await ws.send(ff.frame_encode({"method": 0, "service": 3, "headers": [("type", "ping")]}))
+            await ws.recv()  # its pong
             await ws.send("not a frame")
             for _ in range(50):
                 _, got, _ = await asyncio.to_thread(self.call, "GET", "/_control/ws")
-                if got["acks"] and len(got["frames"]) >= 3:
+                if len(got["acks"]) >= 3 and len(got["frames"]) >= 6:
                     break
                 await asyncio.sleep(0.02)
             self.assertEqual(got["connections"], 1)

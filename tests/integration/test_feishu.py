@@ -6,18 +6,32 @@ Webhook mode: URL verification (plain and encrypted), replies to p2p and
 group messages (mention required, allowedChats, directMessages; chat_type
 and mentions failing closed), encrypted and signed callbacks and every
 refusal (bad signature, stale timestamp, replayed nonce, missing
-signature, undecryptable, malformed, wrong token),
-a re-pushed event answered once, the unsupported-type answer, an expired
-tenant token and a 429 retried, and streaming CardKit cards with openai.so
-and tests/fakes/fake_openai.py (updates, fallback to text, model errors);
-post and card styles, a long answer split into messages, topics (their own
-conversations, replies in the thread), the v1 envelope, card buttons (a
-toast, routed once), and the admin API's send to a chat.
+signature, undecryptable, malformed, wrong token, encrypted without an
+encryptKey), a re-pushed event answered once and again after
+router.dedupeTtlSeconds, the unsupported-type answer (and silence when it
+is empty), the tenant token refreshed before it expires, an expired tenant
+token and a 429 retried, and streaming CardKit cards with openai.so and
+tests/fakes/fake_openai.py (updates, fallback to text, model errors, no
+model retry once part of the answer is shown); post and card styles, a
+long answer split into messages, topics (their own conversations, replies
+in the thread), the v1 envelope, card buttons (a toast, routed once), and
+the admin API's send to a chat.
 Long-connection mode: connect, events acked with biz_rt, a card button
-acked with a toast, pings, multi-part
-events, reconnect after a drop without answering a replay twice, and the
-refusals (wrong credentials, connection limit) in /readyz.
-No secret reaches chatgate's log in any test."""
+acked with a toast, pings and the pong's config, multi-part events,
+reconnect after a drop (the first try after a random part of
+ReconnectNonce, then every ReconnectInterval) without answering a replay
+twice, webhook callbacks off without a verificationToken, and the
+refusals (wrong credentials, a refused reconnect, the connection limit) in
+/readyz without a retry loop.
+
+Every chatgate listens on port 0. That nothing else arrived is shown by a
+sentinel: a later message, in the same conversation where the router's
+lane orders it after what came before, whose answer is awaited. Every test
+ends by asserting that the fake saw no protocol problem in what chatgate
+sent, and no secret reaches chatgate's log in any test.
+
+CHATGATE_TEST_SLOW=1 adds a test of the slow retries (the bot's open_id
+every 30 s, the connection limit every 60 s): about 65 s."""
 import json
 import os
 import re
@@ -26,9 +40,10 @@ import time
 import unittest
 import uuid
 
-from harness import SOURCE_DIR, Chatgate, FakeProcess, free_port, gateway_config, get, post_json
+from harness import (DEADLINE, SOURCE_DIR, Chatgate, FakeProcess, gateway_config, get, post_json,
+                     wait_for)
 from channel_support import (FakeOpenAI, check_refusals_logged, parse_metrics, refusals_accounted,
-                             wait_for, yaml_value)
+                             yaml_value)
 
 FAKES = os.path.join(SOURCE_DIR, "tests", "fakes")
 sys.path.insert(0, FAKES)
@@ -42,13 +57,32 @@ ENCRYPT_KEY = "fsEncrypt-K3y-9023-plover"
 SECRETS = (APP_SECRET, WRONG_SECRET, VTOKEN, ENCRYPT_KEY)
 UNSUPPORTED = "Sorry, I can only read text, posts, images and files."
 BOT_LEARNED = "the bot's open_id is ou_bot"
+ENDPOINT = "/callback/ws/endpoint"
+# How long a test watches for a retry that must not come: ten times the
+# plugin's shortest reconnect delay (200 ms).
+NO_RETRY_WINDOW = 2.0
 
 
 class FakeFeishu(FakeProcess):
+    live = []  # every running fake: each learns the inbound message ids a test makes
+
     def __init__(self, *args):
         super().__init__([sys.executable, os.path.join(FAKES, "fake_feishu.py"),
                           "--app-secret", APP_SECRET] + list(args))
         self.base = "http://127.0.0.1:%d" % self.port
+        FakeFeishu.live.append(self)
+
+    def close(self):
+        if self in FakeFeishu.live:
+            FakeFeishu.live.remove(self)
+        super().close()
+
+    @classmethod
+    def delivered(cls, *message_ids):
+        """The platform delivered these messages to the bot (a webhook test
+        posts them itself): the bot may reply to them."""
+        for fake in cls.live:
+            fake.control("/_control/known", {"message_ids": list(message_ids)})
 
     def get(self, path):
         status, body, _ = get(self.port, path)
@@ -67,14 +101,21 @@ class FakeFeishu(FakeProcess):
     def reset(self):
         self.control("/_control/reset")
 
-    def calls(self):
-        return self.get("/_control/calls")["calls"]
+    def calls(self, path=None):
+        calls = self.get("/_control/calls")["calls"]
+        return [c for c in calls if path is None or c["path"].startswith(path)]
 
     def messages(self):
         return self.get("/_control/messages")["messages"]
 
     def cards(self):
         return self.get("/_control/cards")["cards"]
+
+    def problems(self):
+        return self.get("/_control/problems")["problems"]
+
+    def tokens(self):
+        return self.get("/_control/tokens")
 
     def ws(self):
         return self.get("/_control/ws")
@@ -85,11 +126,15 @@ class FakeFeishu(FakeProcess):
     def replies_to(self, message_id):
         return [m for m in self.messages() if m["kind"] == "reply" and m["message_id"] == message_id]
 
-    def wait_reply(self, message_id, count=1, timeout=5.0):
+    def reply_order(self):
+        """The message ids replied to, in the order the replies arrived."""
+        return [m["message_id"] for m in self.messages() if m["kind"] == "reply"]
+
+    def wait_reply(self, message_id, count=1, timeout=DEADLINE):
         def enough():
             replies = self.replies_to(message_id)
             return replies if len(replies) >= count else None
-        return wait_for(enough, timeout, "%d reply(s) to %s" % (count, message_id))
+        return wait_for(enough, "%d reply(s) to %s" % (count, message_id), timeout)
 
     def push(self, event, **options):
         """Pushes an event over the long connection; returns the frame message_id."""
@@ -98,11 +143,15 @@ class FakeFeishu(FakeProcess):
         assert status == 200 and doc["sent"], (status, doc)
         return doc["message_id"]
 
+    def wait_ack(self, frame_id):
+        return wait_for(lambda: [a for a in self.ws()["acks"] if a["message_id"] == frame_id],
+                        "the ack of frame %s" % frame_id)
 
-def feishu_config(api_port, fake_port, model="echo", model_instance=None, **settings):
-    """A gateway with instance fs (feishu.so, webhook mode unless `mode` is
-    given), the model (echo.so unless `model_instance` gives another) and
-    memory.so. A setting of None leaves the key out."""
+
+def feishu_config(fake_port, model="echo", model_instance=None, router_extra="", **settings):
+    """A gateway on port 0 with instance fs (feishu.so, webhook mode unless
+    `mode` is given), the model (echo.so unless `model_instance` gives
+    another) and memory.so. A setting of None leaves the key out."""
     cfg = {"appId": "cli_test", "appSecret": APP_SECRET,
            "domain": "http://127.0.0.1:%d" % fake_port, "mode": "webhook",
            "verificationToken": VTOKEN}
@@ -112,11 +161,14 @@ def feishu_config(api_port, fake_port, model="echo", model_instance=None, **sett
     instances = "\n".join(lines) + "\n"
     instances += model_instance or "    - name: echo\n      plugin: echo.so\n"
     instances += "    - name: memory\n      plugin: memory.so\n"
-    return gateway_config(api_port, instances, model, "memory")
+    return gateway_config(0, instances, model, "memory", router_extra)
 
 
 def text_event(message_id, text="hello", chat_id=None, chat_type="p2p", **kw):
+    """A message event (chat oc_<message_id> unless given) that the fakes
+    count as delivered to the bot."""
     kw.setdefault("token", VTOKEN)
+    FakeFeishu.delivered(message_id)
     return fake_feishu.message_event(message_id, chat_id or "oc_" + message_id, chat_type, text,
                                      **kw)
 
@@ -134,19 +186,48 @@ def signed(payload, key=ENCRYPT_KEY, ts=None, nonce=None, sign_key=None):
                  "X-Lark-Signature": fake_feishu.sign(ts, nonce, sign_key or key, raw)}
 
 
+def card_action_event(event_id, value="yes", message_id="om_card", chat_id="oc_cards"):
+    """A schema 2.0 card.action.trigger callback, as the platform sends it."""
+    FakeFeishu.delivered(message_id)
+    return {"schema": "2.0",
+            "header": {"event_id": event_id, "event_type": "card.action.trigger",
+                       "create_time": str(int(time.time() * 1000)), "token": VTOKEN,
+                       "app_id": "cli_test", "tenant_key": "tk_test"},
+            "event": {"operator": {"tenant_key": "tk_test", "open_id": "ou_presser"},
+                      "token": "c-token", "action": {"value": {"value": value}, "tag": "button"},
+                      "host": "im_message",
+                      "context": {"open_message_id": message_id, "open_chat_id": chat_id}}}
+
+
 class FeishuCase(unittest.TestCase):
-    """Starts chatgate per test; `finish` stops it and checks the log holds no secret."""
+    """Starts chatgate per test; `finish` stops it and checks the log holds
+    no secret. Every fake a test uses is checked for protocol problems once
+    the test's chatgates have stopped."""
+
+    def watch(self, fake):
+        """At the test's end (after the chatgates it starts from now on have
+        stopped), the fake must have seen no protocol problem."""
+        def check():
+            problems = fake.problems()
+            self.assertEqual(problems, [], "the fake saw protocol problems in what chatgate sent")
+        self.addCleanup(check)
+
+    def new_fake(self, *args):
+        fake = FakeFeishu(*args)
+        self.addCleanup(fake.close)
+        self.watch(fake)
+        return fake
 
     def start(self, config, wait_bot=True):
         cg = Chatgate(config).start()
         self.addCleanup(cg.__exit__, None, None, None)
         if wait_bot:
-            wait_for(lambda: BOT_LEARNED in cg.log(), 5, "the plugin to learn the bot's open_id")
+            cg.wait_log(BOT_LEARNED)
         return cg
 
     def gateway(self, fake, **settings):
-        port = free_port()
-        return port, self.start(feishu_config(port, fake.port, **settings))
+        cg = self.start(feishu_config(fake.port, **settings))
+        return cg.port, cg
 
     def finish(self, cg):
         self.assertEqual(cg.stop(), 0, cg.log()[-3000:])
@@ -155,13 +236,8 @@ class FeishuCase(unittest.TestCase):
             self.assertNotIn(secret, log, "a secret in chatgate's log")
         return log
 
-    def admin_port(self, cg):
-        m = re.search(r"admin on http://127\.0\.0\.1:(\d+)", cg.log())
-        self.assertIsNotNone(m, cg.log())
-        return int(m.group(1))
-
     def metric(self, cg, name, **labels):
-        status, text, _ = get(self.admin_port(cg), "/metrics")
+        status, text, _ = get(cg.admin_port, "/metrics")
         self.assertEqual(status, 200)
         for n, ls, value in parse_metrics(text):
             if n == name and all(ls.get(k) == v for k, v in labels.items()):
@@ -171,9 +247,12 @@ class FeishuCase(unittest.TestCase):
     def webhook(self, port, body, headers=None):
         return post_json(port, "/webhook/fs", body, headers=headers)
 
-    def settle(self):
-        """Lets a reply that should not come have its chance to show."""
-        time.sleep(0.2)
+    def say(self, port, message_id, text, chat_id, **kw):
+        """A p2p message by webhook, awaited at the fake: its reply."""
+        status, body, _ = self.webhook(port, text_event(message_id, text, chat_id=chat_id, **kw))
+        self.assertEqual((status, body), (200, {"msg": "success"}))
+        [reply] = self.fake.wait_reply(message_id)
+        return reply
 
 
 # ------------------------------------------------------------------ webhook
@@ -189,6 +268,7 @@ class WebhookTest(FeishuCase):
 
     def setUp(self):
         self.fake.reset()
+        self.watch(self.fake)
 
     def test_url_verification_answers_the_challenge_and_checks_the_token(self):
         port, cg = self.gateway(self.fake)
@@ -212,8 +292,7 @@ class WebhookTest(FeishuCase):
         self.assertRegex(reply["authorization"], r"^Bearer t-\d+$")
         self.assertTrue(reply["uuid"])
         # A second message in the same chat continues the conversation.
-        self.webhook(port, text_event("om_p2p2", "again", chat_id="oc_om_p2p1"))
-        [reply] = self.fake.wait_reply("om_p2p2")
+        reply = self.say(port, "om_p2p2", "again", "oc_om_p2p1")
         self.assertEqual(reply["content"], {"text": "echo: again (turn 2)"})
         self.finish(cg)
 
@@ -225,20 +304,67 @@ class WebhookTest(FeishuCase):
         before = calls()
         self.assertEqual(self.webhook(port, event)[:2], (200, {"msg": "success"}))
         self.fake.wait_reply("om_dup")
-        # One dedupe (the router's, on the event id), the context load and
-        # the store: three cache calls, and the plugin makes none of its own.
-        wait_for(lambda: calls() - before >= 3, 3, "the turn stored")
-        self.assertEqual(calls() - before, 3)
         status, body, _ = self.webhook(port, event)
         self.assertEqual(status, 200, body)
-        # Barrier: a later message is answered, then the duplicate had its chance.
-        self.webhook(port, text_event("om_dup_barrier", "next"))
-        self.fake.wait_reply("om_dup_barrier")
-        self.settle()
-        self.assertEqual(len(self.fake.replies_to("om_dup")), 1, self.fake.messages())
+        # Sentinel: the next message of that chat runs after the duplicate
+        # is settled, and is the conversation's second turn.
+        reply = self.say(port, "om_dup_next", "next", "oc_om_dup")
+        self.assertEqual(reply["content"], {"text": "echo: next (turn 2)"})
+        self.assertEqual(self.fake.reply_order(), ["om_dup", "om_dup_next"])
         self.assertEqual(self.fake.get("/_control/messages")["duplicates"], 0)
         self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
                                      reason="duplicate"), 1)
+        # Per answer one dedupe (the router's, on the event id), the context
+        # load and the store; the duplicate's dedupe; and the plugin makes
+        # no cache call of its own.
+        wait_for(lambda: calls() - before >= 7, "the cache calls counted")
+        self.assertEqual(calls() - before, 7)
+        self.finish(cg)
+
+    def start_ttl(self, ttl):
+        cg = self.start(feishu_config(self.fake.port,
+                                      router_extra="  dedupeTtlSeconds: %d\n" % ttl))
+        return cg.port, cg
+
+    def test_a_redelivery_is_deduped_within_dedupe_ttl_and_answered_after_it(self):
+        ttl = 3  # the router's dedupeTtlSeconds; it runs from the first claim
+        port, cg = self.start_ttl(ttl)
+        event = text_event("om_ttl", "ttl")
+        started = time.monotonic()
+        self.assertEqual(self.webhook(port, event)[0], 200)
+        self.fake.wait_reply("om_ttl")
+        # Within the TTL (a redelivery right away): dropped as a duplicate.
+        self.assertEqual(self.webhook(port, event)[0], 200)
+        reply = self.say(port, "om_ttl_next", "next", "oc_om_ttl")
+        self.assertLess(time.monotonic() - started, ttl, "too slow to redeliver within the TTL")
+        self.assertEqual(reply["content"], {"text": "echo: next (turn 2)"})
+        self.assertEqual(self.fake.reply_order(), ["om_ttl", "om_ttl_next"])
+        self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
+                                     reason="duplicate"), 1)
+        # Redelivered until it is answered again: only once the TTL is over.
+        path = "/open-apis/im/v1/messages/om_ttl/reply"
+        posts = 0
+        while len(self.fake.calls(path)) < 2:
+            self.assertLess(time.monotonic() - started, DEADLINE, "never answered again")
+            self.assertEqual(self.webhook(port, event)[0], 200)
+            posts += 1
+            try:
+                wait_for(lambda: len(self.fake.calls(path)) >= 2, "a second answer", 0.25)
+            except AssertionError:
+                pass
+        first, second = self.fake.calls(path)
+        self.assertGreaterEqual(second["t"] - started, ttl)
+        # The router answered it as the conversation's third turn; the
+        # reply's uuid is the first one's (derived from the message), so
+        # Feishu's idempotency shows the user one answer.
+        self.assertEqual(json.loads(second["body"]["content"]), {"text": "echo: ttl (turn 3)"})
+        self.assertEqual(second["body"]["uuid"], first["body"]["uuid"])
+        self.assertEqual(self.fake.get("/_control/messages")["duplicates"], 1)
+        # Every redelivery but the answered one was a duplicate.
+        wait_for(lambda: self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
+                                     reason="duplicate") >= posts, "the duplicates counted")
+        self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
+                                     reason="duplicate"), posts)
         self.finish(cg)
 
     def test_group_messages_need_the_bots_mention(self):
@@ -254,10 +380,10 @@ class WebhookTest(FeishuCase):
             "om_g3", "@_user_1 what time", chat_id=chat, chat_type="group",
             mentions=[("@_user_1", "ou_bot", "Bot")]))[0], 200)
         [reply] = self.fake.wait_reply("om_g3")
-        # The mention key is stripped, and nothing else was routed to this chat.
+        # The mention key is stripped; the first turn of the chat: nothing
+        # else was routed to it, and nothing else was answered.
         self.assertEqual(reply["content"], {"text": "echo: what time (turn 1)"})
-        self.settle()
-        self.assertEqual(self.fake.replies_to("om_g1") + self.fake.replies_to("om_g2"), [])
+        self.assertEqual(self.fake.reply_order(), ["om_g3"])
         self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
                                      reason="policy"), 2)
         self.finish(cg)
@@ -289,15 +415,13 @@ class WebhookTest(FeishuCase):
         events.append(ev)
         for ev in events:
             self.assertEqual(self.webhook(port, ev)[0], 200)
-        # A barrier in the same chat, mentioning the bot: turn 1, so none of
-        # the above was routed.
+        # A sentinel in the same chat, mentioning the bot: turn 1, so none
+        # of the above was routed, and nothing else was answered.
         self.webhook(port, text_event("om_ct_at", "@_user_1 now", chat_id=chat, chat_type="group",
                                       mentions=[("@_user_1", "ou_bot", "Bot")]))
         [reply] = self.fake.wait_reply("om_ct_at")
         self.assertEqual(reply["content"], {"text": "echo: now (turn 1)"})
-        self.settle()
-        for ev in events:
-            self.assertEqual(self.fake.replies_to(ev["event"]["message"]["message_id"]), [])
+        self.assertEqual(self.fake.reply_order(), ["om_ct_at"])
         self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
                                      reason="policy"), len(events))
         self.finish(cg)
@@ -307,32 +431,33 @@ class WebhookTest(FeishuCase):
         # cannot be shown to be the bot's; the group message is dropped.
         self.fake.fail(path="/open-apis/bot/v3/info", count=1, status=400, code=99991672,
                        msg="no permission")
-        port = free_port()
-        cg = self.start(feishu_config(port, self.fake.port), wait_bot=False)
-        wait_for(lambda: "cannot learn the bot's open_id" in cg.log(), 5, "the bot info failure")
+        cg = self.start(feishu_config(self.fake.port), wait_bot=False)
+        port = cg.port
+        cg.wait_log("cannot learn the bot's open_id")
         self.webhook(port, text_event("om_unknown_bot", "@_user_1 hi", chat_id="oc_unknown",
                                       chat_type="group", mentions=[("@_user_1", "ou_bot", "Bot")]))
-        # A barrier: a p2p message needs no mention and is answered.
-        self.webhook(port, text_event("om_unknown_p2p", "direct"))
-        self.fake.wait_reply("om_unknown_p2p")
-        self.settle()
-        self.assertEqual(self.fake.replies_to("om_unknown_bot"), [])
+        # A sentinel in the same chat needs no mention when it is p2p: the
+        # chat's first turn.
+        reply = self.say(port, "om_unknown_p2p", "direct", "oc_unknown")
+        self.assertEqual(reply["content"], {"text": "echo: direct (turn 1)"})
+        self.assertEqual(self.fake.reply_order(), ["om_unknown_p2p"])
         self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
                                      reason="policy"), 1)
         log = self.finish(cg)
         self.assertNotIn(BOT_LEARNED, log)
+        # One warning (the retry comes 30 s later: CHATGATE_TEST_SLOW).
+        self.assertEqual(log.count("cannot learn the bot's open_id"), 1, log)
         self.assertIn("no @-mention counts as the bot's", log)
 
     def test_allowed_chats_and_direct_messages_off_drop_by_policy(self):
         port, cg = self.gateway(self.fake, allowedChats=["oc_allowed"], directMessages=False)
         mention = {"chat_type": "group", "mentions": [("@_user_1", "ou_bot", "Bot")]}
         self.webhook(port, text_event("om_a1", "@_user_1 elsewhere", chat_id="oc_other", **mention))
-        self.webhook(port, text_event("om_a2", "direct"))
+        self.webhook(port, text_event("om_a2", "direct", chat_id="oc_allowed"))
         self.webhook(port, text_event("om_a3", "@_user_1 here", chat_id="oc_allowed", **mention))
         [reply] = self.fake.wait_reply("om_a3")
         self.assertEqual(reply["content"], {"text": "echo: here (turn 1)"})
-        self.settle()
-        self.assertEqual(self.fake.replies_to("om_a1") + self.fake.replies_to("om_a2"), [])
+        self.assertEqual(self.fake.reply_order(), ["om_a3"])
         self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
                                      reason="policy"), 2)
         self.finish(cg)
@@ -346,12 +471,39 @@ class WebhookTest(FeishuCase):
         self.assertEqual(reply["msg_type"], "text")
         self.assertEqual(reply["content"], {"text": UNSUPPORTED})
         # The model never saw it: the next text in that chat is its first turn.
-        self.webhook(port, text_event("om_after_audio", "words", chat_id="oc_unsup"))
-        [reply] = self.fake.wait_reply("om_after_audio")
+        reply = self.say(port, "om_after_audio", "words", "oc_unsup")
         self.assertEqual(reply["content"], {"text": "echo: words (turn 1)"})
-        self.settle()
-        self.assertEqual(len(self.fake.replies_to("om_audio")), 1)
+        self.assertEqual(self.fake.reply_order(), ["om_audio", "om_after_audio"])
+        self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
+                                     reason="unsupported"), 1)
         self.finish(cg)
+
+    def test_an_empty_unsupported_reply_stays_silent(self):
+        port, cg = self.gateway(self.fake, unsupportedReply="")
+        event = text_event("om_sticker", chat_id="oc_silent", message_type="sticker",
+                           content='{"file_key":"s"}')
+        self.assertEqual(self.webhook(port, event)[:2], (200, {"msg": "success"}))
+        reply = self.say(port, "om_after_sticker", "words", "oc_silent")
+        self.assertEqual(reply["content"], {"text": "echo: words (turn 1)"})
+        # No reply to the sticker was even tried.
+        self.assertEqual(self.fake.calls("/open-apis/im/v1/messages/om_sticker"), [])
+        self.assertEqual(self.fake.reply_order(), ["om_after_sticker"])
+        self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
+                                     reason="unsupported"), 1)
+        self.finish(cg)
+
+    def test_an_encrypted_callback_without_an_encrypt_key_is_refused(self):
+        port, cg = self.gateway(self.fake)  # no encryptKey
+        payload = text_event("om_enc_nokey", "sealed", chat_id="oc_nokey")
+        status, body, _ = self.webhook(
+            port, {"encrypt": fake_feishu.encrypt(ENCRYPT_KEY, json.dumps(payload))})
+        self.assertEqual(status, 400, body)
+        cg.wait_log("an encrypted callback, but no encryptKey is configured")
+        reply = self.say(port, "om_nokey_plain", "plain", "oc_nokey")
+        self.assertEqual(reply["content"], {"text": "echo: plain (turn 1)"})
+        self.assertEqual(self.fake.reply_order(), ["om_nokey_plain"])
+        log = self.finish(cg)
+        self.assertEqual(refusals_accounted(log), 1, log)
 
     def test_expired_token_is_replaced_and_the_reply_retried(self):
         port, cg = self.gateway(self.fake)
@@ -364,9 +516,37 @@ class WebhookTest(FeishuCase):
         self.assertEqual(second["content"], {"text": "echo: second (turn 1)"})
         old_n = int(old.rsplit("-", 1)[1])
         self.assertEqual(second["authorization"], "Bearer t-%d" % (old_n + 1))
-        attempts = [c for c in self.fake.calls() if c["path"] == "/open-apis/im/v1/messages/om_tok2/reply"]
+        attempts = self.fake.calls("/open-apis/im/v1/messages/om_tok2/reply")
         self.assertEqual([(c["authorization"], c["code"]) for c in attempts],
                          [(old, 99991663), (second["authorization"], 0)], attempts)
+        self.finish(cg)
+
+    def test_the_tenant_token_is_refreshed_before_it_expires(self):
+        # The token is kept until 3 minutes before it expires, or half its
+        # life when that is longer (a token living under 6 minutes): one
+        # issued for 12 s is used for 6 s, then a new one is fetched at the
+        # next call, while the old one still had 6 s to live.
+        life = 12
+        self.fake.control("/_control/token_expire", {"expire": life})
+        self.addCleanup(self.fake.control, "/_control/token_expire", {"expire": 7200})
+        port, cg = self.gateway(self.fake)
+        [issue] = self.fake.calls("/open-apis/auth/v3/tenant_access_token/internal")
+        first = issue["issued"]
+        reply = self.say(port, "om_ref1", "early", "oc_refresh")
+        self.assertEqual(reply["authorization"], "Bearer " + first)
+        # Past half its life (by the platform's clock: the same monotonic
+        # clock as the test's), before its end.
+        while time.monotonic() < issue["t"] + life / 2 + 0.5:
+            time.sleep(0.05)
+        reply = self.say(port, "om_ref2", "later", "oc_refresh")
+        fetches = self.fake.calls("/open-apis/auth/v3/tenant_access_token/internal")
+        self.assertEqual(len(fetches), 2, fetches)
+        second = fetches[1]["issued"]
+        self.assertEqual(reply["authorization"], "Bearer " + second)
+        self.assertGreater(fetches[1]["valid_tokens"][first], 0,
+                           "the new token was fetched only once the old one had expired")
+        # No call was ever refused for an invalid token.
+        self.assertNotIn(99991663, [c["code"] for c in self.fake.calls()])
         self.finish(cg)
 
     def test_429_is_retried_then_answered(self):
@@ -376,24 +556,12 @@ class WebhookTest(FeishuCase):
         self.webhook(port, text_event("om_429", "busy?"))
         [reply] = self.fake.wait_reply("om_429")
         self.assertEqual(reply["content"], {"text": "echo: busy? (turn 1)"})
-        attempts = [c for c in self.fake.calls() if c["path"].startswith("/open-apis/im/v1/messages")]
+        attempts = self.fake.calls("/open-apis/im/v1/messages")
         self.assertEqual([(c["status"], c["code"], bool(c.get("failed"))) for c in attempts],
                          [(429, 99991400, True), (200, 0, False)], attempts)
         # A retry of the same reply carries the same idempotency key.
         self.assertEqual(attempts[0]["body"]["uuid"], attempts[1]["body"]["uuid"])
         self.finish(cg)
-
-
-def card_action_event(event_id, value="yes", message_id="om_card", chat_id="oc_cards"):
-    """A schema 2.0 card.action.trigger callback, as the platform sends it."""
-    return {"schema": "2.0",
-            "header": {"event_id": event_id, "event_type": "card.action.trigger",
-                       "create_time": str(int(time.time() * 1000)), "token": VTOKEN,
-                       "app_id": "cli_test", "tenant_key": "tk_test"},
-            "event": {"operator": {"tenant_key": "tk_test", "open_id": "ou_presser"},
-                      "token": "c-token", "action": {"value": {"value": value}, "tag": "button"},
-                      "host": "im_message",
-                      "context": {"open_message_id": message_id, "open_chat_id": chat_id}}}
 
 
 class RepliesTest(FeishuCase):
@@ -410,6 +578,7 @@ class RepliesTest(FeishuCase):
 
     def setUp(self):
         self.fake.reset()
+        self.watch(self.fake)
 
     def test_post_and_card_styles(self):
         port, cg = self.gateway(self.fake, replyStyle="post")
@@ -435,10 +604,11 @@ class RepliesTest(FeishuCase):
         line = "0123456789abcdef" * 8 + "\n"
         text = line * 1200
         self.assertEqual(self.webhook(port, text_event("om_long", text))[0], 200)
-        replies = self.fake.wait_reply("om_long", count=2)
-        self.settle()
+        # Sentinel: the chat's next message runs once the whole answer is out.
+        reply = self.say(port, "om_long_next", "next", "oc_om_long")
+        self.assertEqual(reply["content"], {"text": "echo: next (turn 2)"})
+        self.assertEqual(self.fake.reply_order(), ["om_long", "om_long", "om_long_next"])
         replies = self.fake.replies_to("om_long")
-        self.assertEqual(len(replies), 2)
         joined = "".join(r["content"]["text"] for r in replies)
         # (The inbound text is trimmed: its last line break goes.)
         self.assertEqual(joined, "echo: " + text.rstrip("\n") + " (turn 1)")
@@ -458,7 +628,7 @@ class RepliesTest(FeishuCase):
         turns = {mid: self.fake.replies_to(mid)[0] for mid in ("om_t1", "om_t2", "om_t3")}
         self.assertEqual(turns["om_t2"]["content"]["text"], "echo: in omt_b (turn 1)")
         self.assertEqual(turns["om_t3"]["content"]["text"], "echo: in omt_a (turn 2)")
-        self.assertTrue(all(r["reply_in_thread"] for r in turns.values()))
+        self.assertTrue(all(r["reply_in_thread"] is True for r in turns.values()))
         self.finish(cg)
 
     def test_v1_envelope_is_read(self):
@@ -482,20 +652,23 @@ class RepliesTest(FeishuCase):
         # Routed as what the user said, answered under the card's message.
         [reply] = self.fake.wait_reply("om_card")
         self.assertEqual(reply["content"], {"text": "echo: approve (turn 1)"})
-        # Pressed again (the same callback pushed twice): one answer.
-        self.webhook(port, card_action_event("ev_btn1", "approve"))
-        self.settle()
-        self.assertEqual(len(self.fake.replies_to("om_card")), 1)
+        # Pressed again (the same callback pushed twice): acknowledged, not routed.
+        status, body, _ = self.webhook(port, card_action_event("ev_btn1", "approve"))
+        self.assertEqual(status, 200)
+        # Sentinel: a message in the card's chat is its second turn.
+        reply = self.say(port, "om_card_next", "next", "oc_cards")
+        self.assertEqual(reply["content"], {"text": "echo: next (turn 2)"})
+        self.assertEqual(self.fake.reply_order(), ["om_card", "om_card_next"])
         self.finish(cg)
 
     def test_two_bots_run_side_by_side(self):
-        port = free_port()
-        config = feishu_config(port, self.fake.port)
+        config = feishu_config(self.fake.port)
         second = config.replace("    - name: fs\n", "    - name: fs2\n", 1).split(
             "    - name: echo")[0].split("  instances:\n")[1]
         second = second.replace(VTOKEN, VTOKEN + "-2")
         config = config.replace("    - name: echo", second + "    - name: echo", 1)
         cg = self.start(config)
+        port = cg.port
         ok = post_json(port, "/webhook/fs2",
                        text_event("om_bot2", "to the second", token=VTOKEN + "-2"))
         self.assertEqual(ok[0], 200, ok)
@@ -509,7 +682,7 @@ class RepliesTest(FeishuCase):
 
     def test_admin_send_posts_to_a_chat(self):
         port, cg = self.gateway(self.fake)
-        admin = self.admin_port(cg)
+        admin = cg.admin_port
         csrf = json.loads(get(admin, "/admin/api/session")[1])["csrf"]
         status, body, _ = post_json(admin, "/admin/api/send",
                                     {"channel": "fs", "conversationId": "oc_news",
@@ -540,6 +713,7 @@ class EncryptedWebhookTest(FeishuCase):
 
     def setUp(self):
         self.fake.reset()
+        self.watch(self.fake)
 
     def gateway(self, fake=None, **settings):
         settings.setdefault("encryptKey", ENCRYPT_KEY)
@@ -562,11 +736,15 @@ class EncryptedWebhookTest(FeishuCase):
         # The very same request again: the nonce was seen.
         status, body, _ = self.webhook(port, raw, headers)
         self.assertEqual(status, 401, body)
-        wait_for(lambda: cg.log().count("refused a callback") == 1, 3, "the refusal's log line")
-        self.settle()
-        self.assertEqual(len(self.fake.replies_to("om_enc1")), 1)
+        # Sentinel: the chat's next (signed) message is its second turn.
+        raw, headers = signed(text_event("om_enc2", "next", chat_id="oc_om_enc1"))
+        self.assertEqual(self.webhook(port, raw, headers)[:2], (200, {"msg": "success"}))
+        [reply] = self.fake.wait_reply("om_enc2")
+        self.assertEqual(reply["content"], {"text": "echo: next (turn 2)"})
+        self.assertEqual(self.fake.reply_order(), ["om_enc1", "om_enc2"])
         log = self.finish(cg)
         self.assertEqual(log.count("refused a callback"), 1, log)
+        self.assertIn("replayed nonce", log)
 
     def test_every_refusal_is_logged_once_and_routes_nothing(self):
         port, cg = self.gateway()
@@ -604,13 +782,12 @@ class EncryptedWebhookTest(FeishuCase):
             return self.webhook(port, raw, headers)[0]
 
         refusals = check_refusals_logged(self, cases, send, cg.log)
-        # Barrier: a good event in the same chat is that conversation's first turn.
+        # Sentinel: a good event in the same chat is that conversation's first turn.
         raw, headers = signed(good("om_r_ok", text="now pass"))
         status, body, _ = self.webhook(port, raw, headers)
         self.assertEqual((status, body), (200, {"msg": "success"}))
         [reply] = self.fake.wait_reply("om_r_ok")
         self.assertEqual(reply["content"], {"text": "echo: now pass (turn 1)"})
-        self.settle()
         self.assertEqual([m["message_id"] for m in self.fake.messages()], ["om_r_ok"])
         log = self.finish(cg)
         self.assertEqual(refusals_accounted(log), refusals, log)
@@ -632,20 +809,39 @@ class StreamingCardTest(FeishuCase):
     def setUp(self):
         self.fake.reset()
         self.model.reset()
+        self.watch(self.fake)
 
-    def gateway(self, **settings):
-        gpt = self.model.instance_yaml()
+    def gateway(self, retries=0, **settings):
+        gpt = self.model.instance_yaml().replace("retries: 0", "retries: %d" % retries)
         return super().gateway(self.fake, model="gpt", model_instance=gpt,
                                replyStyle="streaming-card", streamUpdateMs=100, **settings)
 
-    def final_reply(self, message_id, timeout=8):
+    def final_reply(self, message_id):
         """Waits for the answer to end: a reply, and no card left streaming."""
-        [reply] = self.fake.wait_reply(message_id, timeout=timeout)
+        [reply] = self.fake.wait_reply(message_id)
         if reply["msg_type"] == "interactive" and reply["content"].get("type") == "card":
             card_id = reply["content"]["data"]["card_id"]
-            wait_for(lambda: not self.fake.cards()[card_id]["streaming"], timeout,
+            wait_for(lambda: not self.fake.cards()[card_id]["streaming"],
                      "card %s to stop streaming" % card_id)
         return reply
+
+    def shown(self, reply):
+        """What the user sees of an answer: a streaming card's text, or the message."""
+        if reply["msg_type"] == "interactive" and reply["content"].get("type") == "card":
+            return self.fake.cards()[reply["content"]["data"]["card_id"]]["elements"]["stream_md"]
+        return json.dumps(reply["content"])
+
+    def sentinel(self, port, message_id, chat_id):
+        """The chat's next message (the model answers "ok" unless scripted):
+        its answer, once it has ended."""
+        event = text_event(message_id, "next", chat_id=chat_id)
+        self.assertEqual(self.webhook(port, event)[0], 200)
+        return self.final_reply(message_id)
+
+    def user_messages(self):
+        """The last user message of each model request, in order."""
+        return [[m for m in r["body"]["messages"] if m["role"] == "user"][-1]["content"]
+                for r in self.model.requests()]
 
     def test_answer_streams_into_one_card_then_closes_it(self):
         port, cg = self.gateway()
@@ -669,9 +865,7 @@ class StreamingCardTest(FeishuCase):
         self.assertIn("settings", last, card["updates"])
         self.assertEqual(last["settings"]["config"]["streaming_mode"], False)
         self.assertFalse(card["streaming"])
-        # The platform never had to refuse an out-of-order sequence.
-        self.assertNotIn(300317, [c["code"] for c in self.fake.calls()])
-        self.assertEqual(len(self.fake.replies_to("om_sc1")), 1)
+        self.assertEqual(self.fake.reply_order(), ["om_sc1"])
         self.finish(cg)
 
     def test_card_creation_failure_falls_back_to_a_text_reply(self):
@@ -680,46 +874,72 @@ class StreamingCardTest(FeishuCase):
                        msg="invalid card")
         self.model.script("trickle:50")
         self.webhook(port, text_event("om_sc2", "no card for me"))
-        [reply] = self.fake.wait_reply("om_sc2", timeout=8)
+        [reply] = self.fake.wait_reply("om_sc2")
         self.assertEqual(reply["msg_type"], "text")
         self.assertEqual(reply["content"], {"text": "reply to: no card for me (1 messages)"})
         self.assertEqual(self.fake.cards(), {})
-        self.settle()
-        self.assertEqual(len(self.fake.replies_to("om_sc2")), 1)
+        # Sentinel: the chat's next answer (a card again) comes after it, alone.
+        reply = self.sentinel(port, "om_sc2_next", "oc_om_sc2")
+        self.assertEqual(self.shown(reply), "reply to: next (3 messages)")
+        self.assertEqual(self.fake.reply_order(), ["om_sc2", "om_sc2_next"])
         self.finish(cg)
-
-    def assert_error_answer(self, reply):
-        if reply["msg_type"] == "interactive" and reply["content"].get("type") == "card":
-            card = self.fake.cards()[reply["content"]["data"]["card_id"]]
-            shown = card["elements"]["stream_md"]
-        else:
-            shown = json.dumps(reply["content"])
-        self.assertIn("try again", shown, reply)
-        for card_id, card in self.fake.cards().items():
-            self.assertFalse(card["streaming"], (card_id, card))
 
     def test_model_error_is_answered_without_a_streaming_card_left(self):
-        port, cg = self.gateway()
-        self.model.script(*["status:500"] * 4)
+        port, cg = self.gateway()  # retries: 0
+        self.model.script("status:500")
         self.webhook(port, text_event("om_sc3", "fail please"))
-        self.assert_error_answer(self.final_reply("om_sc3"))
-        self.settle()
-        self.assertEqual(len(self.fake.replies_to("om_sc3")), 1)
-        self.assertEqual(len(self.model.requests()), 1)  # retries: 0
+        reply = self.final_reply("om_sc3")
+        self.assertIn("try again", self.shown(reply), reply)
+        self.assertTrue(all(not c["streaming"] for c in self.fake.cards().values()))
+        # Sentinel: the next message of the chat is answered (the failed turn
+        # was not stored), and the model saw nothing in between.
+        reply = self.sentinel(port, "om_sc3_next", "oc_om_sc3")
+        self.assertEqual(self.shown(reply), "reply to: next (1 messages)")
+        self.assertEqual(self.user_messages(), ["fail please", "next"])
+        self.assertEqual(self.fake.reply_order(), ["om_sc3", "om_sc3_next"])
         self.finish(cg)
 
-    def test_model_failing_mid_stream_closes_the_card(self):
-        port, cg = self.gateway()
-        self.model.script("drop")  # two words, then the connection is cut
+    def test_model_failing_mid_stream_closes_the_card_and_is_not_retried(self):
+        # retries: 3, yet once part of the answer is on the user's card the
+        # model is not asked again: one card, ended with the error.
+        port, cg = self.gateway(retries=3)
+        self.model.script("drop", "status:500")  # two words, then the connection is cut
         self.webhook(port, text_event("om_sc4", "break midway"))
         reply = self.final_reply("om_sc4")
-        self.assert_error_answer(reply)
+        self.assertIn("try again", self.shown(reply))
+        # The card showed the first words before the error replaced them.
+        card = self.fake.cards()[reply["content"]["data"]["card_id"]]
+        texts = [card["card"]["body"]["elements"][0]["content"]]
+        texts += [u["content"] for u in card["updates"] if "content" in u]
+        self.assertTrue(texts[0].startswith("reply"), texts)
+        # Sentinel: the chat's next message; its first try fails (500) and
+        # is retried, so retries are on.
+        reply = self.sentinel(port, "om_sc4_next", "oc_om_sc4")
+        self.assertEqual(self.shown(reply), "reply to: next (1 messages)")
+        self.assertEqual(self.user_messages(), ["break midway", "next", "next"])
+        self.assertEqual(self.fake.reply_order(), ["om_sc4", "om_sc4_next"])
+        self.assertEqual(len(self.fake.cards()), 2, self.fake.cards())
+        self.assertTrue(all(not c["streaming"] for c in self.fake.cards().values()))
         self.finish(cg)
 
 
 # ------------------------------------------------------------------ long connection
 
-class LongConnectionTest(FeishuCase):
+class LongConnectionCase(FeishuCase):
+    def not_ready_reason(self, port, fragment):
+        def check():
+            status, body, _ = get(port, "/readyz")
+            if status != 503:
+                return None
+            items = [i for i in json.loads(body)["notReady"] if i["instance"] == "fs"]
+            return items if items and fragment in items[0]["reason"] else None
+        return wait_for(check, "/readyz 503 naming fs with %r" % fragment)[0]
+
+    def error_lines(self, log, fragment):
+        return [l for l in log.splitlines() if " error " in l and fragment in l]
+
+
+class LongConnectionTest(LongConnectionCase):
     @classmethod
     def setUpClass(cls):
         cls.fake = FakeFeishu("--ping-interval", "1")
@@ -731,13 +951,20 @@ class LongConnectionTest(FeishuCase):
 
     def setUp(self):
         # The previous test's gateway has closed its connection.
-        wait_for(lambda: self.fake.ws()["connections"] == 0, 5, "no open connection")
+        wait_for(lambda: self.fake.ws()["connections"] == 0, "no open connection")
         self.fake.reset()
+        self.watch(self.fake)
 
     def connect(self, **settings):
         port, cg = self.gateway(self.fake, mode="longconn", **settings)
-        wait_for(lambda: self.fake.ws()["connections"] == 1, 5, "the long connection")
+        wait_for(lambda: self.fake.ws()["connections"] == 1, "the long connection")
         return port, cg
+
+    def converse(self, message_id, text, chat_id, **kw):
+        """A p2p message pushed over the long connection: its reply."""
+        self.fake.push(text_event(message_id, text, chat_id=chat_id, **kw))
+        [reply] = self.fake.wait_reply(message_id)
+        return reply
 
     def test_connects_answers_acks_and_pings(self):
         connects = self.fake.ws()["connects"]
@@ -747,43 +974,46 @@ class LongConnectionTest(FeishuCase):
         [reply] = self.fake.wait_reply("om_ws1")
         self.assertEqual(reply["content"], {"text": "echo: over the wire (turn 1)"})
         self.assertRegex(reply["authorization"], r"^Bearer t-\d+$")
-        acks = wait_for(lambda: [a for a in self.fake.ws()["acks"] if a["message_id"] == frame_id],
-                        3, "the ack")
+        acks = self.fake.wait_ack(frame_id)
         self.assertEqual(len(acks), 1, acks)
         self.assertEqual(acks[0]["payload"]["code"], 200, acks)
         self.assertRegex(acks[0]["biz_rt"] or "", r"^\d+$", acks)
-        wait_for(lambda: self.fake.ws()["pings"] >= 1, 2.5, "a ping")
+        wait_for(lambda: self.fake.ws()["pings"] >= 1, "a ping")
         # Ready once the long connection is open.
-        wait_for(lambda: get(port, "/readyz")[0] == 200, 3, "/readyz 200")
+        wait_for(lambda: get(port, "/readyz")[0] == 200, "/readyz 200")
         self.finish(cg)
 
     def test_the_pongs_client_config_is_applied(self):
         port, cg = self.connect()
-        wait_for(lambda: self.fake.ws()["pings"] >= 1, 2.5, "a ping at the 1 s interval")
-        # The next pong carries PingInterval 60: after it, pings stop coming.
+        wait_for(lambda: self.fake.ws()["pings"] >= 1, "a ping at the 1 s interval")
+        # From the next pong on, PingInterval is 60 s.
         self.fake.control("/_control/reconnect", {"ping_interval": 60})
-        before = self.fake.ws()["pings"]
-        time.sleep(2.5)
-        try:
-            # At most the ping that fetched the new config.
-            self.assertLessEqual(self.fake.ws()["pings"], before + 1)
-        finally:
-            self.fake.control("/_control/reconnect", {"ping_interval": 1})
+        self.addCleanup(self.fake.control, "/_control/reconnect", {"ping_interval": 1})
+        handed = wait_for(lambda: [p for p in self.fake.ws()["pongs"] if p["PingInterval"] == 60],
+                          "a pong handing out PingInterval 60")[0]
+        # Three of the old intervals: the old schedule would ping about three times.
+        time.sleep(3)
+        later = [p for p in self.fake.ws()["pongs"] if p["t"] > handed["t"]]
+        self.assertEqual(later, [], "pings went on at the old interval")
         self.finish(cg)
 
     def test_multi_part_event_is_reassembled_and_answered_once(self):
         port, cg = self.connect()
-        self.fake.push(text_event("om_ws_parts", "in three parts " + "x" * 300), parts=3)
+        chat = "oc_ws_parts"
+        self.fake.push(text_event("om_ws_parts", "in three parts " + "x" * 300, chat_id=chat),
+                       parts=3)
         [reply] = self.fake.wait_reply("om_ws_parts")
-        self.assertEqual(reply["content"], {"text": "echo: in three parts %s (turn 1)" % ("x" * 300)})
-        self.fake.push(text_event("om_ws_rev", "backwards"), parts=3, reverse=True)
+        self.assertEqual(reply["content"],
+                         {"text": "echo: in three parts %s (turn 1)" % ("x" * 300)})
+        self.fake.push(text_event("om_ws_rev", "backwards", chat_id=chat), parts=3, reverse=True)
         [reply] = self.fake.wait_reply("om_ws_rev")
-        self.assertEqual(reply["content"], {"text": "echo: backwards (turn 1)"})
-        self.settle()
-        self.assertEqual(len(self.fake.replies_to("om_ws_parts")), 1)
-        self.assertEqual(len(self.fake.replies_to("om_ws_rev")), 1)
-        codes = [a["payload"]["code"] for a in self.fake.ws()["acks"]]
-        self.assertTrue(codes and all(c == 200 for c in codes), codes)
+        self.assertEqual(reply["content"], {"text": "echo: backwards (turn 2)"})
+        # Sentinel: the chat's third turn, and nothing else answered.
+        reply = self.converse("om_ws_parts_next", "next", chat)
+        self.assertEqual(reply["content"], {"text": "echo: next (turn 3)"})
+        self.assertEqual(self.fake.reply_order(), ["om_ws_parts", "om_ws_rev", "om_ws_parts_next"])
+        acks = self.fake.ws()["acks"]
+        self.assertEqual([a["payload"]["code"] for a in acks], [200, 200, 200], acks)
         self.finish(cg)
 
     def test_reconnects_after_a_drop_and_answers_a_replay_once(self):
@@ -797,35 +1027,101 @@ class LongConnectionTest(FeishuCase):
         def reconnected():
             ws = self.fake.ws()
             return ws["connects"] == connects + 1 and ws["connections"] == 1
-        wait_for(reconnected, 5, "the reconnect (connects %d -> %d)" % (connects, connects + 1))
-        self.fake.push(text_event("om_ws_after", "after the drop"))
-        [reply] = self.fake.wait_reply("om_ws_after")
+        wait_for(reconnected, "the reconnect (connects %d -> %d)" % (connects, connects + 1))
+        reply = self.converse("om_ws_after", "after the drop", "oc_ws_after")
         self.assertEqual(reply["content"], {"text": "echo: after the drop (turn 1)"})
         # The platform pushes the first event again (same event, same frame id reused).
         self.fake.push(first)
         self.fake.push(first, message_id="reused_frame")
         self.fake.push(first, message_id="reused_frame")
-        self.fake.push(text_event("om_ws_barrier", "barrier"))
-        self.fake.wait_reply("om_ws_barrier")
-        self.settle()
-        self.assertEqual(len(self.fake.replies_to("om_ws_before")), 1, self.fake.messages())
+        # Sentinel: the first event's chat; its second turn.
+        reply = self.converse("om_ws_barrier", "barrier", "oc_om_ws_before")
+        self.assertEqual(reply["content"], {"text": "echo: barrier (turn 2)"})
+        self.assertEqual(self.fake.reply_order(), ["om_ws_before", "om_ws_after", "om_ws_barrier"])
+        self.assertEqual([a["payload"]["code"] for a in self.fake.ws()["acks"]], [200] * 6)
         self.assertEqual(self.fake.ws()["connections"], 1)
         self.finish(cg)
 
+    def test_reconnects_after_part_of_the_nonce_then_every_interval(self):
+        # ReconnectNonce 1 s, ReconnectInterval 3 s: after a drop the first
+        # try comes within a second (at least 200 ms), the next ones every
+        # 3 s; an open connection starts the count again.
+        self.fake.control("/_control/reconnect", {"interval": 3, "nonce": 1})
+        self.addCleanup(self.fake.control, "/_control/reconnect", {"interval": 0, "nonce": 0})
+        port, cg = self.connect()
+        # The first endpoint request after the drop is refused (busy): one retry.
+        self.fake.fail(path=ENDPOINT, count=1, status=200, code=1, msg="system busy")
+        connects = self.fake.ws()["connects"]
+        dropped = time.monotonic()
+        self.assertEqual(self.fake.post("/_control/ws/drop")[1], {"dropped": 1})
+
+        def degraded():
+            status, body, _ = get(port, "/readyz")
+            items = [i for i in json.loads(body)["degraded"] if i["instance"] == "fs"]
+            return status == 200 and items and "reconnecting" in items[0]["reason"]
+        wait_for(degraded, "/readyz listing fs degraded, reconnecting")
+        wait_for(lambda: self.fake.ws()["connects"] == connects + 1, "the reconnect")
+        tries = [c for c in self.fake.calls(ENDPOINT) if c["t"] > dropped]
+        self.assertEqual([bool(c.get("failed")) for c in tries], [True, False], tries)
+        self.assertLess(tries[0]["t"] - dropped, 2.5, "the first try waited more than the nonce")
+        gap = tries[1]["t"] - tries[0]["t"]
+        self.assertGreaterEqual(gap, 2.7, "the second try came before ReconnectInterval")
+        self.assertLess(gap, 9, "the second try came long after ReconnectInterval")
+        wait_for(lambda: get(port, "/readyz")[0] == 200 and
+                 json.loads(get(port, "/readyz")[1])["degraded"] == [], "ready, not degraded")
+        # Dropped again: the first try is again a part of the nonce.
+        self.assertEqual(self.fake.post("/_control/ws/drop")[1], {"dropped": 1})
+        wait_for(lambda: self.fake.ws()["connects"] == connects + 2, "the second reconnect")
+        delays = [int(d) for d in re.findall(r"reconnecting in (\d+) ms", cg.log())]
+        self.assertEqual(len(delays), 3, delays)
+        self.assertTrue(200 <= delays[0] < 1000, delays)
+        self.assertEqual(delays[1], 3000, delays)
+        self.assertTrue(200 <= delays[2] < 1000, delays)
+        self.assertIn("long connection closed (", cg.log())
+        self.finish(cg)
+
+    def test_a_refused_reconnect_is_not_retried(self):
+        # ReconnectInterval and Nonce 0: a reconnect comes after 200 ms, so
+        # a retry loop would show well within NO_RETRY_WINDOW.
+        port, cg = self.connect()
+        self.fake.fail(path=ENDPOINT, count=1000, status=200, code=403, msg="forbidden")
+        dropped = time.monotonic()
+        self.assertEqual(self.fake.post("/_control/ws/drop")[1], {"dropped": 1})
+        item = self.not_ready_reason(port, "long connection refused")
+        self.assertEqual(item["state"], "failed")
+        time.sleep(NO_RETRY_WINDOW)
+        # Sentinel: the instance still answers webhook callbacks (its token is set).
+        reply = self.say(port, "om_refused", "still here", "oc_refused")
+        self.assertEqual(reply["content"], {"text": "echo: still here (turn 1)"})
+        tries = [c for c in self.fake.calls(ENDPOINT) if c["t"] > dropped]
+        self.assertEqual(len(tries), 1, tries)
+        log = cg.log()
+        self.assertEqual(len(self.error_lines(log, "long connection refused")), 1, log)
+        self.assertEqual(log.count("reconnecting in"), 1, log)  # the drop's
+        self.finish(cg)
+
+    def test_webhook_callbacks_are_off_without_a_verification_token(self):
+        port, cg = self.connect(verificationToken=None)
+        status, body, _ = self.webhook(port, text_event("om_off", "by http", chat_id="oc_off"))
+        self.assertEqual(status, 403, body)
+        cg.wait_log("webhook callbacks are off: set verificationToken")
+        # Sentinel over the long connection, in the same chat: its first turn.
+        reply = self.converse("om_off_ws", "by ws", "oc_off")
+        self.assertEqual(reply["content"], {"text": "echo: by ws (turn 1)"})
+        self.assertEqual(self.fake.reply_order(), ["om_off_ws"])
+        self.finish(cg)
 
     def test_a_missing_chat_type_is_a_group_over_the_long_connection_too(self):
         port, cg = self.connect()
         ev = text_event("om_ws_noct", "no chat type", chat_id="oc_ws_strict")
         del ev["event"]["message"]["chat_type"]
         frame_id = self.fake.push(ev)
-        wait_for(lambda: [a for a in self.fake.ws()["acks"] if a["message_id"] == frame_id],
-                 3, "the ack")
+        self.fake.wait_ack(frame_id)
         self.fake.push(text_event("om_ws_at", "@_user_1 now", chat_id="oc_ws_strict",
                                   chat_type="group", mentions=[("@_user_1", "ou_bot", "Bot")]))
         [reply] = self.fake.wait_reply("om_ws_at")
         self.assertEqual(reply["content"], {"text": "echo: now (turn 1)"})
-        self.settle()
-        self.assertEqual(self.fake.replies_to("om_ws_noct"), [])
+        self.assertEqual(self.fake.reply_order(), ["om_ws_at"])
         self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
                                      reason="policy"), 1)
         self.finish(cg)
@@ -835,14 +1131,13 @@ class LongConnectionTest(FeishuCase):
         frame_id = self.fake.push(card_action_event("ev_ws_btn", "later"), type="card")
         [reply] = self.fake.wait_reply("om_card")
         self.assertEqual(reply["content"], {"text": "echo: later (turn 1)"})
-        acks = wait_for(lambda: [a for a in self.fake.ws()["acks"] if a["message_id"] == frame_id],
-                        3, "the ack")
+        acks = self.fake.wait_ack(frame_id)
         self.assertEqual(acks[0]["payload"]["code"], 200)
         self.assertEqual(acks[0]["data_json"]["toast"]["type"], "info")
         self.finish(cg)
 
 
-class LongConnectionRefusedTest(FeishuCase):
+class LongConnectionRefusedTest(LongConnectionCase):
     @classmethod
     def setUpClass(cls):
         cls.fake = FakeFeishu()
@@ -851,43 +1146,75 @@ class LongConnectionRefusedTest(FeishuCase):
     def tearDownClass(cls):
         cls.fake.close()
 
-    def not_ready_reason(self, port, fragment):
-        def check():
-            status, body, _ = get(port, "/readyz")
-            if status != 503:
-                return None
-            items = [i for i in json.loads(body)["notReady"] if i["instance"] == "fs"]
-            return items if items and fragment in items[0]["reason"] else None
-        return wait_for(check, 5, "/readyz 503 naming fs with %r" % fragment)[0]
+    def setUp(self):
+        self.fake.reset()
+        self.watch(self.fake)
 
     def assert_keeps_running(self, cg, port):
-        time.sleep(0.3)
         self.assertIsNone(cg.proc.poll(), cg.log())
         self.assertEqual(get(port, "/healthz")[0], 200)
 
-    def error_lines(self, log, fragment):
-        return [l for l in log.splitlines() if " error " in l and fragment in l]
-
-    def test_wrong_credentials_fail_readiness_without_a_retry_loop(self):
-        port = free_port()
-        cg = self.start(feishu_config(port, self.fake.port, mode="longconn",
-                                      appSecret=WRONG_SECRET), wait_bot=False)
+    def test_wrong_credentials_fail_readiness_and_are_not_retried(self):
+        cg = self.start(feishu_config(self.fake.port, mode="longconn", appSecret=WRONG_SECRET),
+                        wait_bot=False)
+        port = cg.port
         item = self.not_ready_reason(port, "long connection refused")
+        # Failed, not degraded-and-reconnecting, and no retry within ten
+        # times the shortest reconnect delay (test_a_refused_reconnect_is_not_retried
+        # watches the same after a drop, with the server's delays at 0).
         self.assertEqual(item["state"], "failed")
+        time.sleep(NO_RETRY_WINDOW)
         self.assert_keeps_running(cg, port)
-        self.assertEqual(len(self.error_lines(cg.log(), "long connection refused")), 1, cg.log())
-        self.assertEqual(self.fake.ws()["connections"], 0)
+        log = cg.log()
+        self.assertEqual(len(self.error_lines(log, "long connection refused")), 1, log)
+        self.assertNotIn("reconnecting", log)
+        self.assertEqual(len(self.fake.calls(ENDPOINT)), 1)
+        self.assertEqual(self.fake.ws()["connects"], 0)
         self.finish(cg)
 
-    def test_connection_limit_is_reported(self):
-        fake = FakeFeishu("--endpoint-code", "1000040350")
-        self.addCleanup(fake.close)
-        port = free_port()
-        cg = self.start(feishu_config(port, fake.port, mode="longconn"))
+    def test_connection_limit_is_reported_and_not_retried_at_once(self):
+        fake = self.new_fake("--endpoint-code", "1000040350")
+        cg = self.start(feishu_config(fake.port, mode="longconn"))
+        port = cg.port
         item = self.not_ready_reason(port, "connection limit")
+        self.assertEqual(item["state"], "failed")
         self.assertIn("long connection refused", item["reason"])
+        self.assertIn("retrying every 60 s", item["reason"])
+        # Ten times the shortest reconnect delay: no retry loop (the retry a
+        # minute later: CHATGATE_TEST_SLOW).
+        time.sleep(NO_RETRY_WINDOW)
         self.assert_keeps_running(cg, port)
+        self.assertEqual(len(fake.calls(ENDPOINT)), 1)
         self.assertEqual(len(self.error_lines(cg.log(), "connection limit")), 1, cg.log())
+        self.finish(cg)
+
+
+@unittest.skipUnless(os.environ.get("CHATGATE_TEST_SLOW"), "slow retries: set CHATGATE_TEST_SLOW=1")
+class SlowRetriesTest(LongConnectionCase):
+    def test_the_bot_info_and_the_connection_limit_are_retried(self):
+        # The bot's open_id is asked again every 30 s; the connection limit
+        # every 60 s.
+        fake = self.new_fake()
+        fake.fail(path="/open-apis/bot/v3/info", count=1, status=400, code=99991672,
+                  msg="no permission")
+        fake.fail(path=ENDPOINT, count=1, status=200, code=1000040350,
+                  msg="exceed connection limit")
+        cg = self.start(feishu_config(fake.port, mode="longconn"), wait_bot=False)
+        port = cg.port
+        self.not_ready_reason(port, "connection limit")
+        cg.wait_log(BOT_LEARNED, timeout=30 + DEADLINE)
+        info = fake.calls("/open-apis/bot/v3/info")
+        self.assertEqual(len(info), 2, info)
+        self.assertGreaterEqual(info[1]["t"] - info[0]["t"], 29.5)
+        wait_for(lambda: fake.ws()["connections"] == 1, "the connection a minute later",
+                 60 + DEADLINE)
+        tries = fake.calls(ENDPOINT)
+        self.assertEqual(len(tries), 2, tries)
+        self.assertGreaterEqual(tries[1]["t"] - tries[0]["t"], 59.5)
+        wait_for(lambda: get(port, "/readyz")[0] == 200, "/readyz 200")
+        fake.push(text_event("om_slow", "at last"))
+        self.assertEqual(fake.wait_reply("om_slow")[0]["content"],
+                         {"text": "echo: at last (turn 1)"})
         self.finish(cg)
 
 
