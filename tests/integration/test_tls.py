@@ -177,9 +177,11 @@ class TlsTest(unittest.TestCase):
         # The client did offer TLS 1.1 (it wrote its hello)...
         self.assertIn("SSL_connect:SSLv3/TLS write client hello", out)
         self.assertNotIn("no protocols available", out)
-        # ...and the server refused it for its version.
+        # ...and the server refused it for its version, saying so with a
+        # protocol_version alert rather than cutting the connection.
         self.assertNotEqual(rc, 0, out)
         self.assertIn("Cipher is (NONE)", out)
+        self.assertIn("SSL3 alert read:fatal:protocol version", out)
         cg.wait_log("listener 'api': TLS: error:0A000102:SSL routines::unsupported protocol")
         self.assertEqual(self.handshake_errors(), 1)
         # Plain HTTP on the TLS port: the connection closes, nothing is served.
@@ -199,8 +201,9 @@ class TlsTest(unittest.TestCase):
         cg = self.start('      minVersion: "1.3"\n')
         only_12 = client_context(self.ca, minimum_version=ssl.TLSVersion.TLSv1_2,
                                  maximum_version=ssl.TLSVersion.TLSv1_2)
-        with self.assertRaises(OSError):  # ssl.SSLError, or the connection cut
+        with self.assertRaises(ssl.SSLError) as refused:
             tls_connect(self.port, only_12).close()
+        self.assertIn("TLSV1_ALERT_PROTOCOL_VERSION", str(refused.exception))
         cg.wait_log("listener 'api': TLS: error:0A000102:SSL routines::unsupported protocol")
         self.assertEqual(self.handshake_errors(), 1)
         # The same client with 1.3 allowed gets 1.3 and an answer.
