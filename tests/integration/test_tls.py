@@ -245,7 +245,8 @@ class TlsTest(unittest.TestCase):
             tls_connect(self.port, client_context(self.ca), source="127.0.0.3").close()
         self.assertEqual(metric(self.admin, "chatgate_http_refused_total", listener="api",
                                 reason="address"), 2)
-        self.assertEqual(cg.log().count("closed before the TLS handshake"), 2)
+        self.assertEqual(cg.wait_log("closed before the TLS handshake", count=2)
+                         .count("closed before the TLS handshake"), 2)
         # The allowed address is still served.
         self.assertEqual(https(self.port, self.ca, source="127.0.0.2")[0], 200)
 
