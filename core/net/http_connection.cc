@@ -337,7 +337,19 @@ void HttpConnection::pump_tls() {
     if (n <= 0) {
       owner_.release_block(plain);
       if (n == 0) break;
-      if (n == -1) owner_.tls_failed(tls_->error());
+      if (n == -1) {
+        owner_.tls_failed(tls_->error());
+        if (!tls_->established()) {
+          // A refused handshake: OpenSSL has written its fatal alert
+          // (protocol_version, say). Send it before closing, so the client
+          // learns why rather than seeing the connection cut (RFC 8446 6).
+          no_more_requests_ = true;
+          close_when_flushed_ = true;
+          flush();
+          if (life_ == Life::kOpen && !writing_) close();  // no alert to send
+          return;
+        }
+      }
       close();  // a TLS error, or the client's close_notify
       return;
     }

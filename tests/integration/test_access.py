@@ -12,12 +12,12 @@ import tempfile
 import os
 import unittest
 
-from harness import BIN, Chatgate, free_port, get, make_config, wait_until
+from harness import BIN, DEADLINE, Chatgate, get, make_config, wait_for
 
 
 def request(port, path="/healthz", source="127.0.0.1", method="GET", body=None, headers=None,
             host="127.0.0.1"):
-    conn = http.client.HTTPConnection(host, port, timeout=10, source_address=(source, 0))
+    conn = http.client.HTTPConnection(host, port, timeout=DEADLINE, source_address=(source, 0))
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
@@ -39,20 +39,18 @@ def refused(admin_port, reason, listener="api"):
     return float(m.group(1)) if m else 0.0
 
 
-def config(port, admin_port, access, address="127.0.0.1"):
-    text = make_config(port, api_extra=access)
-    text = text.replace("    address: 127.0.0.1\n    port: %d" % port,
-                        "    address: %s\n    port: %d" % (address, port), 1)
-    return re.sub(r"(  admin:\n    address: 127.0.0.1\n    port: )\d+", r"\g<1>%d" % admin_port,
-                  text)
+def config(access, address="127.0.0.1"):
+    """The api listener on `address`, port 0, with the access keys `access`."""
+    text = make_config(api_extra=access)
+    return text.replace("    address: 127.0.0.1\n    port: 0", "    address: %s\n    port: 0" % address, 1)
 
 
 class AccessTest(unittest.TestCase):
     def start(self, access, address="127.0.0.1"):
-        self.port, self.admin = free_port(), free_port()
-        cg = Chatgate(config(self.port, self.admin, access, address))
+        cg = Chatgate(config(access, address))
         cg.start()
         self.addCleanup(cg.__exit__, None, None, None)
+        self.port, self.admin = cg.port, cg.admin_port
         return cg
 
     def test_listener_allow_list_refuses_other_addresses_at_accept(self):
@@ -129,7 +127,8 @@ class AccessTest(unittest.TestCase):
             # Another address has its own count.
             self.assertEqual(request(self.port, source="127.0.0.2")[0], 200)
             held.pop().close()
-            self.assertTrue(wait_until(lambda: request(self.port, source="127.0.0.1")[0] == 200))
+            wait_for(lambda: request(self.port, source="127.0.0.1")[0] == 200,
+                     "a freed slot to admit 127.0.0.1 again")
         finally:
             for s in held:
                 s.close()
@@ -148,12 +147,11 @@ class AccessTest(unittest.TestCase):
 
 class AccessConfigTest(unittest.TestCase):
     def check(self, access):
-        port = free_port()
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-            f.write(make_config(port, api_extra=access))
+            f.write(make_config(api_extra=access))
         try:
             p = subprocess.run([BIN, "--check-config", "--config", f.name], capture_output=True,
-                               text=True, timeout=20)
+                               text=True, timeout=DEADLINE)
         finally:
             os.unlink(f.name)
         return p.returncode, p.stdout + p.stderr

@@ -4,7 +4,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import BIN, FIXTURE_DIR, PLUGIN_DIR, SOURCE_DIR, make_config, free_port
+from harness import BIN, FIXTURE_DIR, PLUGIN_DIR, SOURCE_DIR, make_config
 
 
 def run(*args, env=None):
@@ -43,7 +43,7 @@ class CliTest(unittest.TestCase):
         self.assertIn("config OK: <embedded default config>", out)
 
     def test_check_config_names_file_line_and_key(self):
-        text = make_config(free_port()).replace("port:", "prot:")
+        text = make_config().replace("port:", "prot:")
         path = write(text)
         try:
             rc, out = run("--check-config", "--config", path)
@@ -56,7 +56,7 @@ class CliTest(unittest.TestCase):
         self.assertIn("unknown key", out)
 
     def test_check_config_catches_bad_plugin_section(self):
-        text = make_config(free_port(), echo_config="        delayMs: lots")
+        text = make_config(echo_config="        delayMs: lots")
         path = write(text)
         try:
             rc, out = run("--check-config", "--config", path)
@@ -68,7 +68,7 @@ class CliTest(unittest.TestCase):
         self.assertIn("%s:%d:" % (path, line), out)
 
     def test_check_config_catches_router_naming_wrong_kind(self):
-        text = make_config(free_port()).replace("  model: echo", "  model: memory")
+        text = make_config().replace("  model: echo", "  model: memory")
         path = write(text)
         try:
             rc, out = run("--check-config", "--config", path)
@@ -97,7 +97,7 @@ class CliTest(unittest.TestCase):
     def test_check_config_runs_plugin_init(self):
         # The schema allows any prefix string; echo's init refuses one of
         # 64 bytes or more. --check-config must catch what a start would.
-        text = make_config(free_port()).replace("prefix: echo", "prefix: " + "p" * 70)
+        text = make_config().replace("prefix: echo", "prefix: " + "p" * 70)
         path = write(text)
         try:
             rc, out = run("--check-config", "--config", path)

@@ -1,123 +1,129 @@
 """Slow and hostile clients against the real binary: slowloris heads, a
 client that sends requests and never reads the answers, request smuggling
-attempts, and 10,000 idle connections, with a normal request answered
-within 100 ms meanwhile (the loop never blocks on any of them)."""
+attempts, and 10,000 idle connections, with normal requests answered
+meanwhile (the loop never blocks on any of them). These tests check order
+and outcome; how fast the answers come is bench/'s business."""
 import re
 import resource
+import select
 import socket
 import time
 import unittest
 
-from harness import Chatgate, free_port, get, make_config, raw_exchange, wait_until
+from harness import DEADLINE, Chatgate, get, make_config, wait_for
 
 
-def timed_get(port, path="/healthz"):
-    """(status, seconds) of one request on a new connection."""
-    t0 = time.monotonic()
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    try:
+def read_until_closed(sock, timeout=DEADLINE):
+    """Every byte `sock` receives until the peer closes it (EOF or reset);
+    fails the test if it is still open after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("still open after %ss; received %r" % (timeout, data[:200]))
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def simple_get(port, path="/healthz"):
+    """The status of one request on a new connection (0 if no status line)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as s:
         s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path).encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        s.close()
-    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
-    return status, time.monotonic() - t0
+        data = read_until_closed(s)
+    return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
 
 
 def gauge(admin, name):
+    """The api listener's `name` gauge; a missing series fails the test."""
     _, text, _ = get(admin, "/metrics")
     m = re.search(r'^%s\{listener="api"\} (\S+)$' % name, text, re.M)
-    return float(m.group(1)) if m else -1
+    if m is None:
+        raise AssertionError("no %s{listener=\"api\"} series in /metrics:\n%s" % (name, text))
+    return float(m.group(1))
+
+
+def connections(admin):
+    return gauge(admin, "chatgate_http_connections")
 
 
 class HostileClientTest(unittest.TestCase):
     def start(self, api_extra):
-        self.port, self.admin = free_port(), free_port()
-        text = make_config(self.port, api_extra=api_extra)
-        text = re.sub(r"(  admin:\n    address: 127.0.0.1\n    port: )\d+",
-                      r"\g<1>%d" % self.admin, text)
-        cg = Chatgate(text)
+        cg = Chatgate(make_config(api_extra=api_extra))
         cg.start()
         self.addCleanup(cg.__exit__, None, None, None)
+        self.port, self.admin = cg.port, cg.admin_port
         return cg
 
     def test_slowloris_heads_time_out_while_others_are_served(self):
-        self.start("    headerTimeoutMs: 1000\n")
+        self.start("    headerTimeoutMs: 3000\n")
         slow = []
-        for i in range(200):
-            s = socket.create_connection(("127.0.0.1", self.port))
-            s.sendall(b"GET /healthz HTTP/1.1\r\n")
-            slow.append(s)
         try:
-            worst = 0.0
-            deadline = time.monotonic() + 0.8
-            while time.monotonic() < deadline:
-                for s in slow:  # one header byte each, never the blank line
+            for _ in range(200):
+                s = socket.create_connection(("127.0.0.1", self.port))
+                s.sendall(b"GET /healthz HTTP/1.1\r\n")
+                slow.append(s)
+            # One header byte each, never the blank line; between the drips
+            # normal requests are answered.
+            for _ in range(5):
+                for s in slow:
                     try:
                         s.send(b"X")
-                    except OSError:
-                        pass
-                status, secs = timed_get(self.port)
-                self.assertEqual(status, 200)
-                worst = max(worst, secs)
-                time.sleep(0.05)
-            self.assertLess(worst, 0.1)
+                    except OSError as e:
+                        self.fail("a slow head was closed (%r) before the normal requests were "
+                                  "all answered" % e)
+                self.assertEqual(simple_get(self.port), 200)
+            # Order: those answers came while every slow head still waited
+            # (none has been answered or closed yet; the head timeout is ten
+            # times what the rounds above take).
+            poller = select.poll()
+            for s in slow:
+                poller.register(s, select.POLLIN)
+            self.assertEqual(poller.poll(0), [],
+                             "a slow client was answered before the normal requests were")
             # Past the head timeout every slow client got 408 and was closed.
             for s in slow:
-                s.settimeout(3)
-                data = b""
-                while True:
-                    try:
-                        chunk = s.recv(4096)
-                    except (ConnectionResetError, socket.timeout):
-                        break
-                    if not chunk:
-                        break
-                    data += chunk
+                data = read_until_closed(s)
                 self.assertTrue(data.startswith(b"HTTP/1.1 408 "), data[:60])
         finally:
             for s in slow:
                 s.close()
-        self.assertTrue(wait_until(lambda: gauge(self.admin, "chatgate_http_connections") <= 1))
+        wait_for(lambda: connections(self.admin) == 0, "the api listener's connections to reach 0")
 
     def test_a_client_that_never_reads_is_paused_then_dropped(self):
-        self.start("    sendTimeoutMs: 1000\n    maxBufferedBytes: 65536\n")
+        cg = self.start("    sendTimeoutMs: 1000\n    maxBufferedBytes: 65536\n")
         s = socket.socket()
+        self.addCleanup(s.close)
         # A small receive window so the server's writes stall soon.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.connect(("127.0.0.1", self.port))
         s.setblocking(False)
         req = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 1000
-        sent = 0
-        t_end = time.monotonic() + 2
-        while time.monotonic() < t_end:
+        # Send until the server stops taking bytes (back-pressure): it stops
+        # reading once its answers pile up, so the kernel buffers fill.
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            self.assertLess(time.monotonic(), deadline,
+                            "the server still reads from a client that never reads")
             try:
-                sent += s.send(req)
-            except BlockingIOError:
-                time.sleep(0.01)  # the server stopped reading: back-pressure
-            except OSError:
-                break
-        # The server does not read (or buffer) without end: what it took is
-        # bounded by the kernel buffers and maxBufferedBytes, not by `sent`.
-        try:
-            while True:
                 s.send(req)
-        except BlockingIOError:
-            pass
-        except OSError:
-            pass
-        status, secs = timed_get(self.port)
-        self.assertEqual(status, 200)
-        self.assertLess(secs, 0.1)
+            except BlockingIOError:
+                break
+        # Meanwhile another client is served.
+        self.assertEqual(simple_get(self.port), 200)
         # No write progress for sendTimeoutMs: the connection is closed.
-        self.assertTrue(wait_until(lambda: gauge(self.admin, "chatgate_http_connections") <= 0,
-                                   timeout=6), gauge(self.admin, "chatgate_http_connections"))
-        s.close()
+        cg.wait_log("read no answer bytes for 1000 ms; closed")
+        wait_for(lambda: connections(self.admin) == 0, "the api listener's connections to reach 0")
+        s.setblocking(True)
+        read_until_closed(s)
 
     def test_smuggling_shapes_are_refused(self):
         self.start("")
@@ -135,9 +141,12 @@ class HostileClientTest(unittest.TestCase):
             b"POST /api/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
         ]:
             with self.subTest(raw=raw[:70]):
-                out = raw_exchange(self.port, raw, timeout=3)
+                # A request smuggled behind the first rides on the same bytes.
+                with socket.create_connection(("127.0.0.1", self.port), timeout=DEADLINE) as s:
+                    s.sendall(raw + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    out = read_until_closed(s)
                 self.assertTrue(out.startswith(b"HTTP/1.1 400 "), out[:80])
-                # Exactly one answer: nothing smuggled behind it was served.
+                # Exactly one answer, then the close: nothing behind it was served.
                 self.assertEqual(out.count(b"HTTP/1.1 "), 1, out)
 
     def test_ten_thousand_idle_connections(self):
@@ -155,23 +164,16 @@ class HostileClientTest(unittest.TestCase):
                 s.bind(("127.0.%d.%d" % (1 + i // 250, 1 + i % 250), 0))
                 s.connect(("127.0.0.1", self.port))
                 idle.append(s)
-            self.assertTrue(wait_until(
-                lambda: gauge(self.admin, "chatgate_http_connections") >= 10000, timeout=20),
-                gauge(self.admin, "chatgate_http_connections"))
-            times = []
+            wait_for(lambda: connections(self.admin) >= 10000, "10,000 open connections")
+            # Normal requests are answered with all of them open...
             for _ in range(20):
-                status, secs = timed_get(self.port)
-                self.assertEqual(status, 200)
-                times.append(secs)
-            times.sort()
-            self.assertLess(times[-1], 0.1, times)
-            # They are all still there (none was dropped to make room).
-            self.assertGreaterEqual(gauge(self.admin, "chatgate_http_connections"), 10000)
+                self.assertEqual(simple_get(self.port), 200)
+            # ...and they are all still there (none was dropped to make room).
+            self.assertGreaterEqual(connections(self.admin), 10000)
         finally:
             for s in idle:
                 s.close()
-        self.assertTrue(wait_until(lambda: gauge(self.admin, "chatgate_http_connections") <= 1,
-                                   timeout=20))
+        wait_for(lambda: connections(self.admin) == 0, "the api listener's connections to reach 0")
 
 
 if __name__ == "__main__":

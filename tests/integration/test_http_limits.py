@@ -1,11 +1,12 @@
 """HTTP behaviour of the API listener through the real binary: limits,
-keep-alive, pipelining, chunked bodies, CORS."""
+keep-alive, pipelining, chunked bodies, CORS (with Vary: Origin on the
+answers that name an origin)."""
 import json
 import socket
 import time
 import unittest
 
-from harness import Chatgate, free_port, make_config, raw_exchange
+from harness import Chatgate, make_config, raw_exchange
 
 API_EXTRA = """\
     maxHeaderBytes: 2048
@@ -56,8 +57,8 @@ def chat_request(user, query, extra_headers=b""):
 class HttpLimitsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.port = free_port()
-        cls.cg = Chatgate(make_config(cls.port, api_extra=API_EXTRA)).start()
+        cls.cg = Chatgate(make_config(api_extra=API_EXTRA)).start()
+        cls.port = cls.cg.port
 
     @classmethod
     def tearDownClass(cls):
@@ -115,18 +116,32 @@ class HttpLimitsTest(unittest.TestCase):
                             b"Origin: https://chat.example.com\r\n"
                             b"Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n")
         self.assertEqual(status_of(resp), 204)
-        self.assertIn(b"Access-Control-Allow-Origin: https://chat.example.com", resp)
-        self.assertIn(b"Access-Control-Allow-Methods:", resp)
+        head = resp.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        self.assertIn(b"Access-Control-Allow-Origin: https://chat.example.com", head)
+        self.assertIn(b"Vary: Origin", head)
+        self.assertTrue(any(h.startswith(b"Access-Control-Allow-Methods: ") for h in head), head)
         s = socket.create_connection(("127.0.0.1", self.port))
         try:
             s.sendall(chat_request("cors", "hi", b"Origin: https://chat.example.com\r\n"))
             (head, _), = read_responses(s, 1)
-            self.assertIn(b"Access-Control-Allow-Origin: https://chat.example.com", head)
+            self.assertIn(b"Access-Control-Allow-Origin: https://chat.example.com", head.split(b"\r\n"))
+            # The answer depends on the Origin header: a shared cache must
+            # not hand it to another origin.
+            self.assertIn(b"Vary: Origin", head.split(b"\r\n"))
             s.sendall(chat_request("cors", "hi", b"Origin: https://evil.example\r\n"))
             (head, _), = read_responses(s, 1)
             self.assertNotIn(b"Access-Control-Allow-Origin", head)
         finally:
             s.close()
+        # An error answered once the head was read names the origin too.
+        body = json.dumps({"userId": "u", "query": "x" * 5000}).encode()
+        resp = raw_exchange(self.port, b"POST /api/chat HTTP/1.1\r\nHost: x\r\n"
+                            b"Origin: https://chat.example.com\r\nContent-Length: %d\r\n\r\n"
+                            % len(body) + body)
+        self.assertEqual(status_of(resp), 413)
+        head = resp.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        self.assertIn(b"Access-Control-Allow-Origin: https://chat.example.com", head)
+        self.assertIn(b"Vary: Origin", head)
 
     def test_still_serving_after_bad_clients(self):
         for _ in range(3):
