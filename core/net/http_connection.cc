@@ -592,6 +592,7 @@ void HttpConnection::fail(int status, std::string_view why) {
   // Echo CORS only if the head was complete, so a browser can read the error.
   ex->cors_origin =
       phase_ == Phase::kBody ? owner_.allowed_origin(ex->request) : std::string_view();
+  ex->cors_vary = phase_ == Phase::kBody && owner_.cors_enabled();
   phase_ = Phase::kIdle;
   ex->internal = true;
   ex->keep_alive = false;

@@ -43,6 +43,7 @@ class HttpExchange {
   std::string out;
   std::function<void()> on_abort;
   std::string_view cors_origin;        // allowed Origin to echo; points into `request`
+  bool cors_vary = false;              // the listener does CORS: answers vary by Origin
   const std::string *route = nullptr;  // the matched route's path (interned), for metrics
   State state = State::kFree;
   bool keep_alive = true;    // the request lets the connection be reused
@@ -73,6 +74,9 @@ class HttpConnectionOwner {
   virtual bool client_address(const HttpRequest &req, std::string *out) const = 0;
   // The allowed Origin of a request to echo in CORS headers, or empty.
   virtual std::string_view allowed_origin(const HttpRequest &req) const = 0;
+  // Whether the listener answers CORS at all (then every answer says
+  // `Vary: Origin`, also to an origin it refuses, so a cache keys on it).
+  virtual bool cors_enabled() const = 0;
   // The listener's TLS context for a new connection, or null for plain HTTP.
   virtual SSL_CTX *tls_context() = 0;
   // A TLS handshake or record failed (the connection is being closed).

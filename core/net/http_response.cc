@@ -80,6 +80,7 @@ void HttpConnection::reset_exchange(HttpExchange &ex) {
   clear_keep_small(ex.out);
   ex.on_abort = nullptr;
   ex.cors_origin = {};
+  ex.cors_vary = false;
   ex.route = nullptr;
   ex.state = HttpExchange::State::kFree;
   ex.keep_alive = true;
@@ -141,6 +142,8 @@ void HttpConnection::append_head(std::string &out, const HttpExchange *ex, int s
     out.append("Access-Control-Allow-Origin: ");
     out.append(ex->cors_origin);
     out.append("\r\nVary: Origin\r\n");
+  } else if (ex->cors_vary) {
+    out.append("Vary: Origin\r\n");
   }
   for (const HttpHeader &h : headers) {
     if (!header_acceptable(h)) {

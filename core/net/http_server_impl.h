@@ -45,6 +45,7 @@ struct HttpServer::Impl final : HttpConnectionOwner {
   void dispatch(HttpExchange *ex) override;
   void answered_internally(int status) override { count(nullptr, status); }
   std::string_view allowed_origin(const HttpRequest &req) const override;
+  bool cors_enabled() const override { return !config.cors.allowed_origins.empty(); }
   int admit(HttpConnection &conn) override;
   SSL_CTX *tls_context() override { return tls_ctx.get(); }
   void tls_failed(std::string_view why) override;

@@ -106,6 +106,7 @@ void HttpServer::Impl::dispatch(HttpExchange *ex) {
   if (refuse_by_access(ex)) return;
   const HttpRequest &req = ex->request;
   ex->cors_origin = allowed_origin(req);
+  ex->cors_vary = cors_enabled();
   if (!config.cors.allowed_origins.empty() && req.method() == "OPTIONS" &&
       !req.header("Access-Control-Request-Method").empty()) {
     if (ex->cors_origin.empty() || !preflight_allowed(req)) {

@@ -131,6 +131,10 @@ class HttpLimitsTest(unittest.TestCase):
             s.sendall(chat_request("cors", "hi", b"Origin: https://evil.example\r\n"))
             (head, _), = read_responses(s, 1)
             self.assertNotIn(b"Access-Control-Allow-Origin", head)
+            # Refused origins get the same Vary: a cache that kept this answer
+            # must not hand it to an allowed origin (Fetch standard, CORS
+            # and HTTP caches).
+            self.assertIn(b"Vary: Origin", head.split(b"\r\n"))
         finally:
             s.close()
         # An error answered once the head was read names the origin too.
