@@ -179,13 +179,16 @@ int AdminApi::install(HttpServer &admin) {
   log_ring_watch([loop, this] {
     loop->post([](void *arg) { static_cast<AdminApi *>(arg)->push_log_lines(); }, this);
   });
+  return 0;
+}
+
+void AdminApi::warn_if_open(int bound_port) const {
   if (config_.admin.token.empty()) {
     spdlog::warn(
         "listener 'admin': no admin.token is set, so anyone who can reach {}:{} may use the admin "
         "API; set admin.token (from the environment) before exposing it",
-        config_.admin_listener.address, config_.admin_listener.port);
+        config_.admin_listener.address, bound_port);
   }
-  return 0;
 }
 
 void AdminApi::asset(HttpServer &server, HttpExchange *ex, const HttpRequest &req) {

@@ -72,6 +72,10 @@ class AdminApi {
   int install_probes(HttpServer &server, bool healthz);
   // Adds /metrics and /admin/api/* (and the probes) to the admin listener.
   int install(HttpServer &admin);
+  // Once the admin listener is bound: without admin.token, warns that the
+  // API is open to whoever reaches that address and port (the bound one,
+  // which differs from the configured one for port 0).
+  void warn_if_open(int bound_port) const;
   // The check a route on the admin listener runs first (the web chat's):
   // true when the request may go on, else it is answered (401, 403, 429).
   // Valid while this AdminApi lives.

@@ -264,6 +264,7 @@ int App::start() {
           config_.file);
       return 1;
     }
+    admin_api_->warn_if_open(admin_->port());
   }
 
   // Plugins built for 1.1+ may call out over HTTP: set curl up now rather

@@ -5,13 +5,16 @@ import http.client
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 import unittest
 
-from harness import (BIN, FIXTURE_DIR, PLUGIN_DIR, Chatgate, chat, free_port, gateway_config)
+from channel_support import FakeOpenAI
+from harness import (BIN, DEADLINE, FIXTURE_DIR, ClosedPort, Chatgate, chat, gateway_config,
+                     wait_for)
 
 TOKEN = "adm-7e5t-T0ken-value-31337"
 ECHO_MEMORY = """\
@@ -39,11 +42,80 @@ def request(port, path, headers=None, method="GET", body=None):
 
 
 class Gateway(Chatgate):
-    def __init__(self, instances=ECHO_MEMORY, top_extra="", env=None):
-        self.api_port, self.admin_port = free_port(), free_port()
-        super().__init__(gateway_config(self.api_port, instances, "echo", "memory",
-                                        top_extra=top_extra, admin_port=self.admin_port),
-                         env=env)
+    """Both listeners on port 0: `api_port` (the harness's `port`) and
+    `admin_port` come from the ready line. `admin_extra` is YAML for
+    listeners.admin (indented four spaces), `api_extra` for listeners.api."""
+
+    def __init__(self, instances=ECHO_MEMORY, top_extra="", env=None, model="echo",
+                 api_extra="", admin_extra="", router_extra=""):
+        config = gateway_config(0, instances, model, "memory", router_extra=router_extra,
+                                top_extra=top_extra, api_extra=api_extra)
+        if admin_extra:
+            config = config.replace("  admin:\n    address: 127.0.0.1\n",
+                                    "  admin:\n    address: 127.0.0.1\n" + admin_extra, 1)
+        super().__init__(config, env=env)
+
+    @property
+    def api_port(self):
+        return self.port
+
+
+def read_until(sock, marker, what, received=b"", timeout=DEADLINE):
+    """Reads from `sock` until `marker` is in what was received (returned);
+    fails naming `what` when the peer closes or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while marker not in received:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("timed out after %ss waiting for %s; received %r"
+                                 % (timeout, what, received[-2000:]))
+        sock.settimeout(min(left, 1.0))
+        try:
+            chunk = sock.recv(1 << 20)
+        except socket.timeout:
+            continue
+        if not chunk:
+            raise AssertionError("connection closed while waiting for %s; received %r"
+                                 % (what, received[-2000:]))
+        received += chunk
+    return received
+
+
+def read_to_close(sock, what, timeout=DEADLINE):
+    """Reads until the peer closes the connection (an EOF or a reset);
+    returns every byte read. Fails naming `what` if it stays open."""
+    deadline = time.monotonic() + timeout
+    received = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("the connection stayed open for %ss: %s (%d bytes read)"
+                                 % (timeout, what, sum(map(len, received))))
+        sock.settimeout(min(left, 1.0))
+        try:
+            chunk = sock.recv(1 << 20)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return b"".join(received)
+        if not chunk:
+            return b"".join(received)
+        received.append(chunk)
+
+
+def open_tail(port, query="", headers=""):
+    """A live log tail over a raw socket, read up to its head."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(("GET /admin/api/logs/stream%s HTTP/1.1\r\nHost: localhost\r\n%s\r\n"
+               % (query, headers)).encode())
+    return s, read_until(s, b"text/event-stream", "the log tail's head")
+
+
+def sse_events(data):
+    """The events of a server-sent event stream read raw (chunked): one
+    chunk may carry several events."""
+    return [json.loads(l[6:].rstrip("\r")) for l in data.decode("utf-8", "replace").split("\n")
+            if l.startswith("data: ")]
 
 
 def scrape(port):
@@ -74,13 +146,9 @@ class ProbeTest(unittest.TestCase):
 
     def test_a_failed_instance_makes_readyz_503_with_the_reason(self):
         with Gateway(ECHO_MEMORY + probe(3, "broken") + probe(2, "limping")) as gw:
-            deadline = time.time() + 5
-            while time.time() < deadline:
-                status, body, _ = request(gw.admin_port, "/readyz")
-                if status == 503:
-                    break
-                time.sleep(0.02)
-            self.assertEqual(status, 503, body)
+            status, body, _ = wait_for(
+                lambda: (lambda r: r if r[0] == 503 else None)(request(gw.admin_port, "/readyz")),
+                "/readyz to answer 503")
             doc = json.loads(body)
             self.assertFalse(doc["ready"])
             self.assertEqual([i["instance"] for i in doc["notReady"]], ["broken"])
@@ -89,15 +157,18 @@ class ProbeTest(unittest.TestCase):
             # Degraded serves, so it is listed but does not block readiness.
             self.assertEqual([i["instance"] for i in doc["degraded"]], ["limping"])
             self.assertEqual(request(gw.api_port, "/readyz")[0], 503)
+            # The series the channel alert reads (>= 2 for 2 minutes):
+            # degraded 2, failed 3.
+            m = scrape(gw.admin_port)
+            self.assertEqual(m['chatgate_plugin_state{plugin_instance="broken",kind="channel"}'], 3)
+            self.assertEqual(m['chatgate_plugin_state{plugin_instance="limping",kind="channel"}'], 2)
+            self.assertEqual(m['chatgate_plugin_state{plugin_instance="echo",kind="model"}'], 1)
 
     def test_degraded_alone_is_ready(self):
         with Gateway(ECHO_MEMORY + probe(2)) as gw:
-            deadline = time.time() + 5
-            while time.time() < deadline:
-                status, body, _ = request(gw.admin_port, "/readyz")
-                if json.loads(body)["degraded"]:
-                    break
-                time.sleep(0.02)
+            status, body, _ = wait_for(
+                lambda: (lambda r: r if json.loads(r[1])["degraded"] else None)(
+                    request(gw.admin_port, "/readyz")), "the probe to report degraded")
             self.assertEqual(status, 200, body)
             self.assertEqual(json.loads(body)["degraded"][0]["state"], "degraded")
 
@@ -140,22 +211,70 @@ class MetricsTest(unittest.TestCase):
             self.assertEqual(m['chatgate_messages_dropped_total{channel="api",reason="duplicate"}'], 1)
 
 
+class AlertSeriesTest(unittest.TestCase):
+    """The series packaging/prometheus/chatgate-rules.yml reads, driven to
+    the values that fire (and clear) its alerts."""
+
+    def test_breaker_open_gauge_goes_to_one_and_back(self):
+        # ChatgateModelBreakerOpen: chatgate_plugin_breaker_open == 1.
+        fake = FakeOpenAI()
+        self.addCleanup(fake.close)
+        instances = fake.instance_yaml("gpt") + (
+            "        breakerThreshold: 2\n        breakerCooldownMs: 2000\n"
+            "    - name: memory\n      plugin: memory.so\n")
+        series = 'chatgate_plugin_breaker_open{plugin_instance="gpt"}'
+        with Gateway(instances, model="gpt") as gw:
+            self.assertEqual(scrape(gw.admin_port)[series], 0)
+            fake.script("status:500", "status:500")
+            for i in range(2):
+                self.assertEqual(chat(gw.api_port, "bo", "fail %d" % i)[0], 503)
+            opened = time.monotonic()
+            m = scrape(gw.admin_port)
+            self.assertEqual(m[series], 1)
+            self.assertEqual(m['chatgate_plugin_requests_total{plugin_instance="gpt",'
+                               'result="error"}'], 2)
+            # Open: the next message fails at once and never reaches the model.
+            self.assertEqual(chat(gw.api_port, "bo", "while open")[0], 503)
+            self.assertEqual(len(fake.requests()), 2)
+            self.assertEqual(scrape(gw.admin_port)[series], 1)
+            # After the cooldown one probe goes through; it succeeds, the
+            # breaker closes and the gauge is 0 again.
+            status, body, _ = wait_for(
+                lambda: (lambda r: r if r[0] == 200 else None)(chat(gw.api_port, "bo", "probe")),
+                "a probe through the breaker", interval=0.1)
+            self.assertGreaterEqual(time.monotonic() - opened, 1.9)
+            self.assertEqual(body["answer"], "reply to: probe (1 messages)")
+            self.assertEqual(len(fake.requests()), 3)
+            self.assertEqual(scrape(gw.admin_port)[series], 0)
+            gw.wait_log("[gpt] circuit breaker closed")
+
+    def test_error_lines_are_counted_by_level(self):
+        # ChatgateErrorLogRateHigh: chatgate_log_messages_total{level="error"}.
+        with Gateway() as gw:
+            before = scrape(gw.admin_port)['chatgate_log_messages_total{level="error"}']
+            with open(gw.config_path, "a") as f:
+                f.write("router: [\n")
+            for n in (1, 2):
+                gw.proc.send_signal(signal.SIGHUP)
+                gw.wait_log("refused, nothing changed", count=n)
+                wait_for(lambda: scrape(gw.admin_port)['chatgate_log_messages_total{level="error"}']
+                         == before + n, "%d error line(s) counted" % n)
+
+
 class HistoryTest(unittest.TestCase):
     def test_history_holds_interval_samples(self):
         with Gateway(top_extra="admin:\n  chartIntervalSeconds: 1\n") as gw:
             for i in range(4):
                 chat(gw.api_port, "h%d" % (i % 2), "hello")
-            deadline = time.time() + 5
-            samples = []
-            while time.time() < deadline:
+            def history():
                 status, body, _ = request(gw.admin_port, "/admin/api/history")
                 self.assertEqual(status, 200, body)
                 doc = json.loads(body)
                 self.assertEqual(doc["intervalSeconds"], 1)
                 samples = doc["samples"]
-                if samples and sum(s["in"].get("api", 0) for s in samples) >= 4:
-                    break
-                time.sleep(0.2)
+                return samples if sum(s["in"].get("api", 0) for s in samples) >= 4 else None
+
+            samples = wait_for(history, "four messages in the history's samples")
             self.assertEqual(sum(s["in"].get("api", 0) for s in samples), 4, samples)
             self.assertEqual(sum(s["out"].get("api", 0) for s in samples), 4)
             busy = [s for s in samples if s["in"].get("api", 0) > 0]
@@ -216,16 +335,21 @@ class AuthTest(unittest.TestCase):
     def test_lockout_after_repeated_failures(self):
         with self.gateway() as gw:
             bad = {"Authorization": "Bearer nope"}
-            for _ in range(3):
+            for _ in range(2):
                 self.assertEqual(request(gw.admin_port, "/admin/api/status", bad)[0], 401)
+            locked_at = time.monotonic()  # no later than the third failure
+            self.assertEqual(request(gw.admin_port, "/admin/api/status", bad)[0], 401)
             # Locked: even the right token is refused for lockoutSeconds.
             good = {"Authorization": "Bearer " + TOKEN}
             status, _, headers = request(gw.admin_port, "/admin/api/status", good)
             self.assertEqual(status, 429)
             self.assertEqual(headers["Retry-After"], "1")
-            time.sleep(1.1)
-            self.assertEqual(request(gw.admin_port, "/admin/api/status", good)[0], 200)
-            self.assertIn("3 wrong admin tokens from 127.0.0.1; locked out", gw.log())
+            # ... and served again once the second has passed, not before.
+            wait_for(lambda: request(gw.admin_port, "/admin/api/status", good)[0] == 200,
+                     "the lockout to end")
+            self.assertGreaterEqual(time.monotonic() - locked_at, 0.95)
+            gw.wait_log("listener 'admin': 3 wrong admin tokens from 127.0.0.1; "
+                        "locked out for 1 s")
 
     def test_the_token_appears_in_no_answer_and_no_log(self):
         with self.gateway() as gw:
@@ -348,6 +472,8 @@ class PageTest(unittest.TestCase):
 
 class ConfigTest(unittest.TestCase):
     def test_effective_config_masks_every_secret(self):
+        refusing = ClosedPort()  # where the redis instance points
+        self.addCleanup(refusing.close)
         secrets = {"TEST_MODEL_KEY": "sk-cfg-Secret-4242", "TEST_HDR": "hdr-Secret-7373",
                    "TEST_REDIS_PW": "redis-Secret-9191"}
         instances = ECHO_MEMORY + (
@@ -361,8 +487,8 @@ class ConfigTest(unittest.TestCase):
             "    - name: shared\n"
             "      plugin: redis.so\n"
             "      config:\n"
-            "        port: 9\n"
-            "        password: ${TEST_REDIS_PW}\n")
+            "        port: %d\n"
+            "        password: ${TEST_REDIS_PW}\n" % refusing.port)
         env = dict(secrets, ADMIN_T=TOKEN)
         with Gateway(instances, top_extra="admin:\n  token: ${ADMIN_T}\n", env=env) as gw:
             status, body, _ = request(gw.admin_port, "/admin/api/config",
@@ -436,45 +562,107 @@ class LogsTest(unittest.TestCase):
             self.assertEqual(request(gw.admin_port, "/admin/api/logs")[0], 401)
 
             # A live tail at warn level, read over a raw socket.
-            s = socket.create_connection(("127.0.0.1", gw.admin_port), timeout=5)
-            s.sendall(("GET /admin/api/logs/stream?level=warn HTTP/1.1\r\nHost: localhost\r\n"
-                       "Authorization: Bearer %s\r\n\r\n" % TOKEN).encode())
-            received = b""
-            while b"text/event-stream" not in received:
-                received += s.recv(65536)
-            # Two wrong logins from this address: the lockout warning is logged.
+            s, received = open_tail(gw.admin_port, "?level=warn",
+                                    "Authorization: Bearer %s\r\n" % TOKEN)
+            self.addCleanup(s.close)
+            # Two wrong logins from this address: the lockout warning is
+            # logged, and arrives live.
             for _ in range(2):
                 request(gw.admin_port, "/admin/api/login", method="POST",
                         body=json.dumps({"token": "nope"}))
-            chat(gw.api_port, "u", "an info line would not pass the filter")
-            deadline = time.time() + 5
-            while b"locked out" not in received and time.time() < deadline:
-                received += s.recv(65536)
+            lockout = "2 wrong admin tokens from 127.0.0.1; locked out"
+            received = read_until(s, lockout.encode(), "the lockout warning", received)
+            # Lines below warn: a duplicate message (debug) and a reload of
+            # the unchanged file (info) ...
+            chat(gw.api_port, "u", "once", messageId="below-warn")
+            chat(gw.api_port, "u", "twice", messageId="below-warn")
+            gw.proc.send_signal(signal.SIGHUP)
+            gw.wait_log("router: duplicate message below-warn on 'api' dropped")
+            gw.wait_log("nothing to apply")
+            # ... then an error as the sentinel: a reload of a broken file.
+            with open(gw.config_path, "a") as f:
+                f.write("router: [\n")
+            gw.proc.send_signal(signal.SIGHUP)
+            received = read_until(s, b"refused, nothing changed", "the reload's error", received)
             text = received.decode()
-            self.assertIn("2 wrong admin tokens from 127.0.0.1; locked out", text)
-            events = [json.loads(l[6:]) for l in text.split("\r\n") if l.startswith("data: ")]
+            events = [e for e in sse_events(received)]
             self.assertTrue(all(e["level"] in ("warning", "error") for e in events), events)
+            [locked] = [e for e in events if lockout in e["text"]]
+            [refused] = [e for e in events if "refused, nothing changed" in e["text"]]
+            self.assertEqual((locked["level"], refused["level"]), ("warning", "error"))
+            # Nothing came between the two, though the log has lines there.
+            self.assertEqual([e for e in events if locked["seq"] < e["seq"] < refused["seq"]], [])
+            log = gw.log()
+            between = log[log.index(lockout):log.index("refused, nothing changed")]
+            self.assertIn(" debug router: duplicate message below-warn", between)
+            self.assertIn(" info config reload from", between)
             self.assertNotIn(TOKEN, text)
             # Shutdown with the tail still open ends it and exits cleanly.
             self.assertEqual(gw.stop(), 0, gw.log())
-            s.close()
+            rest = read_to_close(s, "the tail after shutdown")
+            self.assertTrue((received + rest).endswith(b"\r\n0\r\n\r\n"), rest[-200:])
 
-    def test_a_tail_client_that_leaves_is_dropped(self):
+    def test_a_tail_client_that_leaves_is_forgotten(self):
         with Gateway() as gw:
-            s = socket.create_connection(("127.0.0.1", gw.admin_port), timeout=5)
-            s.sendall(b"GET /admin/api/logs/stream HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            self.assertIn(b"text/event-stream", s.recv(65536))
+            s, _ = open_tail(gw.admin_port)
             s.close()
-            for _ in range(3):  # lines logged after the client left go nowhere
-                request(gw.admin_port, "/admin/api/logs/stream?level=loud")
-                chat(gw.api_port, "u", "hello")
+            # Lines logged after the client left go nowhere ...
+            for i in range(3):
+                chat(gw.api_port, "u", "hello", messageId="gone")
+            gw.wait_log("router: duplicate message gone on 'api' dropped", count=2)
+            # ... and the tail still works for the next client, which gets
+            # each line once (a tail left behind for the first client would
+            # write into whatever took its place).
+            s2, got = open_tail(gw.admin_port)
+            self.addCleanup(s2.close)
+            for mark in ("after-1", "after-2"):
+                chat(gw.api_port, "u", "hello", messageId=mark)
+                chat(gw.api_port, "u", "hello", messageId=mark)
+                got = read_until(s2, ("duplicate message %s on" % mark).encode(),
+                                 "a line in the second tail", got)
+            seqs = [e["seq"] for e in sse_events(got)]
+            self.assertEqual(len(seqs), len(set(seqs)), got.decode())
+            self.assertEqual(seqs, sorted(seqs))
+            self.assertEqual(got.count(b"duplicate message after-1 on"), 1)
             self.assertEqual(request(gw.admin_port, "/readyz")[0], 200)
+
+    def test_a_tail_client_that_does_not_read_is_dropped(self):
+        # Answer bytes held for a stream beyond 8 x maxBufferedBytes drop
+        # the client (docs/operator-guide.md). The send timeout is far off,
+        # so only that mark can close it. The lines come from refused
+        # requests with 1 MB paths (logged at debug level); the kernel
+        # buffers up to tcp_wmem's maximum first.
+        with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+            wmem_max = int(f.read().split()[2])
+        mb = 1 << 20
+        with Gateway(api_extra="    maxHeaderBytes: 2000000\n"
+                               "    routes: [{path: /closed, allowFrom: [192.0.2.0/24]}]\n",
+                     admin_extra="    maxBufferedBytes: 4096\n    sendTimeoutMs: 600000\n") as gw:
+            s = socket.socket()
+            self.addCleanup(s.close)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", gw.admin_port))
+            s.sendall(b"GET /admin/api/logs/stream HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            lines = wmem_max // mb + 4
+            log_before = os.path.getsize(gw.log_path)
+            for i in range(lines):
+                self.assertEqual(request(gw.api_port, "/closed/%d/" % i + "p" * mb)[0], 403)
+            wait_for(lambda: os.path.getsize(gw.log_path) - log_before > lines * mb,
+                     "%d lines of 1 MB in the log" % lines)
+            data = read_to_close(s, "a tail client that reads nothing, %d MB later" % lines)
+            self.assertIn(b"text/event-stream", data[:1000])
+            self.assertLess(len(data), lines * mb)  # cut off, not ended
+            # chatgate serves on, and the next tail works.
+            self.assertEqual(request(gw.admin_port, "/readyz")[0], 200)
+            s2, head = open_tail(gw.admin_port)
+            self.addCleanup(s2.close)
+            request(gw.api_port, "/closed/after-the-drop")
+            read_until(s2, b"403 for GET /closed/after-the-drop", "a line in the next tail", head)
 
 
 class ExposureTest(unittest.TestCase):
     def run_config(self, top_extra, admin_address):
-        config = gateway_config(free_port(), ECHO_MEMORY, "echo", "memory",
-                                top_extra=top_extra, admin_port=free_port())
+        config = gateway_config(0, ECHO_MEMORY, "echo", "memory", top_extra=top_extra)
         config = config.replace("  admin:\n    address: 127.0.0.1",
                                 "  admin:\n    address: %s" % admin_address)
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
@@ -498,21 +686,38 @@ class ExposureTest(unittest.TestCase):
 
     def test_loopback_without_token_starts_with_a_warning(self):
         with Gateway() as gw:
-            self.assertIn("no admin.token is set", gw.log())
+            # The warning names the address and the port actually bound.
+            self.assertIn("warning listener 'admin': no admin.token is set, so anyone who can reach "
+                          "127.0.0.1:%d may use the admin API" % gw.admin_port, gw.log())
             self.assertEqual(request(gw.admin_port, "/admin/api/status")[0], 200)
 
     def test_admin_listener_can_be_disabled(self):
-        port = free_port()
-        config = gateway_config(port, ECHO_MEMORY, "echo", "memory", admin_port=free_port())
-        admin_port = int(re.search(r"admin:\n    address: 127.0.0.1\n    port: (\d+)",
-                                   config).group(1))
-        config = config.replace("    port: %d\n" % admin_port,
-                                "    port: %d\n    enabled: false\n" % admin_port)
-        with Chatgate(config) as gw:
-            self.assertNotIn("admin on", gw.log())
-            with self.assertRaises(OSError):
-                request(admin_port, "/healthz")
+        # The admin port is one this test holds bound: a listener that
+        # tried to open it would stop start-up (address already in use).
+        with ClosedPort() as held:
+            config = gateway_config(0, ECHO_MEMORY, "echo", "memory", admin_port=held.port)
+            config = config.replace("    port: %d\n" % held.port,
+                                    "    port: %d\n    enabled: false\n" % held.port)
+            with Chatgate(config) as gw:
+                self.assertIsNone(gw.admin_port)
+                self.assertNotIn("admin on", gw.log())
+                self.assertNotIn("listener 'admin'", gw.log())
+                self.assertEqual(request(gw.port, "/healthz")[0], 200)
+                with self.assertRaises(ConnectionRefusedError):
+                    request(held.port, "/healthz")
 
+    def test_an_enabled_admin_listener_on_a_taken_port_stops_start_up(self):
+        # The counterpart of the test above: the held port does refuse a
+        # listener, so that test means something.
+        with ClosedPort() as held:
+            gw = Chatgate(gateway_config(0, ECHO_MEMORY, "echo", "memory", admin_port=held.port),
+                          expect_exit=1)
+            gw.start(wait_ready=False)
+            rc, log = gw.wait_exit(), gw.log()
+            gw.__exit__(None, None, None)
+            self.assertEqual(rc, 1, log)
+            self.assertIn("listener 'admin' cannot listen on 127.0.0.1:%d: address already in use"
+                          % held.port, log)
 
 if __name__ == "__main__":
     unittest.main()

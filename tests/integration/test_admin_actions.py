@@ -2,17 +2,18 @@
 POST /admin/api/reload) and sending a message through a channel plugin
 (POST /admin/api/send, against the wsprobe fixture channel, which records
 what the host hands it)."""
+import errno
 import json
+import os
 import signal
-import time
+import threading
 import unittest
 
-from harness import FIXTURE_DIR, Chatgate, chat, free_port, gateway_config, wait_until
+from harness import (FIXTURE_DIR, PLUGIN_DIR, ClosedPort, Chatgate, chat, gateway_config,
+                     wait_for, wait_until)
 from test_admin import ECHO_MEMORY, TOKEN, Gateway, request, scrape
 
 BEARER = {"Authorization": "Bearer " + TOKEN}
-
-
 
 
 class ReloadTest(unittest.TestCase):
@@ -42,10 +43,14 @@ class ReloadTest(unittest.TestCase):
             self.rewrite(gw, "  showContent: false\n", "  showContent: true\n")
             self.rewrite(gw, "router:\n", "router:\n  contextTurns: 3\n  modelTimeoutMs: 1234\n")
             api_port = gw.api_port
-            self.rewrite(gw, "port: %d" % api_port, "port: %d" % free_port())
+            # Another port for the API (one held here, so that a listener
+            # that did move would fail to bind it).
+            held = ClosedPort()
+            self.addCleanup(held.close)
+            self.rewrite(gw, "  api:\n    address: 127.0.0.1\n    port: 0\n",
+                         "  api:\n    address: 127.0.0.1\n    port: %d\n" % held.port)
             gw.proc.send_signal(signal.SIGHUP)
-            self.assertTrue(wait_until(lambda: "applied " in gw.log()), gw.log())
-            log = gw.log()
+            log = gw.wait_log("config reload from %s: applied " % gw.config_path)
             self.assertIn("applied admin.showContent, router.contextTurns, router.modelTimeoutMs",
                           log)
             self.assertIn("changed but needs a restart to take effect: listeners.api", log)
@@ -84,11 +89,16 @@ class ReloadTest(unittest.TestCase):
             status, doc = self.reload(gw)  # the same file again
             self.assertEqual((status, doc["applied"]), (200, []))
             self.assertEqual(doc["restartRequired"], ["plugins.instances[echo2] (added)"])
-            self.assertTrue(wait_until(lambda: gw.log().count(
-                "needs a restart to take effect: plugins.instances[echo2] (added)") == 2))
+            gw.wait_log("needs a restart to take effect: plugins.instances[echo2] (added)", count=2)
             # The level applied at once: the reload's own info line is gone.
-            time.sleep(0.1)
-            self.assertNotIn("nothing to apply", gw.log())
+            # Proved by a sentinel: an error logged after it (a refused
+            # reload) is there, and no "nothing to apply" before it.
+            with open(gw.config_path, "a") as f:
+                f.write("router: [\n")
+            self.assertEqual(self.reload(gw)[0], 400)
+            log = gw.wait_log("refused, nothing changed")
+            self.assertNotIn("nothing to apply", log)
+            self.assertNotIn("applied logging.level", log)  # at info too: not written
 
     def test_a_broken_config_changes_nothing(self):
         with self.gateway() as gw:
@@ -99,7 +109,8 @@ class ReloadTest(unittest.TestCase):
             self.assertIn("router.colour", doc["error"])
             self.assertIn("chatgate.yaml:", doc["error"])
             self.assertEqual(self.effective(gw)["router"]["contextTurns"], 10)
-            self.assertIn("refused, nothing changed", gw.log())
+            gw.wait_log("error config reload from %s: refused, nothing changed: %s:"
+                        % (gw.config_path, gw.config_path))
             # A plugin section is checked against the running plugin's schema.
             self.rewrite(gw, "  colour: blue\n", "")
             self.rewrite(gw, "      plugin: memory.so\n",
@@ -129,21 +140,22 @@ class ReloadTest(unittest.TestCase):
             self.assertEqual(request(gw.admin_port, "/admin/api/status", BEARER)[0], 401)
             new = {"Authorization": "Bearer " + TOKEN + "-2"}
             self.assertEqual(request(gw.admin_port, "/admin/api/status", new)[0], 200)
+            self.assertEqual(gw.stop(), 0)
+            self.assertIn("applied admin.token", gw.log())
             self.assertNotIn(TOKEN, gw.log())
 
     def test_the_token_stays_while_the_admin_listener_is_exposed(self):
-        port, admin = free_port(), free_port()
-        config = gateway_config(port, ECHO_MEMORY, "echo", "memory", top_extra=self.TOP,
-                                admin_port=admin)
+        config = gateway_config(0, ECHO_MEMORY, "echo", "memory", top_extra=self.TOP)
         config = config.replace("  admin:\n    address: 127.0.0.1", "  admin:\n    address: 0.0.0.0")
         with Chatgate(config, env={"ADMIN_T": TOKEN}) as gw:
-            gw.admin_port = admin
+            self.assertIn("admin on http://0.0.0.0:%d" % gw.admin_port, gw.log())
             self.rewrite(gw, "admin:\n  token: ${ADMIN_T}\n", "")
             self.rewrite(gw, "address: 0.0.0.0", "address: 127.0.0.1")
             status, doc = self.reload(gw)
             self.assertEqual(status, 400, doc)
             self.assertIn("admin.token: cannot be removed", doc["error"])
-            self.assertEqual(request(admin, "/admin/api/status")[0], 401)
+            self.assertEqual(request(gw.admin_port, "/admin/api/status")[0], 401)
+            self.assertEqual(request(gw.admin_port, "/admin/api/status", BEARER)[0], 200)
 
     def test_reload_needs_auth_and_csrf(self):
         with self.gateway() as gw:
@@ -152,6 +164,81 @@ class ReloadTest(unittest.TestCase):
             self.assertEqual(self.reload(gw, {})[0], 403)
             csrf = json.loads(request(gw.admin_port, "/admin/api/session")[1])["csrf"]
             self.assertEqual(self.reload(gw, {"X-CSRF-Token": csrf})[0], 200)
+
+
+class ReloadConflictTest(unittest.TestCase):
+    """POST /admin/api/reload answers 409 without a config file and while
+    another reload runs (docs/operator-guide.md)."""
+
+    def test_without_a_config_file_a_reload_is_409(self):
+        # make run's setup: the embedded default, its ports moved to 0
+        # through the variables it reads.
+        env = {"CHATGATE_API_PORT": "0", "CHATGATE_ADMIN_PORT": "0",
+               "CHATGATE_PLUGIN_DIR": os.path.abspath(PLUGIN_DIR), "CHATGATE_ADMIN_TOKEN": ""}
+        with Chatgate(None, env=env) as gw:
+            csrf = {"X-CSRF-Token": json.loads(request(gw.admin_port, "/admin/api/session")[1])["csrf"]}
+            status, body, _ = request(gw.admin_port, "/admin/api/reload", csrf, method="POST",
+                                      body="{}")
+            self.assertEqual(status, 409, body)
+            self.assertEqual(json.loads(body), {
+                "reloaded": False,
+                "error": "chatgate runs on its embedded default config (no --config file)"})
+            line = "config reload: chatgate runs on its embedded default config; nothing to reload"
+            gw.wait_log("warning " + line)
+            gw.proc.send_signal(signal.SIGHUP)  # the same for the signal
+            gw.wait_log(line, count=2)
+            self.assertEqual(chat(gw.port, "u", "still here")[1]["answer"], "echo: still here (turn 1)")
+
+    def test_a_reload_while_another_runs_is_409(self):
+        with Gateway(top_extra="admin:\n  token: ${ADMIN_T}\n", env={"ADMIN_T": TOKEN}) as gw:
+            with open(gw.config_path) as f:
+                text = f.read().replace("router:\n", "router:\n  contextTurns: 4\n")
+            # The file becomes a FIFO: the first reload's read (on the thread
+            # pool) waits in it until this test writes the new config.
+            os.unlink(gw.config_path)
+            os.mkfifo(gw.config_path)
+            first = {}
+            t = threading.Thread(target=lambda: first.setdefault("r", request(
+                gw.admin_port, "/admin/api/reload", BEARER, method="POST", body="{}")))
+            t.start()
+
+            def writer():
+                # Opens only once a reader has the FIFO open: the reload runs.
+                try:
+                    return os.open(gw.config_path, os.O_WRONLY | os.O_NONBLOCK)
+                except OSError as e:
+                    if e.errno != errno.ENXIO:
+                        raise
+                    return None
+
+            fd = wait_for(writer, "the first reload to open the config file")
+            try:
+                try:
+                    status, body, _ = request(gw.admin_port, "/admin/api/reload", BEARER,
+                                              method="POST", body="{}")
+                except TimeoutError:
+                    self.fail("a second reload was not refused while the first ran: it waited")
+                self.assertEqual(status, 409, body)
+                self.assertEqual(json.loads(body),
+                                 {"reloaded": False, "error": "a reload is already running"})
+                self.assertNotIn("r", first)  # the first is still running
+            finally:
+                os.write(fd, text.encode())
+                os.close(fd)
+            t.join(30)
+            status, body, _ = first["r"]
+            self.assertEqual(status, 200, body)
+            self.assertEqual(json.loads(body)["applied"], ["router.contextTurns"])
+            # Once it finished, the next reload runs (and reads the FIFO again).
+            t = threading.Thread(target=lambda: first.update(r=request(
+                gw.admin_port, "/admin/api/reload", BEARER, method="POST", body="{}")))
+            t.start()
+            fd = wait_for(writer, "the next reload to open the config file")
+            os.write(fd, text.encode())
+            os.close(fd)
+            t.join(30)
+            self.assertEqual(first["r"][0], 200, first["r"])
+            self.assertEqual(json.loads(first["r"][1])["applied"], [])
 
 
 def probe(name="probe", extra=""):
@@ -220,7 +307,7 @@ class SendTest(unittest.TestCase):
                 status, answer = self.send(gw, doc)
                 self.assertEqual(status, want, (doc, answer))
                 self.assertIn(words, answer["error"])
-            wait_until(lambda: request(gw.admin_port, "/readyz")[0] == 503)
+            wait_for(lambda: request(gw.admin_port, "/readyz")[0] == 503, "'down' to fail")
             status, answer = self.send(gw, {"channel": "down", "conversationId": "u", "text": "x"})
             self.assertEqual(status, 503, answer)
             self.assertIn("channel 'down' is failed", answer["error"])

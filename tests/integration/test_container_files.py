@@ -12,7 +12,7 @@ import unittest
 
 import yaml
 
-from harness import BIN, SOURCE_DIR, Chatgate, free_port, get
+from harness import BIN, SOURCE_DIR, Chatgate, get
 
 DOCKER = os.path.join(SOURCE_DIR, "packaging/docker")
 KUBE = os.path.join(SOURCE_DIR, "packaging/kubernetes")
@@ -206,13 +206,13 @@ class ContainerConfigRunTest(unittest.TestCase):
 
     def setUp(self):
         self.text = read(os.path.join(DOCKER, "chatgate.yaml"))
-        self.api, self.admin = free_port(), free_port()
         self.env = {"CHATGATE_API_ADDRESS": "127.0.0.1", "CHATGATE_ADMIN_ADDRESS": "127.0.0.1",
-                    "CHATGATE_API_PORT": str(self.api), "CHATGATE_ADMIN_PORT": str(self.admin)}
+                    "CHATGATE_API_PORT": "0", "CHATGATE_ADMIN_PORT": "0"}
 
     def test_serves_probes_chat_and_a_guarded_admin_api(self):
         token = "container-test-token-0123456789"
         with Chatgate(self.text, env=dict(self.env, CHATGATE_ADMIN_TOKEN=token)) as cg:
+            self.api, self.admin = cg.port, cg.admin_port
             self.assertEqual(get(self.admin, "/healthz")[0], 200)
             status, body, _ = get(self.admin, "/readyz")
             self.assertEqual(status, 200, body)

@@ -1,7 +1,10 @@
-"""redis.so end to end: a real redis-server on a free loopback port, started
-and killed by the test; the real chatgate (one or two processes) with the
-echo backend and the Redis cache."""
+"""redis.so end to end: a real redis-server on a unix socket in a temporary
+directory (no TCP port), started, killed and restarted on the same path by
+the test; the real chatgate (one or two processes, on port 0) with the echo
+backend and the Redis cache."""
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -10,46 +13,111 @@ import threading
 import time
 import unittest
 
-from harness import Chatgate, chat, free_port, gateway_config, wait_until
+from harness import DEADLINE, Chatgate, chat, gateway_config, wait_for
 
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
+class RespError(Exception):
+    pass
+
+
+def read_reply(sock, deadline):
+    """One RESP reply from `sock` as Python values (bytes, int, list, None;
+    an error reply as a RespError value); fails at `deadline`."""
+    buf = bytearray()
+
+    def fill():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("redis-server did not answer in time (got %r)" % bytes(buf))
+        sock.settimeout(left)
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError("redis-server closed the connection (got %r)" % bytes(buf))
+        buf.extend(chunk)
+
+    def line():
+        while b"\r\n" not in buf:
+            fill()
+        i = buf.index(b"\r\n")
+        out = bytes(buf[:i])
+        del buf[:i + 2]
+        return out
+
+    def value():
+        head = line()
+        kind, rest = head[:1], head[1:]
+        if kind == b"+":
+            return rest
+        if kind == b"-":
+            return RespError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            while len(buf) < n + 2:
+                fill()
+            out = bytes(buf[:n])
+            del buf[:n + 2]
+            return out
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [value() for _ in range(n)]
+        raise AssertionError("not a RESP reply: %r" % head)
+
+    return value()
+
+
 class RedisServer:
-    def __init__(self, port=None, password=None):
-        self.port = port or free_port()
+    """redis-server listening only on a unix socket in a temporary directory.
+    stop() then start() brings it back on the same path, empty."""
+
+    def __init__(self, password=None):
         self.password = password
         self.proc = None
-        self.dir = tempfile.TemporaryDirectory(prefix="chatgate-redis-")
+        self.dir = tempfile.TemporaryDirectory(prefix="cg-redis-")
+        self.socket = os.path.join(self.dir.name, "redis.sock")
 
     def start(self):
-        args = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", self.dir.name]
+        args = [REDIS, "--port", "0", "--unixsocket", self.socket, "--unixsocketperm", "700",
+                "--save", "", "--appendonly", "no", "--dir", self.dir.name]
         if self.password:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.02)
-        raise AssertionError("redis-server did not start")
 
-    def command(self, *words):
-        """One command over RESP, answered as raw bytes (independent of chatgate)."""
-        s = socket.create_connection(("127.0.0.1", self.port), timeout=2)
-        out = b""
-        if self.password:
-            s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(self.password),
-                                                            self.password.encode()))
-            s.recv(100)
-        s.sendall(b"*%d\r\n" % len(words) +
-                  b"".join(b"$%d\r\n%s\r\n" % (len(w), w.encode()) for w in words))
-        out = s.recv(65536)
-        s.close()
-        return out
+        def answers():
+            if self.proc.poll() is not None:
+                raise AssertionError("redis-server exited with %s" % self.proc.returncode)
+            try:
+                return self.command("PING") == b"PONG"
+            except OSError:
+                return False
+
+        wait_for(answers, "redis-server to answer on " + self.socket)
+        return self
+
+    def command(self, *words, timeout=5):
+        """One command over RESP, answered as Python values (independent of
+        chatgate)."""
+        deadline = time.monotonic() + timeout
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.settimeout(timeout)
+            s.connect(self.socket)
+            if self.password:
+                s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(self.password),
+                                                                self.password.encode()))
+                auth = read_reply(s, deadline)
+                if auth != b"OK":
+                    raise AssertionError("AUTH: %r" % auth)
+            s.sendall(b"*%d\r\n" % len(words) +
+                      b"".join(b"$%d\r\n%s\r\n" % (len(w), w.encode()) for w in words))
+            return read_reply(s, deadline)
+        finally:
+            s.close()
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -61,18 +129,17 @@ class RedisServer:
         self.dir.cleanup()
 
 
-def redis_config(port, redis_port, extra=""):
+def redis_config(unix_socket, extra="", router_extra=""):
     instances = textwrap.dedent("""\
             - name: echo
               plugin: echo.so
             - name: shared
               plugin: redis.so
               config:
-                host: localhost
-                port: {redis_port}
+                unixSocket: {path}
         {extra}
-        """).format(redis_port=redis_port, extra=extra)
-    return gateway_config(port, instances, "echo", "shared")
+        """).format(path=unix_socket, extra=extra)
+    return gateway_config(0, instances, "echo", "shared", router_extra=router_extra)
 
 
 class RedisCacheTest(unittest.TestCase):
@@ -80,32 +147,55 @@ class RedisCacheTest(unittest.TestCase):
         self.redis = RedisServer().start()
         self.addCleanup(self.redis.close)
 
-    def chatgate(self, extra=""):
-        port = free_port()
-        cg = Chatgate(redis_config(port, self.redis.port, extra)).start()
+    def chatgate(self, extra="", router_extra=""):
+        cg = Chatgate(redis_config(self.redis.socket, extra, router_extra)).start()
         self.addCleanup(cg.__exit__, None, None, None)
-        wait_until(lambda: "connected to redis" in cg.log())
-        return port, cg
+        cg.wait_log("connected to redis")
+        return cg.port, cg
 
     def test_context_lives_in_redis_under_the_prefix(self):
         port, cg = self.chatgate()
         self.assertEqual(chat(port, "ria", "one")[1]["answer"], "echo: one (turn 1)")
         self.assertEqual(chat(port, "ria", "two")[1]["answer"], "echo: two (turn 2)")
-        keys = self.redis.command("KEYS", "*")
-        self.assertIn(b"chatgate:c:api:ria", keys)
-        ttl = int(self.redis.command("PTTL", "chatgate:c:api:ria")[1:].strip())
+        self.assertEqual(self.redis.command("KEYS", "*"), [b"chatgate:c:api:ria"])
+        ttl = self.redis.command("PTTL", "chatgate:c:api:ria")
         self.assertGreater(ttl, 86000 * 1000)  # contextTtlSeconds: 86400
+        self.assertLessEqual(ttl, 86400 * 1000)
         self.assertEqual(cg.stop(), 0)
+
+    def test_dedupe_ttl_is_router_dedupe_ttl_seconds(self):
+        # router.dedupeTtlSeconds: how long a platform message id (the chat
+        # API's messageId) is remembered; live on reload.
+        port, cg = self.chatgate(router_extra="  dedupeTtlSeconds: 1\n")
+        key = "chatgate:d:api:ttl-1"
+        self.assertEqual(chat(port, "dd", "pay", messageId="ttl-1")[0], 200)
+        ttl = self.redis.command("PTTL", key)
+        self.assertTrue(0 < ttl <= 1000, ttl)
+        status, body, _ = chat(port, "dd", "pay", messageId="ttl-1")
+        self.assertEqual(status, 409, body)
+        # Once it expired, the same id is a new message.
+        wait_for(lambda: self.redis.command("EXISTS", key) == 0, "the dedupe key to expire")
+        status, body, _ = chat(port, "dd", "pay", messageId="ttl-1")
+        self.assertEqual((status, body["answer"]), (200, "echo: pay (turn 2)"))
+        with open(cg.config_path) as f:
+            text = f.read()
+        with open(cg.config_path, "w") as f:
+            f.write(text.replace("  dedupeTtlSeconds: 1\n", "  dedupeTtlSeconds: 600\n"))
+        cg.proc.send_signal(signal.SIGHUP)
+        cg.wait_log("applied router.dedupeTtlSeconds")
+        self.assertEqual(chat(port, "dd", "next", messageId="ttl-2")[0], 200)
+        ttl = self.redis.command("PTTL", "chatgate:d:api:ttl-2")
+        self.assertTrue(590 * 1000 < ttl <= 600 * 1000, ttl)
 
     def test_redis_going_away_degrades_and_recovers(self):
         port, cg = self.chatgate()
-        chat(port, "kai", "before")
+        self.assertEqual(chat(port, "kai", "before")[1]["answer"], "echo: before (turn 1)")
         self.redis.stop()
         status, body, _ = chat(port, "kai", "during")
         self.assertEqual(status, 200)
         self.assertEqual(body["answer"], "echo: during (turn 1)")  # no history, but an answer
-        self.redis.start()  # same port, empty (no persistence)
-        self.assertTrue(wait_until(lambda: "reconnected to redis" in cg.log()), cg.log())
+        self.redis.start()  # the same socket path, empty (no persistence)
+        cg.wait_log("reconnected to redis")
         self.assertEqual(chat(port, "kai", "after")[1]["answer"], "echo: after (turn 1)")
         self.assertEqual(chat(port, "kai", "again")[1]["answer"], "echo: again (turn 2)")
         self.assertEqual(cg.stop(), 0)
@@ -115,14 +205,14 @@ class RedisCacheTest(unittest.TestCase):
 
     def test_redis_absent_at_start_is_not_fatal(self):
         self.redis.stop()
-        port = free_port()
-        cg = Chatgate(redis_config(port, self.redis.port)).start()
+        cg = Chatgate(redis_config(self.redis.socket)).start()
         self.addCleanup(cg.__exit__, None, None, None)
-        self.assertEqual(chat(port, "early", "hi")[0], 200)
+        self.assertEqual(chat(cg.port, "early", "hi")[0], 200)
+        self.assertNotIn("connected to redis", cg.log())
         self.redis.start()
-        self.assertTrue(wait_until(lambda: "connected to redis" in cg.log(), 8), cg.log())
-        chat(port, "early", "a")
-        self.assertEqual(chat(port, "early", "b")[1]["answer"], "echo: b (turn 2)")
+        cg.wait_log("connected to redis")
+        chat(cg.port, "early", "a")
+        self.assertEqual(chat(cg.port, "early", "b")[1]["answer"], "echo: b (turn 2)")
         self.assertEqual(cg.stop(), 0)
 
     def test_two_instances_share_conversations_and_dedupe(self):
@@ -139,59 +229,78 @@ class RedisCacheTest(unittest.TestCase):
         self.assertEqual(b.stop(), 0)
 
 
+class SilentRedis:
+    """A unix socket that accepts connections and reads, never answering: a
+    hung Redis. Accepts until closed; the accepting thread polls with a
+    timeout, so it ends when the test does."""
+
+    def __init__(self):
+        self.dir = tempfile.TemporaryDirectory(prefix="cg-silent-")
+        self.socket = os.path.join(self.dir.name, "silent.sock")
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(self.socket)
+        self.listener.listen(16)
+        self.listener.settimeout(0.1)
+        self.held = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.accept, daemon=True)
+        self.thread.start()
+
+    def accept(self):
+        while not self.done.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self):
+        self.done.set()
+        self.thread.join(DEADLINE)
+        self.listener.close()
+        for c in self.held:
+            c.close()
+        self.dir.cleanup()
+
+
 class SilentRedisTest(unittest.TestCase):
     def test_a_redis_that_never_answers_times_out_and_the_chat_goes_on(self):
-        # Accepts connections, reads, never answers: a hung Redis.
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        self.addCleanup(listener.close)
-        held = []
-
-        def accept_forever():
-            while True:
-                try:
-                    conn, _ = listener.accept()
-                except OSError:
-                    return
-                held.append(conn)
-
-        threading.Thread(target=accept_forever, daemon=True).start()
-        port = free_port()
-        cg = Chatgate(redis_config(port, listener.getsockname()[1],
-                                   "        commandTimeoutMs: 300")).start()
+        silent = SilentRedis()
+        self.addCleanup(silent.close)
+        cg = Chatgate(redis_config(silent.socket, "        commandTimeoutMs: 300")).start()
         self.addCleanup(cg.__exit__, None, None, None)
-        self.assertTrue(wait_until(lambda: "connected to redis" in cg.log()), cg.log())
-        started = time.monotonic()
-        status, body, _ = chat(port, "hung", "hello")
+        cg.wait_log("connected to redis")
+        status, body, _ = chat(cg.port, "hung", "hello")
         self.assertEqual(status, 200)
         self.assertEqual(body["answer"], "echo: hello (turn 1)")
-        self.assertLess(time.monotonic() - started, 5)
-        # The connection is remade (the silent server accepts it again).
-        self.assertTrue(wait_until(lambda: "reconnected to redis" in cg.log()), cg.log())
+        # The command timed out (it did not wait forever), and the
+        # connection is remade (the silent server accepts it again).
+        cg.wait_log("did not answer within 300 ms; reconnecting")
+        cg.wait_log("reconnected to redis")
+        wait_for(lambda: len(silent.held) >= 2, "a second connection")
         self.assertEqual(cg.stop(), 0)
-        self.assertIn("did not answer within 300 ms; reconnecting", cg.log())
-        for c in held:
-            c.close()
 
 
 class RedisAuthTest(unittest.TestCase):
     def test_password_and_a_refused_one(self):
         redis = RedisServer(password="s3cret-redis-pw").start()
         self.addCleanup(redis.close)
-        port = free_port()
-        good = Chatgate(redis_config(port, redis.port,
-                                     "        password: s3cret-redis-pw")).start()
+        good = Chatgate(redis_config(redis.socket, "        password: s3cret-redis-pw")).start()
         self.addCleanup(good.__exit__, None, None, None)
-        self.assertTrue(wait_until(lambda: "connected to redis" in good.log()), good.log())
-        chat(port, "pw", "a")
-        self.assertEqual(chat(port, "pw", "b")[1]["answer"], "echo: b (turn 2)")
+        good.wait_log("connected to redis")
+        chat(good.port, "pw", "a")
+        self.assertEqual(chat(good.port, "pw", "b")[1]["answer"], "echo: b (turn 2)")
+        self.assertEqual(redis.command("EXISTS", "chatgate:c:api:pw"), 1)
 
-        bad_port = free_port()
-        bad = Chatgate(redis_config(bad_port, redis.port, "        password: wrong")).start()
+        bad = Chatgate(redis_config(redis.socket, "        password: wrong")).start()
         self.addCleanup(bad.__exit__, None, None, None)
-        self.assertTrue(wait_until(lambda: "refused the handshake" in bad.log()), bad.log())
-        self.assertEqual(chat(bad_port, "pw2", "still answers")[0], 200)
+        bad.wait_log("refused the handshake")
+        self.assertEqual(chat(bad.port, "pw2", "still answers")[0], 200)
+        self.assertEqual(chat(bad.port, "pw2", "no history")[1]["answer"],
+                         "echo: no history (turn 1)")
+        self.assertEqual(redis.command("EXISTS", "chatgate:c:api:pw2"), 0)
         self.assertEqual(good.stop(), 0)
         self.assertEqual(bad.stop(), 0)
         for log in (good.log(), bad.log()):

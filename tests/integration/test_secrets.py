@@ -7,12 +7,11 @@ level, every admin API answer and /metrics for the values."""
 import http.client
 import json
 import signal
-import socket
 import unittest
 import urllib.request
 
 from channel_support import FakeOpenAI
-from harness import Chatgate, FIXTURE_DIR, free_port, gateway_config, post_json, wait_until
+from harness import Chatgate, ClosedPort, FIXTURE_DIR, gateway_config, post_json, wait_until
 from test_redis import RedisServer
 
 SECRETS = {
@@ -27,11 +26,6 @@ SECRETS = {
 }
 
 
-def closed_port():
-    """A loopback port with nothing listening (connections are refused)."""
-    return free_port()
-
-
 class SecretsTest(unittest.TestCase):
     def setUp(self):
         self.model = FakeOpenAI()
@@ -39,14 +33,17 @@ class SecretsTest(unittest.TestCase):
         # The server's password differs from the one chatgate is given.
         self.redis = RedisServer(password="the-real-redis-password").start()
         self.addCleanup(self.redis.close)
-        self.port, self.admin = free_port(), free_port()
+        # Loopback ports that refuse connections, held for the test's life.
+        closed = [ClosedPort() for _ in range(3)]
+        for c in closed:
+            self.addCleanup(c.close)
         instances = self.model.instance_yaml("gpt").replace(
             "        retries: 0\n", "        retries: 0\n        apiKey: ${MODEL_SERVICE_KEY}\n")
         instances += """\
     - name: cache
       plugin: redis.so
       config:
-        port: %d
+        unixSocket: %s
         password: ${REDIS_PASSWORD}
         commandTimeoutMs: 300
     - name: fs
@@ -70,24 +67,17 @@ class SecretsTest(unittest.TestCase):
       config:
         callbackUrl: http://127.0.0.1:%d/answers
         token: ${BRIDGE_TOKEN}
-""" % (self.redis.port, closed_port(), closed_port(), FIXTURE_DIR, closed_port())
-        text = gateway_config(self.port, instances, "gpt", "cache",
-                              router_extra="  modelTimeoutMs: 1500\n", admin_port=self.admin,
+""" % (self.redis.socket, closed[0].port, closed[1].port, FIXTURE_DIR, closed[2].port)
+        text = gateway_config(0, instances, "gpt", "cache",
+                              router_extra="  modelTimeoutMs: 1500\n",
                               top_extra="admin:\n  token: ${CHATGATE_ADMIN_TOKEN}\n")
         self.cg = Chatgate(text, env=SECRETS)
-        # Not ready: the channels cannot reach their platforms (on purpose).
-        self.cg.start(wait_ready=False)
+        # Listening, though not ready (/readyz): the channels cannot reach
+        # their platforms (on purpose).
+        self.cg.start()
         self.addCleanup(self.cg.__exit__, None, None, None)
-        self.assertTrue(wait_until(lambda: self.reachable(), timeout=10), self.cg.log())
+        self.port, self.admin = self.cg.port, self.cg.admin_port
         self.answers = []
-
-    def reachable(self):
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-            socket.create_connection(("127.0.0.1", self.admin), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
 
     def admin_get(self, path, token=SECRETS["CHATGATE_ADMIN_TOKEN"]):
         conn = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=10)
@@ -157,7 +147,7 @@ class SecretsTest(unittest.TestCase):
         for expected in ("model 'gpt' failed", "cache 'cache' unavailable", "refused, nothing changed"):
             self.assertIn(expected, log)
         self.assertTrue(wait_until(lambda: "[dt]" in self.cg.log() and "[fs]" in self.cg.log()))
-        self.cg.stop()
+        self.assertEqual(self.cg.stop(), 0)
         log = self.cg.log()
         places = {"log": log, "admin and API answers": "\n".join(self.answers)}
         for where, text in places.items():
