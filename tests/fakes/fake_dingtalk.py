@@ -100,7 +100,8 @@ Control API (same HTTP port, JSON):
                            [,"drop":true]}
                            the next n calls whose path (with query) starts
                            with prefix get that answer (or, with drop, the
-                           connection closed without one) and have no effect
+                           connection closed in the middle of one) and have
+                           no effect
   POST /_control/reset     forget calls, messages, cards, failures, problems
                            and the stream records and counters, answer pings
                            again (not tokens, sessions, tickets or open
@@ -721,7 +722,15 @@ class Handler(BaseHTTPRequestHandler):
             if failure and failure.get("drop"):
                 call["status"] = 0
         if failure and failure.get("drop"):
-            # A network error: the connection ends without an answer.
+            # A network error: the peer goes away mid-answer (a connection
+            # closed before any byte of the answer would be retried by the
+            # client's HTTP library on its own when it had been reused).
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json;charset=utf-8")
+            self.send_header("Content-Length", "64")
+            self.end_headers()
+            self.wfile.write(b'{"processQueryKey"')
+            self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
