@@ -53,6 +53,9 @@ const cg_config_field_t kFields[] = {
      "one request to DingTalk", nullptr, 100, 600000},
     {sizeof(cg_config_field_t), CG_CFG_INT, 0, "maxRetries", "3",
      "retries after 429, 5xx or a network error", nullptr, 0, 10},
+    {sizeof(cg_config_field_t), CG_CFG_INT, 0, "pingIntervalMs", "60000",
+     "stream mode: the WebSocket ping interval; a connection silent for two is dropped", nullptr,
+     1000, 600000},
 };
 
 void on_webhook(void *arg, cg_http_exchange_t *ex, const cg_http_request_t *req) {
@@ -207,6 +210,7 @@ int dt_init(const cg_host_api_t *api, cg_host_t *host, const cg_config_t *cfg, v
   d->stream_update_ms = static_cast<uint64_t>(kit::config_int(api, cfg, "streamUpdateMs"));
   d->request_timeout_ms = static_cast<uint64_t>(kit::config_int(api, cfg, "requestTimeoutMs"));
   d->max_retries = static_cast<int>(kit::config_int(api, cfg, "maxRetries"));
+  d->ping_interval_ms = static_cast<uint64_t>(kit::config_int(api, cfg, "pingIntervalMs"));
   if (api->abi_minor >= 4) {
     // Only the AI card shows partial answers: the router sends the other
     // styles each answer's FINAL reply alone.

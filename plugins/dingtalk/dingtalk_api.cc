@@ -200,9 +200,10 @@ void deliver(Answer *a, bool markdown, std::vector<std::string> parts, size_t i)
   const std::string text = parts[i];
   deliver_one(a, markdown, text, [a, markdown, parts = std::move(parts), i](const ApiResult &r) {
     if (r.result != 0) {
-      a->d->log_limited(
-          CG_LOG_ERROR, "reply_failed",
-          "reply to conversation " + a->target.conversation_id + " failed: " + why(r));
+      // As the operator guide words it, naming the custom robot when it was one.
+      const std::string to = a->target.robot.empty() ? "conversation " + a->target.conversation_id
+                                                     : "custom robot '" + a->target.robot + "'";
+      a->d->log_limited(CG_LOG_ERROR, "reply_failed", "message to " + to + " failed: " + why(r));
       return finish(a, r.result);
     }
     deliver(a, markdown, parts, i + 1);

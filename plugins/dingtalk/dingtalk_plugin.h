@@ -88,6 +88,7 @@ struct Dingtalk : kit::PluginBase {
   uint64_t timestamp_window_ms = 300000;
   uint64_t stream_update_ms = 500;
   int max_retries = 3;
+  uint64_t ping_interval_ms = 60000;  // Stream mode's WebSocket pings
 
   // the OpenAPI access token, refreshed 5 minutes before it expires
   kit::TokenCache tokens;

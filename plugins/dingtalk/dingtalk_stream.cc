@@ -2,7 +2,8 @@
 // WebSocket to the endpoint with it, JSON frames: robot messages (CALLBACK
 // on /v1.0/im/bot/messages/get) acked with their messageId, SYSTEM pings
 // answered with the same data, SYSTEM disconnect followed by a new ticket;
-// WebSocket pings from the host, reconnects with backoff and jitter.
+// WebSocket pings from the host every pingIntervalMs, reconnects with
+// backoff and jitter.
 #include <simdjson.h>
 
 #include <chatgate/json.hpp>
@@ -18,7 +19,6 @@ constexpr auto sv = chatgate::view;
 constexpr auto cs = chatgate::str;
 constexpr auto jstr = chatgate::json_string;
 constexpr const char *kRobotTopic = "/v1.0/im/bot/messages/get";
-constexpr uint64_t kWsPingMs = 60000;
 constexpr uint64_t kBackoffBaseMs = 1000;
 constexpr uint64_t kBackoffCapMs = 60000;
 
@@ -156,7 +156,7 @@ void open_connection(Dingtalk *d) {
         opts.struct_size = sizeof opts;
         opts.url = cs(url);
         opts.connect_timeout_ms = d->request_timeout_ms;
-        opts.ping_interval_ms = kWsPingMs;
+        opts.ping_interval_ms = d->ping_interval_ms;
         uint64_t id = 0;
         if (const int wrc = d->api->ws_connect(d->host, &opts, on_ws_event, d, &id); wrc != 0) {
           return reconnect(d,

@@ -65,27 +65,52 @@ text frames {"specVersion":"1.0","type":"SYSTEM|EVENT|CALLBACK","headers":{..},
 "data":"<JSON>"}; upstream acks {"code":200,"headers":{"messageId",
 "contentType"},"message":"OK","data":"<JSON>"} are recorded by messageId.
 
+Problems: whatever the client sends that DingTalk would refuse as malformed
+or that breaks the protocol is recorded (GET /_control/problems), so that a
+test can assert at its end that there was none: a body that is not UTF-8
+JSON or not sent as application/json; an answer with a code that says the
+request was built wrong (Missing*, AuthenticationFailed.MissingParameter,
+invalidParameter.*, InvalidAction.NotFound, errcode 40035); an access token
+used after its expireIn ran out (a revoked one is no problem); a session
+webhook used with less than 5 s (less a second's leeway) of its life left;
+a card updated after its final update; an upstream Stream frame that is
+binary, not JSON, an ack with a malformed field, of a messageId never
+sent, or a second ack of one; a WebSocket upgrade with a used, unknown or
+expired ticket. Injected failures (/_control/fail) are never checked.
+
 Control API (same HTTP port, JSON):
   GET  /_control/calls     {"calls":[{method,path,headers,token,body,status,
-                           code|errcode[,failed]}]}
+                           at (unix s),code|errcode[,failed]}]}
+  GET  /_control/problems  {"problems":[{where:http|stream,problem,..}]}
+  GET  /_control/tokens    {"tokens":[{token,issued_at,expires_at (unix s),
+                           expire_in,revoked}]}
   GET  /_control/messages  {"messages":[{kind:o2o|group|session|robot,..}],
                            "counts":{o2o,group,session,robot,total}}
   GET  /_control/cards     {"cards":{outTrackId:{request,cardTemplateId,spaces,
                            cardParamMap,updates,content,state,late_updates}}}
   GET  /_control/sessions  {"sessions":{id:{url,expires_ms,expired}}}
   GET  /_control/stream    {"connections","connects","tickets_used","rejected",
-                           "rejections","ws_pings","frames","acks","opens",
-                           "pushes","pings","disconnects","clients"}
+                           "rejections","ws_pings","ws_ping_log":[{at,
+                           connection_id,answered}],"answer_pings","frames",
+                           "acks","opens","pushes","pings","disconnects":[{..,
+                           sent_at,client_left_after (s, when the client
+                           closed first)}],"clients"}
   POST /_control/expire_tokens            every issued token becomes invalid
-  POST /_control/fail {"path":prefix,"count":n,"status":429,"body":{..},"headers":{..}}
+  POST /_control/fail {"path":prefix,"count":n,"status":429,"body":{..},"headers":{..}
+                           [,"drop":true]}
                            the next n calls whose path (with query) starts
-                           with prefix get that answer and have no effect
-  POST /_control/reset     forget calls, messages, cards, failures and the
-                           stream records and counters (not tokens, sessions,
-                           tickets or open connections)
+                           with prefix get that answer (or, with drop, the
+                           connection closed in the middle of one) and have
+                           no effect
+  POST /_control/reset     forget calls, messages, cards, failures, problems
+                           and the stream records and counters, answer pings
+                           again (not tokens, sessions, tickets or open
+                           connections)
   POST /_control/session {"expires_in_ms":n}   -> {"url","session","expires_ms"}
   POST /_control/session/expire {"url"|"session"}  -> {"expired":true} or 404
-  POST /_control/stream/config {"open_code":n,"ticket_ttl":s}
+  POST /_control/stream/config {"open_code":n,"ticket_ttl":s,"answer_pings":bool}
+                           answer_pings false: WebSocket pings get no pong
+                           (a gateway gone silent)
   POST /_control/stream/push {"topic","type":"CALLBACK","data":{..},
                            "message_id"?,"headers"?:{..},"data_raw"?:"..","raw"?:".."}
                            to the newest open connection -> {"sent":true,
@@ -104,6 +129,7 @@ import hmac
 import http
 import json
 import logging
+import socket
 import sys
 import threading
 import time
@@ -212,6 +238,15 @@ def ack_frame(message_id, data=None, code=200, message="OK"):
 # ---------------------------------------------------------------- state
 
 LOCK = threading.Lock()
+# A client keeps off a session webhook with less than this left (the
+# channel's documented margin), allowing this long for the request's way.
+SESSION_MARGIN_MS, SESSION_LATENCY_MS = 5000, 1000
+# Answers that mean the client built the request wrong (not a refused
+# credential, a revoked token, a retired session or an unknown robot, which
+# tests provoke on purpose): each is recorded as a problem.
+WRONG_REQUEST_CODES = ("Missing", "AuthenticationFailed.MissingParameter", "invalidParameter",
+                       "InvalidAction.NotFound")
+WRONG_REQUEST_ERRCODES = (40035,)
 MSG_KEYS = {"sampleText": ("content",), "sampleMarkdown": ("title", "text")}
 OPEN_ERRORS = {429: ("Throttling", "请求频率超过限制"), 500: ("unknownError", "未知错误"),
                503: ("ServiceUnavailable", "服务不可用"), 401: ("authFailed", "鉴权失败"),
@@ -221,12 +256,13 @@ OPEN_ERRORS = {429: ("Throttling", "请求频率超过限制"), 500: ("unknownEr
 class Fake:
     def __init__(self, args):
         self.args = args
-        self.tokens = {}            # token -> monotonic expiry
+        self.tokens = {}            # token -> {"expiry" (monotonic), "issued_at", "expires_at" (unix s), "expire_in", "revoked"}
         self.n = {}                 # id counters
         self.sessions = {}          # id -> {"url", "expires_ms", "expired"}
         self.tickets = {}           # ticket -> {"expiry": monotonic, "used": bool}
         self.open_code = args.open_code
         self.ticket_ttl = args.ticket_ttl
+        self.answer_pings = True    # WebSocket pings get their pong
         self.clients = []           # {"ws", "ticket", "connection_id", "open", ...}
         self.http_port = self.ws_port = None
         self.loop = None
@@ -236,8 +272,15 @@ class Fake:
         self.calls, self.messages, self.cards, self.failures = [], [], {}, []
         self.frames, self.acks, self.opens, self.pushes = [], {}, [], []
         self.pings, self.disconnects, self.rejections, self.tickets_used = [], [], [], []
+        self.problems, self.ws_ping_log = [], []
         self.connects = self.ws_pings = 0
+        self.answer_pings = True
         self.clients = [c for c in self.clients if c["open"]]
+
+    def problem(self, where, what, **detail):
+        """Records something the client sent that DingTalk would refuse or
+        that breaks the protocol's rules (LOCK held)."""
+        self.problems.append(dict(detail, where=where, problem=what))
 
     def next(self, name):
         self.n[name] = self.n.get(name, 0) + 1
@@ -250,9 +293,16 @@ class Fake:
                 return f
         return None
 
-    def token_ok(self, token):
-        expiry = self.tokens.get(token)
-        return expiry is not None and time.monotonic() < expiry
+    def token_state(self, token):
+        """"ok", "unknown", "revoked" (POST /_control/expire_tokens) or
+        "expired" (its expireIn has passed: the client should have fetched
+        a new one before)."""
+        entry = self.tokens.get(token)
+        if entry is None:
+            return "unknown"
+        if entry["revoked"]:
+            return "revoked"
+        return "ok" if time.monotonic() < entry["expiry"] else "expired"
 
     def session_url(self, sid):
         return "http://127.0.0.1:%d/robot/sendBySession?session=%s" % (self.http_port, sid)
@@ -295,7 +345,12 @@ class Api:
             if not token:
                 return api_err(400, "AuthenticationFailed.MissingParameter",
                                "缺少参数：x-acs-dingtalk-access-token")
-            if not self.f.token_ok(token):
+            state = self.f.token_state(token)
+            if state == "expired":
+                entry = self.f.tokens[token]
+                self.f.problem("http", "%s %s with access token %s, %.1f s after its expireIn (%d s) ran out"
+                               % (method, path, token, time.time() - entry["expires_at"], entry["expire_in"]))
+            if state != "ok":
                 return api_err(self.f.args.auth_status, "InvalidAuthentication", "不合法的access_token")
             if not isinstance(body, dict):
                 return missing("body")
@@ -321,7 +376,9 @@ class Api:
         if body.get("appKey") != a.client_id or body.get("appSecret") != a.client_secret:
             return api_err(400, "invalidClientIdOrSecret", "无效的clientId或者clientSecret")
         token = "tok-%d" % f.next("token")
-        f.tokens[token] = time.monotonic() + a.token_expire
+        now = time.time()
+        f.tokens[token] = {"token": token, "expiry": time.monotonic() + a.token_expire, "issued_at": now,
+                           "expires_at": now + a.token_expire, "expire_in": a.token_expire, "revoked": False}
         return 200, {"accessToken": token, "expireIn": a.token_expire}
 
     def open_connection(self, body):
@@ -421,6 +478,12 @@ class Api:
         f = self.f
         sid = query.get("session", [""])[0]
         session = f.sessions.get(sid)
+        if session is not None and not session["expired"] \
+                and session["expires_ms"] - now_ms() < SESSION_MARGIN_MS - SESSION_LATENCY_MS:
+            # Within the last 5 s (less a second for the request's way) or
+            # after its end: the client should have used the OpenAPI.
+            f.problem("http", "session webhook %s used %d ms before its sessionWebhookExpiredTime"
+                      % (sid, session["expires_ms"] - now_ms()))
         if session is None or session["expired"] or now_ms() >= session["expires_ms"]:
             return oapi(300001, "session 不存在")
         error = self.webhook_body_error(body)
@@ -522,6 +585,8 @@ class Api:
         key, late = body["key"], card["state"] in ("finished", "failed")
         if late:
             card["late_updates"] += 1
+            self.f.problem("http", "card %s updated after it was %s" % (body["outTrackId"], card["state"]),
+                           update=body)
         if body.get("isFull"):
             card["content"][key] = body["content"]
         else:
@@ -625,11 +690,17 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_json(400, {"error": repr(exc)})
             return
         token = self.headers.get("x-acs-dingtalk-access-token")
-        call = {"method": method, "path": self.path, "token": token, "body": body,
+        call = {"method": method, "path": self.path, "token": token, "body": body, "at": time.time(),
                 "headers": {k: self.headers[k] for k in HEADERS_OF_INTEREST if k in self.headers}}
         f = self.fake
         with LOCK:
             f.calls.append(call)
+            where = "%s %s" % (method, url.path)
+            if raw and isinstance(body, str):
+                f.problem("http", "%s: the body is not UTF-8 JSON" % where, body=body[:2000])
+            if raw and not self.headers.get("Content-Type", "").startswith("application/json"):
+                f.problem("http", "%s: Content-Type %r, not application/json"
+                          % (where, self.headers.get("Content-Type")))
             failure = f.take_failure(self.path)
             if failure:
                 status, obj, extra = failure["status"], failure["body"], failure["headers"]
@@ -637,11 +708,32 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 status, obj = Api(f).route(method, url.path, urllib.parse.parse_qs(url.query), body, token)
                 extra = None
+                code = obj.get("code") if isinstance(obj, dict) else None
+                errcode = obj.get("errcode") if isinstance(obj, dict) else None
+                if (isinstance(code, str) and code.startswith(WRONG_REQUEST_CODES)) \
+                        or errcode in WRONG_REQUEST_ERRCODES:
+                    f.problem("http", "%s: DingTalk would refuse it: %s %s"
+                              % (where, code or errcode, obj.get("message") or obj.get("errmsg")), body=body)
             call["status"] = status
             if isinstance(obj, dict):
                 for key in ("code", "errcode"):
                     if key in obj:
                         call[key] = obj[key]
+            if failure and failure.get("drop"):
+                call["status"] = 0
+        if failure and failure.get("drop"):
+            # A network error: the peer goes away mid-answer (a connection
+            # closed before any byte of the answer would be retried by the
+            # client's HTTP library on its own when it had been reused).
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json;charset=utf-8")
+            self.send_header("Content-Length", "64")
+            self.end_headers()
+            self.wfile.write(b'{"processQueryKey"')
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self.send_json(status, obj, extra)
 
     def control(self, method, path, body):
@@ -650,6 +742,11 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 if path == "/_control/calls":
                     return self.send_json(200, {"calls": f.calls})
+                if path == "/_control/problems":
+                    return self.send_json(200, {"problems": f.problems})
+                if path == "/_control/tokens":
+                    return self.send_json(200, {"tokens": [
+                        {k: v for k, v in t.items() if k != "expiry"} for t in f.tokens.values()]})
                 if path == "/_control/messages":
                     counts = {k: sum(m["kind"] == k for m in f.messages)
                               for k in ("o2o", "group", "session", "robot")}
@@ -666,7 +763,8 @@ class Handler(BaseHTTPRequestHandler):
         else:
             with LOCK:
                 if path == "/_control/expire_tokens":
-                    f.tokens.clear()
+                    for entry in f.tokens.values():
+                        entry["revoked"] = True
                     return self.send_json(200, {"ok": True})
                 if path == "/_control/reset":
                     f.reset()
@@ -677,7 +775,8 @@ class Handler(BaseHTTPRequestHandler):
                                if status == 429 else {"code": "fake.failure", "message": "injected failure"})
                     f.failures.append({"path": body.get("path", "/"), "count": int(body.get("count", 1)),
                                        "status": status, "body": body.get("body", default),
-                                       "headers": body.get("headers") or {}})
+                                       "headers": body.get("headers") or {},
+                                       "drop": bool(body.get("drop"))})
                     return self.send_json(200, {"ok": True})
                 if path == "/_control/session":
                     sid = uuid.uuid4().hex
@@ -698,7 +797,10 @@ class Handler(BaseHTTPRequestHandler):
                         f.open_code = int(body["open_code"])
                     if "ticket_ttl" in body:
                         f.ticket_ttl = float(body["ticket_ttl"])
-                    return self.send_json(200, {"open_code": f.open_code, "ticket_ttl": f.ticket_ttl})
+                    if "answer_pings" in body:
+                        f.answer_pings = bool(body["answer_pings"])
+                    return self.send_json(200, {"open_code": f.open_code, "ticket_ttl": f.ticket_ttl,
+                                                "answer_pings": f.answer_pings})
         self.send_json(404, {"error": "unknown control path " + path})
 
     def control_stream(self, path, body):
@@ -728,10 +830,12 @@ class Server(ThreadingHTTPServer):
 # ---------------------------------------------------------------- Stream gateway
 
 def stream_report(f):
-    clients = [{k: c[k] for k in ("ticket", "connection_id", "open", "close_code")} for c in f.clients]
+    clients = [{k: c.get(k) for k in ("ticket", "connection_id", "open", "close_code", "closed_by_server",
+                                      "closed_at")} for c in f.clients]
     return {"connections": sum(c["open"] for c in f.clients), "connects": f.connects,
             "tickets_used": f.tickets_used, "rejected": len(f.rejections), "rejections": f.rejections,
-            "ws_pings": f.ws_pings, "frames": f.frames, "acks": f.acks, "opens": f.opens,
+            "ws_pings": f.ws_pings, "ws_ping_log": f.ws_ping_log, "answer_pings": f.answer_pings,
+            "frames": f.frames, "acks": f.acks, "opens": f.opens,
             "pushes": f.pushes, "pings": f.pings, "disconnects": f.disconnects, "clients": clients}
 
 
@@ -757,7 +861,11 @@ async def push(f, body):
             return 409, {"sent": False}
         client = clients[-1]
         message_id = body.get("message_id") or new_message_id(f)
-    frame_type, topic = body.get("type", "CALLBACK"), body.get("topic", BOT_TOPIC)
+        frame_type, topic = body.get("type", "CALLBACK"), body.get("topic", BOT_TOPIC)
+        # Recorded before it is sent: its ack may come back at once.
+        record = {"message_id": message_id, "type": frame_type, "topic": topic,
+                  "connection_id": client["connection_id"]}
+        f.pushes.append(record)
     try:
         if "raw" in body:
             await client["ws"].send(body["raw"])
@@ -765,10 +873,9 @@ async def push(f, body):
             data = body["data_raw"] if "data_raw" in body else json.dumps(body.get("data"), ensure_ascii=False)
             await send_frame(f, client, frame_type, topic, data, message_id, body.get("headers"))
     except Exception:
+        with LOCK:
+            record["failed"] = True
         return 409, {"sent": False}
-    with LOCK:
-        f.pushes.append({"message_id": message_id, "type": frame_type, "topic": topic,
-                         "connection_id": client["connection_id"]})
     return 200, {"sent": True, "message_id": message_id}
 
 
@@ -797,7 +904,8 @@ async def system_disconnect(f, delay, reason):
         with LOCK:
             message_id = new_message_id(f)
             record = {"message_id": message_id, "connection_id": client["connection_id"],
-                      "delay": delay, "closed_by_client_first": None}
+                      "delay": delay, "closed_by_client_first": None, "sent_at": time.time(),
+                      "client_left_after": None}
             f.disconnects.append(record)
         try:
             await send_frame(f, client, "SYSTEM", "disconnect", {"reason": reason}, message_id)
@@ -811,6 +919,8 @@ async def system_disconnect(f, delay, reason):
 async def close_later(f, client, record):
     with LOCK:
         record["closed_by_client_first"] = not client["open"]
+        if client["open"]:
+            client["closed_by_server"] = True
         client["open"] = False
     await client["ws"].close(1000, "disconnect")
 
@@ -820,6 +930,7 @@ async def drop_clients(f):
         clients = open_clients(f)
         for c in clients:
             c["open"] = False
+            c["closed_by_server"] = True
     for c in clients:
         c["ws"].transport.abort()  # TCP close, no close frame
     return 200, {"dropped": len(clients)}
@@ -831,11 +942,13 @@ def record_upstream(f, text):
         frame = json.loads(text)
     except ValueError:
         f.frames.append({"error": "not JSON", "text": text[:2000]})
+        f.problem("stream", "an upstream frame is not JSON", text=text[:2000])
         return
     record = {"frame": frame}
     f.frames.append(record)
     if not isinstance(frame, dict):
         record["error"] = "not a JSON object"
+        f.problem("stream", "an upstream frame is not a JSON object", text=text[:2000])
         return
     headers = frame.get("headers") if isinstance(frame.get("headers"), dict) else {}
     message_id = headers.get("messageId")
@@ -861,7 +974,11 @@ def record_upstream(f, text):
         | {d["message_id"] for d in f.disconnects}
     if is_str(message_id) and message_id not in known:
         problems.append("unknown messageId")
+    if is_str(message_id) and message_id in f.acks:
+        problems.append("a second ack of the same messageId")
     ack["problems"] = problems
+    for problem in problems:
+        f.problem("stream", "ack of %r: %s" % (message_id, problem), frame=frame)
     if is_str(message_id):
         f.acks[message_id] = ack
         for ping in f.pings:
@@ -876,12 +993,21 @@ def make_ws_server(f):
     import websockets
 
     class Protocol(websockets.WebSocketServerProtocol):
+        connection_id = None
+
         async def read_frame(self, max_size):
             frame = await super().read_frame(max_size)
             if frame.opcode == websockets.frames.Opcode.PING:
                 with LOCK:
                     f.ws_pings += 1
+                    f.ws_ping_log.append({"at": time.time(), "connection_id": self.connection_id,
+                                          "answered": f.answer_pings})
             return frame
+
+        async def pong(self, data=b""):
+            # A gateway gone silent answers nothing (stream/config answer_pings).
+            if f.answer_pings:
+                await super().pong(data)
 
     def ticket_of(path):
         url = urllib.parse.urlsplit(path)
@@ -902,6 +1028,7 @@ def make_ws_server(f):
                 reason = "ticket expired"
             if reason:
                 f.rejections.append({"ticket": ticket, "reason": reason})
+                f.problem("stream", "WebSocket upgrade refused: %s" % reason, ticket=ticket)
             else:
                 entry["used"] = True
                 f.tickets_used.append(ticket)
@@ -913,7 +1040,8 @@ def make_ws_server(f):
     async def handler(ws):
         _, ticket = ticket_of(ws.path)
         client = {"ws": ws, "ticket": ticket, "connection_id": "conn-%s" % uuid.uuid4().hex[:16],
-                  "open": True, "close_code": None}
+                  "open": True, "close_code": None, "closed_by_server": False}
+        ws.connection_id = client["connection_id"]
         with LOCK:
             f.clients.append(client)
             f.connects += 1
@@ -922,6 +1050,7 @@ def make_ws_server(f):
                 with LOCK:
                     if isinstance(message, bytes):
                         f.frames.append({"error": "binary message", "hex": message[:64].hex()})
+                        f.problem("stream", "a binary upstream message", hex=message[:64].hex())
                     else:
                         record_upstream(f, message)
         except websockets.ConnectionClosed:
@@ -930,6 +1059,11 @@ def make_ws_server(f):
             with LOCK:
                 client["open"] = False
                 client["close_code"] = ws.close_code
+                client["closed_at"] = time.time()
+                if not client["closed_by_server"]:
+                    for d in f.disconnects:
+                        if d["connection_id"] == client["connection_id"] and d["client_left_after"] is None:
+                            d["client_left_after"] = client["closed_at"] - d["sent_at"]
 
     return websockets.serve(handler, "127.0.0.1", 0, create_protocol=Protocol,
                             process_request=process_request, max_size=None,

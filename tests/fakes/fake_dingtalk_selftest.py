@@ -108,6 +108,9 @@ class Running(unittest.TestCase):
     def call(self, method, path, body=None, token=None, conn=None, raw=None):
         return api(self.port, method, path, body, token, conn, raw)
 
+    def problems(self):
+        return self.call("GET", "/_control/problems")[1]["problems"]
+
     def token(self):
         status, data, _ = self.call("POST", "/v1.0/oauth2/accessToken", APP)
         self.assertEqual((status, data["expireIn"]), (200, 7200))
@@ -164,6 +167,31 @@ class Running(unittest.TestCase):
         t2 = self.token()
         self.assertNotEqual(t1, t2)
         self.assertEqual(self.o2o(t2)[0], 200)
+        # Requests built wrong are problems; refused credentials, an unknown
+        # robot, an unknown or revoked token are not.
+        problems = self.problems()
+        self.assertEqual([p["problem"].split(": ", 2)[-1].split(" ")[0] for p in problems],
+                         ["AuthenticationFailed.MissingParameter", "invalidParameter.msgKey",
+                          "invalidParameter.msgParam", "invalidParameter.msgParam", "MissingmsgParam",
+                          "MissinguserIds"], problems)
+        self.assertTrue(all(p["where"] == "http" for p in problems), problems)
+        _, data, _ = self.call("GET", "/_control/tokens")
+        self.assertEqual([(t["token"], t["expire_in"], t["revoked"]) for t in data["tokens"]][-2:],
+                         [(t1, 7200, True), (t2, 7200, False)])
+        self.assertAlmostEqual(data["tokens"][-1]["expires_at"] - data["tokens"][-1]["issued_at"], 7200)
+        # Not JSON, or not sent as JSON.
+        self.call("POST", "/v1.0/robot/groupMessages/send", token=t2, raw=b"{broken")
+        conn2 = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn2.request("POST", "/v1.0/robot/groupMessages/send", body=json.dumps({
+            "robotCode": "dingabc", "openConversationId": "cidG", "msgKey": "sampleText",
+            "msgParam": json.dumps({"content": "x"})}), headers={"x-acs-dingtalk-access-token": t2,
+                                                                 "Content-Type": "text/plain"})
+        self.assertEqual(conn2.getresponse().status, 200)
+        conn2.close()
+        problems = self.problems()[6:]
+        self.assertEqual(len(problems), 3, problems)  # the broken body is also Missingbody
+        self.assertIn("not UTF-8 JSON", problems[0]["problem"])
+        self.assertIn("not application/json", problems[2]["problem"])
         _, data, _ = self.call("GET", "/_control/calls")
         calls = data["calls"]
         self.assertEqual(calls[0]["body"], {"appKey": "dingabc", "appSecret": "nope"})
@@ -185,6 +213,15 @@ class Running(unittest.TestCase):
         self.assertEqual(data["counts"]["total"], 1)
         _, data, _ = self.call("GET", "/_control/calls")
         self.assertEqual([c.get("failed", False) for c in data["calls"]], [False, True, False])
+        # A network error: the connection closes in the middle of the answer.
+        self.call("POST", "/_control/fail", {"path": "/v1.0/robot/", "count": 1, "drop": True})
+        with self.assertRaises(http.client.IncompleteRead):
+            self.o2o(t)
+        self.assertEqual(self.o2o(t)[0], 200)
+        _, data, _ = self.call("GET", "/_control/calls")
+        self.assertEqual([(c.get("failed", False), c["status"]) for c in data["calls"][3:]],
+                         [(True, 0), (False, 200)])
+        self.assertEqual(self.problems(), [])
 
     def session(self, expires_in_ms=60000):
         status, data, _ = self.call("POST", "/_control/session", {"expires_in_ms": expires_in_ms})
@@ -217,19 +254,28 @@ class Running(unittest.TestCase):
         self.assertTrue(data["expired"])
         status, data, _ = self.post_url(url, {"msgtype": "text", "text": {"content": "late"}})
         self.assertEqual((status, data["errcode"]), (200, 300001))
+        problems = self.problems()
+        self.assertEqual(len(problems), 3, problems)  # the three bodies DingTalk refuses (40035)
+        self.assertTrue(all("40035" in p["problem"] for p in problems), problems)
         short = self.session(1)
         time.sleep(0.01)
         self.assertEqual(self.post_url(short["url"], {"msgtype": "text", "text": {"content": "x"}})[1]["errcode"],
                          300001)
+        # Used after its end (and within the 5 s margin): a problem.
+        self.assertIn("before its sessionWebhookExpiredTime", self.problems()[-1]["problem"])
+        self.assertEqual(len(self.problems()), 4)
+        within = self.session(3000)
+        self.assertEqual(self.post_url(within["url"], {"msgtype": "text", "text": {"content": "y"}})[1]["errcode"], 0)
+        self.assertEqual(len(self.problems()), 5)
         _, data, _ = self.call("POST", "/robot/sendBySession?session=nope",
                                {"msgtype": "text", "text": {"content": "x"}})
         self.assertEqual(data["errcode"], 300001)
         _, data, _ = self.call("GET", "/_control/messages")
-        self.assertEqual(data["counts"]["session"], 3)
+        self.assertEqual(data["counts"]["session"], 4)
         first = data["messages"][0]
         self.assertEqual((first["kind"], first["session"], first["content"], first["atUserIds"]),
                          ("session", s["session"], {"content": "pong"}, ["staff_u"]))
-        self.assertEqual([m["msgtype"] for m in data["messages"]], ["text", "markdown", "actionCard"])
+        self.assertEqual([m["msgtype"] for m in data["messages"]], ["text", "markdown", "actionCard", "text"])
 
     def robot_path(self, timestamp, sign, encode=True):
         return "/robot/send?access_token=AT1&timestamp=%s&sign=%s" % (
@@ -317,6 +363,8 @@ class Running(unittest.TestCase):
         self.assertEqual(c1["spaces"], [{"spaceType": "IM_GROUP", "spaceId": "cidG"}])
         self.assertEqual(c1["request"]["cardData"]["cardParamMap"]["content"], "")
         self.assertEqual((c2["state"], c2["late_updates"], c2["content"]), ("inputting", 1, {"content": "after"}))
+        late = [p for p in self.problems() if "updated after" in p["problem"]]
+        self.assertEqual([p["problem"] for p in late], ["card c2 updated after it was failed"])
         self.assertEqual([u["state"] for u in c2["updates"]], ["inputting", "failed", "inputting"])
 
     # ---------------------------------------------------------------- stream
@@ -330,13 +378,15 @@ class Running(unittest.TestCase):
     def stream_state(self):
         return self.call("GET", "/_control/stream")[1]
 
-    async def wait_state(self, pred):
-        for _ in range(100):
+    async def wait_state(self, pred, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
             got = await asyncio.to_thread(self.stream_state)
             if pred(got):
                 return got
+            if time.monotonic() > deadline:
+                self.fail("stream state never matched: %s" % json.dumps(got)[:800])
             await asyncio.sleep(0.02)
-        self.fail("stream state never matched: %s" % json.dumps(got)[:800])
 
     def test_stream(self):
         status, data, _ = self.open_connection("wrong")
@@ -348,14 +398,15 @@ class Running(unittest.TestCase):
         self.assertEqual(self.call("POST", "/_control/stream/push", {"data": {}})[0], 409)
         url = "%s?ticket=%s" % (endpoint, urllib.parse.quote_plus(ticket))
         asyncio.run(self.ws_session(url))
-        got = self.stream_state()
-        self.assertEqual((got["connections"], got["connects"]), (0, 3))
+        # The server sees the last close a moment after the client.
+        got = asyncio.run(self.wait_state(lambda g: g["connections"] == 0))
+        self.assertEqual((got["connections"], got["connects"]), (0, 4))
         self.assertEqual(got["tickets_used"][0], ticket)
         self.assertEqual([r["reason"] for r in got["rejections"]],
                          ["ticket already used", "unknown ticket", "ticket expired"])
         self.assertEqual(got["rejected"], 3)
         self.assertEqual(got["opens"][1]["subscriptions"][1], {"type": "CALLBACK", "topic": fd.BOT_TOPIC})
-        self.assertEqual([o["status"] for o in got["opens"]], [401, 200, 200, 200, 200])
+        self.assertEqual([o["status"] for o in got["opens"]], [401, 200, 200, 200, 200, 200])
         self.assertGreaterEqual(got["ws_pings"], 1)
 
     def fresh_url(self):
@@ -406,8 +457,30 @@ class Running(unittest.TestCase):
             await ws.send(json.dumps(fd.ack_frame(ping["message_id"], frame["data"])))
             got = await self.wait_state(lambda g: g["pings"] and g["pings"][0]["answered"])
             self.assertTrue(got["pings"][0]["ok"])
+            problems = await asyncio.to_thread(self.problems)  # the two refused upgrades above
+            self.assertEqual([p["problem"] for p in problems],
+                             ["WebSocket upgrade refused: ticket already used",
+                              "WebSocket upgrade refused: unknown ticket"])
             await ws.send("not json")
             await self.wait_state(lambda g: g["frames"] and g["frames"][-1].get("error") == "not JSON")
+            await ws.send(json.dumps(fd.ack_frame(mid, {"response": None})))  # a second ack
+            await self.wait_state(lambda g: len(g["frames"]) == 4)
+            problems = (await asyncio.to_thread(self.problems))[2:]
+            self.assertEqual([(p["where"], p["problem"]) for p in problems],
+                             [("stream", "an upstream frame is not JSON"),
+                              ("stream", "ack of %r: a second ack of the same messageId" % mid)])
+            # A silent gateway: pings get no pong.
+            await asyncio.wait_for(await ws.ping(), 5)
+            await asyncio.to_thread(call, "POST", "/_control/stream/config", {"answer_pings": False})
+            waiter = await ws.ping()
+            with self.assertRaises(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(waiter), 0.5)
+            await asyncio.to_thread(call, "POST", "/_control/stream/config", {"answer_pings": True})
+            await asyncio.wait_for(await ws.ping(), 5)  # the answer to this one answers both
+            got = await asyncio.to_thread(self.stream_state)
+            self.assertEqual([p["answered"] for p in got["ws_ping_log"]][-3:], [True, False, True])
+            self.assertTrue(all(p["connection_id"] == frame["headers"]["connectionId"]
+                                for p in got["ws_ping_log"][-3:]), got["ws_ping_log"])
             # SYSTEM disconnect, then the server closes
             start = time.monotonic()
             _, data, _ = await asyncio.to_thread(call, "POST", "/_control/stream/disconnect", {"delay": 0.3})
@@ -421,6 +494,15 @@ class Running(unittest.TestCase):
             self.assertGreater(time.monotonic() - start, 0.25)
         got = await self.wait_state(lambda g: g["connections"] == 0)
         self.assertFalse(got["disconnects"][0]["closed_by_client_first"])
+        self.assertIsNone(got["disconnects"][0]["client_left_after"])
+        # A client that leaves at once on a disconnect notice.
+        async with websockets.connect(await asyncio.to_thread(self.fresh_url)) as ws:
+            await self.wait_state(lambda g: g["connections"] == 1)
+            await asyncio.to_thread(call, "POST", "/_control/stream/disconnect", {"delay": 5})
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            self.assertEqual(frame["headers"]["topic"], "disconnect")
+        got = await self.wait_state(lambda g: g["disconnects"][1]["client_left_after"] is not None)
+        self.assertLess(got["disconnects"][1]["client_left_after"], 5)
         # a new ticket, then a drop
         async with websockets.connect(await asyncio.to_thread(self.fresh_url)) as ws:
             await self.wait_state(lambda g: g["connections"] == 1)
