@@ -262,6 +262,15 @@ void on_event(Call *c, std::string_view data) {
   if (d.done) c->done_seen = true;
 }
 
+// One event's data, handed out by the SSE parser.
+void on_sse_data(Call *c, std::string_view data) {
+  if (!c->sse_seen) {
+    c->sse_seen = true;
+    std::string().swap(c->raw);  // a real stream: the copy is not needed
+  }
+  on_event(c, data);
+}
+
 int on_data(void *arg, int32_t status, cg_str_t chunk) {
   auto *c = static_cast<Call *>(arg);
   c->status = status;
@@ -269,13 +278,7 @@ int on_data(void *arg, int32_t status, cg_str_t chunk) {
     if (c->error_body.size() < 4096) c->error_body.append(sv(chunk));
     return 0;
   }
-  c->sse.feed(sv(chunk), [c](std::string_view data) {
-    if (!c->sse_seen) {
-      c->sse_seen = true;
-      std::string().swap(c->raw);  // a real stream: the copy is not needed
-    }
-    on_event(c, data);
-  });
+  c->sse.feed(sv(chunk), [c](std::string_view data) { on_sse_data(c, data); });
   if (!c->sse_seen && !c->raw_over) {
     if (c->raw.size() + chunk.len > kMaxJsonBody) {
       c->raw_over = true;
@@ -372,6 +375,8 @@ void on_http_done(void *arg, int result, const cg_http_client_response_t *resp) 
   const int32_t status = resp->status;
   if (status == 200) {
     if (o->stream) {
+      // The body is whole: an event that lacks only its blank line counts.
+      c->sse.finish([c](std::string_view data) { on_sse_data(c, data); });
       if (c->done_seen) {
         finish(c, 0, c->answer);
         return;

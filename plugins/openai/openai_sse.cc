@@ -5,19 +5,55 @@
 
 namespace cg::openai {
 
-void SseLines::feed(std::string_view chunk, const std::function<void(std::string_view)> &on_data) {
+void SseLines::feed(std::string_view chunk, const OnData &on_data) {
+  if (skip_lf_ && !chunk.empty()) {
+    skip_lf_ = false;
+    if (chunk.front() == '\n') chunk.remove_prefix(1);  // the LF of a CR LF
+  }
+  // Only the new bytes can hold a line end: buf_ holds none.
+  size_t pos = buf_.size();
   buf_.append(chunk);
   size_t start = 0;
-  for (size_t nl; (nl = buf_.find('\n', start)) != std::string::npos; start = nl + 1) {
-    std::string_view line(buf_.data() + start, nl - start);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.starts_with("data:")) {
-      line.remove_prefix(5);
-      if (!line.empty() && line.front() == ' ') line.remove_prefix(1);
-      on_data(line);
+  while ((pos = buf_.find_first_of("\r\n", pos)) != std::string::npos) {
+    line(std::string_view(buf_).substr(start, pos - start), on_data);
+    if (buf_[pos] == '\r') {
+      if (pos + 1 == buf_.size()) {
+        skip_lf_ = true;  // an LF may still come with the next chunk
+      } else if (buf_[pos + 1] == '\n') {
+        pos++;
+      }
     }
+    start = ++pos;
   }
   buf_.erase(0, start);
+}
+
+void SseLines::finish(const OnData &on_data) {
+  dispatch(on_data);
+  clear();
+}
+
+void SseLines::line(std::string_view line, const OnData &on_data) {
+  if (line.empty()) {
+    dispatch(on_data);
+    return;
+  }
+  if (line.front() == ':') return;  // a comment (keep-alive)
+  const size_t colon = line.find(':');
+  const std::string_view field = line.substr(0, colon);
+  std::string_view value;
+  if (colon != std::string_view::npos) {
+    value = line.substr(colon + 1);
+    if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+  }
+  if (field == "data") data_.append(value).push_back('\n');
+}
+
+void SseLines::dispatch(const OnData &on_data) {
+  if (data_.empty()) return;  // no data line: nothing to hand out
+  data_.pop_back();           // the last line's LF
+  on_data(data_);
+  data_.clear();
 }
 
 SseDelta sse_delta_parse(simdjson::dom::parser &parser, std::string_view data,

@@ -14,17 +14,37 @@
 
 namespace cg::openai {
 
-// Collects bytes as they arrive and hands out each complete `data:` line
-// (a trailing CR and the one optional space after the colon removed).
-// Other fields (event:, id:, comments) are skipped: the chat completions
-// stream uses data lines only.
+// Collects bytes as they arrive and hands out each complete event's data,
+// as the server-sent events format defines it (WHATWG HTML, "Server-sent
+// events"): lines end with CR LF, LF or CR (a CR LF cut between two chunks
+// is still one line end); a line that starts with a colon is a comment;
+// a field's value is what follows the colon, one leading space removed (a
+// line without a colon is a field with an empty value); an event's `data`
+// lines are joined with LF and handed out at the blank line that ends it.
+// Other fields (event:, id:, retry:) are skipped: the chat completions
+// stream uses data only. Nothing bounds a line's length here: the host's
+// httpClient.maxResponseBytes bounds the whole body.
 class SseLines {
  public:
-  void feed(std::string_view chunk, const std::function<void(std::string_view)> &on_data);
-  void clear() { buf_.clear(); }
+  using OnData = std::function<void(std::string_view)>;
+  void feed(std::string_view chunk, const OnData &on_data);
+  // The end of the stream. The format drops an event that no blank line
+  // ended; a service that omits the last blank line is forgiven: data whose
+  // lines all ended is handed out. An unended last line is dropped.
+  void finish(const OnData &on_data);
+  void clear() {
+    buf_.clear();
+    data_.clear();
+    skip_lf_ = false;
+  }
 
  private:
-  std::string buf_;
+  void line(std::string_view line, const OnData &on_data);
+  void dispatch(const OnData &on_data);
+
+  std::string buf_;       // the unended line so far
+  std::string data_;      // the event's data lines so far, each followed by LF
+  bool skip_lf_ = false;  // the last chunk ended with CR: an LF first ends no line
 };
 
 // One payload: "[DONE]" ends the stream; otherwise the text pieces of

@@ -4,23 +4,21 @@ import http.client
 import json
 import re
 import threading
-import time
 import unittest
 
-from harness import Chatgate, chat, free_port, get, make_config, post_json, raw_exchange
+from harness import Chatgate, chat, get, make_config, post_json, raw_exchange, wait_for
+from test_openai import KEY, MODEL_ARGS, FakeChecked, FakeOpenAI, openai_config
 
 
 class ChatTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.port = free_port()
-        cls.cg = Chatgate(make_config(cls.port, router_extra="  contextTurns: 3")).start()
+        cls.cg = Chatgate(make_config(0, router_extra="  contextTurns: 3")).start()
+        cls.port = cls.cg.port
 
     @classmethod
     def tearDownClass(cls):
-        rc = cls.cg.stop()
-        cls.cg.__exit__(None, None, None)
-        assert rc == 0, rc
+        cls.cg.__exit__(None, None, None)  # stops it; fails unless it exits 0
 
     def test_answer_counts_context_turns(self):
         for turn in (1, 2, 3):
@@ -45,7 +43,8 @@ class ChatTest(unittest.TestCase):
 
     def test_reset_clears_context(self):
         chat(self.port, "dave", "a")
-        chat(self.port, "dave", "b")
+        _, body, _ = chat(self.port, "dave", "b")
+        self.assertEqual(body["answer"], "echo: b (turn 2)")  # there was a context
         status, body, _ = chat(self.port, "dave", "/reset")
         self.assertEqual(status, 200)
         self.assertIn("cleared", body["answer"])
@@ -141,94 +140,139 @@ class ConcurrentConversationTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.port = free_port()
         # The model takes a while, so the requests really overlap.
-        cls.cg = Chatgate(make_config(cls.port, echo_config="        delayMs: 50",
+        cls.cg = Chatgate(make_config(0, echo_config="        delayMs: 50",
                                       router_extra="  contextTurns: 20")).start()
+        cls.port = cls.cg.port
 
     @classmethod
     def tearDownClass(cls):
-        rc = cls.cg.stop()
-        cls.cg.__exit__(None, None, None)
-        assert rc == 0, rc
+        cls.cg.__exit__(None, None, None)  # stops it; fails unless it exits 0
 
     def test_pipelined_messages_of_one_conversation_keep_every_turn(self):
         body = json.dumps({"userId": "piper", "query": "q"}).encode()
         one = (b"POST /api/chat HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                b"Content-Length: %d\r\n\r\n" % len(body)) + body
         last = one.replace(b"Host: t\r\n", b"Host: t\r\nConnection: close\r\n")
-        raw = raw_exchange(self.port, one * 4 + last)
+        raw = raw_exchange(self.port, one * 4 + last, timeout=30)
         answers = re.findall(rb'\{"answer":"([^"]*)"\}', raw)
         self.assertEqual(answers, [b"echo: q (turn %d)" % n for n in range(1, 6)], raw)
 
-    def test_parallel_clients_in_one_conversation_keep_every_turn(self):
+
+def received(cg):
+    """chatgate_messages_received_total{channel="api"}, from /metrics."""
+    _, text, _ = get(cg.admin_port, "/metrics")
+    m = re.search(r'^chatgate_messages_received_total\{channel="api"\} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+class HeldModelTest(FakeChecked, unittest.TestCase):
+    """Concurrency seen at the model itself: tests/fakes/fake_openai.py holds
+    calls until the test releases them, so overlap is a fact, not a timing."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeOpenAI(MODEL_ARGS)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.close()
+
+    def start(self):
+        cg = Chatgate(openai_config(self.fake.base + "/v1", router_extra="  contextTurns: 20"),
+                      env={"TEST_MODEL_KEY": KEY}).start()
+        self.addCleanup(cg.__exit__, None, None, None)
+        return cg
+
+    def run_threads(self, calls):
+        """One thread per call: (port, user, query[, conversationId]).
+        Returns the threads and the list their results are appended to."""
         results = []
         lock = threading.Lock()
 
-        def one(i):
-            r = chat(self.port, "user-%d" % i, "hi", conversationId="shared-room")
+        def one(args):
+            port, user, query = args[:3]
+            extra = {"conversationId": args[3]} if len(args) > 3 else {}
+            r = chat(port, user, query, **extra)
             with lock:
                 results.append(r)
 
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+        threads = [threading.Thread(target=one, args=(args,)) for args in calls]
         for t in threads:
             t.start()
+        self.addCleanup(lambda: [t.join(30) for t in threads])
+        self.addCleanup(self.fake.release)
+        return threads, results
+
+    def test_parallel_clients_in_one_conversation_keep_every_turn(self):
+        # Six clients of one conversation at once: the first reaches the model
+        # and is held there; the other five are all in chatgate meanwhile,
+        # behind it. Released, each sees every turn before it.
+        cg = self.start()
+        self.fake.script("hold")
+        threads, results = self.run_threads(
+            [(cg.port, "user-%d" % i, "hi", "shared-room") for i in range(6)])
+        wait_for(lambda: len(self.fake.requests()) >= 1, "the first call at the model")
+        wait_for(lambda: received(cg) == 6, "all six messages in chatgate")
+        self.assertEqual(len(self.fake.requests()), 1)  # the others wait their turn
+        self.assertEqual(results, [])
+        self.fake.release()
         for t in threads:
-            t.join(10)
-        self.assertEqual(sorted(r[0] for r in results), [200] * 6)
-        turns = sorted(int(re.search(r"turn (\d+)", r[1]["answer"]).group(1)) for r in results)
-        self.assertEqual(turns, [1, 2, 3, 4, 5, 6])
-        _, body, _ = chat(self.port, "late", "after", conversationId="shared-room")
-        self.assertEqual(body["answer"], "echo: after (turn 7)")
+            t.join(30)
+        self.assertEqual(sorted(r[0] for r in results), [200] * 6, results)
+        # system prompt + 2 messages per earlier turn + this one.
+        counts = sorted(int(re.search(r"\((\d+) messages\)", r[1]["answer"]).group(1))
+                        for r in results)
+        self.assertEqual(counts, [2, 4, 6, 8, 10, 12])
+        _, body, _ = chat(cg.port, "late", "after", conversationId="shared-room")
+        self.assertEqual(body["answer"], "reply to: after (14 messages)")
 
     def test_other_conversations_do_not_wait(self):
-        # With a 1 s model, 4 conversations served one after the other would
-        # take 4 s; side by side they take about 1 s.
-        port = free_port()
-        with Chatgate(make_config(port, echo_config="        delayMs: 1000")):
-            results = []
-            threads = [threading.Thread(target=lambda i=i: results.append(
-                chat(port, "solo-%d" % i, "x"))) for i in range(4)]
-            started = time.monotonic()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(10)
-            elapsed = time.monotonic() - started
-        self.assertEqual([r[0] for r in results], [200] * 4)
-        self.assertLess(elapsed, 2.5)
+        # Four conversations reach the model side by side: all four calls
+        # are at the model at once, none answered yet.
+        cg = self.start()
+        self.fake.script("hold", "hold", "hold", "hold")
+        threads, results = self.run_threads(
+            [(cg.port, "solo-%d" % i, "x") for i in range(4)])
+        wait_for(lambda: len(self.fake.requests()) == 4, "four calls at the model at once")
+        self.assertEqual(results, [])
+        self.fake.release()
+        for t in threads:
+            t.join(30)
+        self.assertEqual(sorted(r[0] for r in results), [200] * 4, results)
 
 
 class BacklogTest(unittest.TestCase):
     def test_a_backlog_older_than_the_model_timeout_is_answered_busy(self):
-        # Each answer takes 300 ms; a message that waited over 700 ms behind
+        # Each answer takes 100 ms; a message that waited over 1000 ms behind
         # its conversation's earlier ones is answered busy instead of waiting.
-        port = free_port()
-        config = make_config(port, echo_config="        delayMs: 300",
-                             router_extra="  modelTimeoutMs: 700")
+        # The second waits about 100 ms (10x under the limit); the 14th at
+        # least 1100 ms: a lower bound no load can shorten.
+        config = make_config(0, echo_config="        delayMs: 100",
+                             router_extra="  modelTimeoutMs: 1000")
         with Chatgate(config) as cg:
             body = json.dumps({"userId": "pile", "query": "q"}).encode()
             one = (b"POST /api/chat HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                    b"Content-Length: %d\r\n\r\n" % len(body)) + body
             last = one.replace(b"Host: t\r\n", b"Host: t\r\nConnection: close\r\n")
-            raw = raw_exchange(port, one * 4 + last, timeout=10)
+            raw = raw_exchange(cg.port, one * 13 + last, timeout=60)
             statuses = re.findall(rb"HTTP/1.1 (\d+)", raw)
-            self.assertEqual(len(statuses), 5, raw)
+            self.assertEqual(len(statuses), 14, raw)
             self.assertEqual(statuses[:2], [b"200", b"200"])
             self.assertEqual(statuses[-1], b"503")
             self.assertIn(b"busy", raw.split(b"\r\n\r\n")[-1])
-            # Another conversation is answered normally meanwhile and after.
-            status, body, _ = chat(port, "other", "hi")
+            # Another conversation is answered normally afterwards.
+            status, body, _ = chat(cg.port, "other", "hi")
             self.assertEqual(status, 200)
+            self.assertEqual(body["answer"], "echo: hi (turn 1)")
             self.assertEqual(cg.stop(), 0)
-            self.assertIn("waited over 700 ms behind earlier ones", cg.log())
+            self.assertIn("waited over 1000 ms behind earlier ones", cg.log())
 
 
 class ModelFailureTest(unittest.TestCase):
     def run_with(self, echo_config, router_extra=""):
-        port = free_port()
-        with Chatgate(make_config(port, echo_config=echo_config, router_extra=router_extra)) as cg:
-            status, body, _ = chat(port, "u", "hello")
+        with Chatgate(make_config(0, echo_config=echo_config, router_extra=router_extra)) as cg:
+            status, body, _ = chat(cg.port, "u", "hello")
             # Logging is asynchronous: the line may trail the answer, and is
             # flushed by the time the process has exited.
             self.assertEqual(cg.stop(), 0)

@@ -68,3 +68,70 @@ TEST_CASE("context codec: refuses what is not a version-1 context", "[context]")
   CHECK(codec.decode("{\"v\":1,\"turns\":[]}", &storage, &turns));
   CHECK(turns.empty());
 }
+
+// The stored format is shared through the cache (Redis) by instances of
+// different versions during a rolling upgrade: what this version writes
+// is pinned byte for byte, and what it reads back is checked both ways.
+// Changing the golden value means changing the format: bump "v" and keep
+// reading version 1.
+TEST_CASE("context codec: golden version-1 encoding", "[context]") {
+  const std::string nul("nul \0 x", 7);
+  const std::vector<std::string> texts = {
+      "hello",
+      "hi there",
+      "quote \" backslash \\ slash / tab \t newline \n cr \r",
+      "bs \b ff \f " + nul + " one \x01 us \x1f del \x7f",
+      "\xe4\xbd\xa0\xe5\xa5\xbd \xc3\xa9 \xf0\x9f\x91\x8b",  // 你好 é 👋
+      "",
+      "bad \xff byte",
+      "end",
+  };
+  std::vector<ContextTurn> in;
+  for (size_t i = 0; i < texts.size(); i += 2) in.push_back({texts[i], texts[i + 1]});
+
+  const std::string golden =
+      "{\"v\":1,\"turns\":["
+      "{\"u\":\"hello\",\"a\":\"hi there\"},"
+      "{\"u\":\"quote \\\" backslash \\\\ slash / tab \\t newline \\n cr \\r\","
+      "\"a\":\"bs \\b ff \\f nul \\u0000 x one \\u0001 us \\u001f del \x7f\"},"
+      "{\"u\":\"\xe4\xbd\xa0\xe5\xa5\xbd \xc3\xa9 \xf0\x9f\x91\x8b\",\"a\":\"\"},"
+      "{\"u\":\"bad \xef\xbf\xbd byte\",\"a\":\"end\"}"  // an invalid byte is written as U+FFFD
+      "]}";
+  std::string encoded;
+  ContextCodec::encode(in, 10, &encoded);
+  CHECK(encoded == golden);
+  CHECK(encoded.starts_with("{\"v\":1,"));  // the version marker leads
+
+  ContextCodec codec;
+  std::string storage;
+  std::vector<ContextTurn> out;
+  REQUIRE(codec.decode(golden, &storage, &out));
+  REQUIRE(out.size() == in.size());
+  for (size_t i = 0; i < in.size(); i++) {
+    INFO("turn " << i);
+    CHECK(out[i].user == (i == 3 ? std::string_view("bad \xef\xbf\xbd byte") : in[i].user));
+    CHECK(out[i].assistant == in[i].assistant);
+  }
+
+  // Only the last max_turns are written, oldest first.
+  ContextCodec::encode(in, 1, &encoded);
+  CHECK(encoded == "{\"v\":1,\"turns\":[{\"u\":\"bad \xef\xbf\xbd byte\",\"a\":\"end\"}]}");
+  ContextCodec::encode({}, 10, &encoded);
+  CHECK(encoded == "{\"v\":1,\"turns\":[]}");
+}
+
+TEST_CASE("context codec: reads any JSON spelling of a version-1 context", "[context]") {
+  // Another writer of the same version may order keys differently, add
+  // blanks or escape more (\/, \u00e9, a surrogate pair); an added key is
+  // ignored. The text read is the same.
+  const std::string other =
+      "{ \"turns\" : [ { \"a\" : \"hi\\/there\", \"u\" : \"caf\\u00e9 \\ud83d\\udc4b\", "
+      "\"t\" : 123 } ], \"v\" : 1, \"x\" : true }";
+  ContextCodec codec;
+  std::string storage;
+  std::vector<ContextTurn> out;
+  REQUIRE(codec.decode(other, &storage, &out));
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].user == "caf\xc3\xa9 \xf0\x9f\x91\x8b");
+  CHECK(out[0].assistant == "hi/there");
+}
