@@ -8,7 +8,6 @@
 //   SCREENSHOT_DIR=build node tests/browser/admin_page.mjs
 import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -19,25 +18,18 @@ const SHOTS = process.env.SCREENSHOT_DIR || 'build';
 const BROWSER = process.env.CHROMIUM || '/usr/bin/chromium';
 const TOKEN = 'brw-T0ken-' + Math.random().toString(36).slice(2);
 
-function freePort() {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
 function check(cond, what) {
   if (!cond) throw new Error('check failed: ' + what);
   console.log('ok - ' + what);
 }
 
 async function startGateway(dir) {
-  const [api, admin] = [await freePort(), await freePort()];
+  // Port 0: the kernel picks, the ready line says which (a reload keeps them).
   const config = join(dir, 'chatgate.yaml');
   // The test rewrites it to reload: `chart` and `router` vary.
   const write = ({ chart = 1, router = '' } = {}) => writeFileSync(config, `listeners:
-  api: {address: 127.0.0.1, port: ${api}}
-  admin: {address: 127.0.0.1, port: ${admin}}
+  api: {address: 127.0.0.1, port: 0}
+  admin: {address: 127.0.0.1, port: 0}
 admin:
   token: \${ADMIN_TOKEN}
   chartIntervalSeconds: ${chart}
@@ -53,12 +45,15 @@ router: {model: echo, cache: memory${router}}
   let log = '';
   proc.stdout.on('data', (d) => { log += d; });
   proc.stderr.on('data', (d) => { log += d; });
-  const deadline = Date.now() + 10000;
-  while (!log.includes(' ready in ')) {
+  const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+  const deadline = Date.now() + 30000;
+  let ready;
+  while (!(ready = / ready in [0-9.]+ ms: api on http:\/\/[^ ]*:(\d+), admin on http:\/\/[^ ]*:(\d+)/.exec(log))) {
     if (Date.now() > deadline || proc.exitCode !== null) throw new Error('chatgate did not start:\n' + log);
     await new Promise((r) => setTimeout(r, 20));
   }
-  return { proc, api, admin, write, log: () => log };
+  const [api, admin] = [Number(ready[1]), Number(ready[2])];
+  return { proc, api, admin, write, exited, log: () => log };
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'chatgate-browser-'));
@@ -174,6 +169,15 @@ try {
 } finally {
   await browser.close();
   gw.proc.kill('SIGTERM');
+  // The harness's rule: chatgate ends with status 0, no sanitizer report.
+  const { code, signal } = await Promise.race([
+    gw.exited, new Promise((r) => setTimeout(() => r({ code: null, signal: 'timeout' }), 30000))]);
+  if (code !== 0 || /ERROR: (Address|Leak)Sanitizer|runtime error:/.test(gw.log())) {
+    console.error(`chatgate exited with ${code} (signal ${signal}):\n` + gw.log().slice(-4000));
+    failed = true;
+  } else {
+    console.log('ok - chatgate stopped with status 0');
+  }
   rmSync(dir, { recursive: true, force: true });
 }
 if (!gw.log().includes(TOKEN)) {

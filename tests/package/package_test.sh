@@ -47,16 +47,23 @@ $SUDO tail -n 1 /etc/chatgate/chatgate.env | grep -qx "MODEL_SERVICE_KEY=kept" |
   { echo "package-test: after reinstall chatgate.env is $(stat -c '%a %U:%G' /etc/chatgate/chatgate.env)" >&2; exit 1; }
 echo "reinstalled: the edited conffiles were kept"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-API=$(free_port); ADMIN=$(free_port)
+# Listeners on port 0: the ready line in $1 says which ports the kernel
+# picked (a probed-and-released port could be taken before chatgate binds it).
+ready_ports() {
+  line=
+  for _ in $(seq 600); do
+    line=$(grep -o " ready in .*" "$1") && break
+    sleep 0.05
+  done
+  [ -n "$line" ] || { echo "package-test: chatgate not ready:" >&2; cat "$1" >&2; exit 1; }
+  API=$(echo "$line" | sed -n 's/.* api on https*:[^ ]*:\([0-9]*\).*/\1/p')
+  ADMIN=$(echo "$line" | sed -n 's/.* admin on https*:[^ ]*:\([0-9]*\).*/\1/p')
+}
 log=$(mktemp)
-$SUDO env CHATGATE_API_PORT="$API" CHATGATE_ADMIN_PORT="$ADMIN" \
+$SUDO env CHATGATE_API_PORT=0 CHATGATE_ADMIN_PORT=0 \
   runuser -u chatgate -- /usr/bin/chatgate --config /etc/chatgate/chatgate.yaml >"$log" 2>&1 &
 pid=$!
-for _ in $(seq 100); do
-  grep -q " ready in " "$log" && break
-  sleep 0.05
-done
+ready_ports "$log"
 curl -sf "http://127.0.0.1:$API/healthz" | grep -q '"ok"'
 answer=$(curl -sf "http://127.0.0.1:$API/api/chat" -H 'Content-Type: application/json' \
   -d '{"userId":"pkg","query":"hello"}')
@@ -75,9 +82,8 @@ cp -r /usr/share/doc/chatgate-dev/examples/http_bridge "$ex/src"
 cmake -S "$ex/src" -B "$ex/build" >/dev/null
 cmake --build "$ex/build" >/dev/null
 $SUDO install -m 0644 "$ex/build/http_bridge.so" /usr/lib/chatgate/plugins/http_bridge.so
-CB=$(free_port); API=$(free_port); ADMIN=$(free_port)
 cat > "$ex/callback.py" <<PY
-import http.server, sys
+import http.server, os, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -85,14 +91,19 @@ class H(http.server.BaseHTTPRequestHandler):
             f.write(self.headers["X-Conversation-Id"].encode() + b"|" + body)
         self.send_response(204); self.end_headers()
     def log_message(self, *a): pass
-http.server.HTTPServer(("127.0.0.1", $CB), H).serve_forever()
+server = http.server.HTTPServer(("127.0.0.1", 0), H)
+with open("$ex/cb_port.tmp", "w") as f:
+    f.write(str(server.server_address[1]))
+os.rename("$ex/cb_port.tmp", "$ex/cb_port")
+server.serve_forever()
 PY
 python3 "$ex/callback.py" & cb_pid=$!
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$CB/" && break; sleep 0.05; done
+for _ in $(seq 600); do [ -s "$ex/cb_port" ] && break; sleep 0.05; done
+CB=$(cat "$ex/cb_port")
 cat > "$ex/bridge.yaml" <<YAML
 listeners:
-  api: {address: 127.0.0.1, port: $API}
-  admin: {address: 127.0.0.1, port: $ADMIN}
+  api: {address: 127.0.0.1, port: 0}
+  admin: {address: 127.0.0.1, port: 0}
 plugins:
   instances:
     - name: bridge
@@ -105,9 +116,10 @@ plugins:
 router: {model: echo, cache: memory}
 YAML
 chmod 0755 "$ex"; chmod 0644 "$ex/bridge.yaml"
+: > "$log"  # before the start: ready_ports must not read the first run's line
 $SUDO runuser -u chatgate -- /usr/bin/chatgate --config "$ex/bridge.yaml" >"$log" 2>&1 &
 pid=$!
-for _ in $(seq 100); do grep -q " ready in " "$log" && break; sleep 0.05; done
+ready_ports "$log"
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'X-Bridge-Token: pkg-test-token' \
   --data-binary 'hello bridge' "http://127.0.0.1:$API/webhook/bridge?conversation=c1&user=u1&id=m1")
 [ "$code" = 202 ] || { echo "package-test: the bridge answered $code" >&2; cat "$log" >&2; exit 1; }
