@@ -38,6 +38,10 @@ class MessageSink {
   // queue, or this conversation's backlog, is full: tell the platform to
   // retry), CG_ECLOSED (shutting down).
   virtual int submit(InboundMessage msg) = 0;
+  // As submit, answered once the message is safe (see cg_host_api_t.
+  // emit_message_durable): done(arg, status) exactly once, never inside the
+  // call. OWNERSHIP: `arg` is the caller's, held until done ran.
+  virtual void submit_durable(InboundMessage msg, cg_done_cb done, void *arg) = 0;
   // A message the channel received and dropped itself (its policy).
   virtual void count_dropped(std::string_view channel, std::string_view reason) = 0;
   // Checks `msg` and the channel and hands the channel a FINAL reply;

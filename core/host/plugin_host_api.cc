@@ -164,15 +164,30 @@ int h_queue_work(cg_host_t *h, cg_fn work, cg_work_done_cb done, void *arg) {
 
 // ---- messages ----
 
-int h_emit_message(cg_host_t *h, const cg_message_t *msg) {
-  auto *i = inst(h);
+// What both emits refuse at once; 0 with *sink set otherwise.
+int emit_check(PluginInstance *i, const cg_message_t *msg, MessageSink **sink) {
   if (i == nullptr || msg == nullptr) return CG_EINVAL;
   if (i->kind() != CG_KIND_CHANNEL) return CG_EPERM;
   if (msg->struct_size < offsetof(cg_message_t, reply_token) + sizeof(cg_str_t)) return CG_EINVAL;
   if (msg->conversation_id.len == 0 || msg->sender_id.len == 0) return CG_EINVAL;
-  MessageSink *sink = i->services()->sink;
-  if (sink == nullptr) return CG_EUNAVAIL;
+  *sink = i->services()->sink;
+  return *sink == nullptr ? CG_EUNAVAIL : 0;
+}
+
+int h_emit_message(cg_host_t *h, const cg_message_t *msg) {
+  auto *i = inst(h);
+  MessageSink *sink = nullptr;
+  if (int rc = emit_check(i, msg, &sink); rc != 0) return rc;
   return sink->submit(InboundMessage::from_c(i->channel_port(), *msg));
+}
+
+int h_emit_message_durable(cg_host_t *h, const cg_message_t *msg, cg_done_cb done, void *arg) {
+  auto *i = inst(h);
+  if (done == nullptr) return CG_EINVAL;
+  MessageSink *sink = nullptr;
+  if (int rc = emit_check(i, msg, &sink); rc != 0) return rc;
+  sink->submit_durable(InboundMessage::from_c(i->channel_port(), *msg), done, arg);
+  return 0;
 }
 
 // ---- HTTP routes ----
@@ -477,6 +492,7 @@ const cg_host_api_t kHostApi = {
     h_send_message,
     h_set_capabilities,
     h_log_throttled,
+    h_emit_message_durable,
 };
 
 }  // namespace

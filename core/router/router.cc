@@ -213,6 +213,23 @@ void Router::cache_degraded(std::string_view what, int status) {
   }
 }
 
+void Router::submit_durable(InboundMessage msg, cg_done_cb done, void *arg) {
+  const int rc = submit(std::move(msg));
+  if (durable_answers_.empty() && loop_.defer(&Router::answer_durable, this) != 0) {
+    done(arg, CG_ECLOSED);  // the loop is closing: no later turn to answer on
+    return;
+  }
+  durable_answers_.push_back({done, arg, rc});
+}
+
+void Router::answer_durable(void *self) {
+  auto *r = static_cast<Router *>(self);
+  // A done may emit again: it then defers a new batch into the other vector.
+  r->durable_answering_.swap(r->durable_answers_);
+  for (const DurableAnswer &a : r->durable_answering_) a.done(a.arg, a.status);
+  r->durable_answering_.clear();
+}
+
 int Router::submit(InboundMessage msg) {
   if (msg.channel == nullptr) return CG_EINVAL;
   msg.received_ms = loop_.now_ms();

@@ -56,6 +56,9 @@ class Router final : public MessageSink, public ConversationsPort {
   // or the message's conversation backlog (router.maxConversationBacklog)
   // is full, CG_ECLOSED after stop_intake, CG_EINVAL without a channel.
   int submit(InboundMessage msg) override;
+  // As submit, answered through done on a later loop turn. With the
+  // in-memory queue, "safe" is submit's 0: the message is queued here.
+  void submit_durable(InboundMessage msg, cg_done_cb done, void *arg) override;
   // A plugin channel that proactive sends may go through.
   void add_channel(PluginChannelPort *port) { plugin_channels_.push_back(port); }
   ProactiveResult send_proactive(const ProactiveMessage &msg, cg_done_cb done, void *arg) override;
@@ -178,6 +181,14 @@ class Router final : public MessageSink, public ConversationsPort {
   uint64_t cache_warned_ms_ = 0;
   std::string key_buf_;  // reused by submit: no allocation per message
   LogThrottle log_throttle_;
+  // submit_durable's answers, given together on the next loop turn.
+  struct DurableAnswer {
+    cg_done_cb done;
+    void *arg;
+    int status;
+  };
+  std::vector<DurableAnswer> durable_answers_, durable_answering_;
+  static void answer_durable(void *self);
   bool cancelling_ = false;
 };
 

@@ -9,7 +9,7 @@ import unittest
 from harness import FIXTURE_DIR, wait_until
 from test_admin import ECHO_MEMORY, Gateway, request, scrape
 
-CG_EINVAL, CG_EPERM = -1, -15
+CG_EINVAL, CG_EBUSY, CG_EPERM = -1, -5, -15
 
 
 def probe(name, extra=""):
@@ -70,6 +70,33 @@ class ChannelPortTest(unittest.TestCase):
             'chatgate_messages_dropped_total{channel="plain",reason="duplicate"}') == 1))
         self.assertEqual([r["text"] for r in self.finals("plain")],
                          ["echo: first (turn 1)", "echo: second (turn 2)"])
+
+
+    def test_durable_emit_answers_once_the_router_holds_the_message(self):
+        # ABI 1.5: the channel is told through done, after the call returned
+        # (the fixture answers its HTTP request from done).
+        self.assertEqual(self.post("/wsprobe/plain/emitdurable", "c4 evt-9 held")[1], "0")
+        self.assertTrue(wait_until(lambda: len(self.finals("plain")) == 1))
+        self.assertEqual(self.finals("plain")[0]["text"], "echo: held (turn 1)")
+
+
+class DurableEmitRefusalTest(unittest.TestCase):
+    """A message the router does not take reaches the channel's done as the
+    refusal (here the conversation's backlog cap), so it acknowledges
+    nothing and the platform delivers it again."""
+
+    def test_refusal_reaches_done(self):
+        slow = ECHO_MEMORY.replace("plugin: echo.so\n",
+                                   "plugin: echo.so\n      config:\n        delayMs: 60000\n")
+        gw = Gateway(slow + probe("plain", "        partials: false\n"),
+                     router_extra="  maxConversationBacklog: 1\n")
+        with gw:
+            post = lambda body: request(gw.api_port, "/wsprobe/plain/emitdurable", method="POST",
+                                        body=body)[1]
+            self.assertEqual(post("c5 - first"), "0")
+            self.assertEqual(post("c5 - second"), str(CG_EBUSY))
+            # Another conversation is not held back by c5's cap.
+            self.assertEqual(post("c6 - other"), "0")
 
 
 if __name__ == "__main__":

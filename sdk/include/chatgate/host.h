@@ -19,8 +19,8 @@
 extern "C" {
 #endif
 
-typedef struct cg_host_s cg_host_t;         /* one per plugin instance, host-owned */
-typedef struct cg_config_s cg_config_t;     /* an instance's validated config section */
+typedef struct cg_host_s cg_host_t;                   /* one per plugin instance, host-owned */
+typedef struct cg_config_s cg_config_t;               /* an instance's validated config section */
 typedef struct cg_http_exchange_s cg_http_exchange_t; /* one HTTP request awaiting its answer */
 
 /* Completion of an operation without a value. status: 0 or CG_E*.
@@ -57,9 +57,9 @@ typedef struct cg_http_header_s {
 typedef struct cg_http_request_s {
   uint32_t struct_size;
   uint32_t header_count;
-  cg_str_t method;      /* "POST" */
-  cg_str_t path;        /* "/webhook/feishu", percent-encoding untouched */
-  cg_str_t query;       /* after '?', or empty */
+  cg_str_t method;                 /* "POST" */
+  cg_str_t path;                   /* "/webhook/feishu", percent-encoding untouched */
+  cg_str_t query;                  /* after '?', or empty */
   const cg_http_header_t *headers; /* header_count entries */
   cg_str_t body;
   cg_str_t remote_addr; /* the client: "192.0.2.7" or "2001:db8::7"; behind a
@@ -73,8 +73,7 @@ typedef struct cg_http_request_s {
  * dropped). THREAD: loop thread. OWNERSHIP: `req` and every view in it are
  * borrowed until the handler returns; `ex` is the host's, lent until
  * http_respond; `arg` is the one given to http_route_add. */
-typedef void (*cg_http_handler_cb)(void *arg, cg_http_exchange_t *ex,
-                                   const cg_http_request_t *req);
+typedef void (*cg_http_handler_cb)(void *arg, cg_http_exchange_t *ex, const cg_http_request_t *req);
 
 /* --- outbound HTTP (since 1.1) ------------------------------------------ */
 
@@ -158,21 +157,21 @@ typedef enum cg_ws_event_type_e {
 
 typedef struct cg_ws_event_s {
   uint32_t struct_size;
-  uint32_t type;        /* cg_ws_event_type_t */
+  uint32_t type; /* cg_ws_event_type_t */
   uint64_t ws_id;
-  uint32_t opcode;      /* CG_WS_MESSAGE: CG_WS_TEXT or CG_WS_BINARY */
-  int32_t result;       /* CG_WS_CLOSED: 0 after a close handshake (either
-                           side began it); CG_ETIMEDOUT (connect or pings),
-                           CG_EIO (DNS, connect, TLS, or the peer vanished),
-                           CG_EPROTO (upgrade refused or a protocol breach),
-                           CG_ETOOBIG, CG_ECANCELED (shutdown) */
-  int32_t close_code;   /* CG_WS_CLOSED: the close code the peer sent (or we
-                           sent, for our breach); 1005 for none, 1006 when
-                           the connection ended without a close frame */
-  int32_t http_status;  /* CG_WS_CLOSED before CG_WS_OPEN: the upgrade
-                           answer's HTTP status, 0 when none arrived */
-  cg_str_t data;        /* CG_WS_MESSAGE: the payload; CG_WS_CLOSED: the
-                           peer's close reason or why it failed (no secrets) */
+  uint32_t opcode;     /* CG_WS_MESSAGE: CG_WS_TEXT or CG_WS_BINARY */
+  int32_t result;      /* CG_WS_CLOSED: 0 after a close handshake (either
+                          side began it); CG_ETIMEDOUT (connect or pings),
+                          CG_EIO (DNS, connect, TLS, or the peer vanished),
+                          CG_EPROTO (upgrade refused or a protocol breach),
+                          CG_ETOOBIG, CG_ECANCELED (shutdown) */
+  int32_t close_code;  /* CG_WS_CLOSED: the close code the peer sent (or we
+                          sent, for our breach); 1005 for none, 1006 when
+                          the connection ended without a close frame */
+  int32_t http_status; /* CG_WS_CLOSED before CG_WS_OPEN: the upgrade
+                          answer's HTTP status, 0 when none arrived */
+  cg_str_t data;       /* CG_WS_MESSAGE: the payload; CG_WS_CLOSED: the
+                          peer's close reason or why it failed (no secrets) */
 } cg_ws_event_t;
 
 /* Every event of a connection. THREAD: loop thread, never inside a ws_*
@@ -236,8 +235,7 @@ typedef struct cg_host_api_s {
   int (*config_double)(const cg_config_t *cfg, const char *key, double *out);
   int (*config_bool)(const cg_config_t *cfg, const char *key, int *out);
   int (*config_list_size)(const cg_config_t *cfg, const char *key, size_t *out);
-  int (*config_list_item)(const cg_config_t *cfg, const char *key, size_t index,
-                          cg_str_t *out);
+  int (*config_list_item)(const cg_config_t *cfg, const char *key, size_t index, cg_str_t *out);
 
   /* --- scheduling (since 1.0) ---------------------------------------- */
 
@@ -264,8 +262,8 @@ typedef struct cg_host_api_s {
    * only; cb runs there. OWNERSHIP: `arg` is the plugin's; the host holds it
    * until timer_stop returned or a one-shot cb ran. Stop your timers in
    * `stop`: at shutdown the host drops leftovers without calling cb. */
-  int (*timer_start)(cg_host_t *h, uint64_t timeout_ms, uint64_t repeat_ms,
-                     cg_timer_cb cb, void *arg, uint64_t *timer_id);
+  int (*timer_start)(cg_host_t *h, uint64_t timeout_ms, uint64_t repeat_ms, cg_timer_cb cb,
+                     void *arg, uint64_t *timer_id);
 
   /* Stops a timer; its callback never runs again. Returns CG_ENOENT when the
    * timer already finished or was stopped (harmless). THREAD: loop thread
@@ -323,11 +321,11 @@ typedef struct cg_host_api_s {
   /* Reads `key`. THREAD, OWNERSHIP: as above; the value is lent to cb. */
   int (*cache_get)(cg_host_t *h, cg_str_t key, cg_cache_cb cb, void *arg);
   /* Stores `key` unconditionally. THREAD, OWNERSHIP: as above. */
-  int (*cache_set)(cg_host_t *h, cg_str_t key, cg_str_t value, uint64_t ttl_ms,
-                   cg_cache_cb cb, void *arg);
+  int (*cache_set)(cg_host_t *h, cg_str_t key, cg_str_t value, uint64_t ttl_ms, cg_cache_cb cb,
+                   void *arg);
   /* Stores `key` only when absent. THREAD, OWNERSHIP: as above. */
-  int (*cache_set_nx)(cg_host_t *h, cg_str_t key, cg_str_t value, uint64_t ttl_ms,
-                      cg_cache_cb cb, void *arg);
+  int (*cache_set_nx)(cg_host_t *h, cg_str_t key, cg_str_t value, uint64_t ttl_ms, cg_cache_cb cb,
+                      void *arg);
   /* Removes `key` (CG_ENOENT when absent). THREAD, OWNERSHIP: as above. */
   int (*cache_del)(cg_host_t *h, cg_str_t key, cg_cache_cb cb, void *arg);
 
@@ -360,9 +358,8 @@ typedef struct cg_host_api_s {
    * --check-config) and never calls either callback. THREAD: loop thread; callbacks run
    * there. OWNERSHIP: `req` and its views are copied; `arg` is the
    * plugin's and the host holds it until `done` ran. */
-  int (*http_request)(cg_host_t *h, const cg_http_client_request_t *req,
-                      cg_http_data_cb on_data, cg_http_done_cb done, void *arg,
-                      uint64_t *request_id);
+  int (*http_request)(cg_host_t *h, const cg_http_client_request_t *req, cg_http_data_cb on_data,
+                      cg_http_done_cb done, void *arg, uint64_t *request_id);
 
   /* Cancels a request: its `done` gets CG_ECANCELED on a later loop turn,
    * unless it already ran (then CG_ENOENT, harmless). Safe from inside the
@@ -472,6 +469,28 @@ typedef struct cg_host_api_s {
    * THREAD: loop thread. OWNERSHIP: `cause` and `msg` are copied when the
    * line is written, and not kept. (since 1.4) */
   void (*log_throttled)(cg_host_t *h, int level, cg_str_t cause, cg_str_t msg);
+
+  /* --- durable hand-over (since 1.5) ------------------------------------ */
+
+  /* As emit_message, with the answer given once the message is safe, so a
+   * channel acknowledges the platform (webhook answer, long-connection ack)
+   * only for a message that survives this process: done(arg, status) fires
+   * exactly once, never inside the call, with
+   *   0           the router holds the message: in the durable queue when
+   *               one is configured (router.queue), so another instance
+   *               answers it if this one dies; in memory otherwise, exactly
+   *               as emit_message's 0;
+   *   CG_EEXIST   a duplicate of a message the router holds or answered:
+   *               acknowledge it, nothing is lost;
+   *   CG_EBUSY, CG_EUNAVAIL, CG_ECLOSED
+   *               not taken (queue full, queue unreachable, shutting
+   *               down): do not acknowledge, let the platform deliver it
+   *               again.
+   * Returns an error and calls no done for what emit_message refuses at
+   * once (CG_EINVAL, CG_EPERM). THREAD: loop thread; done runs there.
+   * OWNERSHIP: `msg` as in emit_message (copied); `arg` is the plugin's,
+   * held until done ran. */
+  int (*emit_message_durable)(cg_host_t *h, const cg_message_t *msg, cg_done_cb done, void *arg);
 } cg_host_api_t;
 
 #ifdef __cplusplus
