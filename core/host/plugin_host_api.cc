@@ -58,7 +58,17 @@ void h_log(cg_host_t *h, int level, cg_str_t msg) {
 void h_log_throttled(cg_host_t *h, int level, cg_str_t cause, cg_str_t msg) {
   auto *i = inst(h);
   if (i == nullptr) return;
-  if (std::string more; i->log_throttle().due(sv(cause), i->services()->loop->now_ms(), &more)) {
+  LogThrottle &throttle = i->log_throttle();
+  if (!throttle.attached()) {
+    // A held-back stretch whose cause then went quiet still gets its line.
+    throttle.attach(*i->services()->loop, [i](std::string_view, uint64_t held, int lvl,
+                                              std::string_view line) {
+      spdlog::log(static_cast<spdlog::level::level_enum>(log_level_from_cg(lvl)),
+                  "[{}] {} more like this were held back, none since: {}", i->name(), held, line);
+    });
+  }
+  if (std::string more;
+      throttle.due(sv(cause), i->services()->loop->now_ms(), &more, level, sv(msg))) {
     log_line(*i, level, msg, more);
   }
 }

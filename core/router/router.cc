@@ -148,6 +148,10 @@ Router::Router(Loop &loop, const RouterConfig &config, ModelBackend &model, Cach
       metrics_(metrics),
       queue_(std::make_unique<MemoryInboundQueue>(loop, config.max_queue)) {
   queue_->set_consumer([this](InboundMessage &&m) { consume(std::move(m)); });
+  // Every router warning that log_due throttles is a warning.
+  log_throttle_.attach(loop_, [](std::string_view cause, uint64_t held, int, std::string_view) {
+    spdlog::warn("router: {} more '{}' warnings were held back, none since", held, cause);
+  });
   model_latency_ =
       metrics_.histogram("chatgate_model_latency_seconds",
                          fmt::format("model=\"{}\"", model_.name()), "Model backend call latency");

@@ -53,6 +53,8 @@ class FakeOpenAI(FakeProcess):
 
 
 HELD_BACK = re.compile(r"\(and (\d+) more like it since the last such line\)")
+# A cause that went quiet: its count, written a second after its last line.
+FLUSHED = re.compile(r"\] (\d+) more like this were held back, none since: ")
 
 
 def refusals_accounted(log, marker="refused a callback"):
@@ -63,6 +65,10 @@ def refusals_accounted(log, marker="refused a callback"):
     total = 0
     for line in log.splitlines():
         if marker in line:
+            flushed = FLUSHED.search(line)
+            if flushed:
+                total += int(flushed.group(1))
+                continue
             m = HELD_BACK.search(line)
             total += 1 + (int(m.group(1)) if m else 0)
     return total

@@ -47,6 +47,15 @@ class ClosedPort:
         self.close()
 
 
+def sdk_abi():
+    """The SDK's "major.minor" (sdk/include/chatgate/common.h)."""
+    with open(os.path.join(SOURCE_DIR, "sdk", "include", "chatgate", "common.h")) as f:
+        text = f.read()
+    major = re.search(r"#define CG_ABI_MAJOR (\d+)", text).group(1)
+    minor = re.search(r"#define CG_ABI_MINOR (\d+)", text).group(1)
+    return "%s.%s" % (major, minor)
+
+
 DEADLINE = float(os.environ.get("CHATGATE_TEST_DEADLINE", "30"))
 
 

@@ -13,7 +13,7 @@ import time
 import unittest
 
 from channel_support import FakeOpenAI
-from harness import (BIN, DEADLINE, FIXTURE_DIR, ClosedPort, Chatgate, chat, gateway_config,
+from harness import (BIN, DEADLINE, FIXTURE_DIR, ClosedPort, Chatgate, chat, gateway_config, sdk_abi,
                      wait_for)
 
 TOKEN = "adm-7e5t-T0ken-value-31337"
@@ -186,7 +186,7 @@ class MetricsTest(unittest.TestCase):
             self.assertEqual(m['chatgate_model_latency_seconds_count{model="echo"}'], 3)
             self.assertEqual(m['chatgate_plugin_state{plugin_instance="echo",kind="model"}'], 1)
             self.assertEqual(m['chatgate_plugin_state{plugin_instance="memory",kind="cache"}'], 1)
-            self.assertEqual(m['chatgate_build_info{version="0.1.0",abi="1.4"}'], 1)
+            self.assertEqual(m['chatgate_build_info{version="0.1.0",abi="%s"}' % sdk_abi()], 1)
             self.assertGreater(m["process_resident_memory_bytes"], 1e6)
             self.assertGreater(m["process_open_fds"], 3)
             self.assertGreater(m["process_cpu_seconds_total"], 0)

@@ -1,10 +1,11 @@
 """The command line: --version, --check-config, --list-plugins."""
 import os
+import re
 import subprocess
 import tempfile
 import unittest
 
-from harness import BIN, FIXTURE_DIR, PLUGIN_DIR, SOURCE_DIR, make_config
+from harness import BIN, FIXTURE_DIR, PLUGIN_DIR, SOURCE_DIR, make_config, sdk_abi
 
 
 def run(*args, env=None):
@@ -24,7 +25,7 @@ class CliTest(unittest.TestCase):
     def test_version(self):
         rc, out = run("--version")
         self.assertEqual(rc, 0)
-        self.assertRegex(out, r"^chatgate \d+\.\d+\.\d+ \(plugin ABI 1\.4\)")
+        self.assertRegex(out, r"^chatgate \d+\.\d+\.\d+ \(plugin ABI %s\)" % re.escape(sdk_abi()))
 
     def test_unknown_argument(self):
         rc, out = run("--frobnicate")
