@@ -113,7 +113,10 @@ struct Feishu : kit::PluginBase {
   // An inbound event from either mode: policy, then the router, which
   // dedupes on the event id.
   // done(ok): false when the router could not take it (tell the platform
-  // to retry).
+  // to retry). With a 1.5 host (emit_message_durable) done runs on a later
+  // loop turn, once the router holds the message; the caller acknowledges
+  // the platform (webhook answer, long-connection ack) from done only.
+  // Pending answers count in in_flight: stop waits for them.
   void handle_event(Event ev, std::function<void(bool ok)> done);
 
   // ---- feishu_api.cc ----

@@ -23,6 +23,9 @@ ReconnectNonce, then every ReconnectInterval) without answering a replay
 twice, webhook callbacks off without a verificationToken, and the
 refusals (wrong credentials, a refused reconnect, the connection limit) in
 /readyz without a retry loop.
+Both modes: Feishu is acknowledged only for a message the router took (ABI
+1.5's emit_message_durable): one refused by the conversation's backlog cap
+gets a 503 / an ack with code 500, and is answered once delivered again.
 
 Every chatgate listens on port 0. That nothing else arrived is shown by a
 sentinel: a later message, in the same conversation where the router's
@@ -1135,6 +1138,100 @@ class LongConnectionTest(LongConnectionCase):
         self.assertEqual(acks[0]["payload"]["code"], 200)
         self.assertEqual(acks[0]["data_json"]["toast"]["type"], "info")
         self.finish(cg)
+
+
+class AckAfterTheRouterTest(FeishuCase):
+    """Feishu is acknowledged (the webhook's 2xx, the long connection's ack
+    code 200) only once the router holds the message: with a 1.5 host the
+    answer waits for emit_message_durable's done. A conversation's second
+    message while its first is with the model (held by the fake model) is
+    refused by router.maxConversationBacklog 1: it gets no acknowledgement,
+    and is answered once Feishu delivers it again. Like the platform, the
+    test delivers it again until it is taken: the lane frees once the first
+    reply's delivery completed, just after the fake recorded it."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.model = FakeOpenAI()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.model.close()
+
+    def setUp(self):
+        self.model.reset()
+        self.model.script("hold")  # the conversation's first answer waits for release()
+
+    def release(self):
+        self.assertEqual(post_json(self.model.port, "/release", {})[0], 200)
+
+    def gateway(self, **settings):
+        self.fake = self.new_fake()
+        return super().gateway(self.fake, model="gpt", model_instance=self.model.instance_yaml(),
+                               router_extra="  maxConversationBacklog: 1\n", **settings)
+
+    def redeliver_until_taken(self, deliver, refused):
+        """Delivers the refused message again until it is acknowledged;
+        every answer before that must be the refusal. How many refusals."""
+        answers = []
+
+        def taken():
+            answers.append(deliver())
+            self.assertIn(answers[-1], ("taken", refused), answers)
+            return answers[-1] == "taken"
+        wait_for(taken, "the redelivered message to be taken")
+        return len(answers) - 1
+
+    def assert_taken_once(self, cg, refusals):
+        """The refused message reached the model once, after the first
+        answer (its context holds the first turn), and was answered once;
+        every refusal was the backlog cap's."""
+        [second] = self.fake.wait_reply("om_ack2")
+        self.assertEqual(second["content"], {"text": "reply to: second (3 messages)"})
+        self.assertEqual(self.fake.reply_order(), ["om_ack1", "om_ack2"])
+        self.assertEqual(len(self.model.requests()), 2, self.model.requests())
+        self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="fs",
+                                     reason="conversation_backlog"), float(refusals))
+        log = self.finish(cg)
+        self.assertIn("the router is full: Feishu is told to push event ev_om_ack2 again", log)
+
+    def test_webhook_answers_2xx_only_for_a_message_the_router_took(self):
+        port, cg = self.gateway()
+        first = text_event("om_ack1", "first", chat_id="oc_ack")
+        second = text_event("om_ack2", "second", chat_id="oc_ack")
+        self.assertEqual(self.webhook(port, first)[:2], (200, {"msg": "success"}))
+        # The lane is full while the first answer is held: not taken, not 2xx.
+        self.assertEqual(self.webhook(port, second)[:2], (503, {"msg": "busy, retry"}))
+        self.release()
+        [reply] = self.fake.wait_reply("om_ack1")
+        self.assertEqual(reply["content"], {"text": "reply to: first (1 messages)"})
+
+        def deliver():
+            answer = self.webhook(port, second)[:2]
+            return "taken" if answer == (200, {"msg": "success"}) else answer
+        refusals = 1 + self.redeliver_until_taken(deliver, (503, {"msg": "busy, retry"}))
+        self.assert_taken_once(cg, refusals)
+
+    def test_long_connection_acks_only_a_message_the_router_took(self):
+        port, cg = self.gateway(mode="longconn")
+        wait_for(lambda: self.fake.ws()["connections"] == 1, "the long connection")
+        second = text_event("om_ack2", "second", chat_id="oc_ack")
+        frame = self.fake.push(text_event("om_ack1", "first", chat_id="oc_ack"))
+        self.assertEqual([a["payload"]["code"] for a in self.fake.wait_ack(frame)], [200])
+        # The lane is full while the first answer is held: acked with 500,
+        # which makes Feishu push the event again.
+        frame = self.fake.push(second)
+        self.assertEqual([a["payload"]["code"] for a in self.fake.wait_ack(frame)], [500])
+        self.release()
+        self.fake.wait_reply("om_ack1")
+
+        def deliver():  # the platform's redelivery: a new push of the event
+            [ack] = self.fake.wait_ack(self.fake.push(second))
+            return "taken" if ack["payload"]["code"] == 200 else ack["payload"]["code"]
+        refusals = 1 + self.redeliver_until_taken(deliver, 500)
+        codes = [a["payload"]["code"] for a in self.fake.ws()["acks"]]
+        self.assertEqual(codes, [200] + [500] * refusals + [200])
+        self.assert_taken_once(cg, refusals)
 
 
 class LongConnectionRefusedTest(LongConnectionCase):
