@@ -475,7 +475,8 @@ typedef struct cg_host_api_s {
   /* As emit_message, with the answer given once the message is safe, so a
    * channel acknowledges the platform (webhook answer, long-connection ack)
    * only for a message that survives this process: done(arg, status) fires
-   * exactly once, never inside the call, with
+   * exactly once, never inside the call (save once the host's loop is
+   * closing for good: then at once, with CG_ECLOSED), with
    *   0           the router holds the message: in the durable queue when
    *               one is configured (router.queue), so another instance
    *               answers it if this one dies; in memory otherwise, exactly
