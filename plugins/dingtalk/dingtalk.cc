@@ -79,6 +79,8 @@ void on_webhook(void *arg, cg_http_exchange_t *ex, const cg_http_request_t *req)
   if (std::string err = robot_message_parse(sv(req->body), &m); !err.empty()) {
     return d->refuse_callback(ex, 400, "malformed callback: " + err, req);
   }
+  // The exchange stays open until the router holds the message (ABI 1.5:
+  // emit_message_durable's done): 2xx only then, 503 when it did not take it.
   d->handle_message(std::move(m), [d, ex](bool ok) {
     d->respond_json(ex, ok ? 200 : 503, ok ? "{}" : R"({"msg":"busy, retry"})");
   });

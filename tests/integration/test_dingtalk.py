@@ -23,6 +23,9 @@ AI cards with openai.so and tests/fakes/fake_openai.py: streamed, finalized,
 failed, no model retry once part of the answer is out, and the markdown
 fallback. Custom group robots (signed, and a wrong secret reaching the
 admin API as 502) and the admin API's OpenAPI sends.
+Acknowledged only once the router holds the message (ABI 1.5), in both
+modes: a message the router refuses (its conversation's backlog full) gets
+503 / a code-500 Stream ack and is answered once DingTalk delivers it again.
 
 Every test ends by asserting that the fake saw no protocol problem in what
 chatgate sent (GET /_control/problems), and no secret reaches chatgate's
