@@ -79,6 +79,8 @@ void on_webhook(void *arg, cg_http_exchange_t *ex, const cg_http_request_t *req)
   if (std::string err = robot_message_parse(sv(req->body), &m); !err.empty()) {
     return d->refuse_callback(ex, 400, "malformed callback: " + err, req);
   }
+  // The exchange stays open until the router holds the message (ABI 1.5:
+  // emit_message_durable's done): 2xx only then, 503 when it did not take it.
   d->handle_message(std::move(m), [d, ex](bool ok) {
     d->respond_json(ex, ok ? 200 : 503, ok ? "{}" : R"({"msg":"busy, retry"})");
   });
@@ -88,6 +90,69 @@ std::string reply_token(const RobotMessage &m) {
   return "{\"w\":" + jstr(m.session_webhook) + ",\"e\":" + std::to_string(m.session_expires_ms) +
          ",\"u\":" + jstr(m.sender_staff_id.empty() ? m.sender_id : m.sender_staff_id) +
          ",\"c\":" + jstr(m.conversation_id) + ",\"g\":" + (m.group ? "true" : "false") + "}";
+}
+
+// The router did not take the message (full, its queue unreachable, or
+// shutting down): DingTalk is not acknowledged and delivers it again.
+bool not_taken(int rc) { return rc == CG_EBUSY || rc == CG_EUNAVAIL || rc == CG_ECLOSED; }
+
+void log_not_taken(Dingtalk *d, int rc, const std::string &msg_id) {
+  const char *cause = rc == CG_EBUSY      ? "router_busy"
+                      : rc == CG_EUNAVAIL ? "router_unavailable"
+                      : rc == CG_ECLOSED  ? "router_closed"
+                                          : "router_not_taken";
+  const std::string what = rc == CG_EBUSY      ? "the router is full"
+                           : rc == CG_EUNAVAIL ? "the router's queue is unreachable"
+                           : rc == CG_ECLOSED
+                               ? "shutting down"
+                               : std::string("the router answered ") + cg_strerror(rc);
+  d->log_limited(CG_LOG_WARN, cause, what + ": DingTalk is told to deliver " + msg_id + " again");
+}
+
+// One emit_message_durable whose done has not run: the platform's answer
+// (the HTTP callback's response, the Stream ack) waits for it. Counted in
+// in_flight, so a stop waits for it too (the host runs every done before
+// its loop closes).
+struct Pending {
+  Dingtalk *d;
+  std::string msg_id;
+  std::function<void(bool)> done;
+};
+
+void on_durable(void *arg, int status) {
+  std::unique_ptr<Pending> p(static_cast<Pending *>(arg));
+  Dingtalk *d = p->d;
+  d->in_flight--;
+  // Acknowledged only once the router holds it (0) or has it already
+  // (CG_EEXIST, a redelivery); anything else is delivered again.
+  const bool ok = status == 0 || status == CG_EEXIST;
+  if (!ok) log_not_taken(d, status, p->msg_id);
+  p->done(ok);
+  p.reset();
+  d->maybe_stopped();  // last: it may end the stop
+}
+
+// ABI 1.5: the answer to the platform comes from done.
+void emit_durable(Dingtalk *d, const cg_message_t &msg, const std::string &msg_id,
+                  const std::function<void(bool)> &done) {
+  auto p = std::make_unique<Pending>(Pending{d, msg_id, done});
+  d->in_flight++;  // before the call: a closing loop answers inside it
+  const int rc = d->api->emit_message_durable(d->host, &msg, on_durable, p.get());
+  if (rc == 0) {
+    (void)p.release();  // on_durable owns it now, and may have run already
+    return;
+  }
+  // Refused at once, and no done follows.
+  d->in_flight--;
+  if (not_taken(rc)) {
+    log_not_taken(d, rc, msg_id);
+    return done(false);
+  }
+  // A message the router can never take (CG_EINVAL): acknowledged, or
+  // DingTalk would deliver it again and again.
+  d->log_limited(CG_LOG_ERROR, "router_refused",
+                 "the router refused " + msg_id + ": " + cg_strerror(rc));
+  done(true);
 }
 
 void route(Dingtalk *d, const RobotMessage &m, const std::function<void(bool)> &done) {
@@ -124,12 +189,11 @@ void route(Dingtalk *d, const RobotMessage &m, const std::function<void(bool)> &
   // The router dedupes on msgId: DingTalk redelivers, also after an ack,
   // and a second instance sharing the cache must not answer it again.
   msg.dedupe_key = cs(m.msg_id);
+  if (d->api->abi_minor >= 5) return emit_durable(d, msg, m.msg_id, done);
+  // A host older than ABI 1.5: the router's answer now, acknowledged at once.
   const int rc = d->api->emit_message(d->host, &msg);
-  if (rc == CG_EBUSY || rc == CG_ECLOSED) {
-    // Nothing was taken: DingTalk delivers it again.
-    d->log_limited(CG_LOG_WARN, rc == CG_EBUSY ? "router_busy" : "router_closed",
-                   std::string(rc == CG_EBUSY ? "the router is full" : "shutting down") +
-                       ": DingTalk is told to deliver " + m.msg_id + " again");
+  if (not_taken(rc)) {
+    log_not_taken(d, rc, m.msg_id);
     return done(false);
   }
   if (rc != 0) {

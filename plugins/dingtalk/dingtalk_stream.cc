@@ -75,6 +75,10 @@ void on_frame(Dingtalk *d, std::string_view text) {
       d->log(CG_LOG_WARN, "a malformed robot message (" + err + "): acked and dropped");
       return send_text(d, ws_id, ack(id, 200, R"({"response":null})"));
     }
+    // Acked once the router holds it (ABI 1.5: from emit_message_durable's
+    // done, a later turn); 500 when it did not take it, so DingTalk delivers
+    // it again. An ack due on a connection since replaced is not sent: the
+    // gateway redelivers there, and the router dedupes on msgId.
     d->handle_message(std::move(m), [d, ws_id, id](bool ok) {
       send_text(d, ws_id, ok ? ack(id, 200, R"({"response":null})") : ack(id, 500, "{}"));
     });

@@ -23,6 +23,9 @@ AI cards with openai.so and tests/fakes/fake_openai.py: streamed, finalized,
 failed, no model retry once part of the answer is out, and the markdown
 fallback. Custom group robots (signed, and a wrong secret reaching the
 admin API as 502) and the admin API's OpenAPI sends.
+Acknowledged only once the router holds the message (ABI 1.5), in both
+modes: a message the router refuses (its conversation's backlog full) gets
+503 / a code-500 Stream ack and is answered once DingTalk delivers it again.
 
 Every test ends by asserting that the fake saw no protocol problem in what
 chatgate sent (GET /_control/problems), and no secret reaches chatgate's
@@ -135,10 +138,11 @@ class FakeDingTalk(FakeProcess):
         return {c["token"] for c in self.get("/_control/calls")["calls"] if c.get("token")}
 
 
-def dingtalk_config(fake_port, model="echo", model_instance=None, **settings):
+def dingtalk_config(fake_port, model="echo", model_instance=None, router_extra="", **settings):
     """A gateway on port 0 with instance dt (dingtalk.so, Stream mode unless
     `mode` is given), the model (echo.so unless `model_instance` gives
-    another) and memory.so. A setting of None leaves the key out."""
+    another) and memory.so. A setting of None leaves the key out;
+    `router_extra` is YAML for the router section, already indented."""
     cfg = {"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET,
            "apiBase": "http://127.0.0.1:%d" % fake_port, "mode": "stream"}
     cfg.update(settings)
@@ -147,7 +151,7 @@ def dingtalk_config(fake_port, model="echo", model_instance=None, **settings):
     instances = "\n".join(lines) + "\n"
     instances += model_instance or "    - name: echo\n      plugin: echo.so\n"
     instances += "    - name: memory\n      plugin: memory.so\n"
-    return gateway_config(0, instances, model, "memory")
+    return gateway_config(0, instances, model, "memory", router_extra=router_extra)
 
 
 def incoming(fake, msg_id, text, conv, group=True, at_bot=True, staff=STAFF, expires_in_ms=None,
@@ -931,6 +935,119 @@ class AiCardTest(DingTalkCase):
         self.assertEqual({c["body"]["outTrackId"] for c in self.fake.calls("/v1.0/card/streaming")},
                          {"cg_msg_card_fb_next"})
         self.finish(cg)
+
+
+# ------------------------------------------------------------------ acknowledged once held
+
+class DurableAckTest(DingTalkCase):
+    """ABI 1.5: DingTalk is acknowledged (the callback's 2xx, the Stream
+    ack with code 200) only once the router holds the message. A message it
+    refuses (here: router.maxConversationBacklog 1 while the conversation's
+    first message is held at the model) gets 503 / a code-500 ack, and is
+    answered, once, after DingTalk delivers it again."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeDingTalk()
+        cls.model = FakeOpenAI()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.close()
+        cls.model.close()
+
+    def setUp(self):
+        # A previous test's gateway has closed its Stream connection.
+        wait_for(lambda: self.fake.stream()["connections"] == 0, "no open Stream connection")
+        super().setUp()
+        self.model.reset()
+
+    def gateway(self, **settings):
+        return super().gateway(model="gpt", model_instance=self.model.instance_yaml(),
+                               router_extra="  maxConversationBacklog: 1\n", **settings)
+
+    def release(self):
+        self.assertEqual(post_json(self.model.port, "/release", {})[0], 200)
+
+    def held_first(self):
+        """The conversation's first message reached the model, which holds
+        it: its lane is full until the answer is sent."""
+        wait_for(lambda: len(self.model.requests()) == 1, "the first message at the model")
+
+    def answered_in_order(self, sessions):
+        replies = [self.fake.wait_session_reply(s)[0]["content"]["content"] for s in sessions]
+        self.assertEqual([m.get("session") for m in self.fake.messages()], sessions)
+        return replies
+
+    def test_a_refused_callback_gets_no_2xx_and_is_answered_when_delivered_again(self):
+        port, cg = self.gateway(mode="webhook")
+        conv = "cid_durable_cb"
+        self.model.script("hold")
+        first, s1 = incoming(self.fake, "msg_dcb1", " first", conv)
+        self.assertEqual(self.webhook(port, first, signed_headers())[:2], (200, {}))
+        self.held_first()
+        second, s2 = incoming(self.fake, "msg_dcb2", " second", conv)
+        # Not held by the router: no 2xx, so DingTalk delivers it again.
+        status, doc, _ = self.webhook(port, second, signed_headers())
+        self.assertEqual((status, doc), (503, {"msg": "busy, retry"}))
+        self.release()
+        self.fake.wait_session_reply(s1)
+        # DingTalk delivers it again until it is taken: 503 while the first
+        # answer is still on its way out, then 200.
+        def deliver(body):
+            statuses = []
+
+            def taken():
+                statuses.append(self.webhook(port, body, signed_headers())[0])
+                return statuses[-1] == 200
+            wait_for(taken, "a callback taken")
+            self.assertEqual(set(statuses[:-1]) - {503}, set(), statuses)
+        deliver(second)
+        self.fake.wait_session_reply(s2)
+        # Sentinel: the next message's answer comes after the second's, and
+        # nothing else came (the second was answered once, as turn 2).
+        third, s3 = incoming(self.fake, "msg_dcb3", " third", conv)
+        deliver(third)
+        self.assertEqual(self.answered_in_order([s1, s2, s3]),
+                         ["reply to: first (1 messages)", "reply to: second (3 messages)",
+                          "reply to: third (5 messages)"])
+        log = self.finish(cg)
+        self.assertIn("the router is full: DingTalk is told to deliver msg_dcb2 again", log)
+
+    def test_a_refused_stream_message_gets_no_ok_ack_and_is_answered_when_delivered_again(self):
+        port, cg = self.gateway()
+        wait_for(lambda: self.fake.stream()["connections"] == 1, "the Stream connection")
+        conv = "cid_durable_stream"
+        self.model.script("hold")
+        first, s1 = incoming(self.fake, "msg_dst1", " first", conv)
+        ack = self.fake.wait_ack(self.fake.push(first))
+        self.assertEqual((ack["code"], ack["data_json"]), (200, {"response": None}), ack)
+        self.held_first()
+        second, s2 = incoming(self.fake, "msg_dst2", " second", conv)
+        # Not held by the router: the ack says so (not 200), so DingTalk
+        # delivers it again.
+        ack = self.fake.wait_ack(self.fake.push(second))
+        self.assertEqual((ack["code"], ack["message"], ack["problems"]), (500, "error", []), ack)
+        self.release()
+        self.fake.wait_session_reply(s1)
+        # Delivered again (a new frame each time) until an ack says 200.
+        def deliver(body):
+            codes = []
+
+            def taken():
+                codes.append(self.fake.wait_ack(self.fake.push(body))["code"])
+                return codes[-1] == 200
+            wait_for(taken, "a message acked")
+            self.assertEqual(set(codes[:-1]) - {500}, set(), codes)
+        deliver(second)
+        self.fake.wait_session_reply(s2)
+        third, s3 = incoming(self.fake, "msg_dst3", " third", conv)
+        deliver(third)
+        self.assertEqual(self.answered_in_order([s1, s2, s3]),
+                         ["reply to: first (1 messages)", "reply to: second (3 messages)",
+                          "reply to: third (5 messages)"])
+        log = self.finish(cg)
+        self.assertIn("the router is full: DingTalk is told to deliver msg_dst2 again", log)
 
 
 # ------------------------------------------------------------------ proactive sends
