@@ -312,6 +312,27 @@ def wait_for(predicate, what, timeout=DEADLINE, interval=0.02):
     raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
 
 
+def read_until_closed(sock, timeout=DEADLINE):
+    """Every byte `sock` receives until the peer closes it (EOF or reset);
+    fails the test if it is still open after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("still open after %ss; received %r" % (timeout, data[:200]))
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
 def wait_until(predicate, timeout=5, interval=0.02):
     """Polls `predicate` until it is true (True) or `timeout` seconds pass (False)."""
     deadline = time.time() + timeout

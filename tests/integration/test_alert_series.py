@@ -19,6 +19,7 @@ import textwrap
 import unittest
 import http.client
 
+from channel_support import parse_metrics
 from harness import (FIXTURE_DIR, SOURCE_DIR, Chatgate, FakeProcess, gateway_config, make_cert,
                      wait_for)
 
@@ -61,19 +62,6 @@ def rule_selectors(path):
             matchers = re.findall(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"', braces)
             found.append((name, matchers))
     return found
-
-
-def parse_metrics(text):
-    """[(name, {label: value}, sample value)] of every sample line."""
-    samples = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = re.fullmatch(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)', line)
-        assert m, "unparsable metrics line: %r" % line
-        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-        samples.append((m.group(1), labels, float(m.group(3))))
-    return samples
 
 
 def matches(labels, matchers):

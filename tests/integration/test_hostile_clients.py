@@ -10,28 +10,7 @@ import socket
 import time
 import unittest
 
-from harness import DEADLINE, Chatgate, get, make_config, wait_for
-
-
-def read_until_closed(sock, timeout=DEADLINE):
-    """Every byte `sock` receives until the peer closes it (EOF or reset);
-    fails the test if it is still open after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError("still open after %ss; received %r" % (timeout, data[:200]))
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            continue
-        except ConnectionResetError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
+from harness import DEADLINE, Chatgate, get, make_config, read_until_closed, wait_for
 
 
 def simple_get(port, path="/healthz"):

@@ -19,7 +19,8 @@ import threading
 import time
 import unittest
 
-from harness import (BIN, DEADLINE, Chatgate, get, make_cert, make_config, wait_for)
+from harness import (BIN, DEADLINE, Chatgate, get, make_cert, make_config, read_until_closed,
+                     wait_for)
 
 
 def tls_config(cert, key, extra="", listener_extra=""):
@@ -69,27 +70,6 @@ def https(port, cafile, method="GET", path="/healthz", body=None, headers=None, 
         return resp.status, resp.read().decode()
     finally:
         conn.close()
-
-
-def read_until_closed(sock, timeout=DEADLINE):
-    """Every byte received until the peer closes (EOF or reset); fails the
-    test if the connection is still open after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError("still open after %ss; received %r" % (timeout, data[:200]))
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            continue
-        except ConnectionResetError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
 
 
 def metric(admin, name, **labels):
