@@ -81,7 +81,7 @@ void on_webhook(void *arg, cg_http_exchange_t *ex, const cg_http_request_t *req)
   }
   // The exchange stays open until the router holds the message (ABI 1.5:
   // emit_message_durable's done): 2xx only then, 503 when it did not take it.
-  d->handle_message(std::move(m), [d, ex](bool ok) {
+  d->handle_message(m, [d, ex](bool ok) {
     d->respond_json(ex, ok ? 200 : 503, ok ? "{}" : R"({"msg":"busy, retry"})");
   });
 }
@@ -210,7 +210,7 @@ bool Dingtalk::can_stop() {
   return answers.empty();
 }
 
-void Dingtalk::handle_message(RobotMessage m, std::function<void(bool)> done) {
+void Dingtalk::handle_message(const RobotMessage &m, const std::function<void(bool)> &done) {
   if (stopping) return done(false);
   route(this, m, done);
 }

@@ -104,7 +104,7 @@ struct Dingtalk : kit::PluginBase {
   // A robot message from either mode: policy, then the router, which
   // dedupes on msgId.
   // done(ok): false when the router could not take it.
-  void handle_message(RobotMessage m, std::function<void(bool)> done);
+  void handle_message(const RobotMessage &m, const std::function<void(bool)> &done);
 
   // ---- dingtalk_api.cc ----
   // An OpenAPI call with the access token, retried on 401 (once, with a

@@ -79,7 +79,7 @@ void on_frame(Dingtalk *d, std::string_view text) {
     // done, a later turn); 500 when it did not take it, so DingTalk delivers
     // it again. An ack due on a connection since replaced is not sent: the
     // gateway redelivers there, and the router dedupes on msgId.
-    d->handle_message(std::move(m), [d, ws_id, id](bool ok) {
+    d->handle_message(m, [d, ws_id, id](bool ok) {
       send_text(d, ws_id, ok ? ack(id, 200, R"({"response":null})") : ack(id, 500, "{}"));
     });
     return;

@@ -126,7 +126,7 @@ void on_webhook(void *arg, cg_http_exchange_t *ex, const cg_http_request_t *req)
     }
   }
   const bool card = ev.kind == Event::Kind::kCardAction;
-  f->handle_event(std::move(ev), [f, ex, card](bool ok) {
+  f->handle_event(ev, [f, ex, card](bool ok) {
     if (!ok) {
       f->respond_json(ex, 503, R"({"msg":"busy, retry"})");
     } else if (card) {
@@ -263,7 +263,7 @@ bool Feishu::can_stop() {
   return answers.empty();
 }
 
-void Feishu::handle_event(Event ev, std::function<void(bool)> done) {
+void Feishu::handle_event(const Event &ev, const std::function<void(bool)> &done) {
   if (ev.kind != Event::Kind::kMessage && ev.kind != Event::Kind::kCardAction) {
     log(CG_LOG_DEBUG, "ignored event " + ev.event_type);
     return done(true);

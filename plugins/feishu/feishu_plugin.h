@@ -117,7 +117,7 @@ struct Feishu : kit::PluginBase {
   // loop turn, once the router holds the message; the caller acknowledges
   // the platform (webhook answer, long-connection ack) from done only.
   // Pending answers count in in_flight: stop waits for them.
-  void handle_event(Event ev, std::function<void(bool ok)> done);
+  void handle_event(const Event &ev, const std::function<void(bool ok)> &done);
 
   // ---- feishu_api.cc ----
   // An open-platform call with the tenant token, retried on token errors

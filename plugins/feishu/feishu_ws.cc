@@ -154,7 +154,7 @@ void on_data_frame(Feishu *f, pb::Frame frame) {
     return ack(f, ws_id, std::move(frame), started, 200, {});
   }
   const bool card = ev.kind == Event::Kind::kCardAction;
-  f->handle_event(std::move(ev), [f, ws_id, frame = std::move(frame), started, card](bool ok) {
+  f->handle_event(ev, [f, ws_id, frame = std::move(frame), started, card](bool ok) {
     std::string data;
     if (ok && card) data = base64(R"({"toast":{"type":"info","content":"Received"}})");
     // 500 makes Feishu push the event again later.
