@@ -220,7 +220,9 @@ void Router::cache_degraded(std::string_view what, int status) {
 void Router::submit_durable(InboundMessage msg, cg_done_cb done, void *arg) {
   const int rc = submit(std::move(msg));
   if (durable_answers_.empty() && loop_.defer(&Router::answer_durable, this) != 0) {
-    done(arg, CG_ECLOSED);  // the loop is closing: no later turn to answer on
+    // The loop is closing for good: no later turn to answer on, so at once,
+    // and with what submit said (by now CG_ECLOSED: intake stopped long ago).
+    done(arg, rc);
     return;
   }
   durable_answers_.push_back({done, arg, rc});
