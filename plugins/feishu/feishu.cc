@@ -243,14 +243,15 @@ void route(Feishu *f, const Event &ev, const std::function<void(bool)> &done) {
     // ABI 1.5: the platform is acknowledged from on_emitted only, once the
     // router holds the message (or knows it as a duplicate). Counted in
     // in_flight: stop waits for it, so `p` and `f` outlive the answer.
-    auto *p = new Emitted{f, ev.event_id, done};
+    auto p = std::make_unique<Emitted>(Emitted{f, ev.event_id, done});
     f->in_flight++;
-    if (const int rc = f->api->emit_message_durable(f->host, &m, on_emitted, p); rc != 0) {
+    if (const int rc = f->api->emit_message_durable(f->host, &m, on_emitted, p.get()); rc != 0) {
       // Refused at once: no done follows.
       f->in_flight--;
-      delete p;
       settle(f, ev.event_id, rc, true, done);
+      return;
     }
+    (void)p.release();  // on_emitted owns it now, and may have run already
     return;
   }
   settle(f, ev.event_id, f->api->emit_message(f->host, &m), false, done);
