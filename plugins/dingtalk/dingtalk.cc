@@ -92,69 +92,6 @@ std::string reply_token(const RobotMessage &m) {
          ",\"c\":" + jstr(m.conversation_id) + ",\"g\":" + (m.group ? "true" : "false") + "}";
 }
 
-// The router did not take the message (full, its queue unreachable, or
-// shutting down): DingTalk is not acknowledged and delivers it again.
-bool not_taken(int rc) { return rc == CG_EBUSY || rc == CG_EUNAVAIL || rc == CG_ECLOSED; }
-
-void log_not_taken(Dingtalk *d, int rc, const std::string &msg_id) {
-  const char *cause = rc == CG_EBUSY      ? "router_busy"
-                      : rc == CG_EUNAVAIL ? "router_unavailable"
-                      : rc == CG_ECLOSED  ? "router_closed"
-                                          : "router_not_taken";
-  const std::string what = rc == CG_EBUSY      ? "the router is full"
-                           : rc == CG_EUNAVAIL ? "the router's queue is unreachable"
-                           : rc == CG_ECLOSED
-                               ? "shutting down"
-                               : std::string("the router answered ") + cg_strerror(rc);
-  d->log_limited(CG_LOG_WARN, cause, what + ": DingTalk is told to deliver " + msg_id + " again");
-}
-
-// One emit_message_durable whose done has not run: the platform's answer
-// (the HTTP callback's response, the Stream ack) waits for it. Counted in
-// in_flight, so a stop waits for it too (the host runs every done before
-// its loop closes).
-struct Pending {
-  Dingtalk *d;
-  std::string msg_id;
-  std::function<void(bool)> done;
-};
-
-void on_durable(void *arg, int status) {
-  std::unique_ptr<Pending> p(static_cast<Pending *>(arg));
-  Dingtalk *d = p->d;
-  d->in_flight--;
-  // Acknowledged only once the router holds it (0) or has it already
-  // (CG_EEXIST, a redelivery); anything else is delivered again.
-  const bool ok = status == 0 || status == CG_EEXIST;
-  if (!ok) log_not_taken(d, status, p->msg_id);
-  p->done(ok);
-  p.reset();
-  d->maybe_stopped();  // last: it may end the stop
-}
-
-// ABI 1.5: the answer to the platform comes from done.
-void emit_durable(Dingtalk *d, const cg_message_t &msg, const std::string &msg_id,
-                  const std::function<void(bool)> &done) {
-  auto p = std::make_unique<Pending>(Pending{d, msg_id, done});
-  d->in_flight++;  // before the call: a closing loop answers inside it
-  const int rc = d->api->emit_message_durable(d->host, &msg, on_durable, p.get());
-  if (rc == 0) {
-    (void)p.release();  // on_durable owns it now, and may have run already
-    return;
-  }
-  // Refused at once, and no done follows.
-  d->in_flight--;
-  if (not_taken(rc)) {
-    log_not_taken(d, rc, msg_id);
-    return done(false);
-  }
-  // A message the router can never take (CG_EINVAL): acknowledged, or
-  // DingTalk would deliver it again and again.
-  d->log_limited(CG_LOG_ERROR, "router_refused",
-                 "the router refused " + msg_id + ": " + cg_strerror(rc));
-  done(true);
-}
-
 void route(Dingtalk *d, const RobotMessage &m, const std::function<void(bool)> &done) {
   const bool group = m.group;
   std::string why = robot_message_policy(m, d->require_mention);
@@ -189,18 +126,8 @@ void route(Dingtalk *d, const RobotMessage &m, const std::function<void(bool)> &
   // The router dedupes on msgId: DingTalk redelivers, also after an ack,
   // and a second instance sharing the cache must not answer it again.
   msg.dedupe_key = cs(m.msg_id);
-  if (d->api->abi_minor >= 5) return emit_durable(d, msg, m.msg_id, done);
-  // A host older than ABI 1.5: the router's answer now, acknowledged at once.
-  const int rc = d->api->emit_message(d->host, &msg);
-  if (not_taken(rc)) {
-    log_not_taken(d, rc, m.msg_id);
-    return done(false);
-  }
-  if (rc != 0) {
-    d->log_limited(CG_LOG_ERROR, "router_refused",
-                   "the router refused " + m.msg_id + ": " + cg_strerror(rc));
-  }
-  done(true);
+  // Acknowledged only once the router holds it (ABI 1.5; kit emit).
+  d->emit(msg, m.msg_id, "DingTalk is told to deliver " + m.msg_id + " again", done);
 }
 
 }  // namespace

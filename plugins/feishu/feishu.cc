@@ -139,48 +139,6 @@ void on_webhook(void *arg, cg_http_exchange_t *ex, const cg_http_request_t *req)
 
 // ---- inbound ----
 
-// What the router said about event `event_id`, to the platform: done(true)
-// acknowledges it, done(false) makes Feishu push it again. `durable`: the
-// answer of emit_message_durable, whose CG_EUNAVAIL (the queue unreachable)
-// also means not taken.
-void settle(Feishu *f, const std::string &event_id, int rc, bool durable,
-            const std::function<void(bool)> &done) {
-  if (rc == CG_EBUSY || rc == CG_ECLOSED || (durable && rc == CG_EUNAVAIL)) {
-    // Nothing was taken: Feishu pushes the event again (to this instance
-    // once it has room, or to another one).
-    const char *cause = rc == CG_EBUSY     ? "router_busy"
-                        : rc == CG_ECLOSED ? "router_closed"
-                                           : "router_unavailable";
-    const char *why = rc == CG_EBUSY     ? "the router is full"
-                      : rc == CG_ECLOSED ? "shutting down"
-                                         : "the router's queue is unavailable";
-    f->log_limited(CG_LOG_WARN, cause,
-                   std::string(why) + ": Feishu is told to push event " + event_id + " again");
-    return done(false);
-  }
-  // CG_EEXIST: a duplicate the router holds or answered; acknowledged.
-  if (rc != 0 && rc != CG_EEXIST) {
-    f->log_limited(CG_LOG_ERROR, "router_refused",
-                   "the router refused event " + event_id + ": " + cg_strerror(rc));
-  }
-  done(true);
-}
-
-// An emit_message_durable waiting for its answer.
-struct Emitted {
-  Feishu *f;
-  std::string event_id;
-  std::function<void(bool)> done;
-};
-
-void on_emitted(void *arg, int status) {
-  std::unique_ptr<Emitted> p(static_cast<Emitted *>(arg));
-  Feishu *f = p->f;
-  f->in_flight--;
-  settle(f, p->event_id, status, true, p->done);
-  f->maybe_stopped();
-}
-
 void route(Feishu *f, const Event &ev, const std::function<void(bool)> &done) {
   cg_message_t m{};
   m.struct_size = sizeof m;
@@ -239,22 +197,9 @@ void route(Feishu *f, const Event &ev, const std::function<void(bool)> &done) {
   // The router dedupes on the event id: a re-push, a reconnect's replay or
   // a second instance sharing the cache never answers twice.
   m.dedupe_key = cs(ev.event_id);
-  if (f->api->abi_minor >= 5) {
-    // ABI 1.5: the platform is acknowledged from on_emitted only, once the
-    // router holds the message (or knows it as a duplicate). Counted in
-    // in_flight: stop waits for it, so `p` and `f` outlive the answer.
-    auto p = std::make_unique<Emitted>(Emitted{f, ev.event_id, done});
-    f->in_flight++;
-    if (const int rc = f->api->emit_message_durable(f->host, &m, on_emitted, p.get()); rc != 0) {
-      // Refused at once: no done follows.
-      f->in_flight--;
-      settle(f, ev.event_id, rc, true, done);
-      return;
-    }
-    (void)p.release();  // on_emitted owns it now, and may have run already
-    return;
-  }
-  settle(f, ev.event_id, f->api->emit_message(f->host, &m), false, done);
+  // Acknowledged only once the router holds it (ABI 1.5; kit emit).
+  f->emit(m, "event " + ev.event_id, "Feishu is told to push event " + ev.event_id + " again",
+          done);
 }
 
 }  // namespace

@@ -174,6 +174,56 @@ void PluginBase::begin_stop(cg_done_cb done, void *arg) {
   maybe_stopped();
 }
 
+struct PluginBase::Emit {
+  PluginBase *self;
+  std::string label, retry;
+  std::function<void(bool)> taken;
+};
+
+void PluginBase::settle(int status, const std::string &label, const std::string &retry,
+                        const std::function<void(bool)> &taken) const {
+  if (status == CG_EBUSY || status == CG_EUNAVAIL || status == CG_ECLOSED) {
+    const char *cause = status == CG_EBUSY      ? "router_busy"
+                        : status == CG_EUNAVAIL ? "router_unavailable"
+                                                : "router_closed";
+    const char *why = status == CG_EBUSY      ? "the router is full"
+                      : status == CG_EUNAVAIL ? "the router's queue is unreachable"
+                                              : "shutting down";
+    log_limited(CG_LOG_WARN, cause, std::string(why) + ": " + retry);
+    return taken(false);
+  }
+  // CG_EEXIST: a duplicate the router holds or answered. Anything else the
+  // router can never take: acknowledged, or the platform would deliver it
+  // again and again.
+  if (status != 0 && status != CG_EEXIST) {
+    log_limited(CG_LOG_ERROR, "router_refused",
+                "the router refused " + label + ": " + cg_strerror(status));
+  }
+  taken(true);
+}
+
+void PluginBase::on_emitted(void *arg, int status) {
+  std::unique_ptr<Emit> e(static_cast<Emit *>(arg));
+  PluginBase *self = e->self;
+  self->in_flight--;
+  self->settle(status, e->label, e->retry, e->taken);
+  e.reset();
+  self->maybe_stopped();  // last: it may end the stop
+}
+
+void PluginBase::emit(const cg_message_t &msg, const std::string &label, const std::string &retry,
+                      std::function<void(bool)> taken) {
+  if (api->abi_minor < 5) return settle(api->emit_message(host, &msg), label, retry, taken);
+  auto e = std::make_unique<Emit>(Emit{this, label, retry, std::move(taken)});
+  in_flight++;  // before the call: a host whose loop is closing answers inside it
+  if (const int rc = api->emit_message_durable(host, &msg, &PluginBase::on_emitted, e.get());
+      rc != 0) {
+    in_flight--;  // refused at once: no done follows
+    return settle(rc, label, retry, e->taken);
+  }
+  (void)e.release();  // on_emitted owns it now, and may have run already
+}
+
 void PluginBase::maybe_stopped() {
   if (!stopping || stop_done_ == nullptr || in_flight > 0 || !can_stop()) return;
   cg_done_cb done = stop_done_;

@@ -80,6 +80,18 @@ class PluginBase {
            const std::vector<std::pair<std::string, std::string>> &headers, std::string_view body,
            HttpFn fn);
 
+  // Hands an inbound message to the router and tells the caller what to
+  // answer the platform: taken(true) acknowledges it (the router holds it,
+  // or has it already), taken(false) makes the platform deliver it again
+  // (the router full, its queue unreachable, shutting down), with a warn
+  // line "<why>: <retry>" at most once a second per cause. A message the
+  // router can never take is acknowledged, with an error line naming
+  // `label`. From ABI 1.5 through emit_message_durable: taken waits for the
+  // router's answer, counted in in_flight and followed by maybe_stopped();
+  // older hosts: emit_message, taken at once.
+  void emit(const cg_message_t &msg, const std::string &label, const std::string &retry,
+            std::function<void(bool)> taken);
+
   // Stop, step 1: cancels every request and runs every timer's fn now.
   void stop_io();
 
@@ -96,6 +108,10 @@ class PluginBase {
  private:
   struct HttpCall;
   static void on_http_done(void *arg, int result, const cg_http_client_response_t *resp);
+  struct Emit;
+  static void on_emitted(void *arg, int status);
+  void settle(int status, const std::string &label, const std::string &retry,
+              const std::function<void(bool)> &taken) const;
 
   cg_done_cb stop_done_ = nullptr;
   void *stop_arg_ = nullptr;

@@ -962,6 +962,17 @@ class DurableAckTest(DingTalkCase):
         super().setUp()
         self.model.reset()
 
+    def deliver_until_taken(self, deliver, taken, refused):
+        """Delivers again, as DingTalk does, until `deliver()` answers
+        `taken`; every answer before that must be `refused`."""
+        answers = []
+
+        def done():
+            answers.append(deliver())
+            return answers[-1] == taken
+        wait_for(done, "a delivery taken")
+        self.assertEqual(set(answers[:-1]) - {refused}, set(), answers)
+
     def gateway(self, **settings):
         return super().gateway(model="gpt", model_instance=self.model.instance_yaml(),
                                router_extra="  maxConversationBacklog: 1\n", **settings)
@@ -995,13 +1006,8 @@ class DurableAckTest(DingTalkCase):
         # DingTalk delivers it again until it is taken: 503 while the first
         # answer is still on its way out, then 200.
         def deliver(body):
-            statuses = []
-
-            def taken():
-                statuses.append(self.webhook(port, body, signed_headers())[0])
-                return statuses[-1] == 200
-            wait_for(taken, "a callback taken")
-            self.assertEqual(set(statuses[:-1]) - {503}, set(), statuses)
+            self.deliver_until_taken(
+                lambda: self.webhook(port, body, signed_headers())[0], 200, 503)
         deliver(second)
         self.fake.wait_session_reply(s2)
         # Sentinel: the next message's answer comes after the second's, and
@@ -1032,13 +1038,8 @@ class DurableAckTest(DingTalkCase):
         self.fake.wait_session_reply(s1)
         # Delivered again (a new frame each time) until an ack says 200.
         def deliver(body):
-            codes = []
-
-            def taken():
-                codes.append(self.fake.wait_ack(self.fake.push(body))["code"])
-                return codes[-1] == 200
-            wait_for(taken, "a message acked")
-            self.assertEqual(set(codes[:-1]) - {500}, set(), codes)
+            self.deliver_until_taken(
+                lambda: self.fake.wait_ack(self.fake.push(body))["code"], 200, 500)
         deliver(second)
         self.fake.wait_session_reply(s2)
         third, s3 = incoming(self.fake, "msg_dst3", " third", conv)
