@@ -38,9 +38,11 @@ libjs-chart.js
 # Only the tests need these (--test): promtool checks the alert rules, the
 # browser test drives chromium, the fake Feishu platform does its own AES,
 # the container-files test reads the Kubernetes YAML (python3-yaml),
-# lintian checks the .deb packages.
+# lintian checks the .deb packages, HAProxy fronts the fleet test's three
+# instances (tests/integration/test_fleet.py).
 TEST_PACKAGES="
 prometheus
+haproxy
 chromium
 python3-cryptography
 python3-yaml
