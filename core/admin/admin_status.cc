@@ -49,7 +49,10 @@ size_t open_fds() {
 }  // namespace
 
 // Ready when no instance is starting or failed; a degraded instance (a
-// cache that lost Redis, say) still serves, so it is listed but ready.
+// cache that lost Redis, say) still serves, so it is listed but ready -
+// except the durable queue's (router.queue): while it is degraded every
+// platform message would be refused, so a load balancer should send them
+// to another instance.
 void AdminApi::readyz(HttpServer &server, HttpExchange *ex) {
   std::string not_ready, degraded;
   for (const auto &p : plugins_) {
@@ -57,7 +60,8 @@ void AdminApi::readyz(HttpServer &server, HttpExchange *ex) {
     if (st == CG_STATE_RUNNING) continue;
     std::string item = "{\"instance\":" + json_quote(p->name()) + ",\"state\":\"" + state_name(st) +
                        "\",\"reason\":" + json_quote(p->health_reason()) + "}";
-    std::string &list = st == CG_STATE_DEGRADED ? degraded : not_ready;
+    const bool holds_queue = !config_.router.queue.empty() && p->name() == config_.router.queue;
+    std::string &list = st == CG_STATE_DEGRADED && !holds_queue ? degraded : not_ready;
     if (!list.empty()) list += ",";
     list += item;
   }

@@ -11,6 +11,7 @@
 #include "base/metrics.h"
 #include "config/config_schema.h"
 #include "host/cache.h"
+#include "host/queue.h"
 #include "host/channel_port.h"
 #include "host/model_backend.h"
 #include "host/plugin_instance.h"
@@ -68,6 +69,16 @@ std::string app_check_router(const Config &config,
   if (err.empty()) {
     err = check("router.cache", config.router.cache_line, config.router.cache, CG_KIND_CACHE,
                 "a cache");
+  }
+  if (err.empty() && !config.router.queue.empty()) {
+    auto it = std::find_if(plugins.begin(), plugins.end(),
+                           [&](const auto &p) { return p->name() == config.router.queue; });
+    if (it != plugins.end() && (*it)->queue_ops() == nullptr) {
+      err = fmt::format(
+          "{}:{}: router.queue: '{}' ({}) offers no durable queue (a cache plugin built for "
+          "ABI 1.6 with cg_cache_ops_t.queue, such as redis.so, does)",
+          config.file, config.router.queue_line, config.router.queue, (*it)->desc()->name);
+    }
   }
   return err;
 }
@@ -175,6 +186,7 @@ int App::run(Config config) {
   admin_api_.reset();
   web_chat_.reset();
   router_.reset();
+  queue_.reset();
   cache_.reset();
   model_.reset();
   while (!plugins_.empty()) plugins_.pop_back();  // destroy in reverse order
@@ -202,7 +214,11 @@ int App::start() {
   model_ = std::make_unique<ModelBackend>(*model);
   if (cache != nullptr) cache_ = std::make_unique<Cache>(*cache, *loop_, *metrics_);
   services_->cache = cache_.get();
-  router_ = std::make_unique<Router>(*loop_, config_.router, *model_, cache_.get(), *metrics_);
+  if (!config_.router.queue.empty()) {
+    queue_ = std::make_unique<Queue>(*instance(config_.router.queue), *metrics_);
+  }
+  router_ = std::make_unique<Router>(*loop_, config_.router, *model_, cache_.get(), *metrics_,
+                                     queue_.get());
   router_->track_conversations(config_.admin.show_content);
   for (auto &p : plugins_) {
     if (PluginChannelPort *port = p->channel_port()) router_->add_channel(port);
@@ -282,6 +298,7 @@ int App::start() {
     }
     started_plugins_++;
   }
+  router_->start_queue();
 
   auto on_signal = [](uv_signal_t *h, int signum) {
     static_cast<App *>(h->data)->begin_shutdown(signum == SIGTERM ? "SIGTERM" : "SIGINT");

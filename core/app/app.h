@@ -23,6 +23,7 @@ class HttpServer;
 class Loop;
 class Metrics;
 class Cache;
+class Queue;
 class ModelBackend;
 class PluginInstance;
 class Router;
@@ -94,6 +95,7 @@ class App {
   std::unique_ptr<WsClient> ws_;
   std::unique_ptr<ModelBackend> model_;
   std::unique_ptr<Cache> cache_;  // null without router.cache
+  std::unique_ptr<Queue> queue_;  // null without router.queue
   std::unique_ptr<Router> router_;
   std::unique_ptr<ChatApi> web_chat_;  // the admin page's chat (the "web" channel)
   std::unique_ptr<ChatApi> chat_api_;

@@ -82,6 +82,8 @@ ConfigReloadPlan config_reload_plan(const Config &running, const Config &fresh) 
   p.restart("router.model", r.model, f.model);
   p.restart("router.cache", r.cache, f.cache);
   p.restart("router.maxQueue", r.max_queue, f.max_queue);
+  p.restart("router.queue", r.queue, f.queue);
+  p.restart("queue", r.queue_settings, f.queue_settings);
   p.live("router.contextTurns", r.context_turns, f.context_turns);
   p.live("router.contextTtlSeconds", r.context_ttl_seconds, f.context_ttl_seconds);
   p.live("router.modelTimeoutMs", r.model_timeout_ms, f.model_timeout_ms);

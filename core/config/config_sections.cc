@@ -138,7 +138,7 @@ void read_plugins(const Loader &l, const Entry &e, Config &out) {
 
 // Where router.model / router.cache were written, for the cross-check.
 struct RouterLines {
-  int section = 0, model = 0, cache = 0;
+  int section = 0, model = 0, cache = 0, queue = 0, queue_section = 0;
   std::vector<std::pair<std::string, int>> rate_limit_channels;  // name, line
 };
 
@@ -206,6 +206,11 @@ void read_router(const Loader &l, const Entry &e, RouterConfig &out, RouterLines
              out.cache = l.read_string(v);
              lines.cache = out.cache_line = v.line;
            }},
+          {"queue",
+           [&](const Entry &v) {
+             out.queue = l.read_string(v);
+             lines.queue = out.queue_line = v.line;
+           }},
           {"contextTurns", [&](const Entry &v) { out.context_turns = l.read_int(v, 0, 1000); }},
           {"contextTtlSeconds",
            [&](const Entry &v) { out.context_ttl_seconds = l.read_int(v, 1, kInt64Max); }},
@@ -222,6 +227,19 @@ void read_router(const Loader &l, const Entry &e, RouterConfig &out, RouterLines
            [&](const Entry &v) {
              read_rate_limits(l, v, out.rate_limits, lines.rate_limit_channels);
            }},
+      });
+}
+
+void read_queue(const Loader &l, const Entry &e, QueueConfig &out) {
+  l.read_mapping(
+      e.value, e.path, e.line,
+      {
+          {"partitions", [&](const Entry &v) { out.partitions = l.read_int(v, 1, 4096); }},
+          {"leaseMs", [&](const Entry &v) { out.lease_ms = l.read_int(v, 300, 3600000); }},
+          {"maxDeliveries", [&](const Entry &v) { out.max_deliveries = l.read_int(v, 1, 1000); }},
+          {"readBatch", [&](const Entry &v) { out.read_batch = l.read_int(v, 1, 10000); }},
+          {"replyRecordTtlSeconds",
+           [&](const Entry &v) { out.record_ttl_seconds = l.read_int(v, 1, kInt64Max / 1000); }},
       });
 }
 
@@ -248,6 +266,18 @@ void check_router_refs(const Loader &l, const Config &cfg, const RouterLines &li
   };
   check(cfg.router.model, "router.model", lines.model);
   check(cfg.router.cache, "router.cache", lines.cache);
+  if (lines.queue != 0 && cfg.router.queue != cfg.router.cache) {
+    // Reply records and context are read through the cache: they must be
+    // where the queue is.
+    l.fail("router.queue", lines.queue,
+           "must name the same instance as router.cache (" + quote(cfg.router.cache) +
+               "): the queue's reply records and the context live beside it");
+  }
+  if (lines.queue == 0 && lines.queue_section != 0) {
+    l.fail("queue", lines.queue_section,
+           "the queue section has no effect without router.queue (name the cache instance "
+           "whose durable queue to use, e.g. router.queue: redis)");
+  }
   // Rate limits name channels: a plugin instance, or the built-in api and web.
   for (const auto &[name, line] : lines.rate_limit_channels) {
     if (name == "api" || name == "web") continue;
@@ -299,6 +329,11 @@ void read_root(const Loader &l, const YAML::Node &root, Config &cfg) {
           {"router", [&](const Entry &v) { read_router(l, v, cfg.router, router_lines); }},
           {"httpClient", [&](const Entry &v) { read_http_client(l, v, cfg.http_client); }},
           {"shutdown", [&](const Entry &v) { read_shutdown(l, v, cfg); }},
+          {"queue",
+           [&](const Entry &v) {
+             router_lines.queue_section = v.line;
+             read_queue(l, v, cfg.router.queue_settings);
+           }},
       });
   check_router_refs(l, cfg, router_lines);
   if (cfg.admin_enabled && cfg.admin.token.empty() &&

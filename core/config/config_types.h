@@ -59,9 +59,25 @@ struct RouterRateLimits {
   bool operator==(const RouterRateLimits &) const = default;
 };
 
+// The durable inbound queue's settings (the `queue:` section; used when
+// router.queue names a cache instance with a queue). docs/fleet.md.
+struct QueueConfig {
+  uint32_t partitions = 16;  // fixed for the life of the streams
+  uint64_t lease_ms = 10000;  // a dead instance's partitions move after this
+  uint32_t max_deliveries = 5;  // then the dead letters
+  uint32_t read_batch = 64;  // entries per read
+  uint64_t record_ttl_seconds = 86400;  // how long a reply record is kept
+  bool operator==(const QueueConfig &) const = default;
+};
+
 struct RouterConfig {
   std::string model;  // instance name of the model backend
   std::string cache;  // instance name of the cache
+  // The cache instance whose durable queue holds what channels acknowledge;
+  // empty: the in-memory queue. Must be `cache` (records and context live
+  // beside the queue).
+  std::string queue;
+  QueueConfig queue_settings;  // the `queue:` section
   uint32_t context_turns = 10;
   uint64_t context_ttl_seconds = 86400;
   uint64_t model_timeout_ms = 30000;
@@ -72,7 +88,8 @@ struct RouterConfig {
   uint32_t max_conversation_backlog = 100;
   RouterRateLimits rate_limits;
   uint32_t max_model_calls = 512;      // model calls in flight at once, all channels; 0: no cap
-  int model_line = 0, cache_line = 0;  // where model and cache were written, for errors
+  // Where model, cache and queue were written, for errors.
+  int model_line = 0, cache_line = 0, queue_line = 0;
 };
 
 // The admin listener's access rules (the `admin:` section).

@@ -34,6 +34,12 @@ struct InboundMessage {
   // else the message id. Empty: not deduped.
   std::string dedupe_key;
   std::vector<InboundAttachment> attachments;
+  // Set when the message came from the durable queue (router.queue): the
+  // entry that keeps it until it is answered. Empty queue_id: it came
+  // straight from a channel (or the chat API) and lives only in memory.
+  std::string queue_id;
+  uint32_t queue_partition = 0;
+  uint32_t deliveries = 0;  // this one included
 
   // Copies a plugin's message; reads fields up to msg.struct_size only.
   // OWNERSHIP: `msg` is borrowed for the call; `channel` is kept.

@@ -118,5 +118,20 @@ const cg_model_ops_t *PluginInstance::model_ops() const {
 const cg_cache_ops_t *PluginInstance::cache_ops() const {
   return kind() == CG_KIND_CACHE ? static_cast<const cg_cache_ops_t *>(plugin_.desc->ops) : nullptr;
 }
+const cg_queue_ops_t *PluginInstance::queue_ops() const {
+  const cg_cache_ops_t *c = cache_ops();
+  if (c == nullptr || plugin_.desc->abi_minor < 6 ||
+      c->struct_size < offsetof(cg_cache_ops_t, queue) + sizeof(void *) || c->queue == nullptr) {
+    return nullptr;
+  }
+  const cg_queue_ops_t *q = c->queue;
+  if (q->struct_size < sizeof(cg_queue_ops_t) || q->enqueue == nullptr || q->lease == nullptr ||
+      q->release == nullptr || q->read == nullptr || q->claim == nullptr || q->retry == nullptr ||
+      q->ack == nullptr || q->dead_letter == nullptr || q->members == nullptr ||
+      q->stats == nullptr) {
+    return nullptr;
+  }
+  return q;
+}
 
 }  // namespace cg

@@ -95,6 +95,9 @@ class PluginInstance {
   const cg_channel_ops_t *channel_ops() const;
   const cg_model_ops_t *model_ops() const;
   const cg_cache_ops_t *cache_ops() const;
+  // The cache's durable queue (ABI 1.6), or null: none, a plugin built
+  // before 1.6, or a table with a function missing.
+  const cg_queue_ops_t *queue_ops() const;
 
   // Health as reported through set_state.
   int health() const { return health_; }

@@ -12,6 +12,7 @@
 #include "base/metrics.h"
 #include "host/cache.h"
 #include "host/model_backend.h"
+#include "router/durable_queue.h"
 #include "router/recent_conversations.h"
 
 namespace cg {
@@ -89,6 +90,55 @@ void Router::Job::reset() {
   sequence = 0;
   pending = 0;
   model_running = timed_out = replied = abandoned = false;
+  requeue = leave_pending = final_delivered = false;
+  dead_reason.clear();
+}
+
+bool Router::Job::retry_or_dead(std::string_view why) {
+  if (msg.deliveries < router->durable_->max_deliveries()) {
+    requeue = true;
+    return true;
+  }
+  dead_reason = fmt::format("{} (delivery {} of {})", why, msg.deliveries,
+                            router->durable_->max_deliveries());
+  return false;
+}
+
+void Router::Job::rerun(uint32_t deliveries) {
+  msg.deliveries = deliveries;
+  msg.received_ms = router->loop_.now_ms();
+  turns.clear();
+  req_turns.clear();
+  context_text.clear();
+  encoded.clear();
+  answer.clear();
+  call_id = timer_id = model_started_ms = 0;
+  sequence = 0;
+  pending = 0;
+  model_running = timed_out = replied = false;
+  requeue = leave_pending = final_delivered = false;
+  dead_reason.clear();
+  // A fresh answer: a streaming channel starts a new card for it.
+  answer_id = router->next_answer_id_++;
+  start();
+}
+
+void Router::Job::on_record(void *arg, int status, cg_str_t) {
+  auto *job = static_cast<Job *>(arg);
+  job->pending--;
+  if (status == 0) {
+    // Its reply went out before the instance that had it died: nothing to
+    // send again, only the acknowledgement that did not happen.
+    job->router->count("chatgate_messages_dropped_total", job->channel(),
+                       "reason=\"already_answered\"");
+    spdlog::info("router: message {} on '{}' was answered before its instance stopped; "
+                 "acknowledged without answering again",
+                 job->msg.id, job->channel());
+    job->router->finish(job);
+    return;
+  }
+  if (status != CG_ENOENT) job->router->cache_degraded("reply record", status);
+  job->dispatch();
 }
 
 void Router::Job::on_dedupe(void *arg, int status, cg_str_t) {
@@ -106,6 +156,28 @@ void Router::Job::on_dedupe(void *arg, int status, cg_str_t) {
 }
 
 void Router::Job::start() {
+  if (queued()) {
+    // The queue deduped at the door; a redelivery may have been answered
+    // already (its instance died before acknowledging): the reply record
+    // tells.
+    if (msg.deliveries > router->durable_->max_deliveries()) {
+      dead_reason = fmt::format("delivered {} times (max {}): each instance that took it stopped "
+                                "before answering",
+                                msg.deliveries, router->durable_->max_deliveries());
+      reply(kFailedText, CG_REPLY_ERROR);
+      return;
+    }
+    if (msg.deliveries > 1 && router->cache_ != nullptr) {
+      pending++;
+      const int rc =
+          router->cache_->get(DurableQueue::record_key(msg), &Job::on_record, this);
+      if (rc == 0) return;
+      pending--;
+      router->cache_degraded("reply record", rc);
+    }
+    dispatch();
+    return;
+  }
   if (!msg.dedupe_key.empty() && router->cache_ != nullptr) {
     const std::string key = fmt::format("d:{}:{}", channel(), msg.dedupe_key);
     pending++;
@@ -199,6 +271,12 @@ void Router::Job::on_context(void *arg, int status, cg_str_t value) {
 
 void Router::Job::call_model() {
   if (router->cancelling_) {
+    if (queued()) {
+      // Left in the queue: the instance that takes its partition answers.
+      leave_pending = true;
+      router->finish(this);
+      return;
+    }
     // Never reached the model: no model error to count.
     reply(kShutdownText, CG_REPLY_ERROR);
     return;
@@ -318,6 +396,17 @@ void Router::Job::on_model_done(void *arg, int status, cg_str_t text) {
 void Router::Job::model_failed(int status) {
   router->count("chatgate_model_errors_total", channel(),
                 fmt::format("cause=\"{}\"", cg_err_name(status)));
+  if (queued()) {
+    if (status == CG_ECANCELED && router->cancelling_) {
+      leave_pending = true;  // shutting down: the next owner answers it
+      router->finish(this);
+      return;
+    }
+    if (retry_or_dead(fmt::format("model failed: {}", cg_strerror(status)))) {
+      router->finish(this);
+      return;
+    }
+  }
   const std::string_view text = status == CG_ETIMEDOUT   ? kTimeoutText
                                 : status == CG_EBUSY     ? kBusyText
                                 : status == CG_ECANCELED ? kShutdownText
@@ -363,9 +452,13 @@ void Router::Job::send(std::string_view text, uint32_t flags) {
   r.text = cs(text);
   r.answer_id = answer_id;
   pending++;
-  const int rc = msg.channel->send(r, &Job::on_sent, this);
+  const bool final = (flags & CG_REPLY_FINAL) != 0;
+  const int rc = msg.channel->send(r, final ? &Job::on_final_sent : &Job::on_sent, this);
   if (rc != 0) {
     pending--;
+    if (final && queued() && dead_reason.empty()) {
+      (void)retry_or_dead(fmt::format("reply refused: {}", cg_strerror(rc)));
+    }
     if (std::string more; router->log_due("channel_refused", &more)) {
       spdlog::error("router: channel '{}' refused a reply for conversation '{}': {}{}", channel(),
                     msg.conversation_id, cg_strerror(rc), more);
@@ -394,6 +487,19 @@ void Router::Job::reply(std::string_view text, uint32_t extra_flags) {
   }
   send(text, CG_REPLY_FINAL | extra_flags);
   r->finish(this);
+}
+
+void Router::Job::on_final_sent(void *arg, int status) {
+  auto *job = static_cast<Job *>(arg);
+  if (job->queued()) {
+    // Acknowledged only once the platform took the reply; else tried again.
+    if (status == 0) {
+      job->final_delivered = true;
+    } else if (job->dead_reason.empty()) {
+      (void)job->retry_or_dead(fmt::format("reply not delivered: {}", cg_strerror(status)));
+    }
+  }
+  on_sent(arg, status);
 }
 
 void Router::Job::on_sent(void *arg, int status) {

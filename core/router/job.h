@@ -48,6 +48,19 @@ struct Router::Job {
   bool timed_out = false;
   bool replied = false;
   bool abandoned = false;  // the sender left: answer nobody, store nothing
+  // ---- a message from the durable queue (msg.queue_id set) ----
+  bool requeue = false;        // try it again (a model or delivery failure)
+  bool leave_pending = false;  // shutting down: another instance answers it
+  bool final_delivered = false;  // the platform took the FINAL reply
+  std::string dead_reason;     // not empty: to the dead letters
+  bool queued() const { return !msg.queue_id.empty(); }
+  // A queued message failed with `why`: tried again while deliveries
+  // remain (true: the caller ends the job quietly), else marked for the
+  // dead letters (false: the caller replies with its error text).
+  bool retry_or_dead(std::string_view why);
+  // Runs the same message again (a retry), as delivery `deliveries`.
+  void rerun(uint32_t deliveries);
+  static void on_record(void *arg, int status, cg_str_t);
   std::string_view channel() const { return msg.channel->name(); }
   bool streaming() const;
 
@@ -80,6 +93,7 @@ struct Router::Job {
   void send(std::string_view text, uint32_t flags);
   void reply(std::string_view text, uint32_t extra_flags);
   static void on_sent(void *arg, int status);
+  static void on_final_sent(void *arg, int status);
 };
 
 }  // namespace cg

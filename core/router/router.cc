@@ -14,6 +14,7 @@
 #include "host/cache.h"
 #include "host/channel_port.h"
 #include "host/model_backend.h"
+#include "router/durable_queue.h"
 #include "router/job.h"
 #include "router/recent_conversations.h"
 
@@ -140,7 +141,7 @@ int Router::reset_conversation(std::string_view channel, std::string_view conver
 }
 
 Router::Router(Loop &loop, const RouterConfig &config, ModelBackend &model, Cache *cache,
-               Metrics &metrics)
+               Metrics &metrics, Queue *queue)
     : loop_(loop),
       config_(config),
       model_(model),
@@ -148,6 +149,18 @@ Router::Router(Loop &loop, const RouterConfig &config, ModelBackend &model, Cach
       metrics_(metrics),
       queue_(std::make_unique<MemoryInboundQueue>(loop, config.max_queue)) {
   queue_->set_consumer([this](InboundMessage &&m) { consume(std::move(m)); });
+  if (queue != nullptr) {
+    durable_ = std::make_unique<DurableQueue>(
+        loop, *queue, metrics, config.queue_settings, config.dedupe_ttl_seconds * 1000,
+        config.max_queue,
+        [this](std::string_view name) -> ChannelPort * {
+          for (PluginChannelPort *p : plugin_channels_) {
+            if (p->name() == name) return p;
+          }
+          return nullptr;
+        },
+        [this](InboundMessage &&m) { consume_queued(std::move(m)); });
+  }
   // Every router warning that log_due throttles is a warning.
   log_throttle_.attach(loop_, [](std::string_view cause, uint64_t held, int, std::string_view) {
     spdlog::warn("router: {} more '{}' warnings were held back, none since", held, cause);
@@ -167,6 +180,12 @@ Router::Router(Loop &loop, const RouterConfig &config, ModelBackend &model, Cach
 // Jobs still here when the loop has stopped will get no more callbacks
 // (the plugins are stopped): the map frees them.
 Router::~Router() = default;
+
+void Router::start_queue() {
+  if (durable_) durable_->start();
+}
+
+bool Router::queue_healthy() const { return !durable_ || durable_->healthy(); }
 
 Router::ChannelSeries &Router::series(std::string_view channel) {
   auto it = series_.find(channel);
@@ -218,7 +237,13 @@ void Router::cache_degraded(std::string_view what, int status) {
 }
 
 void Router::submit_durable(InboundMessage msg, cg_done_cb done, void *arg) {
-  const int rc = submit(std::move(msg));
+  int rc = 0;
+  if (durable_ && msg.channel != nullptr) {
+    rc = durable_->enqueue(msg, done, arg);
+    if (rc == 0) return;  // done comes from the queue
+  } else {
+    rc = submit(std::move(msg));
+  }
   if (durable_answers_.empty() && loop_.defer(&Router::answer_durable, this) != 0) {
     // The loop is closing for good: no later turn to answer on, so at once,
     // and with what submit said (by now CG_ECLOSED: intake stopped long ago).
@@ -313,6 +338,33 @@ void Router::consume(InboundMessage &&msg) {
   raw->start();
 }
 
+void Router::consume_queued(InboundMessage &&msg) {
+  if (double *c = series(msg.channel->name()).received) *c += 1;
+  conversation_key(*msg.channel, msg.conversation_id, &key_buf_);
+  lanes_[key_buf_].backlog++;
+  consume(std::move(msg));
+}
+
+bool Router::finish_queued(Job *job) {
+  const InboundMessage &m = job->msg;
+  if (job->requeue) {
+    job->requeue = false;
+    // The lane stays held: its next message waits for this one's retry.
+    durable_->retry(m, [this, job](uint32_t deliveries) {
+      if (jobs_.count(job) != 0) job->rerun(deliveries);
+    });
+    return false;
+  }
+  if (job->leave_pending) {
+    durable_->leave(m);
+  } else if (!job->dead_reason.empty()) {
+    durable_->dead_letter(m, job->dead_reason);
+  } else {
+    durable_->ack(m, job->final_delivered ? DurableQueue::record_key(m) : std::string());
+  }
+  return true;
+}
+
 void Router::finish(Job *job) {
   // Called after each step; the job goes once it replied (or was dropped)
   // and nothing it started is still to call back.
@@ -320,9 +372,13 @@ void Router::finish(Job *job) {
   if (!job->replied && job->model_running) return;
   auto it = jobs_.find(job);
   if (it == jobs_.end()) return;
+  if (job->queued()) {
+    if (!finish_queued(job)) return;
+  } else {
+    queue_->ack();
+  }
   std::unique_ptr<Job> owned = std::move(it->second);
   jobs_.erase(it);
-  queue_->ack();
 
   Job *next = nullptr;
   if (auto it = lanes_.find(job->context_key); it != lanes_.end()) {
@@ -356,9 +412,14 @@ void Router::abandon(const ChannelPort *channel, std::string_view reply_token) {
   abandoned_tokens_.emplace(reply_token);
 }
 
-void Router::stop_intake() { queue_->close(); }
+void Router::stop_intake() {
+  queue_->close();
+  if (durable_) durable_->stop();
+}
 
-size_t Router::in_flight() const { return queue_->in_flight(); }
+size_t Router::in_flight() const {
+  return queue_->in_flight() + (durable_ ? durable_->in_flight() : 0);
+}
 
 void Router::cancel_all() {
   cancelling_ = true;

@@ -33,6 +33,8 @@ namespace cg {
 
 class Cache;
 class ChannelPort;
+class DurableQueue;
+class Queue;
 class Loop;
 class Metrics;
 class ModelBackend;
@@ -44,10 +46,11 @@ class RecentConversations;
 class Router final : public MessageSink, public ConversationsPort {
  public:
   // `cache` may be null, and then the router works without context and
-  // dedupe. OWNERSHIP: every reference is borrowed and must outlive the
-  // router.
+  // dedupe. `queue` (router.queue) may be null: then what channels emit
+  // lives in memory until answered. OWNERSHIP: every reference is borrowed
+  // and must outlive the router.
   Router(Loop &loop, const RouterConfig &config, ModelBackend &model, Cache *cache,
-         Metrics &metrics);
+         Metrics &metrics, Queue *queue = nullptr);
   ~Router();
   Router(const Router &) = delete;
   Router &operator=(const Router &) = delete;
@@ -57,8 +60,15 @@ class Router final : public MessageSink, public ConversationsPort {
   // is full, CG_ECLOSED after stop_intake, CG_EINVAL without a channel.
   int submit(InboundMessage msg) override;
   // As submit, answered through done on a later loop turn. With the
-  // in-memory queue, "safe" is submit's 0: the message is queued here.
+  // in-memory queue, "safe" is submit's 0: the message is queued here; with
+  // a durable queue, 0 once it is in the queue's store (CG_EEXIST: a
+  // duplicate of one there; CG_EUNAVAIL: the store did not take it).
   void submit_durable(InboundMessage msg, cg_done_cb done, void *arg) override;
+  // With a durable queue: starts taking partitions (after the plugins
+  // started). Without: nothing.
+  void start_queue();
+  // Whether the durable queue's store is reachable (true without one).
+  bool queue_healthy() const;
   // A plugin channel that proactive sends may go through.
   void add_channel(PluginChannelPort *port) { plugin_channels_.push_back(port); }
   ProactiveResult send_proactive(const ProactiveMessage &msg, cg_done_cb done, void *arg) override;
@@ -142,6 +152,11 @@ class Router final : public MessageSink, public ConversationsPort {
   static void conversation_key(const ChannelPort &channel, std::string_view conversation,
                                std::string *out);
   void consume(InboundMessage &&msg);
+  // A message read from the durable queue: into its lane, as submit does.
+  void consume_queued(InboundMessage &&msg);
+  // A queued message's job is over: its entry acknowledged, tried again,
+  // dead-lettered or left pending. False when the job goes on (a retry).
+  bool finish_queued(Job *job);
   void finish(Job *job);
   ChannelSeries &series(std::string_view channel);
   // Adds 1 to name{channel="...",extra}; for the rare paths.
@@ -160,6 +175,7 @@ class Router final : public MessageSink, public ConversationsPort {
   Metrics &metrics_;
   ContextCodec codec_;
   std::unique_ptr<InboundQueue> queue_;
+  std::unique_ptr<DurableQueue> durable_;  // router.queue; else null
   std::unordered_map<Job *, std::unique_ptr<Job>> jobs_;
   // Context key -> that conversation's lane.
   std::unordered_map<std::string, Lane, StringHash, std::equal_to<>> lanes_;

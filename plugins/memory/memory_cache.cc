@@ -299,7 +299,7 @@ void mc_destroy(void *state) noexcept {
   std::unique_ptr<MemoryCache> owned(static_cast<MemoryCache *>(state));
 }
 
-const cg_cache_ops_t kOps = {sizeof(cg_cache_ops_t), mc_get, mc_set, mc_set_nx, mc_del};
+const cg_cache_ops_t kOps = {sizeof(cg_cache_ops_t), mc_get, mc_set, mc_set_nx, mc_del, nullptr};
 
 const cg_config_field_t kFields[] = {
     {sizeof(cg_config_field_t), CG_CFG_INT, 0, "maxBytes", "67108864",

@@ -167,7 +167,93 @@ typedef struct cg_cache_ops_s {
                 void *arg);
   /* Removes, or cb gets CG_ENOENT. THREAD, OWNERSHIP: as above. */
   int (*del)(void *state, cg_str_t key, cg_cache_cb cb, void *arg);
+  /* since 1.6: the cache's durable queue, or NULL when it has none. Read it
+   * only when struct_size covers it. OWNERSHIP: the plugin's, static. */
+  const struct cg_queue_ops_s *queue;
 } cg_cache_ops_t;
+
+/* ---- a durable inbound queue (since 1.6) --------------------------------
+ * A cache plugin may offer one (cg_cache_ops_t.queue): the host keeps the
+ * messages channels acknowledged in it, so a crash of the process loses
+ * none. The host owns the logic (which partition a message goes to, which
+ * instance reads which partition, order, retries); the plugin owns only
+ * the storage. Partitions are numbered 0..n-1 and each keeps its entries in
+ * order. A consumer reads an entry, and it stays pending (redelivered to a
+ * claimer if the consumer dies) until acknowledged.
+ *
+ * For every op below: unless the call returns an error, cb fires exactly
+ * once, never inside the call. THREAD: loop thread only. OWNERSHIP: what is
+ * passed in is borrowed until the call returns (copy it); what cb gets is
+ * the plugin's, borrowed until cb returns; `arg` is the host's. */
+
+/* One entry handed to a consumer. */
+typedef struct cg_queue_entry_s {
+  uint32_t struct_size;
+  uint32_t partition;
+  cg_str_t id;          /* the entry's id in its partition (opaque) */
+  cg_str_t payload;     /* what enqueue stored */
+  uint32_t deliveries;  /* how often it was handed out, this time included */
+} cg_queue_entry_t;
+
+typedef void (*cg_queue_entries_cb)(void *arg, int status, const cg_queue_entry_t *entries,
+                                    size_t count);
+
+/* The whole queue's state, for metrics and the admin page. */
+typedef struct cg_queue_stats_s {
+  uint32_t struct_size;
+  uint64_t length;             /* entries not yet acknowledged, all partitions */
+  uint64_t pending;            /* of those, handed to a consumer */
+  uint64_t oldest_pending_ms;  /* age of the oldest pending entry; 0: none */
+  uint64_t dead_letters;       /* entries in the dead-letter store */
+} cg_queue_stats_t;
+
+typedef void (*cg_queue_stats_cb)(void *arg, int status, const cg_queue_stats_t *stats);
+
+typedef struct cg_queue_ops_s {
+  uint32_t struct_size;
+  /* Stores `payload` at the end of `partition`, unless `dedupe_key` (when
+   * not empty) was seen in the last dedupe_ttl_ms: cb gets 0 and the entry's
+   * id, CG_EEXIST (a duplicate; nothing stored), CG_EBUSY (the partition is
+   * at its configured length) or CG_EUNAVAIL. Key and entry are stored
+   * together or not at all. */
+  int (*enqueue)(void *state, uint32_t partition, cg_str_t dedupe_key, uint64_t dedupe_ttl_ms,
+                 cg_str_t payload, cg_cache_cb cb, void *arg);
+  /* Takes or renews `owner`'s lease on `partition` for ttl_ms: cb gets 0
+   * (held by owner now; the partition is ready to read) or CG_EBUSY (held
+   * by another). */
+  int (*lease)(void *state, uint32_t partition, cg_str_t owner, uint64_t ttl_ms, cg_cache_cb cb,
+               void *arg);
+  /* Gives the lease up if `owner` holds it: 0, or CG_ENOENT. */
+  int (*release)(void *state, uint32_t partition, cg_str_t owner, cg_cache_cb cb, void *arg);
+  /* Hands `consumer` up to `max` entries no consumer had yet, from the
+   * given partitions, waiting up to block_ms for one (0: no wait). */
+  int (*read)(void *state, const uint32_t *partitions, size_t partition_count,
+              cg_str_t consumer, uint32_t max, uint64_t block_ms, cg_queue_entries_cb cb,
+              void *arg);
+  /* Hands `consumer` up to `max` of the partition's pending entries idle
+   * for min_idle_ms or longer (another consumer's that died), oldest
+   * first, each counted as one more delivery. Fewer than max: no more. */
+  int (*claim)(void *state, uint32_t partition, cg_str_t consumer, uint64_t min_idle_ms,
+               uint32_t max, cg_queue_entries_cb cb, void *arg);
+  /* Counts one more delivery of a pending entry to `consumer` (the host
+   * tries it again): cb gets 0 and the new count in decimal. */
+  int (*retry)(void *state, uint32_t partition, cg_str_t id, cg_str_t consumer, cg_cache_cb cb,
+               void *arg);
+  /* Acknowledges and removes an entry. When record_key is not empty it is
+   * stored (value "1", record_ttl_ms) in the same step, as a cache key the
+   * host can read with get: that the entry's work was done. */
+  int (*ack)(void *state, uint32_t partition, cg_str_t id, cg_str_t record_key,
+             uint64_t record_ttl_ms, cg_cache_cb cb, void *arg);
+  /* Moves an entry to the dead-letter store with `reason`, acknowledged and
+   * removed from its partition in the same step. */
+  int (*dead_letter)(void *state, uint32_t partition, cg_str_t id, cg_str_t payload,
+                     cg_str_t reason, cg_cache_cb cb, void *arg);
+  /* Heartbeat: `member` is alive for ttl_ms; cb gets 0 and the number of
+   * live members (itself included) in decimal. */
+  int (*members)(void *state, cg_str_t member, uint64_t ttl_ms, cg_cache_cb cb, void *arg);
+  /* The state of partitions 0..partition_count-1 and the dead letters. */
+  int (*stats)(void *state, uint32_t partition_count, cg_queue_stats_cb cb, void *arg);
+} cg_queue_ops_t;
 
 /* ---- the descriptor --------------------------------------------------- */
 
