@@ -120,8 +120,10 @@ const cg_cache_ops_t *PluginInstance::cache_ops() const {
 }
 const cg_queue_ops_t *PluginInstance::queue_ops() const {
   const cg_cache_ops_t *c = cache_ops();
-  if (c == nullptr || plugin_.desc->abi_minor < 6 ||
-      c->struct_size < offsetof(cg_cache_ops_t, queue) + sizeof(void *) || c->queue == nullptr) {
+  // The table's size says whether the plugin was built with the member
+  // (abi_minor is the lowest host it needs, which may be older).
+  if (c == nullptr || c->struct_size < offsetof(cg_cache_ops_t, queue) + sizeof(void *) ||
+      c->queue == nullptr) {
     return nullptr;
   }
   const cg_queue_ops_t *q = c->queue;

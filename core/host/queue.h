@@ -56,8 +56,9 @@ class Queue {
 
   PluginInstance &instance_;
   Metrics &metrics_;
+  // The plugin's table (static). Its state is read per call: it exists
+  // only once the instance was initialized, after this adapter is made.
   const cg_queue_ops_t *ops_;
-  void *state_;
 };
 
 }  // namespace cg

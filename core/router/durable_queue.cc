@@ -138,7 +138,8 @@ void DurableQueue::start() {
 // ---- ingress ----------------------------------------------------------------
 
 std::string DurableQueue::record_key(const InboundMessage &msg) {
-  return fmt::format("r:{}:{}", msg.channel->name(), msg.dedupe_key.empty() ? msg.id : msg.dedupe_key);
+  return fmt::format("r:{}:{}", msg.channel->name(),
+                     msg.dedupe_key.empty() ? msg.id : msg.dedupe_key);
 }
 
 int DurableQueue::enqueue(const InboundMessage &msg, cg_done_cb done, void *arg) {
@@ -167,9 +168,10 @@ int DurableQueue::enqueue(const InboundMessage &msg, cg_done_cb done, void *arg)
         }
         if (status != 0 && status != CG_EEXIST) {
           if (std::string more; q->warn_due(result, &more)) {
-            spdlog::warn("queue: '{}' could not keep a message ({}); the channel tells the "
-                         "platform to retry{}",
-                         q->queue_.name(), cg_strerror(status), more);
+            spdlog::warn(
+                "queue: '{}' could not keep a message ({}); the channel tells the "
+                "platform to retry{}",
+                q->queue_.name(), cg_strerror(status), more);
           }
           status = status == CG_EBUSY ? CG_EBUSY : CG_EUNAVAIL;
         }
@@ -181,9 +183,10 @@ int DurableQueue::enqueue(const InboundMessage &msg, cg_done_cb done, void *arg)
       *m += 1;
     }
     if (std::string more; warn_due("unavailable", &more)) {
-      spdlog::warn("queue: '{}' could not keep a message ({}); the channel tells the platform "
-                   "to retry{}",
-                   queue_.name(), cg_strerror(rc), more);
+      spdlog::warn(
+          "queue: '{}' could not keep a message ({}); the channel tells the platform "
+          "to retry{}",
+          queue_.name(), cg_strerror(rc), more);
     }
     return rc == CG_EBUSY ? CG_EBUSY : CG_EUNAVAIL;
   }
@@ -196,14 +199,17 @@ int DurableQueue::enqueue(const InboundMessage &msg, cg_done_cb done, void *arg)
 
 void DurableQueue::on_tick(void *self, uint64_t) {
   auto *q = static_cast<DurableQueue *>(self);
-  if (q->stopping_) return;
+  // While the store is down the plugin says so (one line per outage); the
+  // leases held run out and the others take over if it stays down.
+  if (q->stopping_ || !q->queue_.healthy()) return;
   const int rc = q->queue_.members(q->me_, q->config_.lease_ms, &DurableQueue::on_members, q);
   if (rc == 0) {
     q->calls_++;
   } else if (std::string more; q->warn_due("heartbeat", &more)) {
-    spdlog::warn("queue: heartbeat to '{}' failed ({}); partitions are kept while their leases "
-                 "last{}",
-                 q->queue_.name(), cg_strerror(rc), more);
+    spdlog::warn(
+        "queue: heartbeat to '{}' failed ({}); partitions are kept while their leases "
+        "last{}",
+        q->queue_.name(), cg_strerror(rc), more);
   }
   q->maybe_read();
 }
@@ -214,9 +220,10 @@ void DurableQueue::on_members(void *arg, int status, cg_str_t value) {
   if (q->stopping_) return;
   if (status != 0) {
     if (std::string more; q->warn_due("heartbeat", &more)) {
-      spdlog::warn("queue: heartbeat to '{}' failed ({}); partitions are kept while their "
-                   "leases last{}",
-                   q->queue_.name(), cg_strerror(status), more);
+      spdlog::warn(
+          "queue: heartbeat to '{}' failed ({}); partitions are kept while their "
+          "leases last{}",
+          q->queue_.name(), cg_strerror(status), more);
     }
     return;
   }
@@ -320,9 +327,10 @@ void DurableQueue::on_renew(void *arg, int status, cg_str_t) {
   if (part.state == State::kFree || part.state == State::kTaking) return;
   // Another instance holds it: this one stalled past its lease. What it
   // still runs from there may be answered twice (docs/fleet.md).
-  spdlog::warn("queue: lost partition {} to another instance (this one missed its lease); "
-               "{} of its messages still running here",
-               c->partition, part.in_flight);
+  spdlog::warn(
+      "queue: lost partition {} to another instance (this one missed its lease); "
+      "{} of its messages still running here",
+      c->partition, part.in_flight);
   part.state = State::kFree;
   q->set_owned_gauge();
 }
@@ -353,9 +361,10 @@ void DurableQueue::on_claimed(void *arg, int status, const cg_queue_entry_t *ent
     return;  // the next tick
   }
   if (count > 0) {
-    spdlog::info("queue: claimed {} unanswered entries of partition {} from an instance that "
-                 "stopped",
-                 count, c->partition);
+    spdlog::info(
+        "queue: claimed {} unanswered entries of partition {} from an instance that "
+        "stopped",
+        count, c->partition);
     if (q->claimed_ != nullptr) *q->claimed_ += static_cast<double>(count);
   }
   for (size_t i = 0; i < count; ++i) q->deliver(entries[i]);
@@ -376,8 +385,8 @@ void DurableQueue::maybe_read() {
     if (parts_[p].state == State::kOwned) read_parts_.push_back(p);
   }
   if (read_parts_.empty() || in_flight_ >= max_in_flight_) return;
-  const auto room = static_cast<uint32_t>(
-      std::min<size_t>(config_.read_batch, max_in_flight_ - in_flight_));
+  const auto room =
+      static_cast<uint32_t>(std::min<size_t>(config_.read_batch, max_in_flight_ - in_flight_));
   const int rc = queue_.read(read_parts_, me_, room, kReadBlockMs, &DurableQueue::on_read, this);
   if (rc != 0) {
     read_parts_.clear();
@@ -455,9 +464,10 @@ void DurableQueue::ack(const InboundMessage &msg, std::string_view record_key) {
 void DurableQueue::dead_letter(const InboundMessage &msg, std::string_view reason) {
   std::string payload;
   queue_message_encode(msg, msg.channel->name(), &payload);
-  spdlog::warn("queue: message {} on '{}' (conversation '{}') moved to the dead letters after {} "
-               "deliveries: {}",
-               msg.id, msg.channel->name(), msg.conversation_id, msg.deliveries, reason);
+  spdlog::warn(
+      "queue: message {} on '{}' (conversation '{}') moved to the dead letters after {} "
+      "deliveries: {}",
+      msg.id, msg.channel->name(), msg.conversation_id, msg.deliveries, reason);
   finish_op(msg.queue_partition, "dead_letter", msg.queue_id, {}, std::move(payload),
             std::string(reason));
 }
@@ -475,11 +485,11 @@ void DurableQueue::finish_op(uint32_t p, std::string_view op, std::string id, st
 
 void DurableQueue::send_finish(std::unique_ptr<Call> call) {
   const int rc =
-      call->dead ? queue_.dead_letter(call->partition, call->id, call->payload, call->reason,
-                                      &DurableQueue::on_finished, call.get())
-                 : queue_.ack(call->partition, call->id, call->record,
-                              config_.record_ttl_seconds * 1000, &DurableQueue::on_finished,
-                              call.get());
+      call->dead
+          ? queue_.dead_letter(call->partition, call->id, call->payload, call->reason,
+                               &DurableQueue::on_finished, call.get())
+          : queue_.ack(call->partition, call->id, call->record, config_.record_ttl_seconds * 1000,
+                       &DurableQueue::on_finished, call.get());
   if (rc == 0) {
     (void)call.release();
     return;
@@ -505,8 +515,8 @@ void DurableQueue::on_finished(void *arg, int status, cg_str_t) {
     // Kept and sent again: an entry left pending would be answered again
     // by whoever takes the partition next.
     if (std::string more; q->warn_due("ack", &more)) {
-      spdlog::warn("queue: acknowledging an entry failed ({}); trying again{}",
-                   cg_strerror(status), more);
+      spdlog::warn("queue: acknowledging an entry failed ({}); trying again{}", cg_strerror(status),
+                   more);
     }
     q->unsent_.push_back(std::move(c));
     if (q->pending_timer_ == 0) {
@@ -625,8 +635,9 @@ void DurableQueue::stop() {
   }
   // Leave the members at once, so the others' shares grow now rather than
   // when this heartbeat runs out.
-  if (queue_.members(me_, 1, [](void *a, int, cg_str_t) { static_cast<DurableQueue *>(a)->calls_--; },
-                     this) == 0) {
+  if (queue_.members(
+          me_, 1, [](void *a, int, cg_str_t) { static_cast<DurableQueue *>(a)->calls_--; }, this) ==
+      0) {
     calls_++;
   }
   set_owned_gauge();

@@ -131,9 +131,10 @@ void Router::Job::on_record(void *arg, int status, cg_str_t) {
     // send again, only the acknowledgement that did not happen.
     job->router->count("chatgate_messages_dropped_total", job->channel(),
                        "reason=\"already_answered\"");
-    spdlog::info("router: message {} on '{}' was answered before its instance stopped; "
-                 "acknowledged without answering again",
-                 job->msg.id, job->channel());
+    spdlog::info(
+        "router: message {} on '{}' was answered before its instance stopped; "
+        "acknowledged without answering again",
+        job->msg.id, job->channel());
     job->router->finish(job);
     return;
   }
@@ -161,16 +162,16 @@ void Router::Job::start() {
     // already (its instance died before acknowledging): the reply record
     // tells.
     if (msg.deliveries > router->durable_->max_deliveries()) {
-      dead_reason = fmt::format("delivered {} times (max {}): each instance that took it stopped "
-                                "before answering",
-                                msg.deliveries, router->durable_->max_deliveries());
+      dead_reason = fmt::format(
+          "delivered {} times (max {}): each instance that took it stopped "
+          "before answering",
+          msg.deliveries, router->durable_->max_deliveries());
       reply(kFailedText, CG_REPLY_ERROR);
       return;
     }
     if (msg.deliveries > 1 && router->cache_ != nullptr) {
       pending++;
-      const int rc =
-          router->cache_->get(DurableQueue::record_key(msg), &Job::on_record, this);
+      const int rc = router->cache_->get(DurableQueue::record_key(msg), &Job::on_record, this);
       if (rc == 0) return;
       pending--;
       router->cache_degraded("reply record", rc);

@@ -67,8 +67,7 @@ int rc_set_nx(void *state, cg_str_t key, cg_str_t value, uint64_t ttl_ms, cg_cac
   const std::string k = r->prefix + std::string(sv(key));
   if (ttl_ms == 0) return send<4>(r, Op::kSetNx, cb, arg, {lit("SET"), cs(k), value, lit("NX")});
   const std::string ttl = std::to_string(ttl_ms);
-  return send<6>(r, Op::kSetNx, cb, arg,
-                 {lit("SET"), cs(k), value, lit("NX"), lit("PX"), cs(ttl)});
+  return send<6>(r, Op::kSetNx, cb, arg, {lit("SET"), cs(k), value, lit("NX"), lit("PX"), cs(ttl)});
 }
 
 int rc_del(void *state, cg_str_t key, cg_cache_cb cb, void *arg) noexcept {

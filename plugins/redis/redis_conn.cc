@@ -256,7 +256,6 @@ void redis_connect(Redis *r) {
 
 namespace {
 
-
 // ---- commands --------------------------------------------------------------
 
 // A Redis that accepts the connection but stops answering would otherwise

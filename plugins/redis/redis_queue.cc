@@ -219,9 +219,9 @@ int q_read(void *state, const uint32_t *partitions, size_t partition_count, cg_s
   for (size_t i = 0; i < partition_count; ++i) keys.push_back(stream_key(r, partitions[i]));
   const std::string count = std::to_string(max);
   const std::string block = std::to_string(block_ms);
-  std::vector<cg_str_t> args = {lit("XREADGROUP"), lit("GROUP"), lit(kGroup), consumer,
-                                lit("COUNT"),      cs(count),    lit("BLOCK"), cs(block),
-                                lit("STREAMS")};
+  std::vector<cg_str_t> args = {lit("XREADGROUP"), lit("GROUP"), lit(kGroup),
+                                consumer,          lit("COUNT"), cs(count),
+                                lit("BLOCK"),      cs(block),    lit("STREAMS")};
   for (const std::string &k : keys) args.push_back(cs(k));
   for (size_t i = 0; i < partition_count; ++i) args.push_back(lit(">"));
   std::vector<const char *> argv;
@@ -446,8 +446,8 @@ void queue_answer(const Op &op, const redisReply &rep) {
 }
 
 const cg_queue_ops_t kQueueOps = {
-    sizeof(cg_queue_ops_t), q_enqueue, q_lease, q_release, q_read,    q_claim,
-    q_retry,                q_ack,     q_dead_letter,      q_members, q_stats,
+    sizeof(cg_queue_ops_t), q_enqueue, q_lease, q_release, q_read, q_claim, q_retry, q_ack,
+    q_dead_letter,          q_members, q_stats,
 };
 
 }  // namespace redis_plugin
