@@ -517,7 +517,10 @@ class Driver:
                 return
 
     def request(self, m):
-        body = json.dumps({"encrypt": fake_feishu.encrypt(ENCRYPT_KEY, json.dumps(m.event))}).encode()
+        """The callback's bytes: the event encrypted, a fresh timestamp and
+        nonce, signed (a new IV, nonce and signature on every try)."""
+        cipher = fake_feishu.encrypt(ENCRYPT_KEY, json.dumps(m.event))
+        body = json.dumps({"encrypt": cipher}).encode()
         ts = str(int(time.time()))
         nonce = uuid.uuid4().hex
         headers = {"X-Lark-Request-Timestamp": ts, "X-Lark-Request-Nonce": nonce,
@@ -527,6 +530,23 @@ class Driver:
         head += "Connection: close\r\n"
         head += "".join("%s: %s\r\n" % kv for kv in headers.items()) + "\r\n"
         return head.encode() + body
+
+    def post(self, m, port=None, timeout=10):
+        """One callback for `m`, sent at once (not paced): its HTTP status,
+        or None on a connection error."""
+        try:
+            with socket.create_connection(("127.0.0.1", port or self.port), timeout=timeout) as s:
+                s.sendall(self.request(m))
+                data = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+        except OSError:
+            return None
+        match = re.match(rb"HTTP/1\.[01] (\d{3}) ", data)
+        return int(match.group(1)) if match else None
 
     async def _attempt(self, m):
         m.attempts += 1

@@ -35,8 +35,8 @@ import time
 import unittest
 
 from harness import DEADLINE, wait_for, wait_until
-from fleet_support import (DEAD, DURABLE, MAX_DELIVERIES, MODEL_ERROR, PARTITIONS,
-                           SECRETS, DurableRedis, Driver, FakeFeishu, HAProxy, Member, Model,
+from fleet_support import (DEAD, DURABLE, MAX_DELIVERIES, MODEL_ERROR, PARTITIONS, SECRETS,
+                           DurableRedis, Driver, FakeFeishu, HAProxy, Member, Message, Model,
                            Outcome, Pusher, answered_all, conversations, instance_config, owned)
 
 RATE = float(os.environ.get("CHATGATE_FLEET_RATE", "400"))
@@ -225,6 +225,13 @@ class FleetTest(FleetCase):
             ok = wait_until(lambda: all(m.readyz() == 503 for m in members),
                             timeout=DEADLINE if DURABLE else 3)
             self.assertTrue(ok, [m.readyz() for m in members])
+        # HAProxy now answers 503 itself; an instance asked directly
+        # refuses too, since the queue cannot take the message.
+        probe = Message(100, 0, "probe while Redis is away")
+        self.fake.known([probe.message_id])
+        with self.subTest("a callback straight to an instance is refused with a 5xx"):
+            status = driver.post(probe, port=members[0].port)
+            self.assertTrue(status is not None and 500 <= status < 600, status)
         # The driver's callbacks are refused meanwhile (or, without the
         # durable queue, answered without Redis).
         wait_for(lambda: driver.refusals >= refusals + 20 or driver.accepted >= accepted + 150,
@@ -236,9 +243,14 @@ class FleetTest(FleetCase):
         with self.subTest("/readyz 200 once Redis is back"):
             ok = wait_until(lambda: all(m.readyz() == 200 for m in members), timeout=DEADLINE)
             self.assertTrue(ok, [m.readyz() for m in members])
+        # The probe is delivered again, like any refused callback, until 2xx.
+        wait_for(lambda: driver.post(probe) == 200, "the probe taken once Redis is back")
+        probe.accepted_t = time.monotonic()
         driver.wait(DRAIN)
-        self.wait_answered(driver.messages)
-        outcome = Outcome(self.fake, self.model, driver.messages)
+        self.wait_answered(driver.messages + [probe])
+        outcome = Outcome(self.fake, self.model, driver.messages + [probe])
+        with self.subTest("the probe answered once"):
+            self.assertEqual(len(outcome.replies_per.get(probe.message_id, [])), 1)
         # A message in flight across the outage (its reply record or ack not
         # written) may be asked and sent again once Redis is back.
         allowed = {m.message_id for m in driver.messages
