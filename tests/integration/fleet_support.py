@@ -150,6 +150,16 @@ class DurableRedis:
             pending += summary[0]
         return length, pending
 
+    def streams(self):
+        """{partition: the names of its stream's consumer groups} for every
+        partition whose stream exists."""
+        out = {}
+        for p in range(PARTITIONS):
+            if self.command("EXISTS", stream(p)):
+                out[p] = [dict(zip(g[::2], g[1::2]))[b"name"].decode()
+                          for g in self.command("XINFO", "GROUPS", stream(p))]
+        return out
+
     def dead_letters(self):
         """The dead-letter stream's entries: [(id, {field: value})]."""
         out = []

@@ -35,9 +35,10 @@ import time
 import unittest
 
 from harness import DEADLINE, wait_for, wait_until
-from fleet_support import (DEAD, DURABLE, MAX_DELIVERIES, MODEL_ERROR, PARTITIONS, SECRETS,
-                           DurableRedis, Driver, FakeFeishu, HAProxy, Member, Message, Model,
-                           Outcome, Pusher, answered_all, conversations, instance_config, owned)
+from fleet_support import (DEAD, DURABLE, GROUP, KEY_PREFIX, MAX_DELIVERIES, MODEL_ERROR,
+                           PARTITIONS, SECRETS, DurableRedis, Driver, FakeFeishu, HAProxy,
+                           Member, Message, Model, Outcome, Pusher, answered_all, conversations,
+                           instance_config, owned)
 
 RATE = float(os.environ.get("CHATGATE_FLEET_RATE", "400"))
 MESSAGES = int(os.environ.get("CHATGATE_FLEET_MESSAGES", "2000"))
@@ -101,6 +102,10 @@ class FleetCase(unittest.TestCase):
         """Nothing left in the partitions' streams or pending in their groups;
         the dead-letter stream holds `dead_letters` entries; the live members
         own every partition between them."""
+        with self.subTest("the partitions' streams and their consumer group"):
+            streams = self.redis.streams()
+            self.assertTrue(streams, "no stream %sq:<p> in Redis" % KEY_PREFIX)
+            self.assertEqual({p: g for p, g in streams.items() if g != [GROUP]}, {})
         with self.subTest("the durable queue drained"):
             state = wait_until(lambda: self.redis.queued() == (0, 0), timeout=DEADLINE)
             self.assertTrue(state, "left in the streams (length, pending): %s"
