@@ -74,9 +74,13 @@ Control API (same port):
                             "pongs":[{t,PingInterval}]}
   POST /_control/ws/event {"event":{..},"parts":1,"type":"event",
                            "message_id"?:"reuse one","raw"?:"payload text",
-                           "reverse"?:false}
-                            push to the newest open client -> {"sent":true,
-                            "message_id":..} or 409 {"sent":false}
+                           "reverse"?:false,"pick"?:"newest"}
+                            push to the newest open client ("pick":"random":
+                            to one of the app's open clients at random, as
+                            Feishu spreads events over several) ->
+                            {"sent":true,"message_id":..,"device_id":..} or
+                            409 {"sent":false}; each ack in /_control/ws
+                            names the device_id of the connection it came on
   POST /_control/ws/drop    abort every client's TCP connection -> {"dropped":n}
   POST /_control/ws/close {"code":1000,"reason":".."}  clean close -> {"closed":n}
 """
@@ -88,6 +92,7 @@ import http
 import json
 import logging
 import os
+import random
 import sys
 import threading
 import time
@@ -755,6 +760,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # several gateways (and a test's driver) at once
 
     def handle_error(self, request, client_address):
         if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
@@ -786,7 +792,8 @@ async def push_event(f, body):
         clients = open_clients(f)
         if not clients:
             return 409, {"sent": False}
-        client = clients[-1]
+        # Feishu hands each event to one of the app's connected clients.
+        client = random.choice(clients) if body.get("pick") == "random" else clients[-1]
         message_id = body.get("message_id") or "msg_%d" % f.next("ws_message")
         log_id = f.next("log_id")
     payload = body["raw"].encode() if "raw" in body else json.dumps(body.get("event")).encode()
@@ -817,11 +824,11 @@ async def push_event(f, body):
                 "seq_id": seq_id, "log_id": log_id, "service": SERVICE_ID, "method": 1,
                 "headers": headers, "payload": chunks[i]}))
     except Exception:
-        return 409, {"sent": False}
+        return 409, {"sent": False, "device_id": client["device_id"]}
     with LOCK:
         f.events.append({"message_id": message_id, "type": body.get("type", "event"),
                          "parts": parts, "seq_ids": seq_ids, "device_id": client["device_id"]})
-    return 200, {"sent": True, "message_id": message_id}
+    return 200, {"sent": True, "message_id": message_id, "device_id": client["device_id"]}
 
 
 async def drop_clients(f):
@@ -906,6 +913,7 @@ def make_ws_server(f):
             elif frame["method"] == 1:
                 ack = {"seq_id": frame["seq_id"], "log_id": frame["log_id"],
                        "service": frame["service"], "headers": headers,
+                       "device_id": client["device_id"],
                        "message_id": headers.get("message_id"), "biz_rt": headers.get("biz_rt")}
                 try:
                     ack["payload"] = json.loads(record["payload"])

@@ -28,8 +28,9 @@ the context that was sent. Tests steer the next requests with
     POST /control   {"script": ["status:429:1", "status:500", "ok"],
                      "framing": ["crlf", "split"]}
 
-"script" has one entry per coming request (then "ok" again): "ok",
-"delay:MS", "status:CODE[:RETRY_AFTER_SECONDS]", "drop[:N]" (a stream: close
+"script" has one entry per coming request (then the default, "ok"
+unless set): "ok", "delay:MS", "delay:MIN-MAX" (a random delay in that
+range), "status:CODE[:RETRY_AFTER_SECONDS]", "drop[:N]" (a stream: close
 after N deltas, 2 when not given, 0 = after the first chunk, which has the
 role and no text, as OpenAI's has; a JSON answer: close before it), "trickle:MS" (stream one word every MS), "hang" (never answer), "hold"
 (answer once POST /release is called), "json[:CONTENT_TYPE]" (one whole
@@ -49,14 +50,23 @@ one). --ignore-stream makes "json" every request's default.
   nofinalblank  the body ends after `data: [DONE]` and its line end,
              without the blank line that ends the event
 
+"default" (POST /control {"default": "delay:50-200"}) is the behaviour
+once the script is used up (a fleet test's steady model latency), and
+"rules" ({"rules": [{"contains": "poison", "behaviour": "status:500"}]})
+give every request whose last user message contains a text that
+behaviour, before the script: a message that always fails.
+
 GET /requests returns every request seen: path, headers and body; GET
-/aborted how many streams the client closed before their end; GET /problems
+/calls the same requests in short: [{"path", "text" (the last user
+message), "t" (monotonic seconds at arrival)}], for counting the calls per
+message when there are thousands; GET /aborted how many streams the client closed before their end; GET /problems
 what the fake refused and why (POST /problems/take returns and forgets
 them). POST /release lets the held requests answer. POST /reset forgets the script, the
 framing (back to --framing), the requests, the count and the problems, and
 releases held requests.
 """
 import json
+import random
 import socket
 import ssl
 import sys
@@ -83,14 +93,18 @@ PARAMS = {"model": (str,), "messages": (list,), "stream": (bool,), "temperature"
           "max_tokens": (int,), "top_p": (int, float), "stream_options": (dict,),
           "user": (str,)}
 
-STATE = {"script": [], "requests": [], "aborted": 0, "problems": [],
-         "framing": list(DEFAULT_FRAMING), "release": threading.Event()}
+STATE = {"script": [], "requests": [], "calls": [], "aborted": 0, "problems": [],
+         "framing": list(DEFAULT_FRAMING), "release": threading.Event(),
+         "default": DEFAULT, "rules": []}
 LOCK = threading.Lock()
 
 
-def next_behaviour():
+def next_behaviour(text):
     with LOCK:
-        return STATE["script"].pop(0) if STATE["script"] else DEFAULT
+        for rule in STATE["rules"]:
+            if rule["contains"] in text:
+                return rule["behaviour"]
+        return STATE["script"].pop(0) if STATE["script"] else STATE["default"]
 
 
 def error_body(message, type_, code=None, param=None):
@@ -148,6 +162,10 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 self.send_json(200, STATE["requests"])
             return
+        if self.path == "/calls":
+            with LOCK:
+                self.send_json(200, STATE["calls"])
+            return
         if self.path == "/aborted":
             # Streams the client closed before their end.
             with LOCK:
@@ -173,12 +191,20 @@ class Handler(BaseHTTPRequestHandler):
                         self.send_json(400, {"error": "unknown framing %s" % sorted(unknown)})
                         return
                     STATE["framing"] = list(control["framing"])
+                if "default" in control:
+                    STATE["default"] = control["default"]
+                if "rules" in control:
+                    STATE["rules"] = [{"contains": r["contains"], "behaviour": r["behaviour"]}
+                                      for r in control["rules"]]
             self.send_json(200, {"ok": True})
             return
         if self.path == "/reset":
             with LOCK:
                 STATE["script"] = []
                 STATE["requests"] = []
+                STATE["calls"] = []
+                STATE["default"] = DEFAULT
+                STATE["rules"] = []
                 STATE["aborted"] = 0
                 STATE["problems"] = []
                 STATE["framing"] = list(DEFAULT_FRAMING)
@@ -204,12 +230,14 @@ class Handler(BaseHTTPRequestHandler):
         req = self.checked_request(raw)
         if req is None:
             return
+        text = req["messages"][-1]["content"]
         with LOCK:
             STATE["requests"].append({"path": self.path, "headers": dict(self.headers.items()),
                                       "body": req})
+            STATE["calls"].append({"path": self.path, "text": text, "t": time.monotonic()})
             release = STATE["release"]
             framing = set(STATE["framing"])
-        behaviour = next_behaviour()
+        behaviour = next_behaviour(text)
         kind, _, arg = behaviour.partition(":")
         if kind == "hang":
             time.sleep(3600)
@@ -217,7 +245,8 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "hold":
             release.wait(120)
         if kind == "delay":
-            time.sleep(int(arg) / 1000.0)
+            low, _, high = arg.partition("-")
+            time.sleep(random.uniform(int(low), int(high or low)) / 1000.0)
         if kind == "status":
             code, _, retry_after = arg.partition(":")
             extra = {"Retry-After": retry_after} if retry_after else None
@@ -407,6 +436,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # several gateways opening connections at once
 
     def handle_error(self, request, client_address):
         # A client that hangs up mid-answer is a test case, not a fault.
