@@ -119,7 +119,8 @@ class AdminApi {
   void end_streams();
 
  private:
-  std::string status() const;   // /admin/api/status's JSON
+  std::string status() const;
+  std::string queue_status() const;   // /admin/api/status's JSON
   std::string plugins() const;  // /admin/api/plugins's JSON
   void update_process_metrics();
 

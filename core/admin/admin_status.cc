@@ -2,6 +2,7 @@
 // refreshes, and the status and plugins JSON.
 #include <chatgate/chatgate.h>
 #include <dirent.h>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <uv.h>
 
@@ -152,8 +153,33 @@ std::string AdminApi::status() const {
     body += "," + listener(config_.admin_listener, admin_server_->port());
   body += "],\"instances\":" + std::to_string(plugins_.size()) +
           ",\"running\":" + std::to_string(running) +
-          ",\"inFlight\":" + std::to_string(api_.in_flight()) + "}";
+          ",\"inFlight\":" + std::to_string(api_.in_flight()) + ",\"queue\":" + queue_status() +
+          "}";
   return body;
+}
+
+// The durable queue as this instance last saw it (its metrics), or null
+// without router.queue. Length, pending, age and dead letters are the
+// whole fleet's; partitions owned is this instance's share.
+std::string AdminApi::queue_status() const {
+  if (config_.router.queue.empty()) return "null";
+  auto gauge = [this](std::string_view name) {
+    const double *g = metrics_.gauge(name, "");
+    return g != nullptr ? fmt::format("{:g}", *g) : std::string("0");
+  };
+  bool healthy = false;
+  for (const auto &p : plugins_) {
+    if (p->name() == config_.router.queue) healthy = p->health() == CG_STATE_RUNNING;
+  }
+  return "{\"instance\":" + json_quote(config_.router.queue) +
+         ",\"healthy\":" + (healthy ? "true" : "false") +
+         ",\"partitions\":" + std::to_string(config_.router.queue_settings.partitions) +
+         ",\"partitionsOwned\":" + gauge("chatgate_queue_partitions_owned") +
+         ",\"members\":" + gauge("chatgate_queue_members") +
+         ",\"length\":" + gauge("chatgate_queue_length") +
+         ",\"pending\":" + gauge("chatgate_queue_pending") +
+         ",\"oldestPendingSeconds\":" + gauge("chatgate_queue_oldest_pending_seconds") +
+         ",\"deadLetters\":" + gauge("chatgate_queue_dead_letters") + "}";
 }
 
 std::string AdminApi::plugins() const {

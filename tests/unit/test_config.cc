@@ -797,3 +797,74 @@ TEST_CASE("config: documents that hang yaml-cpp's parser come back with an error
   CHECK(bad->line == 2);
   CHECK(bad->key == "logging.level");
 }
+
+TEST_CASE("config: router.queue and the queue section", "[config]") {
+  const std::string instances = R"(plugins:
+  dir: /opt/cg
+  instances:
+    - name: echo
+      plugin: echo.so
+    - name: redis
+      plugin: redis.so
+    - name: memory
+      plugin: memory.so
+)";
+  Config cfg;
+  auto ok = cg::config_load_string(instances + R"(router:
+  model: echo
+  cache: redis
+  queue: redis
+queue:
+  partitions: 8
+  leaseMs: 3000
+  maxDeliveries: 2
+  readBatch: 10
+  replyRecordTtlSeconds: 600
+)",
+                                   "test.yaml", &cfg);
+  REQUIRE_FALSE(ok.has_value());
+  CHECK(cfg.router.queue == "redis");
+  CHECK(cfg.router.queue_settings.partitions == 8);
+  CHECK(cfg.router.queue_settings.lease_ms == 3000);
+  CHECK(cfg.router.queue_settings.max_deliveries == 2);
+  CHECK(cfg.router.queue_settings.read_batch == 10);
+  CHECK(cfg.router.queue_settings.record_ttl_seconds == 600);
+
+  // The queue must sit beside the cache: reply records are read through it.
+  ConfigError err = load_error(instances + R"(router:
+  model: echo
+  cache: memory
+  queue: redis
+)");
+  CHECK(err.key == "router.queue");
+  CHECK(err.line == 13);
+  CHECK(err.message.find("same instance as router.cache") != std::string::npos);
+
+  // A queue section without router.queue would be silently unused.
+  err = load_error(instances + R"(router:
+  model: echo
+  cache: redis
+queue:
+  partitions: 4
+)");
+  CHECK(err.key == "queue");
+  CHECK(err.message.find("without router.queue") != std::string::npos);
+
+  err = load_error(instances + R"(router:
+  model: echo
+  cache: redis
+  queue: redis
+queue:
+  partitons: 4
+)");
+  CHECK(err.key == "queue.partitons");
+
+  err = load_error(instances + R"(router:
+  model: echo
+  cache: redis
+  queue: redis
+queue:
+  leaseMs: 10
+)");
+  CHECK(err.key == "queue.leaseMs");
+}

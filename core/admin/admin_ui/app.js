@@ -117,6 +117,16 @@ async function refresh() {
     $('status-line').textContent = `chatgate ${status.version} (plugin ABI ${status.abi}), ` +
       `up ${status.uptimeSeconds} s; ${listeners}; ${status.running}/${status.instances} ` +
       `instances running, ${status.inFlight} requests in flight`;
+    const q = status.queue;
+    $('queue-panel').hidden = !q;
+    if (q) {
+      $('queue-line').textContent = `on '${q.instance}' (${q.healthy ? 'reachable' : 'UNREACHABLE: ' +
+        'platforms are told to retry'}): ${q.length} unanswered, ${q.pending} being answered, ` +
+        `oldest pending ${q.oldestPendingSeconds} s, ${q.deadLetters} dead letters; this ` +
+        `instance reads ${q.partitionsOwned} of ${q.partitions} partitions, ${q.members} ` +
+        `instances live`;
+      $('queue-line').className = 'status' + (q.healthy && q.deadLetters === 0 ? '' : ' state-degraded');
+    }
     const body = $('plugins').querySelector('tbody');
     body.replaceChildren(...plugins.plugins.map((p) => {
       const tr = document.createElement('tr');
