@@ -78,12 +78,17 @@ std::string admin_config_json(const Config &c,
       c.http_client.max_response_bytes);
   const RouterConfig &r = c.router;
   out += fmt::format(
-      ",\"router\":{{\"model\":{},\"cache\":{},\"contextTurns\":{},\"contextTtlSeconds\":{},"
-      "\"modelTimeoutMs\":{},\"dedupeTtlSeconds\":{},\"maxQueue\":{},"
+      ",\"router\":{{\"model\":{},\"cache\":{},\"queue\":{},\"contextTurns\":{},"
+      "\"contextTtlSeconds\":{},\"modelTimeoutMs\":{},\"dedupeTtlSeconds\":{},\"maxQueue\":{},"
       "\"maxConversationBacklog\":{},\"maxModelCalls\":{}}}",
-      json_quote(r.model), json_quote(r.cache), r.context_turns, r.context_ttl_seconds,
-      r.model_timeout_ms, r.dedupe_ttl_seconds, r.max_queue, r.max_conversation_backlog,
-      r.max_model_calls);
+      json_quote(r.model), json_quote(r.cache), json_quote(r.queue), r.context_turns,
+      r.context_ttl_seconds, r.model_timeout_ms, r.dedupe_ttl_seconds, r.max_queue,
+      r.max_conversation_backlog, r.max_model_calls);
+  const QueueConfig &q = r.queue_settings;
+  out += fmt::format(
+      ",\"queue\":{{\"partitions\":{},\"leaseMs\":{},\"maxDeliveries\":{},\"readBatch\":{},"
+      "\"replyRecordTtlSeconds\":{}}}",
+      q.partitions, q.lease_ms, q.max_deliveries, q.read_batch, q.record_ttl_seconds);
   out += fmt::format(",\"shutdown\":{{\"deadlineMs\":{}}}", c.shutdown_deadline_ms);
   out += ",\"plugins\":{\"dir\":" + json_quote(c.plugin_dir) + ",\"instances\":[";
   bool first = true;
