@@ -452,6 +452,7 @@ void Router::Job::send(std::string_view text, uint32_t flags) {
   r.recipient_id = cs(msg.sender_id);
   r.text = cs(text);
   r.answer_id = answer_id;
+  r.delivery = msg.deliveries > 0 ? msg.deliveries : 1;
   pending++;
   const bool final = (flags & CG_REPLY_FINAL) != 0;
   const int rc = msg.channel->send(r, final ? &Job::on_final_sent : &Job::on_sent, this);

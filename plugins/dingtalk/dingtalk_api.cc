@@ -211,8 +211,10 @@ void deliver(Answer *a, bool markdown, std::vector<std::string> parts, size_t i)
 }
 
 void card_update(Answer *a);
+void card_create(Answer *a);
 
 void card_after_update(Answer *a) {
+  if (a->superseded) return finish(a, 0);
   if (a->final) {
     // The last update finalizes, whatever was shown before.
     if (!a->updating) card_update(a);
@@ -246,6 +248,16 @@ void card_update(Answer *a) {
   d->call("PUT", "/v1.0/card/streaming", body, [a, text, finalize](const ApiResult &r) {
     a->updating = false;
     a->last_update_ms = a->d->api->now_ms(a->d->host);
+    if (a->resuming) {
+      a->resuming = false;
+      if (r.result != 0) {
+        // No card from an earlier attempt (it died before making one).
+        a->card = Answer::Card::kNone;
+        return card_create(a);
+      }
+      a->d->log(CG_LOG_INFO, "continued AI card " + a->out_track_id + " (attempt " +
+                                 std::to_string(a->delivery) + ")");
+    }
     if (r.result == 0) {
       a->shown = text;
       if (finalize) return finish(a, 0);
@@ -261,14 +273,22 @@ void card_update(Answer *a) {
 }
 
 void card_fallback(Answer *a) {
+  if (a->superseded) return finish(a, 0);
   a->card = Answer::Card::kFailed;
   if (a->final) deliver(a, true, split(a->latest), 0);
 }
 
 void card_create(Answer *a) {
-  a->card = Answer::Card::kCreating;
   Dingtalk *d = a->d;
   a->out_track_id = a->msg_id.empty() ? "cg_" + random_id() : "cg_" + a->msg_id;
+  if (a->delivery > 1 && !a->msg_id.empty() && !a->resume_tried) {
+    // A later attempt: stream to the card an earlier one made; the first
+    // update tells whether there is one (card_update falls back to here).
+    a->resuming = a->resume_tried = true;
+    a->card = Answer::Card::kLive;
+    return card_after_update(a);
+  }
+  a->card = Answer::Card::kCreating;
   const Target &t = a->target;
   std::string body = "{\"cardTemplateId\":" + jstr(d->card_template) +
                      ",\"outTrackId\":" + jstr(a->out_track_id) +
@@ -392,6 +412,20 @@ void Dingtalk::call(const std::string &method, const std::string &path, const st
   });
 }
 
+// An earlier attempt at this message still here (a retry after a model
+// failure mid-stream): the new one streams to its card; the old one ends
+// quietly once nothing of it is in flight.
+void Dingtalk::supersede(const std::string &msg_id) {
+  if (msg_id.empty()) return;
+  std::vector<uint64_t> idle;
+  for (auto &[id, old] : answers) {
+    if (old->msg_id != msg_id || old->final || old->superseded) continue;
+    old->superseded = true;
+    if (!old->updating && !old->timer && old->card != Answer::Card::kCreating) idle.push_back(id);
+  }
+  for (uint64_t id : idle) finish(answers[id].get(), 0);
+}
+
 int Dingtalk::send(const cg_reply_t &reply, cg_done_cb done, void *arg) {
   if (stopping) return CG_ECLOSED;
   const bool final = (reply.flags & CG_REPLY_FINAL) != 0;
@@ -416,6 +450,11 @@ int Dingtalk::send(const cg_reply_t &reply, cg_done_cb done, void *arg) {
         a->target.staff_id = std::string(conv);
         a->target.group = reply.conversation_type == CG_CONV_GROUP;
       }
+    }
+    if (reply.struct_size >= offsetof(cg_reply_t, delivery) + sizeof(uint32_t) &&
+        reply.delivery > 1) {
+      a->delivery = reply.delivery;
+      supersede(a->msg_id);
     }
     it = answers.emplace(reply.answer_id, std::move(a)).first;
   }

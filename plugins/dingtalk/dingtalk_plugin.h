@@ -62,6 +62,13 @@ struct Answer {
   std::string out_track_id;
   std::string latest, shown;
   bool updating = false, timer = false, final = false, error = false;
+  // cg_reply_t.delivery: above 1, an earlier attempt (perhaps on an
+  // instance that died) may have left its AI card typing: the card's
+  // outTrackId is the message's, so it is streamed to, not created again.
+  uint32_t delivery = 1;
+  bool resuming = false;      // streaming to an earlier attempt's card, not yet confirmed
+  bool resume_tried = false;  // once: no card of an earlier attempt, so one is created
+  bool superseded = false;    // a later attempt took the card over: it ends quietly
   uint64_t last_update_ms = 0;
   cg_done_cb done = nullptr;
   void *done_arg = nullptr;
@@ -94,6 +101,7 @@ struct Dingtalk : kit::PluginBase {
   kit::TokenCache tokens;
 
   std::unordered_map<uint64_t, std::unique_ptr<Answer>> answers;
+  void supersede(const std::string &msg_id);
 
   struct Stream;
   std::unique_ptr<Stream> stream_state;

@@ -65,6 +65,9 @@ size_t escaped_size(unsigned char c) {
 // Splits `text` into pieces whose JSON-escaped size stays under `limit`,
 // at a line break in the second half of a piece when there is one, never
 // inside a UTF-8 sequence.
+// How long a card record is kept: beyond a streaming card's own life.
+constexpr uint64_t kCardRecordTtlMs = uint64_t{60} * 60 * 1000;
+
 std::vector<std::string> split(std::string_view text, size_t limit) {
   std::vector<std::string> parts;
   while (!text.empty()) {
@@ -141,9 +144,14 @@ std::string Answer::uuid(std::string_view what, size_t part) const {
 
 namespace {
 
+// A later attempt at a reply to a message may find an earlier one's card.
+bool resumable(const Answer *a) { return a->delivery > 1 && !a->message_id.empty(); }
+
 void finish(Answer *a, int status);
 void send_parts(Answer *a, Style style, std::vector<std::string> parts, size_t i);
 void card_update(Answer *a);
+void record_card(Answer *a);
+void card_start(Answer *a);
 
 // Completes an answer: its FINAL's done (on a later turn) and its end.
 void finish(Answer *a, int status) {
@@ -208,6 +216,7 @@ void card_close(Answer *a) {
 }
 
 void card_after_update(Answer *a) {
+  if (a->superseded) return finish(a, 0);
   if (a->final) {
     if (a->shown == split(a->latest, kCardLimit).front()) return card_close(a);
     return card_update(a);
@@ -254,6 +263,7 @@ void card_update(Answer *a) {
 }
 
 void card_fallback(Answer *a) {
+  if (a->superseded) return finish(a, 0);
   a->card = Answer::Card::kFailed;
   if (a->final) send_parts(a, Style::kText, split(a->latest, kTextLimit), 0);
 }
@@ -285,9 +295,76 @@ void card_create(Answer *a) {
       a->card = Answer::Card::kLive;
       a->shown = text;
       a->last_update_ms = a->f->api->now_ms(a->f->host);
+      record_card(a);
       card_after_update(a);
     });
   });
+}
+
+// The card record: which card answers this message, so that a later
+// attempt (another instance, after this one died) continues the card
+// instead of leaving it typing beside a second one. Best effort: without
+// a cache the later attempt starts a new card.
+void record_card(Answer *a) {
+  if (a->message_id.empty()) return;
+  Feishu *f = a->f;
+  const std::string key = "card:" + a->message_id;
+  const int rc = f->api->cache_set(
+      f->host, cs(key), cs(a->card_id), kCardRecordTtlMs,
+      [](void *arg, int status, cg_str_t) {
+        if (status != 0) {
+          auto *f2 = static_cast<Feishu *>(arg);
+          f2->log_limited(CG_LOG_WARN, "card_record",
+                          std::string("cannot record a streaming card for a later attempt: ") +
+                              cg_strerror(status));
+        }
+      },
+      f);
+  if (rc != 0) {
+    f->log_limited(
+        CG_LOG_WARN, "card_record",
+        std::string("cannot record a streaming card for a later attempt: ") + cg_strerror(rc));
+  }
+}
+
+// A later attempt at a message: the card an earlier one left, if any, is
+// continued (its content replaced by this answer, then closed); else a
+// card as usual, or a plain card for a FINAL with nothing streamed.
+void card_resume(Answer *a) {
+  a->card = Answer::Card::kCreating;  // partials wait, as while creating
+  Feishu *f = a->f;
+  const std::string key = "card:" + a->message_id;
+  const int rc = f->api->cache_get(
+      f->host, cs(key),
+      [](void *arg, int status, cg_str_t value) {
+        auto *a2 = static_cast<Answer *>(arg);
+        if (status == 0 && value.len > 0) {
+          a2->card_id = std::string(sv(value));
+          a2->card = Answer::Card::kLive;
+          // Above every sequence an earlier attempt can have used (one
+          // update per streamUpdateMs at most; the card takes only rising
+          // numbers).
+          a2->sequence = static_cast<int64_t>(a2->delivery) * 1000000;
+          a2->shown.clear();
+          a2->last_update_ms = 0;
+          a2->f->log(CG_LOG_INFO, "continuing streaming card " + a2->card_id + " for message " +
+                                      a2->message_id + " (attempt " + std::to_string(a2->delivery) +
+                                      ")");
+          return card_after_update(a2);
+        }
+        card_start(a2);
+      },
+      a);
+  if (rc != 0) card_start(a);
+}
+
+void card_start(Answer *a) {
+  a->card = Answer::Card::kNone;
+  if (a->superseded) return finish(a, 0);
+  if (a->final) {
+    return send_parts(a, Style::kCard, split(a->latest, kCardLimit), 0);
+  }
+  card_create(a);
 }
 
 }  // namespace
@@ -413,6 +490,19 @@ void Feishu::reply_text(const std::string &message_id, bool in_thread, const std
        });
 }
 
+// An earlier attempt at this message still here (a retry after a model
+// failure mid-stream): the new one takes its card over, the old one ends
+// quietly once nothing of it is in flight.
+void Feishu::supersede(const std::string &message_id) {
+  std::vector<uint64_t> idle;
+  for (auto &[id, old] : answers) {
+    if (old->message_id != message_id || old->final || old->superseded) continue;
+    old->superseded = true;
+    if (!old->updating && !old->timer && old->card != Answer::Card::kCreating) idle.push_back(id);
+  }
+  for (uint64_t id : idle) finish(answers[id].get(), 0);
+}
+
 int Feishu::send(const cg_reply_t &reply, cg_done_cb done, void *arg) {
   if (stopping) return CG_ECLOSED;
   const bool final = (reply.flags & CG_REPLY_FINAL) != 0;
@@ -427,6 +517,11 @@ int Feishu::send(const cg_reply_t &reply, cg_done_cb done, void *arg) {
     const std::string_view conv = sv(reply.conversation_id);
     a->chat_id = std::string(conv.substr(0, conv.find(':')));
     if (a->message_id.empty() && a->chat_id.empty()) return CG_EINVAL;
+    if (reply.struct_size >= offsetof(cg_reply_t, delivery) + sizeof(uint32_t) &&
+        reply.delivery > 1) {
+      a->delivery = reply.delivery;
+      supersede(a->message_id);
+    }
     it = answers.emplace(reply.answer_id, std::move(a)).first;
   }
   Answer *a = it->second.get();
@@ -435,7 +530,7 @@ int Feishu::send(const cg_reply_t &reply, cg_done_cb done, void *arg) {
     // Partial text is taken at once; only the streaming card shows it.
     if (style == Style::kStreamingCard) {
       if (a->card == Answer::Card::kNone) {
-        card_create(a);
+        resumable(a) ? card_resume(a) : card_create(a);
       } else if (a->card == Answer::Card::kLive && !a->updating) {
         card_after_update(a);
       }
@@ -447,7 +542,9 @@ int Feishu::send(const cg_reply_t &reply, cg_done_cb done, void *arg) {
   a->final = true;
   a->done = done;
   a->done_arg = arg;
-  if (style != Style::kStreamingCard || a->card == Answer::Card::kNone) {
+  if (style == Style::kStreamingCard && a->card == Answer::Card::kNone && resumable(a)) {
+    card_resume(a);
+  } else if (style != Style::kStreamingCard || a->card == Answer::Card::kNone) {
     // No partial came first: one message (or several, when long) of the
     // style, a plain card for streaming-card.
     const Style s = style == Style::kStreamingCard ? Style::kCard : style;

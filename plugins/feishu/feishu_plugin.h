@@ -58,6 +58,10 @@ struct Answer {
   std::string latest;  // the newest text from the router
   std::string shown;   // what the card shows
   bool updating = false, timer = false, final = false, closing = false;
+  // cg_reply_t.delivery: above 1, an earlier attempt (perhaps on an
+  // instance that died) may have left a card typing: continued, not doubled.
+  uint32_t delivery = 1;
+  bool superseded = false;  // a later attempt took its card over: it ends quietly
   uint64_t last_update_ms = 0;
   cg_done_cb done = nullptr;  // the FINAL's
   void *done_arg = nullptr;
@@ -101,6 +105,7 @@ struct Feishu : kit::PluginBase {
 
   // answers on their way out, by answer id
   std::unordered_map<uint64_t, std::unique_ptr<Answer>> answers;
+  void supersede(const std::string &message_id);
 
   // long connection
   struct Ws;

@@ -99,6 +99,12 @@ typedef struct cg_reply_s {
   cg_str_t text;              /* full text so far */
   const cg_button_t *buttons; /* button_count entries, or NULL */
   uint64_t answer_id;         /* same for every update of one answer */
+  /* since 1.6: which attempt at answering in_reply_to this is: 1 (or 0,
+   * from an older host) the first. Above 1 an earlier attempt, perhaps on
+   * an instance that died (router.queue), may have started an answer the
+   * user sees: a channel that shows answers in place (a streaming card)
+   * continues that one rather than starting a second. */
+  uint32_t delivery;
 } cg_reply_t;
 
 #ifdef __cplusplus
