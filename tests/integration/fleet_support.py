@@ -368,10 +368,12 @@ class Model(FakeOpenAI):
 
 # ------------------------------------------------------------------ the fleet
 
-def instance_config(redis_socket, fs_port, model, tag, mode="webhook", durable=DURABLE):
+def instance_config(redis_socket, fs_port, model, tag, mode="webhook", durable=DURABLE,
+                    feishu_extra=None):
     fs = {"appId": "cli_test", "appSecret": APP_SECRET,
           "domain": "http://127.0.0.1:%d" % fs_port, "mode": mode,
           "verificationToken": VTOKEN}
+    fs.update(feishu_extra or {})
     if mode == "webhook":
         fs["encryptKey"] = ENCRYPT_KEY  # callbacks encrypted and signed
     lines = ["    - name: redis", "      plugin: redis.so", "      config:",

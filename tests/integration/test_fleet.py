@@ -68,9 +68,9 @@ class FleetCase(unittest.TestCase):
         self.assertEqual(self.fake.problems(), [], "the fake Feishu saw protocol problems")
         self.assertEqual(self.model.problems(), [], "the fake model saw protocol problems")
 
-    def member(self, tag, mode="webhook"):
+    def member(self, tag, mode="webhook", **feishu):
         m = Member(self, instance_config(self.redis.socket, self.fake.port, self.model, tag,
-                                         mode=mode), tag)
+                                         mode=mode, feishu_extra=feishu), tag)
         self.members.append(m)
         return m
 
@@ -338,6 +338,52 @@ class FleetTest(FleetCase):
         if DURABLE:
             self.check_drained([member], dead_letters=1)
         self.finish_member(member)
+
+    @unittest.skipUnless(DURABLE, "needs the durable queue")
+    def test_streaming_card_continued_after_kill(self):
+        """An instance killed while its streaming card is typing: the
+        instance that claims the message continues that card (its content
+        becomes the whole answer, then it closes); no second card, no
+        other message, nothing left typing."""
+        self.model.setup(delay="trickle:150")
+        members = [self.member(tag, replyStyle="streaming-card", streamUpdateMs=100).start()
+                   for tag in ("a", "b")]
+        wait_for(lambda: owned(members) == PARTITIONS, "the fleet to own every partition")
+        m = Message(0, 0, "tell me a longer story please, one word after another, slowly")
+        self.fake.known([m.message_id])
+        self.assertEqual(Driver(members[0].port, [[m]], 10).post(m), 200)
+
+        def typing():
+            cards = self.fake.get("/_control/cards")["cards"]
+            return [c for c in cards.values()
+                    if c["streaming"] and any("element_id" in u for u in c["updates"])]
+        wait_for(typing, "a streaming card with its first words")
+        [(tag, _, _)] = [c for c in self.model.calls() if c[1] == m.text]
+        victim = next(x for x in members if x.tag == tag)
+        self.assertEqual(victim.cg.kill(), -signal.SIGKILL)
+        survivor = next(x for x in members if x is not victim)
+
+        def closed():
+            cards = self.fake.get("/_control/cards")["cards"]
+            return cards if cards and not any(c["streaming"] for c in cards.values()) else None
+        cards = wait_for(closed, "the card closed by the surviving instance", timeout=DRAIN)
+        answer = "reply to: %s (1 messages)" % m.text
+        with self.subTest("one card, showing the whole answer"):
+            self.assertEqual(len(cards), 1, cards)
+            [card] = cards.values()
+            self.assertTrue(card["elements"]["stream_md"].endswith(answer), card["elements"])
+            sequences = [u["sequence"] for u in card["updates"]]
+            self.assertEqual(sequences, sorted(set(sequences)), card["updates"])
+        with self.subTest("one message to the user: the card"):
+            replies = [r for r in self.fake.replies() if r["message_id"] == m.message_id]
+            self.assertEqual(len(replies), 1, replies)
+            self.assertEqual(replies[0]["msg_type"], "interactive")
+        with self.subTest("asked once per instance"):
+            tags = sorted(c[0] for c in self.model.calls() if c[1] == m.text)
+            self.assertEqual(tags, sorted(["a", "b"]))
+        self.assertIn("continuing streaming card", survivor.cg.log())
+        self.check_drained([survivor])
+        self.finish_member(survivor)
 
 
 if __name__ == "__main__":
