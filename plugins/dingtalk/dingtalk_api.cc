@@ -212,6 +212,11 @@ void deliver(Answer *a, bool markdown, std::vector<std::string> parts, size_t i)
 
 void card_update(Answer *a);
 void card_create(Answer *a);
+void card_resume(Answer *a);
+void record_card(Answer *a);
+
+// How long a card record is kept: beyond an AI card's own life.
+constexpr uint64_t kCardRecordTtlMs = uint64_t{60} * 60 * 1000;
 
 void card_after_update(Answer *a) {
   if (a->superseded) return finish(a, 0);
@@ -282,11 +287,8 @@ void card_create(Answer *a) {
   Dingtalk *d = a->d;
   a->out_track_id = a->msg_id.empty() ? "cg_" + random_id() : "cg_" + a->msg_id;
   if (a->delivery > 1 && !a->msg_id.empty() && !a->resume_tried) {
-    // A later attempt: stream to the card an earlier one made; the first
-    // update tells whether there is one (card_update falls back to here).
-    a->resuming = a->resume_tried = true;
-    a->card = Answer::Card::kLive;
-    return card_after_update(a);
+    a->resume_tried = true;
+    return card_resume(a);
   }
   a->card = Answer::Card::kCreating;
   const Target &t = a->target;
@@ -313,8 +315,54 @@ void card_create(Answer *a) {
     }
     a->card = Answer::Card::kLive;
     a->last_update_ms = 0;
+    record_card(a);
     card_after_update(a);
   });
+}
+
+// The card record: that this message has an AI card, so a later attempt
+// (another instance, after this one died) streams into it instead of
+// leaving it typing beside a second one. Best effort.
+void card_record_failed(Dingtalk *d, int status) {
+  d->log_limited(
+      CG_LOG_WARN, "card_record",
+      std::string("cannot record an AI card for a later attempt: ") + cg_strerror(status));
+}
+
+void record_card(Answer *a) {
+  Dingtalk *d = a->d;
+  const int rc = d->api->cache_set(
+      d->host, cs("card:" + a->msg_id), cs(a->out_track_id), kCardRecordTtlMs,
+      [](void *arg, int status, cg_str_t) {
+        if (status != 0) card_record_failed(static_cast<Dingtalk *>(arg), status);
+      },
+      d);
+  if (rc != 0) card_record_failed(d, rc);
+}
+
+// A later attempt: the card an earlier one made, if the record says there
+// is one, is streamed into (its content replaced, then finalized); else a
+// card is created as usual.
+void card_resume(Answer *a) {
+  a->card = Answer::Card::kCreating;  // partials wait, as while creating
+  Dingtalk *d = a->d;
+  const int rc = d->api->cache_get(
+      d->host, cs("card:" + a->msg_id),
+      [](void *arg, int status, cg_str_t value) {
+        auto *a2 = static_cast<Answer *>(arg);
+        if (a2->superseded) return finish(a2, 0);
+        a2->card = Answer::Card::kNone;
+        if (status != 0 || value.len == 0) return card_create(a2);
+        a2->out_track_id = std::string(sv(value));
+        a2->card = Answer::Card::kLive;
+        a2->resuming = true;  // card_update creates one if it is gone
+        card_after_update(a2);
+      },
+      a);
+  if (rc != 0) {
+    a->card = Answer::Card::kNone;
+    card_create(a);
+  }
 }
 
 bool parse_target(std::string_view token, Target *t) {

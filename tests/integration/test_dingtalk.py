@@ -39,6 +39,7 @@ import unittest
 
 from harness import (DEADLINE, SOURCE_DIR, Chatgate, FakeProcess, gateway_config, get, post_json,
                      wait_for)
+from test_redis import RedisServer
 from channel_support import (FakeOpenAI, check_refusals_logged, parse_metrics, refusals_accounted,
                              yaml_value)
 
@@ -934,6 +935,85 @@ class AiCardTest(DingTalkCase):
         self.assertEqual([m.get("session") for m in self.fake.messages()], [session])
         self.assertEqual({c["body"]["outTrackId"] for c in self.fake.calls("/v1.0/card/streaming")},
                          {"cg_msg_card_fb_next"})
+        self.finish(cg)
+
+
+class DurableAiCardTest(DingTalkCase):
+    """With the durable queue (router.queue, a real redis-server), a model
+    failure is tried again; the later attempt (cg_reply_t.delivery 2)
+    streams into the card the first one made (its record in the cache),
+    rather than creating a second card or leaving the first one typing."""
+    TEMPLATE = AiCardTest.TEMPLATE
+    final_card = AiCardTest.final_card
+
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeDingTalk()
+        cls.model = FakeOpenAI()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.close()
+        cls.model.close()
+
+    def setUp(self):
+        super().setUp()
+        self.model.reset()
+        self.redis = RedisServer().start()
+        self.addCleanup(self.redis.close)
+
+    def gateway(self, retries=0, **settings):
+        port, cg = None, None
+        cfg = dingtalk_config(self.fake.port, model="gpt", model_instance=self.model.instance_yaml(),
+                              mode="webhook", replyStyle="ai-card", cardTemplateId=self.TEMPLATE,
+                              streamUpdateMs=100, **settings)
+        cfg = cfg.replace("    - name: memory\n      plugin: memory.so\n",
+                          "    - name: shared\n      plugin: redis.so\n      config:\n"
+                          "        unixSocket: %s\n" % self.redis.socket)
+        cfg = cfg.replace("  cache: memory\n", "  cache: shared\n  queue: shared\n")
+        cfg += "queue:\n  partitions: 2\n  leaseMs: 1000\n  maxDeliveries: 3\n"
+        self.assertIn("queue: shared", cfg)
+        cg = self.start(cfg)
+        return cg.port, cg
+
+    def test_a_retry_continues_the_first_attempts_card(self):
+        port, cg = self.gateway()
+        # The first attempt's stream breaks after two words (its card made
+        # and showing them); the second answers in full.
+        self.model.script("drop:2", "trickle:50")
+        text = "break then go on"
+        answer = "reply to: %s (1 messages)" % text
+        body, session = incoming(self.fake, "msg_card_retry", " " + text, "cid_card_retry")
+        self.assertEqual(self.webhook(port, body, signed_headers())[0], 200)
+        card = self.final_card("cg_msg_card_retry")
+        self.assertEqual(card["state"], "finished", card["updates"])
+        self.assertEqual(card["content"]["content"], answer)
+        self.assertEqual(sorted(self.fake.cards()), ["cg_msg_card_retry"])
+        self.assertEqual(len(self.fake.calls("/v1.0/card/instances/createAndDeliver")), 1)
+        self.assertEqual(len(self.model.requests()), 2, self.model.requests())
+        last = card["updates"][-1]
+        self.assertTrue(last["isFinalize"] and not last["isError"], card["updates"])
+        self.assertEqual(card["late_updates"], 0, card["updates"])
+        self.assertEqual(self.fake.messages(), [])
+        self.assertIn("continued AI card cg_msg_card_retry (attempt 2)", cg.log())
+        self.finish(cg)
+
+    def test_every_attempt_failing_ends_the_card_as_failed(self):
+        # Three deliveries, each failing at the model: the third answers
+        # the error into the one card (no part of an answer ever streamed:
+        # the first attempt made no card, so none is continued).
+        port, cg = self.gateway()
+        self.model.script(*["status:500"] * 3)
+        body, session = incoming(self.fake, "msg_card_dead", "fail always", "cid_card_dead")
+        self.assertEqual(self.webhook(port, body, signed_headers())[0], 200)
+        card = self.final_card("cg_msg_card_dead")
+        self.assertEqual(card["state"], "failed", card["updates"])
+        self.assertIn("try again", card["updates"][-1]["content"], card["updates"])
+        self.assertEqual(len(self.model.requests()), 3, self.model.requests())
+        self.assertEqual(len(self.fake.calls("/v1.0/card/instances/createAndDeliver")), 1)
+        self.assertEqual(self.fake.messages(), [])
+        wait_for(lambda: self.redis.command("XLEN", "chatgate:q:dead") == 1,
+                 "the message in the dead letters")
         self.finish(cg)
 
 
