@@ -45,6 +45,7 @@ import uuid
 
 from harness import (DEADLINE, SOURCE_DIR, Chatgate, FakeProcess, gateway_config, get, post_json,
                      wait_for)
+from test_redis import RedisServer
 from channel_support import (FakeOpenAI, check_refusals_logged, parse_metrics, refusals_accounted,
                              yaml_value)
 
@@ -923,6 +924,60 @@ class StreamingCardTest(FeishuCase):
         self.assertEqual(self.fake.reply_order(), ["om_sc4", "om_sc4_next"])
         self.assertEqual(len(self.fake.cards()), 2, self.fake.cards())
         self.assertTrue(all(not c["streaming"] for c in self.fake.cards().values()))
+        self.finish(cg)
+
+
+class DurableStreamingCardTest(FeishuCase):
+    """With the durable queue (router.queue, a real redis-server), a model
+    failure mid-stream is tried again; the later attempt (cg_reply_t
+    delivery 2) finds the first attempt's card by its record in the cache
+    and continues it: one card, showing the whole answer, closed."""
+    final_reply = StreamingCardTest.final_reply
+
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeFeishu()
+        cls.model = FakeOpenAI()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.close()
+        cls.model.close()
+
+    def setUp(self):
+        self.fake.reset()
+        self.model.reset()
+        self.watch(self.fake)
+        self.redis = RedisServer().start()
+        self.addCleanup(self.redis.close)
+
+    def test_a_retry_continues_the_first_attempts_card(self):
+        cfg = feishu_config(self.fake.port, model="gpt", model_instance=self.model.instance_yaml(),
+                            replyStyle="streaming-card", streamUpdateMs=100)
+        cfg = cfg.replace("    - name: memory\n      plugin: memory.so\n",
+                          "    - name: shared\n      plugin: redis.so\n      config:\n"
+                          "        unixSocket: %s\n" % self.redis.socket)
+        cfg = cfg.replace("  cache: memory\n", "  cache: shared\n  queue: shared\n")
+        cfg += "queue:\n  partitions: 2\n  leaseMs: 1000\n  maxDeliveries: 3\n"
+        self.assertIn("queue: shared", cfg)
+        cg = self.start(cfg)
+        # The first attempt's stream breaks after two words (its card made
+        # and showing them); the second answers in full.
+        self.model.script("drop:2", "trickle:50")
+        text = "break then go on"
+        answer = "reply to: %s (1 messages)" % text
+        self.assertEqual(self.webhook(cg.port, text_event("om_dsc1", text))[0], 200)
+        reply = self.final_reply("om_dsc1")
+        cards = self.fake.cards()
+        self.assertEqual(len(cards), 1, cards)
+        [(card_id, card)] = cards.items()
+        self.assertEqual(reply["content"], {"type": "card", "data": {"card_id": card_id}})
+        self.assertTrue(card["elements"]["stream_md"].endswith(answer), card["elements"])
+        self.assertFalse(card["streaming"])
+        self.assertEqual(len(self.fake.replies_to("om_dsc1")), 1)
+        self.assertEqual(len(self.model.requests()), 2, self.model.requests())
+        self.assertIn("continuing streaming card %s for message om_dsc1 (attempt 2)" % card_id,
+                      cg.log())
         self.finish(cg)
 
 
