@@ -29,12 +29,13 @@ stream or pending in its group). CHATGATE_FLEET_QUEUE=memory runs the same
 tests against instances without the durable queue (docs: fleet_support.py);
 CHATGATE_FLEET_RATE (callbacks per second, default 400) and
 CHATGATE_FLEET_MESSAGES (default 2000) change the first test's load."""
+import json
 import os
 import signal
 import time
 import unittest
 
-from harness import DEADLINE, wait_for, wait_until
+from harness import DEADLINE, get, wait_for, wait_until
 from fleet_support import (DEAD, DURABLE, GROUP, KEY_PREFIX, MAX_DELIVERIES, MODEL_ERROR,
                            PARTITIONS, SECRETS, DurableRedis, Driver, FakeFeishu, HAProxy,
                            Member, Message, Model, Outcome, Pusher, answered_all, conversations,
@@ -337,6 +338,15 @@ class FleetTest(FleetCase):
                 self.assertRegex(fields["id"].decode(), r"^\d+-\d+$")
         if DURABLE:
             self.check_drained([member], dead_letters=1)
+            with self.subTest("the admin page's queue panel"):
+                def panel():
+                    status, body, _ = get(member.cg.admin_port, "/admin/api/status")
+                    q = json.loads(body)["queue"] if status == 200 else None
+                    return q if q and q["deadLetters"] == 1 and q["length"] == 0 else None
+                q = wait_for(panel, "the admin status to show the dead letter")
+                self.assertEqual((q["instance"], q["healthy"], q["partitions"], q["members"],
+                                  q["partitionsOwned"], q["pending"]),
+                                 ("redis", True, PARTITIONS, 1, PARTITIONS, 0), q)
         self.finish_member(member)
 
     @unittest.skipUnless(DURABLE, "needs the durable queue")
