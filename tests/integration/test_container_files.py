@@ -1,12 +1,16 @@
 """The container and cluster files (packaging/docker, packaging/kubernetes)
 agree with the .deb and with each other, and their configs work with the
 real binary. The image itself is not built here: no Docker engine on the
-test machines (packaging/docker/README.md)."""
+test machines (packaging/docker/README.md), and no cluster: the Kubernetes
+files are read as YAML, the single-pod overlay is rendered here (and by
+`kubectl kustomize` too where kubectl is installed)."""
+import copy
 import http.client
 import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import unittest
 
@@ -16,6 +20,8 @@ from harness import BIN, SOURCE_DIR, Chatgate, get
 
 DOCKER = os.path.join(SOURCE_DIR, "packaging/docker")
 KUBE = os.path.join(SOURCE_DIR, "packaging/kubernetes")
+FLEET = os.path.join(KUBE, "fleet")
+SINGLE = os.path.join(KUBE, "single")
 
 
 def read(path):
@@ -37,9 +43,74 @@ def dockerfile_instructions():
     return out
 
 
-def kube(name):
-    with open(os.path.join(KUBE, name)) as f:
+def kube(name, folder=FLEET):
+    with open(os.path.join(folder, name)) as f:
         return yaml.safe_load(f)
+
+
+def yaml_files(folder):
+    return sorted(f for f in os.listdir(folder)
+                  if f.endswith(".yaml") and f != "kustomization.yaml")
+
+
+def resource_key(obj):
+    return (obj["kind"], obj["metadata"]["name"])
+
+
+def merge_patch(target, patch):
+    """A strategic merge patch as far as the overlay uses one: maps merged
+    key by key, anything else replaced."""
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            merge_patch(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+def render(folder):
+    """{(kind, name): object} of a kustomization made of resources (files or
+    folders with their own kustomization.yaml) and patch files, as kustomize
+    builds this repository's (no generators, no list merges)."""
+    k = kube("kustomization.yaml", folder)
+    out = {}
+    for res in k.get("resources", []):
+        path = os.path.normpath(os.path.join(folder, res))
+        if os.path.isdir(path):
+            out.update(render(path))
+        else:
+            obj = kube(res, folder)
+            out[resource_key(obj)] = obj
+    for p in k.get("patches", []):
+        assert set(p) == {"path"}, "only patch files are rendered here: %r" % p
+        patch = kube(p["path"], folder)
+        key = resource_key(patch)
+        assert key in out, "patch %s names no resource: %r" % (p["path"], key)
+        if patch.get("$patch") == "delete":
+            del out[key]
+        else:
+            merge_patch(out[key], patch)
+    return out
+
+
+def kinds(resources):
+    return {kind: obj for (kind, _), obj in resources.items()}
+
+
+def container_of(deploy):
+    return deploy["spec"]["template"]["spec"]["containers"][0]
+
+
+def secrets_env(container, resources):
+    """The variables the container gets from Secrets (envFrom), as the
+    Secret manifests write them."""
+    env = {}
+    for ref in container.get("envFrom", []):
+        secret = resources[("Secret", ref["secretRef"]["name"])]
+        env.update(secret["stringData"])
+    for e in container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = e["value"]
+    return env
 
 
 def unit_exec_start():
@@ -129,20 +200,44 @@ class DockerfileTest(unittest.TestCase):
 
 
 class KubernetesTest(unittest.TestCase):
+    """The fleet (packaging/kubernetes/fleet): three pods on one Redis with
+    the durable queue, an HPA and a PodDisruptionBudget."""
+
     def setUp(self):
-        self.deploy = kube("deployment.yaml")
+        self.resources = render(FLEET)
+        by_kind = kinds(self.resources)
+        self.deploy = by_kind["Deployment"]
         self.pod = self.deploy["spec"]["template"]["spec"]
-        self.container = self.pod["containers"][0]
-        self.configmap = kube("configmap.yaml")
-        self.secret = kube("secret.yaml")
+        self.container = container_of(self.deploy)
+        self.configmap = by_kind["ConfigMap"]
+        self.secret = by_kind["Secret"]
+        self.hpa = by_kind["HorizontalPodAutoscaler"]
+        self.pdb = by_kind["PodDisruptionBudget"]
         self.config_text = self.configmap["data"]["chatgate.yaml"]
         self.config = yaml.safe_load(self.config_text)
 
-    def test_kustomization_lists_every_manifest(self):
-        listed = sorted(kube("kustomization.yaml")["resources"])
-        present = sorted(f for f in os.listdir(KUBE)
-                         if f.endswith(".yaml") and f != "kustomization.yaml")
-        self.assertEqual(listed, present)
+    def test_every_manifest_parses_and_is_listed(self):
+        expected = {
+            "configmap.yaml": ("v1", "ConfigMap"),
+            "secret.yaml": ("v1", "Secret"),
+            "deployment.yaml": ("apps/v1", "Deployment"),
+            "service.yaml": ("v1", "Service"),
+            "pdb.yaml": ("policy/v1", "PodDisruptionBudget"),
+            "hpa.yaml": ("autoscaling/v2", "HorizontalPodAutoscaler"),
+        }
+        self.assertEqual(yaml_files(FLEET), sorted(expected))
+        for name, (api, kind) in expected.items():
+            with open(os.path.join(FLEET, name)) as f:
+                docs = list(yaml.safe_load_all(f))
+            self.assertEqual(len(docs), 1, name)
+            self.assertEqual((docs[0]["apiVersion"], docs[0]["kind"]), (api, kind), name)
+            self.assertEqual(docs[0]["metadata"]["name"], "chatgate", name)
+            self.assertEqual(docs[0]["metadata"]["labels"],
+                             {"app.kubernetes.io/name": "chatgate"}, name)
+        self.assertEqual(sorted(kube("kustomization.yaml")["resources"]), sorted(expected))
+        # `kubectl apply -k packaging/kubernetes` is the fleet.
+        self.assertEqual(kube("kustomization.yaml", KUBE)["resources"], ["fleet"])
+        self.assertEqual(render(KUBE), self.resources)
 
     def test_config_is_mounted_where_the_image_reads_it(self):
         unit = unit_exec_start()
@@ -161,43 +256,180 @@ class KubernetesTest(unittest.TestCase):
                   ("livenessProbe", "readinessProbe", "startupProbe")}
         self.assertEqual(probes["livenessProbe"]["path"], "/healthz")
         self.assertEqual(probes["startupProbe"]["path"], "/healthz")
+        # /readyz is 503 while the queue's Redis is unreachable: the pod
+        # leaves the Service; /healthz is not, so the pods are not restarted.
         self.assertEqual(probes["readinessProbe"]["path"], "/readyz")
         for probe in probes.values():
             self.assertEqual(probe["port"], "admin")
         # The kubelet probes from outside the pod: the listener must not be loopback.
         self.assertEqual(self.config["listeners"]["admin"]["address"], "0.0.0.0")
 
-    def test_grace_period_outlasts_the_shutdown_deadline(self):
+    def test_grace_period_outlasts_the_pause_and_the_shutdown_deadline(self):
+        pause = self.container["lifecycle"]["preStop"]["exec"]["command"]
+        self.assertEqual(pause[0], "sleep")
+        # chatgate is gone at most deadlineMs + 2 s after SIGTERM
+        # (docs/operator-guide.md); the pause comes before the SIGTERM.
         self.assertGreater(self.pod["terminationGracePeriodSeconds"] * 1000,
-                           self.config["shutdown"]["deadlineMs"])
+                           int(pause[1]) * 1000 + self.config["shutdown"]["deadlineMs"] + 2000)
 
     def test_service_publishes_the_api_port_only(self):
-        svc = kube("service.yaml")
+        svc = self.resources[("Service", "chatgate")]
         self.assertEqual(svc["spec"]["selector"], self.deploy["spec"]["selector"]["matchLabels"])
         self.assertEqual(self.deploy["spec"]["selector"]["matchLabels"],
                          self.deploy["spec"]["template"]["metadata"]["labels"])
         self.assertEqual([(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]],
                          [(8080, "api")])
 
+    def test_three_replicas_share_the_durable_queue_on_redis(self):
+        self.assertEqual(self.deploy["spec"]["replicas"], 3)
+        # No old pod stops before its replacement is ready.
+        self.assertEqual(self.deploy["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0)
+        router = self.config["router"]
+        redis = [i for i in self.config["plugins"]["instances"] if i["plugin"] == "redis.so"]
+        self.assertEqual(len(redis), 1)
+        self.assertEqual(router["queue"], router["cache"])
+        self.assertEqual(router["queue"], redis[0]["name"])
+        self.assertEqual(self.config["queue"]["partitions"], 16)
+        # Every pod of the HPA's maximum can own a partition.
+        self.assertGreaterEqual(self.config["queue"]["partitions"], self.hpa["spec"]["maxReplicas"])
+        # The partition count the alert rules record is this one.
+        rules = read(os.path.join(SOURCE_DIR, "packaging/prometheus/chatgate-rules.yml"))
+        recorded = re.search(r"record: chatgate:queue_partitions:configured\s+expr: vector\((\d+)\)",
+                             rules)
+        self.assertEqual(int(recorded.group(1)), self.config["queue"]["partitions"])
+
+    def test_redis_address_and_password_come_from_the_secret(self):
+        redis = [i for i in self.config["plugins"]["instances"] if i["plugin"] == "redis.so"][0]
+        cfg = redis["config"]
+        # Required variables (no default): a missing key is a named error at start.
+        self.assertEqual(cfg["host"], "${REDIS_HOST}")
+        self.assertEqual(cfg["password"], "${REDIS_PASSWORD}")
+        self.assertEqual(cfg["port"], "${REDIS_PORT:-6379}")
+        refs = [r["secretRef"]["name"] for r in self.container["envFrom"]]
+        self.assertEqual(refs, [self.secret["metadata"]["name"]])
+        for key in ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD"):
+            self.assertIn(key, self.secret["stringData"])
+        # Nothing in the Deployment sets them past the Secret.
+        self.assertFalse([e for e in self.container.get("env", []) if e["name"].startswith("REDIS_")])
+
     def test_every_required_variable_is_supplied(self):
-        secret_ref = self.container["envFrom"][0]["secretRef"]["name"]
-        self.assertEqual(secret_ref, self.secret["metadata"]["name"])
-        supplied = set(self.secret["stringData"]) | {e["name"] for e in self.container["env"]}
+        supplied = set(secrets_env(self.container, self.resources))
         required = {name for name, has_default in env_refs(self.config_text) if not has_default}
         self.assertTrue(required, "the ConfigMap reads no required variable?")
+        self.assertLessEqual({"CHATGATE_ADMIN_TOKEN", "MODEL_SERVICE_KEY", "REDIS_HOST",
+                              "REDIS_PASSWORD"}, required)
         self.assertLessEqual(required, supplied)
 
+    def test_hpa_scales_the_deployment_from_3_to_10_on_cpu(self):
+        spec = self.hpa["spec"]
+        target = spec["scaleTargetRef"]
+        self.assertEqual((target["apiVersion"], target["kind"], target["name"]),
+                         (self.deploy["apiVersion"], "Deployment", self.deploy["metadata"]["name"]))
+        self.assertEqual((spec["minReplicas"], spec["maxReplicas"]), (3, 10))
+        self.assertEqual(spec["minReplicas"], self.deploy["spec"]["replicas"])
+        self.assertEqual(spec["metrics"], [{"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}])
+        # Utilization is of the CPU request: without one the HPA cannot work.
+        self.assertIn("cpu", self.container["resources"]["requests"])
+        # One pod at a time on the way down: each hands its partitions over.
+        self.assertEqual(spec["behavior"]["scaleDown"]["policies"],
+                         [{"type": "Pods", "value": 1, "periodSeconds": 60}])
+
+    def test_pdb_keeps_two_of_the_pods(self):
+        spec = self.pdb["spec"]
+        self.assertEqual(spec["minAvailable"], 2)
+        self.assertNotIn("maxUnavailable", spec)
+        self.assertEqual(spec["selector"]["matchLabels"],
+                         self.deploy["spec"]["template"]["metadata"]["labels"])
+        # Below the fleet's smallest size, so a drain can evict one pod.
+        self.assertLess(spec["minAvailable"], self.hpa["spec"]["minReplicas"])
+        self.assertEqual(spec["unhealthyPodEvictionPolicy"], "AlwaysAllow")
+
+    def test_pods_spread_across_zones(self):
+        spread = {c["topologyKey"]: c for c in self.pod["topologySpreadConstraints"]}
+        self.assertIn("topology.kubernetes.io/zone", spread)
+        for c in spread.values():
+            self.assertEqual(c["maxSkew"], 1)
+            self.assertIn(c["whenUnsatisfiable"], ("ScheduleAnyway", "DoNotSchedule"))
+            self.assertEqual(c["labelSelector"]["matchLabels"],
+                             self.deploy["spec"]["template"]["metadata"]["labels"])
+
+    def test_readme_names_every_file(self):
+        readme = read(os.path.join(KUBE, "README.md"))
+        for folder in (FLEET, SINGLE):
+            for name in yaml_files(folder) + ["kustomization.yaml"]:
+                rel = os.path.relpath(os.path.join(folder, name), KUBE)
+                self.assertIn("`%s`" % rel, readme)
+
     def test_configmap_config_passes_check_config(self):
-        env = dict(self.secret["stringData"])
-        env.update({e["name"]: e["value"] for e in self.container["env"]})
+        env = secrets_env(self.container, self.resources)
         rc, out = check_config(self.config_text, env)
         self.assertEqual(rc, 0, out)
         self.assertIn("config OK", out)
-        # Without the Secret the admin token is missing: a named error.
-        env.pop("CHATGATE_ADMIN_TOKEN")
+        # Without the Secret's keys: a named error each.
+        for key in ("CHATGATE_ADMIN_TOKEN", "REDIS_HOST", "REDIS_PASSWORD"):
+            rc, out = check_config(self.config_text, {k: v for k, v in env.items() if k != key})
+            self.assertEqual(rc, 1, out)
+            self.assertIn("%s is not set" % key, out)
+
+
+class KubernetesSingleTest(unittest.TestCase):
+    """The single-pod overlay (packaging/kubernetes/single): the fleet's
+    files with one replica, no PDB, no HPA, memory.so and no queue."""
+
+    def setUp(self):
+        self.fleet = render(FLEET)
+        self.single = render(SINGLE)
+        self.deploy = kinds(self.single)["Deployment"]
+        self.config_text = kinds(self.single)["ConfigMap"]["data"]["chatgate.yaml"]
+        self.config = yaml.safe_load(self.config_text)
+
+    def test_overlay_lists_its_patches_and_builds_on_the_fleet(self):
+        k = kube("kustomization.yaml", SINGLE)
+        self.assertEqual(k["resources"], ["../fleet"])
+        self.assertEqual(sorted(p["path"] for p in k["patches"]), yaml_files(SINGLE))
+
+    def test_one_replica_without_pdb_or_hpa(self):
+        self.assertEqual(sorted(self.single), sorted(
+            k for k in self.fleet if k[0] not in ("PodDisruptionBudget", "HorizontalPodAutoscaler")))
+        self.assertEqual(self.deploy["spec"]["replicas"], 1)
+        # The rest of the Deployment is the fleet's.
+        fleet_deploy = copy.deepcopy(kinds(self.fleet)["Deployment"])
+        fleet_deploy["spec"]["replicas"] = 1
+        self.assertEqual(self.deploy, fleet_deploy)
+
+    def test_config_runs_on_memory_without_the_queue(self):
+        router = self.config["router"]
+        self.assertNotIn("queue", router)
+        self.assertNotIn("queue", self.config)
+        self.assertEqual(router["cache"], "memory")
+        plugins = {i["name"]: i["plugin"] for i in self.config["plugins"]["instances"]}
+        self.assertEqual(plugins[router["cache"]], "memory.so")
+        self.assertNotIn("redis.so", plugins.values())
+        # Everything else is the fleet's config.
+        fleet = yaml.safe_load(kinds(self.fleet)["ConfigMap"]["data"]["chatgate.yaml"])
+        for key in ("logging", "listeners", "admin", "shutdown"):
+            self.assertEqual(self.config[key], fleet[key], key)
+        self.assertEqual(router["model"], fleet["router"]["model"])
+        model = [i for i in fleet["plugins"]["instances"] if i["name"] == router["model"]]
+        self.assertIn(model[0], self.config["plugins"]["instances"])
+
+    def test_config_passes_check_config_with_the_fleets_secret(self):
+        env = secrets_env(container_of(self.deploy), self.single)
         rc, out = check_config(self.config_text, env)
-        self.assertEqual(rc, 1, out)
-        self.assertIn("CHATGATE_ADMIN_TOKEN is not set", out)
+        self.assertEqual(rc, 0, out)
+        self.assertIn("config OK", out)
+
+    def test_kubectl_kustomize_builds_the_same(self):
+        kubectl = shutil.which("kubectl")
+        if kubectl is None:
+            self.skipTest("kubectl not installed: the overlays are rendered by this test only")
+        for folder, mine in ((KUBE, render(KUBE)), (SINGLE, self.single)):
+            p = subprocess.run([kubectl, "kustomize", folder], capture_output=True, text=True,
+                               timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            theirs = {resource_key(o): o for o in yaml.safe_load_all(p.stdout) if o}
+            self.assertEqual(theirs, mine)
 
 
 class ContainerConfigRunTest(unittest.TestCase):
