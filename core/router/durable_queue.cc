@@ -205,7 +205,8 @@ void DurableQueue::on_tick(void *self, uint64_t) {
   const int rc = q->queue_.members(q->me_, q->config_.lease_ms, &DurableQueue::on_members, q);
   if (rc == 0) {
     q->calls_++;
-  } else if (std::string more; q->warn_due("heartbeat", &more)) {
+  } else if (std::string more; rc != CG_EUNAVAIL && q->warn_due("heartbeat", &more)) {
+    // (CG_EUNAVAIL: not connected yet, or an outage the plugin reports.)
     spdlog::warn(
         "queue: heartbeat to '{}' failed ({}); partitions are kept while their leases "
         "last{}",

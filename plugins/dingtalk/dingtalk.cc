@@ -133,7 +133,12 @@ void route(Dingtalk *d, const RobotMessage &m, const std::function<void(bool)> &
 }  // namespace
 
 bool Dingtalk::can_stop() {
-  std::erase_if(answers, [](const auto &kv) { return kv.second->done == nullptr; });
+  // Answers that never got their FINAL (the router stopped first) go, but
+  // only once no call of theirs is out: its completion still uses them.
+  std::erase_if(answers, [](const auto &kv) {
+    const Answer &a = *kv.second;
+    return a.done == nullptr && !a.updating && a.card != Answer::Card::kCreating;
+  });
   return answers.empty();
 }
 

@@ -205,7 +205,12 @@ void route(Feishu *f, const Event &ev, const std::function<void(bool)> &done) {
 }  // namespace
 
 bool Feishu::can_stop() {
-  std::erase_if(answers, [](const auto &kv) { return kv.second->done == nullptr; });
+  // Answers that never got their FINAL (the router stopped first) go, but
+  // only once no call of theirs is out: its completion still uses them.
+  std::erase_if(answers, [](const auto &kv) {
+    const Answer &a = *kv.second;
+    return a.done == nullptr && !a.updating && !a.closing && a.card != Answer::Card::kCreating;
+  });
   return answers.empty();
 }
 

@@ -217,6 +217,9 @@ void card_close(Answer *a) {
 
 void card_after_update(Answer *a) {
   if (a->superseded) return finish(a, 0);
+  // The close is under way (a timer armed before the FINAL came must not
+  // close it twice: the first close's end frees the answer).
+  if (a->closing) return;
   if (a->final) {
     if (a->shown == split(a->latest, kCardLimit).front()) return card_close(a);
     return card_update(a);

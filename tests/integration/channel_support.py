@@ -140,3 +140,15 @@ def parse_metrics(text):
         labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
         out.append((m.group(1), labels, float(m.group(3))))
     return out
+
+
+def with_durable_queue(config, redis_socket, partitions=2, lease_ms=1000, max_deliveries=3):
+    """`config` (a channel test's, on memory.so) with redis.so on
+    `redis_socket` as the cache and the durable queue (router.queue)."""
+    memory = "    - name: memory\n      plugin: memory.so\n"
+    assert memory in config and "  cache: memory\n" in config, config
+    config = config.replace(memory, "    - name: shared\n      plugin: redis.so\n      config:\n"
+                                    "        unixSocket: %s\n" % redis_socket)
+    config = config.replace("  cache: memory\n", "  cache: shared\n  queue: shared\n")
+    return config + ("queue:\n  partitions: %d\n  leaseMs: %d\n  maxDeliveries: %d\n"
+                     % (partitions, lease_ms, max_deliveries))

@@ -59,6 +59,28 @@ def stream(p):
 
 # ------------------------------------------------------------------ Redis
 
+def stop_process(proc, signum, name):
+    """Sends `signum` and waits; the exit status (None if never started).
+    A process that does not stop in time is killed and the test fails."""
+    if proc and proc.poll() is None:
+        proc.send_signal(signum)
+        try:
+            proc.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("%s did not stop on %s" % (name, signal.Signals(signum).name))
+    return proc.returncode if proc else None
+
+
+def close_process(proc, directory):
+    """Kills what is still running and removes its temporary directory."""
+    if proc and proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    directory.cleanup()
+
+
 class DurableRedis:
     """redis-server on a unix socket in a temporary directory, with the
     append-only file on (appendfsync everysec), as docs/fleet.md recommends.
@@ -116,21 +138,10 @@ class DurableRedis:
 
     def stop(self):
         """SIGTERM; returns redis-server's exit status."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(DEADLINE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError("redis-server did not stop on SIGTERM")
-        return self.proc.returncode if self.proc else None
+        return stop_process(self.proc, signal.SIGTERM, "redis-server")
 
     def close(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.dir.cleanup()
+        close_process(self.proc, self.dir)
 
     # What the durable queue left in Redis (read here, not through chatgate).
 
@@ -290,21 +301,10 @@ class HAProxy:
 
     def stop(self):
         """A soft stop (SIGUSR1); HAProxy's exit status."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGUSR1)
-            try:
-                self.proc.wait(DEADLINE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError("haproxy did not stop on SIGUSR1")
-        return self.proc.returncode if self.proc else None
+        return stop_process(self.proc, signal.SIGUSR1, "haproxy")
 
     def close(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.dir.cleanup()
+        close_process(self.proc, self.dir)
 
 
 # ------------------------------------------------------------------ fakes

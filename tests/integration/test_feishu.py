@@ -47,7 +47,7 @@ from harness import (DEADLINE, SOURCE_DIR, Chatgate, FakeProcess, gateway_config
                      wait_for)
 from test_redis import RedisServer
 from channel_support import (FakeOpenAI, check_refusals_logged, parse_metrics, refusals_accounted,
-                             yaml_value)
+                             with_durable_queue, yaml_value)
 
 FAKES = os.path.join(SOURCE_DIR, "tests", "fakes")
 sys.path.insert(0, FAKES)
@@ -952,15 +952,9 @@ class DurableStreamingCardTest(FeishuCase):
         self.addCleanup(self.redis.close)
 
     def test_a_retry_continues_the_first_attempts_card(self):
-        cfg = feishu_config(self.fake.port, model="gpt", model_instance=self.model.instance_yaml(),
-                            replyStyle="streaming-card", streamUpdateMs=100)
-        cfg = cfg.replace("    - name: memory\n      plugin: memory.so\n",
-                          "    - name: shared\n      plugin: redis.so\n      config:\n"
-                          "        unixSocket: %s\n" % self.redis.socket)
-        cfg = cfg.replace("  cache: memory\n", "  cache: shared\n  queue: shared\n")
-        cfg += "queue:\n  partitions: 2\n  leaseMs: 1000\n  maxDeliveries: 3\n"
-        self.assertIn("queue: shared", cfg)
-        cg = self.start(cfg)
+        cg = self.start(with_durable_queue(
+            feishu_config(self.fake.port, model="gpt", model_instance=self.model.instance_yaml(),
+                          replyStyle="streaming-card", streamUpdateMs=100), self.redis.socket))
         # The first attempt's stream breaks after two words (its card made
         # and showing them); the second answers in full.
         self.model.script("drop:2", "trickle:50")
