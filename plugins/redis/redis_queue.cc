@@ -166,44 +166,45 @@ std::unique_ptr<Op> make_op(Op::Kind kind, void *arg) {
   return op;
 }
 
+// EVAL for an op answered through a cg_cache_cb.
+int eval_cb(Redis *r, Op::Kind kind, cg_cache_cb cb, void *arg, std::string_view script,
+            std::initializer_list<cg_str_t> keys, std::initializer_list<cg_str_t> args) {
+  if (cb == nullptr) return CG_EINVAL;
+  auto op = make_op(kind, arg);
+  if (!op) return CG_ENOMEM;
+  op->cb = cb;
+  return eval(r, std::move(op), script, keys, args);
+}
+
 int q_enqueue(void *state, uint32_t partition, cg_str_t dedupe_key, uint64_t dedupe_ttl_ms,
               cg_str_t payload, cg_cache_cb cb, void *arg) noexcept {
   auto *r = static_cast<Redis *>(state);
-  if (cb == nullptr) return CG_EINVAL;
-  auto op = make_op(Op::kEnqueue, arg);
-  if (!op) return CG_ENOMEM;
-  op->cb = cb;
+  const Op::Kind kind = Op::kEnqueue;
   const std::string stream = stream_key(r, partition);
   const std::string ttl = std::to_string(dedupe_ttl_ms);
   const std::string max = std::to_string(r->queue_max_length);
   if (dedupe_key.len == 0) {
-    return eval(r, std::move(op), kEnqueue, {cs(stream)}, {payload, cs(ttl), cs(max)});
+    return eval_cb(r, kind, cb, arg, kEnqueue, {cs(stream)}, {payload, cs(ttl), cs(max)});
   }
   const std::string dedupe = r->prefix + std::string(sv(dedupe_key));
-  return eval(r, std::move(op), kEnqueue, {cs(stream), cs(dedupe)}, {payload, cs(ttl), cs(max)});
+  return eval_cb(r, kind, cb, arg, kEnqueue, {cs(stream), cs(dedupe)}, {payload, cs(ttl), cs(max)});
 }
 
 int q_lease(void *state, uint32_t partition, cg_str_t owner, uint64_t ttl_ms, cg_cache_cb cb,
             void *arg) noexcept {
   auto *r = static_cast<Redis *>(state);
-  if (cb == nullptr) return CG_EINVAL;
-  auto op = make_op(Op::kLease, arg);
-  if (!op) return CG_ENOMEM;
-  op->cb = cb;
+  const Op::Kind kind = Op::kLease;
   const std::string stream = stream_key(r, partition);
   const std::string key = stream + ":owner";
   const std::string ttl = std::to_string(ttl_ms);
-  return eval(r, std::move(op), kLease, {cs(key), cs(stream)}, {owner, cs(ttl), lit(kGroup)});
+  return eval_cb(r, kind, cb, arg, kLease, {cs(key), cs(stream)}, {owner, cs(ttl), lit(kGroup)});
 }
 
 int q_release(void *state, uint32_t partition, cg_str_t owner, cg_cache_cb cb, void *arg) noexcept {
   auto *r = static_cast<Redis *>(state);
-  if (cb == nullptr) return CG_EINVAL;
-  auto op = make_op(Op::kRelease, arg);
-  if (!op) return CG_ENOMEM;
-  op->cb = cb;
+  const Op::Kind kind = Op::kRelease;
   const std::string key = stream_key(r, partition) + ":owner";
-  return eval(r, std::move(op), kRelease, {cs(key)}, {owner});
+  return eval_cb(r, kind, cb, arg, kRelease, {cs(key)}, {owner});
 }
 
 int q_read(void *state, const uint32_t *partitions, size_t partition_count, cg_str_t consumer,
@@ -252,54 +253,42 @@ int q_claim(void *state, uint32_t partition, cg_str_t consumer, uint64_t min_idl
 int q_retry(void *state, uint32_t partition, cg_str_t id, cg_str_t consumer, cg_cache_cb cb,
             void *arg) noexcept {
   auto *r = static_cast<Redis *>(state);
-  if (cb == nullptr) return CG_EINVAL;
-  auto op = make_op(Op::kRetry, arg);
-  if (!op) return CG_ENOMEM;
-  op->cb = cb;
+  const Op::Kind kind = Op::kRetry;
   const std::string stream = stream_key(r, partition);
-  return eval(r, std::move(op), kRetry, {cs(stream)}, {lit(kGroup), consumer, id});
+  return eval_cb(r, kind, cb, arg, kRetry, {cs(stream)}, {lit(kGroup), consumer, id});
 }
 
 int q_ack(void *state, uint32_t partition, cg_str_t id, cg_str_t record_key, uint64_t record_ttl_ms,
           cg_cache_cb cb, void *arg) noexcept {
   auto *r = static_cast<Redis *>(state);
-  if (cb == nullptr) return CG_EINVAL;
-  auto op = make_op(Op::kAck, arg);
-  if (!op) return CG_ENOMEM;
-  op->cb = cb;
+  const Op::Kind kind = Op::kAck;
   const std::string stream = stream_key(r, partition);
   const std::string ttl = std::to_string(record_ttl_ms);
   if (record_key.len == 0) {
-    return eval(r, std::move(op), kAck, {cs(stream)}, {lit(kGroup), id, cs(ttl)});
+    return eval_cb(r, kind, cb, arg, kAck, {cs(stream)}, {lit(kGroup), id, cs(ttl)});
   }
   const std::string record = r->prefix + std::string(sv(record_key));
-  return eval(r, std::move(op), kAck, {cs(stream), cs(record)}, {lit(kGroup), id, cs(ttl)});
+  return eval_cb(r, kind, cb, arg, kAck, {cs(stream), cs(record)}, {lit(kGroup), id, cs(ttl)});
 }
 
 int q_dead_letter(void *state, uint32_t partition, cg_str_t id, cg_str_t payload, cg_str_t reason,
                   cg_cache_cb cb, void *arg) noexcept {
   auto *r = static_cast<Redis *>(state);
-  if (cb == nullptr) return CG_EINVAL;
-  auto op = make_op(Op::kAck, arg);
-  if (!op) return CG_ENOMEM;
-  op->cb = cb;
+  const Op::Kind kind = Op::kAck;
   const std::string stream = stream_key(r, partition);
   const std::string dead = r->prefix + "q:dead";
   const std::string part = std::to_string(partition);
   const std::string max = std::to_string(kDeadLettersMax);
-  return eval(r, std::move(op), kDead, {cs(stream), cs(dead)},
-              {lit(kGroup), id, payload, reason, cs(part), cs(max)});
+  return eval_cb(r, kind, cb, arg, kDead, {cs(stream), cs(dead)},
+                 {lit(kGroup), id, payload, reason, cs(part), cs(max)});
 }
 
 int q_members(void *state, cg_str_t member, uint64_t ttl_ms, cg_cache_cb cb, void *arg) noexcept {
   auto *r = static_cast<Redis *>(state);
-  if (cb == nullptr) return CG_EINVAL;
-  auto op = make_op(Op::kMembers, arg);
-  if (!op) return CG_ENOMEM;
-  op->cb = cb;
+  const Op::Kind kind = Op::kMembers;
   const std::string key = r->prefix + "q:members";
   const std::string ttl = std::to_string(ttl_ms);
-  return eval(r, std::move(op), kMembers, {cs(key)}, {member, cs(ttl)});
+  return eval_cb(r, kind, cb, arg, kMembers, {cs(key)}, {member, cs(ttl)});
 }
 
 int q_stats(void *state, uint32_t partition_count, cg_queue_stats_cb cb, void *arg) noexcept {
