@@ -228,13 +228,15 @@ stop_fleet() {
 # ---- CPU in the window
 ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0; }
 now() { date +%s.%N; }
-machine_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+# all cores: busy (user, nice, system, irq, softirq) and steal (the host's)
+machine_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8, $9; exit}' /proc/stat; }
 cpu_sample() { # $1: file; the pids' ticks with a time stamp
-  { now; echo "machine $(machine_ticks)"
+  { now; machine_ticks | awk '{print "machine " $1; print "steal " $2}'
     for pid in $CG_PIDS ${redis_pid:-} $NGINX_WORKER $lg_pid; do echo "$pid $(ticks "$pid")"; done; } > "$1"
 }
-# "chatgate 95+40+38, redis 31, nginx 17, load 12; machine 180" (% of one
-# core; machine: all processes and the kernel, out of nproc x 100)
+# "chatgate 95+40+38, redis 31, nginx 17, load 12; machine 180, steal 0" (%
+# of one core; machine: all processes and the kernel, out of nproc x 100;
+# steal: time the hypervisor gave the cores to others)
 cpu_report() { # $1, $2: the samples
   python3 - "$1" "$2" "$HZ" "$(echo $CG_PIDS)" "${redis_pid:-}" "$NGINX_WORKER" "$lg_pid" <<'PY'
 import sys
@@ -248,7 +250,7 @@ out = ["chatgate " + "+".join(pct(p) for p in sys.argv[4].split())]
 if sys.argv[5]:
     out.append("redis " + pct(sys.argv[5]))
 out += ["nginx " + pct(sys.argv[6]), "load " + pct(sys.argv[7])]
-print(", ".join(out) + "; machine " + pct("machine"))
+print(", ".join(out) + "; machine " + pct("machine") + ", steal " + pct("steal"))
 PY
 }
 
@@ -379,7 +381,7 @@ steady_run() {
 }
 
 # The machine's state before the runs: other work on the shared cores.
-m0=$(machine_ticks); sleep 1; m1=$(machine_ticks)
+m0=$(machine_ticks | cut -d' ' -f1); sleep 1; m1=$(machine_ticks | cut -d' ' -f1)
 echo "machine before the runs: $(nproc) cores, busy $(( (m1 - m0) * 100 / HZ ))% of a core over 1 s;$(uptime | sed 's/.*load/ load/')"
 top -b -n2 -d0.5 -o %CPU | awk '/^top -/ {n++} n == 2 && /^ *[0-9]+ / && $9 > 0.5 {print "  busy before the runs: " $12 " (pid " $1 ") " $9 "%"}' | head -5
 want() { [ -z "$ONLY" ] || echo " $ONLY " | grep -q " $1 "; }
