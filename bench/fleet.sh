@@ -42,8 +42,8 @@
 #     callback's intended send time -> the reply request at nginx, nginx's
 #     $msec, millisecond resolution) p50 / p90 / p99, and the ack latency
 #     the load generator measured; redis cache with the memory queue (sm1),
-#     then the durable queue, AOF everysec (sd1). Added latency = the
-#     difference.
+#     then the durable queue, AOF everysec (sd1), and appendonly no (sdn1,
+#     with AOF_NO=1). Added latency = sd1's figure minus sm1's.
 #
 # The machine has 2 cores: chatgate(s), redis-server, nginx and the load
 # generator share them (no pinning).
@@ -59,7 +59,7 @@ STEADY=${STEADY:-100}
 INTERVAL_MS=${INTERVAL_MS:-100}
 INSTANCES=${INSTANCES:-3}
 PARTITIONS=${PARTITIONS:-16}
-AOF_NO=${AOF_NO:-1}           # also the durable queue with appendonly no
+AOF_NO=${AOF_NO:-1}           # also the durable queue with appendonly no (rdn1, sdn1)
 LOG_LEVEL=${LOG_LEVEL:-info}
 ONLY=${ONLY:-}                # e.g. ONLY="rd1 rd3": only these runs (names below)
 PROFILE=${PROFILE:-}          # e.g. PROFILE="rd1": perf record these runs' window
@@ -313,19 +313,21 @@ print(", ".join("%s %.2f (%.1f us)" % (c, n / events, u) for n, c, u, _ in rows
                 if events and n / events >= 0.01) or "-")
 PY
 }
-# redis-server's CPU time per reply in the window, in microseconds
-redis_us() { # $1: run name; $2: replies/s
-  python3 - "$work/$1.cpu0" "$work/$1.cpu1" "$HZ" "${redis_pid:-}" "$2" <<'PY'
+# CPU time per reply in the window, in microseconds, of the processes named
+# (all chatgates together, or redis-server): "-" without them
+cpu_us() { # $1: run name; $2: replies/s; $3: pids
+  python3 - "$work/$1.cpu0" "$work/$1.cpu1" "$HZ" "$2" $3 <<'PY'
 import sys
 def load(path):
     lines = open(path).read().split("\n")
     return float(lines[0]), {l.split()[0]: int(l.split()[1]) for l in lines[1:] if len(l.split()) == 2}
 (t1, a), (t2, b) = load(sys.argv[1]), load(sys.argv[2])
-pid, r = sys.argv[4], float(sys.argv[5] or 0)
-if not pid or not r:
+r, pids = float(sys.argv[4] or 0), sys.argv[5:]
+if not pids or not r:
     print("-")
 else:
-    print("%.0f" % ((b.get(pid, 0) - a.get(pid, 0)) / int(sys.argv[3]) / (t2 - t1) / r * 1e6))
+    ticks = sum(b.get(p, 0) - a.get(p, 0) for p in pids)
+    print("%.0f" % (ticks / int(sys.argv[3]) / (t2 - t1) / r * 1e6))
 PY
 }
 log_note() { # $1: run name; log lines and warnings of its instances
@@ -346,18 +348,19 @@ closed_run() {
     -S "$PF_PORT" -k "$EKEY" -t "$VTOKEN" -u /webhook/feishu -w "$WARMUP" -d "$DURATION"
   BACKLOG=-
   [ "$5" = redis ] && BACKLOG=$(backlog)
-  stop_fleet
   R=$(platform_of "$work/$1.txt")
+  CUS=$(cpu_us "$1" "$R" "$CG_PIDS")
+  RUS=$(cpu_us "$1" "$R" "${redis_pid:-}")
+  stop_fleet
   RCMD=$(redis_per_event "$1" "$R")
-  RUS=$(redis_us "$1" "$R")
   echo "durable backlog at the window's end: $BACKLOG"
-  echo "redis per reply: CPU $RUS us; commands per reply (us per call): $RCMD"
+  echo "CPU per reply: chatgate $CUS us, redis-server $RUS us; redis commands per reply (us per call): $RCMD"
   echo "chatgate: $(log_note "$1")"
   stop_redis
-  printf '%s|%s|%s|%s|%s / %s|%s|%s|%s|%s|%s\n' "$2" "$R" \
+  printf '%s|%s|%s|%s|%s / %s|%s|%s|%s|%s / %s|%s\n' "$2" "$R" \
     "$(awk -v r="$R" -v n="$3" 'BEGIN {printf "%.0f", r / n}')" "$(acks_of "$work/$1.txt" closed)" \
     "$(p "$work/$1.txt" closed p50)" "$(p "$work/$1.txt" closed p99)" "$(other "$work/$1.txt" closed)" \
-    "$BACKLOG" "$CPU" "$RUS" "$RCMD" >> "$work/summary.txt"
+    "$BACKLOG" "$CPU" "$CUS" "$RUS" "$RCMD" >> "$work/summary.txt"
 }
 
 : > "$work/latency.txt"
@@ -395,15 +398,16 @@ if [ "$INSTANCES" -gt 1 ]; then
 fi
 want sm1 && steady_run sm1 "memory queue" redis memory yes
 want sd1 && steady_run sd1 "durable queue, AOF everysec" redis redis yes
+[ "$AOF_NO" = 1 ] && want sdn1 && steady_run sdn1 "durable queue, appendonly no" redis redis no
 
 echo
 echo "== summary ($(nproc) cores shared by everything, loopback, ${DURATION} s windows after ${WARMUP} s, $CONNECTIONS connections, log level $LOG_LEVEL; redis cache unless named)"
-echo "throughput | replies/s at the platform | per instance | acks/s | ack p50 / p99 ms | refused | durable backlog at end | CPU % of a core | redis CPU us per reply | redis commands per reply (us per call)"
+echo "throughput | replies/s at the platform | per instance | acks/s | ack p50 / p99 ms | refused | durable backlog at end | CPU % of a core | CPU us per reply: chatgate(s) / redis | redis commands per reply (us per call)"
 cat "$work/summary.txt"
 echo
 echo "latency, $STEADY chats x 1 per ${INTERVAL_MS} ms, 1 instance | reply p50 / p90 / p99 ms | reply mean ms | replies matched | ack p50 / p90 / p99 ms | refused | CPU % of a core"
 cat "$work/latency.txt"
-if [ "$(wc -l < "$work/latency.txt")" = 2 ]; then
+if [ "$(wc -l < "$work/latency.txt")" -ge 2 ]; then
   col() { sed -n "$1p" "$work/latency.txt" | cut -d'|' -f"$2" | awk '{print $1}'; }
   minus() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a - b}'; }
   echo "added by the durable queue: reply p50 $(minus "$(col 2 2)" "$(col 1 2)") ms, reply mean $(minus "$(col 2 3)" "$(col 1 3)") ms, ack p50 $(minus "$(col 2 5)" "$(col 1 5)") ms"
