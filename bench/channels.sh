@@ -37,8 +37,7 @@
 # operator gets) and otherwise default router limits, except in run 2.
 set -eu
 cd "$(dirname "$0")/.."
-BIN=${BIN:-build/chatgate}
-PLUGINS=${PLUGINS:-build/plugins}
+. bench/feishu_common.sh
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -52,73 +51,11 @@ PROFILE=${PROFILE:-0}
 PROFILE_S=${PROFILE_S:-8}
 CALLGRIND=${CALLGRIND:-0}
 
-[ -x "$BIN" ] || { echo "bench: build first (make build)" >&2; exit 1; }
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-[ -x "$NGINX" ] || { echo "bench: nginx missing" >&2; exit 1; }
-ulimit -n 65536 2>/dev/null || true
-
-work=$(mktemp -d)
+bench_init
 cg_pid=
-cleanup() {
-  [ -n "$cg_pid" ] && kill "$cg_pid" 2>/dev/null || true
-  [ -n "${perf_pid:-}" ] && kill "$perf_pid" 2>/dev/null || true
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 CG_PORT=$(free_port)
-NG_PORT=$(free_port)   # nginx: fixed 200
-PF_PORT=$(free_port)   # nginx: the fake open platform
-EKEY=bench-encrypt-key
-VTOKEN=bench-verification-token
-
-cc -O2 -o "$work/feishu_load" bench/feishu_load.c $(pkg-config --cflags --libs libuv) -lcrypto -lpthread -lm
-"$work/feishu_load" selftest
-
-mkdir -p "$work/nginx"
-cat > "$work/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 100000000;
-  client_body_temp_path $work/nginx/body;
-  client_body_buffer_size 16k;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
-  default_type application/json;
-  # Replies to the steady chats' messages (ids om_s...), for their latency.
-  map \$request_uri \$steady_reply { ~^/open-apis/im/v1/messages/om_s 1; default 0; }
-  log_format replies '\$msec \$request_uri';
-  server {
-    listen 127.0.0.1:$NG_PORT;
-    location / { return 200 '{"msg":"success"}'; }
-  }
-  server {
-    listen 127.0.0.1:$PF_PORT;
-    location = /open-apis/auth/v3/tenant_access_token/internal {
-      return 200 '{"code":0,"msg":"ok","tenant_access_token":"t-bench","expire":7200}';
-    }
-    location = /open-apis/bot/v3/info {
-      return 200 '{"code":0,"msg":"ok","bot":{"open_id":"ou_bench_bot","app_name":"bench"}}';
-    }
-    location /open-apis/im/v1/messages {
-      access_log $work/replies.log replies buffer=64k flush=1s if=\$steady_reply;
-      return 200 '{"code":0,"msg":"success","data":{"message_id":"om_x"}}';
-    }
-    location = /nginx_status { stub_status; }
-    location / { return 404 '{"code":404,"msg":"not in the fake"}'; }
-  }
-}
-NGINX
-"$NGINX" -c "$work/nginx.conf" -p "$work/nginx" 2>>"$work/nginx/error.log" &
+build_load
+start_platform
 
 # $1: name; $2: echo delayMs; $3: extra router lines
 write_config() {
@@ -138,16 +75,7 @@ plugins:
         delayMs: $2
     - name: memory
       plugin: memory.so
-    - name: feishu
-      plugin: feishu.so
-      config:
-        appId: cli_bench
-        appSecret: bench-app-secret
-        verificationToken: $VTOKEN
-        encryptKey: $EKEY
-        domain: http://127.0.0.1:$PF_PORT
-        mode: webhook
-        replyStyle: text
+$(feishu_instance_yaml)
 router:
   model: echo
   cache: memory
@@ -159,61 +87,20 @@ write_config slow 600000 "  maxQueue: 100000000
   maxModelCalls: 0
   modelTimeoutMs: 7200000"
 
-wait_port() {
-  python3 - "$1" <<'PY'
-import socket, sys, time
-for _ in range(500):
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close(); break
-    except OSError:
-        time.sleep(0.01)
-PY
-}
 start_cg() { # $1: config name
   "$BIN" --config "$work/$1.yaml" 2>"$work/$1.log" &
   cg_pid=$!
+  track "$cg_pid"
   wait_port "$CG_PORT"
   sleep 1
 }
 stop_cg() {
   kill "$cg_pid" 2>/dev/null || true
   wait "$cg_pid" 2>/dev/null || true
+  untrack "$cg_pid"
   cg_pid=
 }
-wait_port "$PF_PORT"
-wait_port "$NG_PORT"
-
-LOAD="$work/feishu_load"
 COMMON="-k $EKEY -t $VTOKEN -u /webhook/feishu -w $WARMUP -d $DURATION"
-field() { awk -v k="$2" '{for (i = 1; i < NF; i++) if ($i == k) print $(i + 1)}' "$1" | head -1; }
-acks_of() { grep "^$2:" "$1" | sed -n 1p | sed 's/.*: \([0-9]*\) acks\/s.*/\1/'; }
-
-# Reply latency of the steady chats: send log joined with nginx's access log.
-reply_latency() { # $1: send log; prints "p50 p99 count missing"
-  sleep 1.5  # access_log flush=1s
-  python3 - "$1" "$work/replies.log" <<'PY'
-import sys
-sent = {}
-with open(sys.argv[1]) as f:
-    for line in f:
-        mid, t = line.split()
-        sent[mid] = float(t)
-lat = []
-try:
-    with open(sys.argv[2]) as f:
-        for line in f:
-            t, uri = line.split()
-            mid = uri.split("/")[5] if uri.count("/") >= 5 else ""
-            if mid in sent:
-                lat.append(float(t) * 1000 - sent.pop(mid))
-except FileNotFoundError:
-    pass
-lat.sort()
-pct = lambda p: lat[int((len(lat) - 1) * p)] if lat else float("nan")
-print("%.1f %.1f %d %d" % (pct(0.5), pct(0.99), len(lat), len(sent)))
-PY
-  : > "$work/replies.log"
-}
 
 if [ "$CALLGRIND" = 1 ]; then
   # Instructions per event in chatgate's user space, whatever else the
@@ -225,6 +112,7 @@ if [ "$CALLGRIND" = 1 ]; then
     valgrind --tool=callgrind --callgrind-out-file="$work/cg.$n" "$BIN" --config "$work/pipeline.yaml" \
       2>"$work/cg$n.log" &
     cg_pid=$!
+    track "$cg_pid"
     wait_port "$CG_PORT"; sleep 2
     "$LOAD" closed -p "$CG_PORT" -c 8 -C 1000 -n $n -S "$PF_PORT" -k $EKEY -t $VTOKEN \
       -u /webhook/feishu -w 0 -d 60 | grep '^closed: acks'
@@ -264,11 +152,13 @@ if [ "$PROFILE" = 1 ]; then
   "$LOAD" closed -p "$CG_PORT" -c "$CONNECTIONS" -C "$CHATS" -n "$POOL" -k $EKEY -t $VTOKEN \
     -u /webhook/feishu -w 1 -d $((PROFILE_S + 1)) > "$work/rp.txt" &
   lg_pid=$!
+  track "$lg_pid"
   sleep 3  # the load generator precomputes first
   perf record -F 999 -g -o "$work/perf.data" -p "$cg_pid" -- sleep "$PROFILE_S" 2>"$work/perf.err" &
   perf_pid=$!
-  wait "$perf_pid" || true; perf_pid=
-  wait "$lg_pid" || true
+  track "$perf_pid"
+  wait "$perf_pid" || true; untrack "$perf_pid"
+  wait "$lg_pid" || true; untrack "$lg_pid"
   cat "$work/rp.txt"
   perf report -i "$work/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
     | grep -E '^ +[0-9.]+%' | sed -E 's/ +$//; s/ {2,}/  /g' | cut -c1-200 | head -15 | tee "$work/profile.txt"
@@ -326,13 +216,10 @@ log_top steady
 log_top flood 8
 
 PIPE_ACKS=$(acks_of "$work/r1.txt" closed)
-PIPE_REPLIES=$(grep '^platform:' "$work/r1.txt" | sed 's/.*: \([0-9]*\) replies\/s/\1/')
+PIPE_REPLIES=$(platform_of "$work/r1.txt")
 SLOW_ACKS=$(acks_of "$work/r2.txt" closed)
-SLOW_REPLIES=$(grep '^platform:' "$work/r2.txt" | sed 's/.*: \([0-9]*\) replies\/s/\1/')
+SLOW_REPLIES=$(platform_of "$work/r2.txt")
 NG_ACKS=$(acks_of "$work/r3.txt" closed)
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-p() { grep "^$2: latency" "$1" | awk -v k="$3" '{for (i = 1; i < NF; i++) if ($i == k) print $(i + 1)}'; }
-other() { grep "^$2: acks" "$1" | sed 's/.*other \([0-9]*\), socket errors \([0-9]*\);.*/\1 non-2xx, \2 socket errors/'; }
 
 echo
 echo "callbacks sent over each whole run (feishu.so's nonce cap is 100,000): pipeline $(grep '^closed: acks' "$work/r1.txt" | sed 's/.*whole run 2xx \([0-9]*\).*/\1/'), ack only $(grep '^closed: acks' "$work/r2.txt" | sed 's/.*whole run 2xx \([0-9]*\).*/\1/'), short ack only $(grep '^closed: acks' "$work/r2b.txt" | sed 's/.*whole run 2xx \([0-9]*\).*/\1/')"
@@ -344,9 +231,9 @@ echo "ack only, short, under nonce cap:   $SHORT_ACKS /s ($(ratio "$SHORT_ACKS" 
 echo "ack only (model slow):              $SLOW_ACKS /s ($(ratio "$SLOW_ACKS" "$NG_ACKS")x nginx; $(other "$work/r2.txt" closed); platform requests $SLOW_REPLIES /s); ack p50 / p99 $(p "$work/r2.txt" closed p50) / $(p "$work/r2.txt" closed p99) ms"
 echo "nginx fixed 200:                    $NG_ACKS /s; p50 / p99 $(p "$work/r3.txt" closed p50) / $(p "$work/r3.txt" closed p99) ms"
 echo "steady alone, ack p50 / p99:        $(p "$work/r4.txt" steady p50) / $(p "$work/r4.txt" steady p99) ms ($(other "$work/r4.txt" steady))"
-echo "steady alone, reply p50 / p99:      $(echo "$RL4" | awk '{print $1 " / " $2 " ms (" $3 " replies matched, " $4 " sent without a reply seen)"}')"
+echo "steady alone, reply p50 / p99:      $(echo "$RL4" | awk '{print $1 " / " $3 " ms (" $4 " replies matched, " $5 " sent without a reply seen)"}')"
 echo "with flood, steady ack p50 / p99:   $(p "$work/r5.txt" steady p50) / $(p "$work/r5.txt" steady p99) ms ($(other "$work/r5.txt" steady))"
-echo "with flood, steady reply p50 / p99: $(echo "$RL5" | awk '{print $1 " / " $2 " ms (" $3 " replies matched, " $4 " sent without a reply seen)"}')"
+echo "with flood, steady reply p50 / p99: $(echo "$RL5" | awk '{print $1 " / " $3 " ms (" $4 " replies matched, " $5 " sent without a reply seen)"}')"
 echo "flood chat:                         $(acks_of "$work/r5.txt" flood) acks/s ($(other "$work/r5.txt" flood)); platform $(grep '^platform:' "$work/r5.txt" | sed 's/.*: \([0-9]*\) replies\/s/\1/') requests/s"
-echo "steady p99 with / without flood:    ack $(ratio "$(p "$work/r5.txt" steady p99)" "$(p "$work/r4.txt" steady p99)")x, reply $(ratio "$(echo "$RL5" | cut -d' ' -f2)" "$(echo "$RL4" | cut -d' ' -f2)")x"
+echo "steady p99 with / without flood:    ack $(ratio "$(p "$work/r5.txt" steady p99)" "$(p "$work/r4.txt" steady p99)")x, reply $(ratio "$(echo "$RL5" | cut -d' ' -f3)" "$(echo "$RL4" | cut -d' ' -f3)")x"
 echo "chatgate log lines, start to exit:  flood run $LINES5, steady run $LINES4 (same start and stop), pipeline $LINES1, ack only $LINES2"

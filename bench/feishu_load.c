@@ -16,6 +16,9 @@
  *                                    chat at full speed (-f 0: steady alone)
  * options:
  *   -p PORT  -u PATH  -c CONNS  -w WARMUP_S  -d DURATION_S
+ *   -p PORT,PORT,...  several servers on 127.0.0.1 (bench/fleet.sh): the
+ *                 connections (closed and flood ones, and the steady chats
+ *                 separately) are spread over them in turn; all counted together
  *   -n POOL       callbacks precomputed (closed mode, and the flood's pool);
  *                 every one has its own event_id, message_id and nonce
  *   -r            reuse the pool cyclically (for a server that does not
@@ -258,10 +261,13 @@ typedef struct conn {
   unsigned due_head, due_len;
   unsigned ticks;       /* steady: callbacks sent by this chat */
   unsigned idx;         /* steady: the chat's number */
+  unsigned server;      /* index into addrs */
 } conn_t;
 
 static uv_loop_t *loop;
-static struct sockaddr_in addr;
+enum { MAX_PORTS = 16 };
+static struct sockaddr_in addrs[MAX_PORTS];
+static unsigned n_addrs;
 static pool_t main_pool, steady_pool;
 static unsigned steady_n = 100, interval_ms = 100;
 static uint64_t record_from_ns, record_until_ns, started_ns, exhausted_ns;
@@ -414,7 +420,7 @@ static void conn_open(conn_t *c) {
   uv_timer_init(loop, &c->timer);
   c->timer.data = c;
   uv_tcp_nodelay(&c->tcp, 1);
-  uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&addr, on_connect);
+  uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&addrs[c->server], on_connect);
 }
 
 /* ---- nginx stub_status ---- */
@@ -484,7 +490,8 @@ int main(int argc, char **argv) {
   }
   const char *mode = argv[1];
   if (strcmp(mode, "selftest") == 0) return selftest();
-  int port = 0, conns = 64, cycle = 0;
+  int conns = 64, cycle = 0;
+  const char *ports = NULL;
   unsigned chats = 5000, flood = 4;
   double warmup = 3, duration = 10;
   size_t pool_n = 200000;
@@ -493,7 +500,7 @@ int main(int argc, char **argv) {
   optind = 2;
   while ((opt = getopt(argc, argv, "p:u:c:w:d:n:rC:s:i:f:k:t:S:L:")) != -1) {
     switch (opt) {
-      case 'p': port = atoi(optarg); break;
+      case 'p': ports = optarg; break;
       case 'u': path = optarg; break;
       case 'c': conns = atoi(optarg); break;
       case 'w': warmup = atof(optarg); break;
@@ -511,7 +518,17 @@ int main(int argc, char **argv) {
       default: return 2;
     }
   }
-  if (!port) { fprintf(stderr, "feishu_load: -p PORT\n"); return 2; }
+  for (const char *q = ports; q && *q;) {
+    int port = atoi(q);
+    if (port <= 0 || port > 65535 || n_addrs == MAX_PORTS) {
+      fprintf(stderr, "feishu_load: -p PORT[,PORT...] (at most %d)\n", MAX_PORTS);
+      return 2;
+    }
+    uv_ip4_addr("127.0.0.1", port, &addrs[n_addrs++]);
+    q = strchr(q, ',');
+    if (q) q++;
+  }
+  if (n_addrs == 0) { fprintf(stderr, "feishu_load: -p PORT\n"); return 2; }
   int is_flood = strcmp(mode, "flood") == 0;
   if (!is_flood && strcmp(mode, "closed") != 0) { fprintf(stderr, "feishu_load: mode?\n"); return 2; }
   if (steady_n < 1 || steady_n > 10000 || interval_ms < 1 || duration <= 0 || duration > 600 ||
@@ -542,7 +559,6 @@ int main(int argc, char **argv) {
   if (sendlog_path && is_flood) sendlog = fopen(sendlog_path, "w");
 
   loop = uv_default_loop();
-  uv_ip4_addr("127.0.0.1", port, &addr);
   started_ns = uv_hrtime();
   record_from_ns = started_ns + (uint64_t)(warmup * 1e9);
   record_until_ns = record_from_ns + (uint64_t)(duration * 1e9);
@@ -552,6 +568,7 @@ int main(int argc, char **argv) {
   for (unsigned i = 0; i < n_closed + n_steady; i++) {
     cs[i].steady = i >= n_closed;
     cs[i].idx = i - (cs[i].steady ? n_closed : 0);
+    cs[i].server = cs[i].idx % n_addrs;
     conn_open(&cs[i]);
   }
   uv_timer_t start_t, end_t;
