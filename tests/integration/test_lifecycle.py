@@ -21,6 +21,9 @@ def refused(port):
         return False
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        # Queued on the listener as it closed: look again.
+        return False
 
 
 class ShutdownTest(unittest.TestCase):
