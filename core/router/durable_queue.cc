@@ -262,7 +262,8 @@ void DurableQueue::retry(const InboundMessage &msg, std::function<void(uint32_t)
           const std::string_view v = sv(value);
           std::from_chars(v.data(), v.data() + v.size(), c->deliveries);
         }
-        c->q->wait_then_again(std::move(c));
+        DurableQueue *q = c->q;
+        q->wait_then_again(std::move(c));
       },
       raw);
   if (rc == 0) {
