@@ -51,6 +51,25 @@ for i, body in enumerate([
     write("fuzz_chat_request", "body%d" % i, json.dumps(body))
 write("fuzz_chat_request", "utf8", "{\"userId\":\"\\u4f60\",\"query\":\"\xe4\xbd\xa0\xe5\xa5\xbd\"}")
 
+# --- durable queue entries (router/queue_codec.h: "cgq1" then <len>:<bytes>) --
+def netfields(*fields):
+    out = b""
+    for f in fields:
+        f = f if isinstance(f, bytes) else str(f).encode()
+        out += b"%d:" % len(f) + f
+    return out
+
+
+entry = b"cgq1" + netfields("fs", 2, 1, 0, 1764000000123, "om_1", "oc_1", "ou_1", "Name",
+                            "hi\nthere", "om_1|t", "ev_1", 1, 1, "https://img", "k", "image/png",
+                            "a.png")
+write("fuzz_queue_message", "entry", entry)
+write("fuzz_queue_message", "empty", b"cgq1" + netfields("api", 0, 0, 0, 0, "", "", "", "", "", "",
+                                                        "", 0))
+write("fuzz_queue_message", "truncated", entry[:-3])
+write("fuzz_queue_message", "huge_length", b"cgq1" + b"99999999999999999999:x")
+write("fuzz_queue_message", "later_version_tail", entry + netfields("new field"))
+
 # --- config -----------------------------------------------------------------
 for name, path in [("default", "config/chatgate.yaml"), ("docker", "packaging/docker/chatgate.yaml")]:
     with open(os.path.join(ROOT, path)) as f:

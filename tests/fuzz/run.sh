@@ -11,7 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$dir/artifacts"
 passed=0
 failed=0
-for target in fuzz_http fuzz_chat_request fuzz_config fuzz_ws_frame fuzz_sse fuzz_feishu_event \
+for target in fuzz_http fuzz_chat_request fuzz_config fuzz_ws_frame fuzz_queue_message fuzz_sse fuzz_feishu_event \
               fuzz_feishu_frame fuzz_dingtalk; do
   scratch=$(mktemp -d)
   seeds="$here/corpus/$target"
