@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <chatgate/cpp.hpp>
+#include <vector>
 
 #include "base/metrics.h"
 #include "host/plugin_instance.h"
@@ -65,10 +66,17 @@ int Queue::retry(uint32_t partition, std::string_view id, std::string_view consu
   return counted("retry", ops_->retry(instance_.state(), partition, cs(id), cs(consumer), cb, arg));
 }
 
-int Queue::ack(uint32_t partition, std::string_view id, std::string_view record_key,
-               uint64_t record_ttl_ms, cg_cache_cb cb, void *arg) {
-  return counted("ack", ops_->ack(instance_.state(), partition, cs(id), cs(record_key),
-                                  record_ttl_ms, cb, arg));
+int Queue::ack(uint32_t partition, std::span<const std::string> ids,
+               std::span<const std::string> record_keys, uint64_t record_ttl_ms, cg_cache_cb cb,
+               void *arg) {
+  std::vector<cg_str_t> id_views, record_views;
+  id_views.reserve(ids.size());
+  for (const std::string &id : ids) id_views.push_back(cs(id));
+  for (const std::string &k : record_keys) record_views.push_back(cs(k));
+  if (!record_views.empty() && record_views.size() != id_views.size()) return CG_EINVAL;
+  return counted("ack", ops_->ack(instance_.state(), partition, id_views.data(),
+                                  record_views.empty() ? nullptr : record_views.data(),
+                                  id_views.size(), record_ttl_ms, cb, arg));
 }
 
 int Queue::dead_letter(uint32_t partition, std::string_view id, std::string_view payload,

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 
 namespace cg {
@@ -43,8 +44,11 @@ class Queue {
             cg_queue_entries_cb cb, void *arg);
   int retry(uint32_t partition, std::string_view id, std::string_view consumer, cg_cache_cb cb,
             void *arg);
-  int ack(uint32_t partition, std::string_view id, std::string_view record_key,
-          uint64_t record_ttl_ms, cg_cache_cb cb, void *arg);
+  // ids[i] with record_keys[i] (empty: none); record_keys is empty or as
+  // long as ids.
+  int ack(uint32_t partition, std::span<const std::string> ids,
+          std::span<const std::string> record_keys, uint64_t record_ttl_ms, cg_cache_cb cb,
+          void *arg);
   int dead_letter(uint32_t partition, std::string_view id, std::string_view payload,
                   std::string_view reason, cg_cache_cb cb, void *arg);
   int members(std::string_view member, uint64_t ttl_ms, cg_cache_cb cb, void *arg);

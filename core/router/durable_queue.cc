@@ -24,6 +24,8 @@ constexpr uint64_t kUnsentRetryMs = 500;
 constexpr uint64_t kStatsIntervalMs = 5000;
 constexpr uint64_t kRetryFirstMs = 500;
 constexpr uint64_t kRetryCapMs = 5000;
+// Entries one ack script takes at the most (redis.so takes up to 1,000).
+constexpr size_t kAckBatchMax = 500;
 
 using State = DurableQueueState;
 
@@ -176,7 +178,36 @@ int DurableQueue::enqueue(const InboundMessage &msg, cg_done_cb done, void *arg)
 // ---- finishing ---------------------------------------------------------------
 
 void DurableQueue::ack(const InboundMessage &msg, std::string_view record_key) {
-  finish_op(msg.queue_partition, "ack", msg.queue_id, std::string(record_key), {}, {});
+  const uint32_t p = msg.queue_partition;
+  if (acking_.size() < parts_.size()) acking_.resize(parts_.size());
+  std::unique_ptr<Call> &batch = acking_[p];
+  if (!batch) batch = make_call(p);
+  batch->ids.push_back(msg.queue_id);
+  batch->records.emplace_back(record_key);
+  // One script a partition a loop turn rather than one a message: the
+  // acknowledgement is Redis's largest cost per message.
+  if (batch->ids.size() >= kAckBatchMax) {
+    std::unique_ptr<Call> full = std::move(batch);
+    send_finish(std::move(full));
+    return;
+  }
+  if (!acks_scheduled_) {
+    if (loop_.defer(&DurableQueue::flush_acks, this) == 0) {
+      acks_scheduled_ = true;
+    } else {
+      flush_acks(this);  // the loop is closing: now or never
+    }
+  }
+}
+
+void DurableQueue::flush_acks(void *self) {
+  auto *q = static_cast<DurableQueue *>(self);
+  q->acks_scheduled_ = false;
+  for (std::unique_ptr<Call> &batch : q->acking_) {
+    if (!batch) continue;
+    std::unique_ptr<Call> c = std::move(batch);
+    q->send_finish(std::move(c));
+  }
 }
 
 void DurableQueue::dead_letter(const InboundMessage &msg, std::string_view reason) {
@@ -186,16 +217,14 @@ void DurableQueue::dead_letter(const InboundMessage &msg, std::string_view reaso
       "queue: message {} on '{}' (conversation '{}') moved to the dead letters after {} "
       "deliveries: {}",
       msg.id, msg.channel->name(), msg.conversation_id, msg.deliveries, reason);
-  finish_op(msg.queue_partition, "dead_letter", msg.queue_id, {}, std::move(payload),
-            std::string(reason));
+  dead_letter_entry(msg.queue_partition, msg.queue_id, std::move(payload), std::string(reason));
 }
 
-void DurableQueue::finish_op(uint32_t p, std::string_view op, std::string id, std::string record,
-                             std::string payload, std::string reason) {
+void DurableQueue::dead_letter_entry(uint32_t p, std::string id, std::string payload,
+                                     std::string reason) {
   std::unique_ptr<Call> call = make_call(p);
-  call->dead = op == "dead_letter";
+  call->dead = true;
   call->id = std::move(id);
-  call->record = std::move(record);
   call->payload = std::move(payload);
   call->reason = std::move(reason);
   send_finish(std::move(call));
@@ -206,7 +235,7 @@ void DurableQueue::send_finish(std::unique_ptr<Call> call) {
       call->dead
           ? queue_.dead_letter(call->partition, call->id, call->payload, call->reason,
                                &DurableQueue::on_finished, call.get())
-          : queue_.ack(call->partition, call->id, call->record, config_.record_ttl_seconds * 1000,
+          : queue_.ack(call->partition, call->ids, call->records, config_.record_ttl_seconds * 1000,
                        &DurableQueue::on_finished, call.get());
   if (rc == 0) {
     (void)call.release();
@@ -243,8 +272,9 @@ void DurableQueue::on_finished(void *arg, int status, cg_str_t) {
     }
     return;
   }
-  if (double *m = c->dead ? q->dead_lettered_ : q->acked_) *m += 1;
-  q->entry_done(c->partition);
+  const size_t entries = c->dead ? 1 : c->ids.size();
+  if (double *m = c->dead ? q->dead_lettered_ : q->acked_) *m += static_cast<double>(entries);
+  for (size_t i = 0; i < entries; ++i) q->entry_done(c->partition);
 }
 
 void DurableQueue::retry(const InboundMessage &msg, std::function<void(uint32_t)> again) {

@@ -111,8 +111,9 @@ class DurableQueue {
   static void on_released(void *arg, int status, cg_str_t);
   static void on_stats_timer(void *self, uint64_t);
   static void on_stats(void *arg, int status, const cg_queue_stats_t *stats);
-  void finish_op(uint32_t p, std::string_view op, std::string id, std::string record,
-                 std::string payload, std::string reason);
+  // The acks of a loop turn go out together, one script a partition.
+  static void flush_acks(void *self);
+  void dead_letter_entry(uint32_t p, std::string id, std::string payload, std::string reason);
   static void on_finished(void *arg, int status, cg_str_t);
   static void on_pending_timer(void *self, uint64_t);
   void send_finish(std::unique_ptr<Call> call);
@@ -145,6 +146,9 @@ class DurableQueue {
   bool started_ = false;
   // Acks and dead letters the store refused (unreachable): tried again.
   std::vector<std::unique_ptr<Call>> unsent_;
+  // This turn's acks by partition, sent by flush_acks.
+  std::vector<std::unique_ptr<Call>> acking_;
+  bool acks_scheduled_ = false;
   std::string payload_buf_;
   LogThrottle log_throttle_;
   double *owned_gauge_ = nullptr, *members_gauge_ = nullptr;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "router/durable_queue.h"
 
@@ -25,8 +26,11 @@ struct DurableQueue::Partition {
 struct DurableQueue::Call {
   DurableQueue *q = nullptr;
   uint32_t partition = 0;
-  bool dead = false;  // a dead letter (else an ack)
-  std::string id, record, payload, reason;
+  bool dead = false;                // a dead letter (else an ack)
+  std::string id, payload, reason;  // a dead letter's
+  // An ack's entries (one script for all), each with its reply record
+  // key (empty: none).
+  std::vector<std::string> ids, records;
   cg_done_cb done = nullptr;  // enqueue
   void *arg = nullptr;
   std::function<void(uint32_t)> again;  // retry

@@ -280,7 +280,7 @@ void DurableQueue::deliver(const cg_queue_entry_t &e) {
   if (!why.empty()) {
     spdlog::error("queue: entry {} of partition {}: {}; moved to the dead letters", msg.queue_id,
                   e.partition, why);
-    finish_op(e.partition, "dead_letter", msg.queue_id, {}, std::string(payload), why);
+    dead_letter_entry(e.partition, msg.queue_id, std::string(payload), why);
     return;
   }
   msg.channel = port;

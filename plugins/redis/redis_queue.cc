@@ -10,6 +10,7 @@
 #include <charconv>
 #include <cstring>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -81,13 +82,16 @@ if not p[1] then return -1 end
 return p[1][4]
 )";
 
-// KEYS: stream, [record]. ARGV: group, id, record ttl ms.
+// KEYS: stream, records... ARGV: group, record ttl ms, ids...
 constexpr std::string_view kAck = R"(
-if KEYS[2] then redis.call('SET', KEYS[2], '1', 'PX', ARGV[3]) end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
+for i = 2, #KEYS do redis.call('SET', KEYS[i], '1', 'PX', ARGV[2]) end
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3))
+redis.call('XDEL', KEYS[1], unpack(ARGV, 3))
 return 1
 )";
+// Ids acknowledged by one script at the most (Lua's unpack has a stack
+// limit); a larger batch is refused and the host sends smaller ones.
+constexpr size_t kAckMax = 1000;
 
 // KEYS: stream, dead-letter stream. ARGV: group, id, payload, reason,
 // partition, max length of the dead letters.
@@ -139,8 +143,8 @@ std::string stream_key(const Redis *r, uint32_t partition) {
 }
 
 // EVAL script numkeys keys... args...: one command, all strings.
-int eval(Redis *r, std::unique_ptr<Op> op, std::string_view script,
-         std::initializer_list<cg_str_t> keys, std::initializer_list<cg_str_t> args) {
+int eval(Redis *r, std::unique_ptr<Op> op, std::string_view script, std::span<const cg_str_t> keys,
+         std::span<const cg_str_t> args) {
   std::vector<const char *> argv;
   std::vector<size_t> lens;
   const std::string nkeys = std::to_string(keys.size());
@@ -148,13 +152,19 @@ int eval(Redis *r, std::unique_ptr<Op> op, std::string_view script,
     argv.push_back(s.ptr);
     lens.push_back(s.len);
   }
-  for (const auto &list : {keys, args}) {
+  for (std::span<const cg_str_t> list : {keys, args}) {
     for (cg_str_t s : list) {
       argv.push_back(s.ptr != nullptr ? s.ptr : "");
       lens.push_back(s.len);
     }
   }
   return redis_send(r, std::move(op), static_cast<int>(argv.size()), argv.data(), lens.data());
+}
+
+int eval(Redis *r, std::unique_ptr<Op> op, std::string_view script,
+         std::initializer_list<cg_str_t> keys, std::initializer_list<cg_str_t> args) {
+  return eval(r, std::move(op), script, std::span<const cg_str_t>(keys.begin(), keys.size()),
+              std::span<const cg_str_t>(args.begin(), args.size()));
 }
 
 std::unique_ptr<Op> make_op(Op::Kind kind, void *arg) {
@@ -173,7 +183,8 @@ int eval_cb(Redis *r, Op::Kind kind, cg_cache_cb cb, void *arg, std::string_view
   auto op = make_op(kind, arg);
   if (!op) return CG_ENOMEM;
   op->cb = cb;
-  return eval(r, std::move(op), script, keys, args);
+  return eval(r, std::move(op), script, std::span<const cg_str_t>(keys.begin(), keys.size()),
+              std::span<const cg_str_t>(args.begin(), args.size()));
 }
 
 int q_enqueue(void *state, uint32_t partition, cg_str_t dedupe_key, uint64_t dedupe_ttl_ms,
@@ -258,17 +269,24 @@ int q_retry(void *state, uint32_t partition, cg_str_t id, cg_str_t consumer, cg_
   return eval_cb(r, kind, cb, arg, kRetry, {cs(stream)}, {lit(kGroup), consumer, id});
 }
 
-int q_ack(void *state, uint32_t partition, cg_str_t id, cg_str_t record_key, uint64_t record_ttl_ms,
-          cg_cache_cb cb, void *arg) noexcept {
+int q_ack(void *state, uint32_t partition, const cg_str_t *ids, const cg_str_t *record_keys,
+          size_t count, uint64_t record_ttl_ms, cg_cache_cb cb, void *arg) noexcept {
   auto *r = static_cast<Redis *>(state);
-  const Op::Kind kind = Op::kAck;
+  if (cb == nullptr || ids == nullptr || count == 0 || count > kAckMax) return CG_EINVAL;
+  auto op = make_op(Op::kAck, arg);
+  if (!op) return CG_ENOMEM;
+  op->cb = cb;
   const std::string stream = stream_key(r, partition);
   const std::string ttl = std::to_string(record_ttl_ms);
-  if (record_key.len == 0) {
-    return eval_cb(r, kind, cb, arg, kAck, {cs(stream)}, {lit(kGroup), id, cs(ttl)});
+  std::vector<std::string> records;
+  for (size_t i = 0; record_keys != nullptr && i < count; ++i) {
+    if (record_keys[i].len > 0) records.push_back(r->prefix + std::string(sv(record_keys[i])));
   }
-  const std::string record = r->prefix + std::string(sv(record_key));
-  return eval_cb(r, kind, cb, arg, kAck, {cs(stream), cs(record)}, {lit(kGroup), id, cs(ttl)});
+  std::vector<cg_str_t> keys{cs(stream)};
+  for (const std::string &k : records) keys.push_back(cs(k));
+  std::vector<cg_str_t> args{lit(kGroup), cs(ttl)};
+  args.insert(args.end(), ids, ids + count);
+  return eval(r, std::move(op), kAck, keys, args);
 }
 
 int q_dead_letter(void *state, uint32_t partition, cg_str_t id, cg_str_t payload, cg_str_t reason,

@@ -239,11 +239,12 @@ typedef struct cg_queue_ops_s {
    * tries it again): cb gets 0 and the new count in decimal. */
   int (*retry)(void *state, uint32_t partition, cg_str_t id, cg_str_t consumer, cg_cache_cb cb,
                void *arg);
-  /* Acknowledges and removes an entry. When record_key is not empty it is
-   * stored (value "1", record_ttl_ms) in the same step, as a cache key the
-   * host can read with get: that the entry's work was done. */
-  int (*ack)(void *state, uint32_t partition, cg_str_t id, cg_str_t record_key,
-             uint64_t record_ttl_ms, cg_cache_cb cb, void *arg);
+  /* Acknowledges and removes `count` entries of `partition` (ids[i]). For
+   * each record_keys[i] that is not empty (record_keys may be NULL), that
+   * key is stored (value "1", record_ttl_ms) in the same step, as a cache
+   * key the host can read with get: that the entry's work was done. */
+  int (*ack)(void *state, uint32_t partition, const cg_str_t *ids, const cg_str_t *record_keys,
+             size_t count, uint64_t record_ttl_ms, cg_cache_cb cb, void *arg);
   /* Moves an entry to the dead-letter store with `reason`, acknowledged and
    * removed from its partition in the same step. */
   int (*dead_letter)(void *state, uint32_t partition, cg_str_t id, cg_str_t payload,
