@@ -66,6 +66,7 @@ DurableQueue::DurableQueue(Loop &loop, Queue &queue, Metrics &metrics, const Que
       resolve_(std::move(resolve)),
       deliver_(std::move(deliver)),
       me_(make_name()),
+      consumer_(me_ + "-0"),
       parts_(config.partitions) {
   log_throttle_.attach(loop_, [](std::string_view cause, uint64_t held, int, std::string_view) {
     spdlog::warn("queue: {} more '{}' warnings were held back, none since", held, cause);
@@ -274,7 +275,11 @@ void DurableQueue::on_finished(void *arg, int status, cg_str_t) {
   }
   const size_t entries = c->dead ? 1 : c->ids.size();
   if (double *m = c->dead ? q->dead_lettered_ : q->acked_) *m += static_cast<double>(entries);
-  for (size_t i = 0; i < entries; ++i) q->entry_done(c->partition);
+  if (c->dead) {
+    q->entry_done(c->partition, c->id);
+  } else {
+    for (const std::string &id : c->ids) q->entry_done(c->partition, id);
+  }
 }
 
 void DurableQueue::retry(const InboundMessage &msg, std::function<void(uint32_t)> again) {
@@ -285,7 +290,7 @@ void DurableQueue::retry(const InboundMessage &msg, std::function<void(uint32_t)
   calls_++;  // until `again` runs
   Call *raw = call.get();
   const int rc = queue_.retry(
-      raw->partition, msg.queue_id, me_,
+      raw->partition, msg.queue_id, consumer_,
       [](void *a, int status, cg_str_t value) {
         std::unique_ptr<Call> c(static_cast<Call *>(a));
         if (status == 0) {
@@ -330,7 +335,8 @@ std::unique_ptr<DurableQueue::Call> DurableQueue::make_call(uint32_t partition) 
   return call;
 }
 
-void DurableQueue::entry_done(uint32_t p) {
+void DurableQueue::entry_done(uint32_t p, const std::string &id) {
+  running_.erase(running_key(p, id));
   if (in_flight_ > 0) in_flight_--;
   Partition &part = parts_[p];
   if (part.in_flight > 0) part.in_flight--;

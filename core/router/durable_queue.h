@@ -29,6 +29,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "base/log_throttle.h"
@@ -75,7 +76,7 @@ class DurableQueue {
   void retry(const InboundMessage &msg, std::function<void(uint32_t deliveries)> again);
   // Leaves the entry pending (shutting down): whoever takes its partition
   // next answers it.
-  void leave(const InboundMessage &msg) { entry_done(msg.queue_partition); }
+  void leave(const InboundMessage &msg) { entry_done(msg.queue_partition, msg.queue_id); }
   // Moves the message to the dead letters with `reason`.
   void dead_letter(const InboundMessage &msg, std::string_view reason);
   uint32_t max_deliveries() const { return config_.max_deliveries; }
@@ -106,7 +107,7 @@ class DurableQueue {
   static void on_read(void *arg, int status, const cg_queue_entry_t *entries, size_t count);
   static void on_read_timer(void *self, uint64_t);
   void deliver(const cg_queue_entry_t &e);
-  void entry_done(uint32_t p);
+  void entry_done(uint32_t p, const std::string &id);
   void maybe_release(uint32_t p);
   static void on_released(void *arg, int status, cg_str_t);
   static void on_stats_timer(void *self, uint64_t);
@@ -131,7 +132,21 @@ class DurableQueue {
   size_t max_in_flight_;
   Resolve resolve_;
   Deliver deliver_;
-  std::string me_;  // this instance's consumer and owner name
+  std::string me_;  // this instance's name: the owner of its leases, a member
+  // The consumer name it reads and claims as: me_ and a generation. After a
+  // read or claim whose answer was lost (the connection dropped, Redis
+  // restarted) entries may be pending for it that it never got; it then
+  // takes a new generation and claims the old one's entries like a dead
+  // instance's, skipping those it is running.
+  std::string consumer_;
+  uint32_t generation_ = 0;
+  bool reclaim_ = false;
+  // Entries delivered and not finished, by running_key: an id is unique
+  // in its partition's stream only (two streams can make the same id).
+  std::unordered_set<std::string> running_;
+  static std::string running_key(uint32_t partition, std::string_view id) {
+    return std::to_string(partition) + ":" + std::string(id);
+  }
   std::vector<Partition> parts_;
   uint32_t members_ = 1;
   std::vector<uint32_t> to_take_;  // candidates this tick, tried one at a time

@@ -69,6 +69,18 @@ void DurableQueue::on_members(void *arg, int status, cg_str_t value) {
 void DurableQueue::balance(uint32_t members) {
   members_ = members;
   if (members_gauge_ != nullptr) *members_gauge_ = members;
+  if (reclaim_ && !reading_) {
+    // A read or claim lost its answer: what Redis handed to the old
+    // consumer name and never reached here is claimed back under a new
+    // one, as a dead instance's would be (deliver skips what runs here).
+    reclaim_ = false;
+    consumer_ = fmt::format("{}-{}", me_, ++generation_);
+    for (Partition &part : parts_) {
+      if (part.state == State::kOwned) part.state = State::kClaiming;
+    }
+    spdlog::info("queue: an answer from '{}' was lost; claiming back what it handed out as {}",
+                 queue_.name(), consumer_);
+  }
   const uint32_t n = config_.partitions;
   const uint32_t share = (n + members - 1) / members;
   uint32_t owned = 0;
@@ -170,7 +182,8 @@ void DurableQueue::on_renew(void *arg, int status, cg_str_t) {
 
 void DurableQueue::claim(uint32_t p) {
   std::unique_ptr<Call> call = make_call(p);  // on_claimed frees it
-  if (queue_.claim(p, me_, 0, config_.read_batch, &DurableQueue::on_claimed, call.get()) != 0) {
+  if (queue_.claim(p, consumer_, 0, config_.read_batch, &DurableQueue::on_claimed, call.get()) !=
+      0) {
     return;  // the next tick tries again
   }
   (void)call.release();
@@ -191,12 +204,15 @@ void DurableQueue::on_claimed(void *arg, int status, const cg_queue_entry_t *ent
       spdlog::warn("queue: claiming partition {}'s pending entries failed ({}); tried again{}",
                    c->partition, cg_strerror(status), more);
     }
+    // Redis may have claimed them for this consumer before the answer was
+    // lost (CG_EUNAVAIL: the connection dropped with the call out).
+    q->reclaim_ = true;
     return;  // the next tick
   }
   if (count > 0) {
     spdlog::info(
-        "queue: claimed {} unanswered entries of partition {} from an instance that "
-        "stopped",
+        "queue: claimed {} unanswered entries of partition {} (left by an instance that "
+        "stopped, or handed out in an answer that was lost)",
         count, c->partition);
     if (q->claimed_ != nullptr) *q->claimed_ += static_cast<double>(count);
   }
@@ -212,7 +228,9 @@ void DurableQueue::on_claimed(void *arg, int status, const cg_queue_entry_t *ent
 // ---- reading -----------------------------------------------------------------
 
 void DurableQueue::maybe_read() {
-  if (!started_ || stopping_ || reading_) return;
+  // After a lost answer nothing new is read until what the lost one handed
+  // out is claimed back: a conversation's later message must not overtake it.
+  if (!started_ || stopping_ || reading_ || reclaim_) return;
   read_parts_.clear();
   for (uint32_t p = 0; p < parts_.size(); ++p) {
     if (parts_[p].state == State::kOwned) read_parts_.push_back(p);
@@ -220,7 +238,8 @@ void DurableQueue::maybe_read() {
   if (read_parts_.empty() || in_flight_ >= max_in_flight_) return;
   const auto room =
       static_cast<uint32_t>(std::min<size_t>(config_.read_batch, max_in_flight_ - in_flight_));
-  const int rc = queue_.read(read_parts_, me_, room, kReadBlockMs, &DurableQueue::on_read, this);
+  const int rc =
+      queue_.read(read_parts_, consumer_, room, kReadBlockMs, &DurableQueue::on_read, this);
   if (rc != 0) {
     read_parts_.clear();
     if (!read_timer_armed_) {
@@ -251,6 +270,9 @@ void DurableQueue::on_read(void *arg, int status, const cg_queue_entry_t *entrie
       spdlog::warn("queue: reading from '{}' failed ({}); trying again{}", q->queue_.name(),
                    cg_strerror(status), more);
     }
+    // The read may have been served (its entries now pending for this
+    // consumer) and its answer lost with the connection.
+    q->reclaim_ = true;
     if (!q->read_timer_armed_ && !q->stopping_) {
       q->read_timer_armed_ = true;
       q->loop_.timer_start(kReadRetryMs, 0, &DurableQueue::on_read_timer, q, &q->read_timer_);
@@ -262,6 +284,8 @@ void DurableQueue::on_read(void *arg, int status, const cg_queue_entry_t *entrie
 
 void DurableQueue::deliver(const cg_queue_entry_t &e) {
   if (e.partition >= parts_.size()) return;
+  // Claimed back after a lost answer while it still runs here: once is enough.
+  if (!running_.emplace(running_key(e.partition, sv(e.id))).second) return;
   in_flight_++;
   parts_[e.partition].in_flight++;
   InboundMessage msg;
