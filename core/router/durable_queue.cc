@@ -371,7 +371,6 @@ size_t DurableQueue::in_flight() const {
   return in_flight_ + calls_ + (reading_ ? 1 : 0) + unsent_.size();
 }
 
-bool DurableQueue::healthy() const { return queue_.healthy(); }
 
 // ---- stats -------------------------------------------------------------------
 

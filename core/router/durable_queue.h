@@ -88,8 +88,6 @@ class DurableQueue {
   void stop();
   // Entries read and not finished, and queue calls still to complete.
   size_t in_flight() const;
-  // Whether the queue's store is reachable (for /readyz).
-  bool healthy() const;
 
   struct Partition;  // internal
   struct Call;       // internal

@@ -185,8 +185,6 @@ void Router::start_queue() {
   if (durable_) durable_->start();
 }
 
-bool Router::queue_healthy() const { return !durable_ || durable_->healthy(); }
-
 Router::ChannelSeries &Router::series(std::string_view channel) {
   auto it = series_.find(channel);
   if (it != series_.end()) return it->second;

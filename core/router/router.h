@@ -67,8 +67,6 @@ class Router final : public MessageSink, public ConversationsPort {
   // With a durable queue: starts taking partitions (after the plugins
   // started). Without: nothing.
   void start_queue();
-  // Whether the durable queue's store is reachable (true without one).
-  bool queue_healthy() const;
   // A plugin channel that proactive sends may go through.
   void add_channel(PluginChannelPort *port) { plugin_channels_.push_back(port); }
   ProactiveResult send_proactive(const ProactiveMessage &msg, cg_done_cb done, void *arg) override;
