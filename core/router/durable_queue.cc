@@ -100,6 +100,7 @@ DurableQueue::~DurableQueue() {
   for (uint64_t *t : {&tick_timer_, &stats_timer_, &read_timer_, &pending_timer_}) {
     if (*t != 0) loop_.timer_stop(*t);
   }
+  for (auto &[call, owned] : waiting_) loop_.timer_stop(call->timer_id);
 }
 
 bool DurableQueue::warn_due(std::string_view cause, std::string *suffix) {
@@ -313,19 +314,26 @@ void DurableQueue::wait_then_again(std::unique_ptr<Call> call) {
   const uint64_t ms =
       std::min<uint64_t>(kRetryCapMs, kRetryFirstMs << std::min<uint32_t>(d > 2 ? d - 2 : 0, 8));
   Call *raw = call.get();
+  // Owned here while it waits: a wait the loop's end cuts short is freed
+  // with the queue, not leaked.
+  waiting_.emplace(raw, std::move(call));
   const int rc = loop_.timer_start(
       ms, 0,
       [](void *a, uint64_t) {
-        std::unique_ptr<Call> c(static_cast<Call *>(a));
-        c->q->calls_--;
-        c->again(c->deliveries);
+        auto *c = static_cast<Call *>(a);
+        DurableQueue *q = c->q;
+        auto it = q->waiting_.find(c);
+        if (it == q->waiting_.end()) return;
+        std::unique_ptr<Call> owned = std::move(it->second);
+        q->waiting_.erase(it);
+        q->calls_--;
+        owned->again(owned->deliveries);
       },
       raw, &raw->timer_id);
-  if (rc == 0) {
-    (void)call.release();
-    return;
+  if (rc != 0) {
+    waiting_.erase(raw);
+    calls_--;  // the loop is closing: the entry stays pending for whoever comes next
   }
-  calls_--;  // the loop is closing: the entry stays pending for whoever comes next
 }
 
 std::unique_ptr<DurableQueue::Call> DurableQueue::make_call(uint32_t partition) {
@@ -370,7 +378,6 @@ void DurableQueue::stop() {
 size_t DurableQueue::in_flight() const {
   return in_flight_ + calls_ + (reading_ ? 1 : 0) + unsent_.size();
 }
-
 
 // ---- stats -------------------------------------------------------------------
 

@@ -29,6 +29,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -159,6 +160,8 @@ class DurableQueue {
   bool started_ = false;
   // Acks and dead letters the store refused (unreachable): tried again.
   std::vector<std::unique_ptr<Call>> unsent_;
+  // Retries waiting out their pause (wait_then_again), owned until then.
+  std::unordered_map<Call *, std::unique_ptr<Call>> waiting_;
   // This turn's acks by partition, sent by flush_acks.
   std::vector<std::unique_ptr<Call>> acking_;
   bool acks_scheduled_ = false;
