@@ -796,7 +796,9 @@ class CallbackTest(DingTalkCase):
 
 # ------------------------------------------------------------------ AI cards
 
-class AiCardTest(DingTalkCase):
+class AiCardCase(DingTalkCase):
+    """A fake DingTalk and a fake model shared by a class's tests, and the
+    wait for an AI card to end."""
     TEMPLATE = "tpl_ai.schema"
 
     @classmethod
@@ -813,6 +815,14 @@ class AiCardTest(DingTalkCase):
         super().setUp()
         self.model.reset()
 
+    def final_card(self, out_track_id, timeout=DEADLINE):
+        def ended():
+            card = self.fake.cards().get(out_track_id)
+            return card if card and card["state"] in ("finished", "failed") else None
+        return wait_for(ended, "card %s to end" % out_track_id, timeout)
+
+
+class AiCardTest(AiCardCase):
     def gateway(self, retries=0, **settings):
         gpt = self.model.instance_yaml()
         if retries:
@@ -821,12 +831,6 @@ class AiCardTest(DingTalkCase):
         return super().gateway(model="gpt", model_instance=gpt, mode="webhook",
                                replyStyle="ai-card", cardTemplateId=self.TEMPLATE,
                                streamUpdateMs=100, **settings)
-
-    def final_card(self, out_track_id, timeout=DEADLINE):
-        def ended():
-            card = self.fake.cards().get(out_track_id)
-            return card if card and card["state"] in ("finished", "failed") else None
-        return wait_for(ended, "card %s to end" % out_track_id, timeout)
 
     def sentinel(self, port, conv, msg_id, **options):
         """Sends the conversation's next message and waits for its card to
@@ -938,27 +942,14 @@ class AiCardTest(DingTalkCase):
         self.finish(cg)
 
 
-class DurableAiCardTest(DingTalkCase):
+class DurableAiCardTest(AiCardCase):
     """With the durable queue (router.queue, a real redis-server), a model
     failure is tried again; the later attempt (cg_reply_t.delivery 2)
     streams into the card the first one made (its record in the cache),
     rather than creating a second card or leaving the first one typing."""
-    TEMPLATE = AiCardTest.TEMPLATE
-    final_card = AiCardTest.final_card
-
-    @classmethod
-    def setUpClass(cls):
-        cls.fake = FakeDingTalk()
-        cls.model = FakeOpenAI()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.fake.close()
-        cls.model.close()
 
     def setUp(self):
         super().setUp()
-        self.model.reset()
         self.redis = RedisServer().start()
         self.addCleanup(self.redis.close)
 

@@ -799,7 +799,10 @@ class EncryptedWebhookTest(FeishuCase):
 
 # ------------------------------------------------------------------ streaming cards
 
-class StreamingCardTest(FeishuCase):
+class StreamingCardCase(FeishuCase):
+    """A fake Feishu and a fake model shared by a class's tests, and the
+    wait for an answer (and its card) to end."""
+
     @classmethod
     def setUpClass(cls):
         cls.fake = FakeFeishu()
@@ -815,11 +818,6 @@ class StreamingCardTest(FeishuCase):
         self.model.reset()
         self.watch(self.fake)
 
-    def gateway(self, retries=0, **settings):
-        gpt = self.model.instance_yaml().replace("retries: 0", "retries: %d" % retries)
-        return super().gateway(self.fake, model="gpt", model_instance=gpt,
-                               replyStyle="streaming-card", streamUpdateMs=100, **settings)
-
     def final_reply(self, message_id):
         """Waits for the answer to end: a reply, and no card left streaming."""
         [reply] = self.fake.wait_reply(message_id)
@@ -828,6 +826,13 @@ class StreamingCardTest(FeishuCase):
             wait_for(lambda: not self.fake.cards()[card_id]["streaming"],
                      "card %s to stop streaming" % card_id)
         return reply
+
+
+class StreamingCardTest(StreamingCardCase):
+    def gateway(self, retries=0, **settings):
+        gpt = self.model.instance_yaml().replace("retries: 0", "retries: %d" % retries)
+        return super().gateway(self.fake, model="gpt", model_instance=gpt,
+                               replyStyle="streaming-card", streamUpdateMs=100, **settings)
 
     def shown(self, reply):
         """What the user sees of an answer: a streaming card's text, or the message."""
@@ -927,27 +932,14 @@ class StreamingCardTest(FeishuCase):
         self.finish(cg)
 
 
-class DurableStreamingCardTest(FeishuCase):
+class DurableStreamingCardTest(StreamingCardCase):
     """With the durable queue (router.queue, a real redis-server), a model
     failure mid-stream is tried again; the later attempt (cg_reply_t
     delivery 2) finds the first attempt's card by its record in the cache
     and continues it: one card, showing the whole answer, closed."""
-    final_reply = StreamingCardTest.final_reply
-
-    @classmethod
-    def setUpClass(cls):
-        cls.fake = FakeFeishu()
-        cls.model = FakeOpenAI()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.fake.close()
-        cls.model.close()
 
     def setUp(self):
-        self.fake.reset()
-        self.model.reset()
-        self.watch(self.fake)
+        super().setUp()
         self.redis = RedisServer().start()
         self.addCleanup(self.redis.close)
 
