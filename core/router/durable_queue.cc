@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <chatgate/cpp.hpp>
 #include <random>
@@ -24,6 +25,9 @@ constexpr uint64_t kUnsentRetryMs = 500;
 constexpr uint64_t kStatsIntervalMs = 5000;
 constexpr uint64_t kRetryFirstMs = 500;
 constexpr uint64_t kRetryCapMs = 5000;
+// chatgate_queue_enqueued_total's results, in DurableQueue::enqueued's order.
+constexpr std::array<std::string_view, 4> kEnqueueResults = {"ok", "duplicate", "full",
+                                                             "unavailable"};
 // Entries one ack script takes at the most (redis.so takes up to 1,000).
 constexpr size_t kAckBatchMax = 500;
 
@@ -82,17 +86,20 @@ DurableQueue::DurableQueue(Loop &loop, Queue &queue, Metrics &metrics, const Que
   oldest_ = metrics_.gauge("chatgate_queue_oldest_pending_seconds", "",
                            "Age of the oldest pending entry; 0: none");
   dead_ = metrics_.gauge("chatgate_queue_dead_letters", "", "Entries in the dead-letter stream");
-  claimed_ = metrics_.counter("chatgate_queue_claimed_total", "",
-                              "Entries claimed from an instance that died");
+  claimed_ = metrics_.counter(
+      "chatgate_queue_claimed_total", "",
+      "Entries claimed from an instance that died, or back after an answer from the store was "
+      "lost");
   dead_lettered_ = metrics_.counter("chatgate_queue_dead_lettered_total", "",
                                     "Entries this instance moved to the dead letters");
   retried_ = metrics_.counter("chatgate_queue_retries_total", "",
                               "Entries tried again after a model or delivery failure");
   acked_ = metrics_.counter("chatgate_queue_acked_total", "",
                             "Entries answered and acknowledged by this instance");
-  for (const char *r : {"ok", "duplicate", "full", "unavailable"}) {
-    metrics_.counter("chatgate_queue_enqueued_total", fmt::format("result=\"{}\"", r),
-                     "Messages channels handed to the durable queue, by result");
+  for (size_t i = 0; i < kEnqueueResults.size(); ++i) {
+    enqueued_[i] = metrics_.counter("chatgate_queue_enqueued_total",
+                                    fmt::format("result=\"{}\"", kEnqueueResults[i]),
+                                    "Messages channels handed to the durable queue, by result");
   }
 }
 
@@ -124,6 +131,19 @@ std::string DurableQueue::record_key(const InboundMessage &msg) {
                      msg.dedupe_key.empty() ? msg.id : msg.dedupe_key);
 }
 
+int DurableQueue::enqueued(int status) {
+  const size_t result = status == 0 ? 0 : status == CG_EEXIST ? 1 : status == CG_EBUSY ? 2 : 3;
+  if (double *m = enqueued_[result]) *m += 1;
+  if (result < 2) return status;
+  if (std::string more; warn_due(kEnqueueResults[result], &more)) {
+    spdlog::warn(
+        "queue: '{}' could not keep a message ({}); the channel tells the platform to "
+        "retry{}",
+        queue_.name(), cg_strerror(status), more);
+  }
+  return status == CG_EBUSY ? CG_EBUSY : CG_EUNAVAIL;
+}
+
 int DurableQueue::enqueue(const InboundMessage &msg, cg_done_cb done, void *arg) {
   if (stopping_) return CG_ECLOSED;
   const std::string_view channel = msg.channel->name();
@@ -138,40 +158,11 @@ int DurableQueue::enqueue(const InboundMessage &msg, cg_done_cb done, void *arg)
       p, dedupe, dedupe_ttl_ms_, payload_buf_,
       [](void *a, int status, cg_str_t) {
         std::unique_ptr<Call> c(static_cast<Call *>(a));
-        DurableQueue *q = c->q;
-        q->calls_--;
-        const char *result = status == 0           ? "ok"
-                             : status == CG_EEXIST ? "duplicate"
-                             : status == CG_EBUSY  ? "full"
-                                                   : "unavailable";
-        if (double *m = q->metrics_.counter("chatgate_queue_enqueued_total",
-                                            fmt::format("result=\"{}\"", result))) {
-          *m += 1;
-        }
-        if (status != 0 && status != CG_EEXIST) {
-          if (std::string more; q->warn_due(result, &more)) {
-            spdlog::warn(
-                "queue: '{}' could not keep a message ({}); the channel tells the "
-                "platform to retry{}",
-                q->queue_.name(), cg_strerror(status), more);
-          }
-          status = status == CG_EBUSY ? CG_EBUSY : CG_EUNAVAIL;
-        }
-        c->done(c->arg, status);
+        c->q->calls_--;
+        c->done(c->arg, c->q->enqueued(status));
       },
       call.get());
-  if (rc != 0) {
-    if (double *m = metrics_.counter("chatgate_queue_enqueued_total", "result=\"unavailable\"")) {
-      *m += 1;
-    }
-    if (std::string more; warn_due("unavailable", &more)) {
-      spdlog::warn(
-          "queue: '{}' could not keep a message ({}); the channel tells the platform "
-          "to retry{}",
-          queue_.name(), cg_strerror(rc), more);
-    }
-    return rc == CG_EBUSY ? CG_EBUSY : CG_EUNAVAIL;
-  }
+  if (rc != 0) return enqueued(rc);
   calls_++;
   (void)call.release();
   return 0;

@@ -121,7 +121,15 @@ class DurableQueue {
   void wait_then_again(std::unique_ptr<Call> call);
   std::unique_ptr<Call> make_call(uint32_t partition);
   void set_owned_gauge();
+  // Partitions this instance reads or is claiming.
+  uint32_t owned_count() const;
+  // The partitions each live member aims to hold: ceil(partitions / members).
+  uint32_t share() const;
   bool warn_due(std::string_view cause, std::string *suffix);
+  // Counts an enqueue's outcome (and warns, throttled, on a refusal);
+  // returns what the channel's done gets: 0, CG_EEXIST, CG_EBUSY or
+  // CG_EUNAVAIL.
+  int enqueued(int status);
 
   Loop &loop_;
   Queue &queue_;
@@ -169,6 +177,7 @@ class DurableQueue {
   LogThrottle log_throttle_;
   double *owned_gauge_ = nullptr, *members_gauge_ = nullptr;
   double *length_ = nullptr, *pending_ = nullptr, *oldest_ = nullptr, *dead_ = nullptr;
+  double *enqueued_[4] = {};  // by result: ok, duplicate, full, unavailable
   double *claimed_ = nullptr, *dead_lettered_ = nullptr, *retried_ = nullptr, *acked_ = nullptr;
 };
 

@@ -82,7 +82,7 @@ void DurableQueue::balance(uint32_t members) {
                  queue_.name(), consumer_);
   }
   const uint32_t n = config_.partitions;
-  const uint32_t share = (n + members - 1) / members;
+  const uint32_t share = this->share();
   uint32_t owned = 0;
   for (uint32_t p = 0; p < n; ++p) {
     Partition &part = parts_[p];
@@ -118,15 +118,9 @@ void DurableQueue::balance(uint32_t members) {
 }
 
 void DurableQueue::take_next() {
-  uint32_t owned = 0;
-  for (const Partition &part : parts_) {
-    if (part.state == State::kClaiming || part.state == State::kOwned ||
-        part.state == State::kTaking) {
-      owned++;
-    }
-  }
-  const uint32_t share = (config_.partitions + members_ - 1) / members_;
-  while (!to_take_.empty() && owned < share && !stopping_) {
+  // One take at a time: none is kTaking here.
+  const uint32_t owned = owned_count();
+  while (!to_take_.empty() && owned < share() && !stopping_) {
     const uint32_t p = to_take_.back();
     to_take_.pop_back();
     if (parts_[p].state != State::kFree) continue;
@@ -336,11 +330,17 @@ void DurableQueue::on_released(void *arg, int, cg_str_t) {
 
 void DurableQueue::set_owned_gauge() {
   if (owned_gauge_ == nullptr) return;
+  *owned_gauge_ = owned_count();
+}
+
+uint32_t DurableQueue::owned_count() const {
   uint32_t owned = 0;
   for (const Partition &part : parts_) {
     if (part.state == State::kClaiming || part.state == State::kOwned) owned++;
   }
-  *owned_gauge_ = owned;
+  return owned;
 }
+
+uint32_t DurableQueue::share() const { return (config_.partitions + members_ - 1) / members_; }
 
 }  // namespace cg
