@@ -265,12 +265,35 @@ class KubernetesTest(unittest.TestCase):
         self.assertEqual(self.config["listeners"]["admin"]["address"], "0.0.0.0")
 
     def test_grace_period_outlasts_the_pause_and_the_shutdown_deadline(self):
-        pause = self.container["lifecycle"]["preStop"]["exec"]["command"]
-        self.assertEqual(pause[0], "sleep")
-        # chatgate is gone at most deadlineMs + 2 s after SIGTERM
-        # (docs/operator-guide.md); the pause comes before the SIGTERM.
+        pre_stop = self.container["lifecycle"]["preStop"]
+        if "sleep" in pre_stop:
+            # The kubelet's own sleep action (Kubernetes 1.30+): no binary needed.
+            pause_s = pre_stop["sleep"]["seconds"]
+        else:
+            pause = pre_stop["exec"]["command"]
+            self.assertEqual(pause[0], "sleep")
+            pause_s = int(pause[1])
+            # The exec'd `sleep` must be in the image: coreutils, on the
+            # runtime stage's Debian base (not a distroless or scratch image).
+            runtime = [a for w, a in dockerfile_instructions() if w == "FROM"][-1]
+            self.assertTrue(runtime.startswith("debian:"), runtime)
+        self.assertGreater(pause_s, 0)
+        # chatgate is gone at most delayMs + deadlineMs + 2 s after SIGTERM
+        # (docs/operator-guide.md); the pause comes before the SIGTERM and
+        # the grace period counts from the pause's start.
+        shutdown = self.config.get("shutdown", {})
+        stop_ms = shutdown.get("delayMs", 0) + shutdown.get("deadlineMs", 10000) + 2000
         self.assertGreater(self.pod["terminationGracePeriodSeconds"] * 1000,
-                           int(pause[1]) * 1000 + self.config["shutdown"]["deadlineMs"] + 2000)
+                           pause_s * 1000 + stop_ms)
+
+    def test_rolling_update_never_drops_capacity(self):
+        strategy = self.deploy["spec"]["strategy"]
+        self.assertEqual(strategy["type"], "RollingUpdate")
+        # No old pod stops before its replacement is ready, so a new one
+        # must be allowed to start beside the old ones.
+        self.assertEqual(strategy["rollingUpdate"]["maxUnavailable"], 0)
+        self.assertIsInstance(strategy["rollingUpdate"]["maxSurge"], int)
+        self.assertGreaterEqual(strategy["rollingUpdate"]["maxSurge"], 1)
 
     def test_service_publishes_the_api_port_only(self):
         svc = self.resources[("Service", "chatgate")]
@@ -282,8 +305,6 @@ class KubernetesTest(unittest.TestCase):
 
     def test_three_replicas_share_the_durable_queue_on_redis(self):
         self.assertEqual(self.deploy["spec"]["replicas"], 3)
-        # No old pod stops before its replacement is ready.
-        self.assertEqual(self.deploy["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0)
         router = self.config["router"]
         redis = [i for i in self.config["plugins"]["instances"] if i["plugin"] == "redis.so"]
         self.assertEqual(len(redis), 1)
