@@ -1,7 +1,8 @@
 # Install layout and the two Debian packages (CPack's DEB generator):
 #   chatgate       /usr/bin/chatgate, /usr/lib/chatgate/plugins/*.so,
 #                  /etc/chatgate/{chatgate.yaml,chatgate.env} (conffiles),
-#                  /lib/systemd/system/chatgate.service, the docs
+#                  /lib/systemd/system/{chatgate.service,chatgate-api.socket,
+#                  chatgate-admin.socket}, the docs
 #   chatgate-dev   /usr/include/chatgate/ (the SDK headers)
 # `make deb` configures a build with CMAKE_INSTALL_PREFIX=/usr (the plugin
 # directory compiled into the binary follows the prefix) and runs cpack.
@@ -12,7 +13,11 @@ install(FILES ${CMAKE_SOURCE_DIR}/config/chatgate.yaml DESTINATION /etc/chatgate
         COMPONENT runtime)
 install(FILES ${CG_DEB_DIR}/chatgate.env DESTINATION /etc/chatgate
         PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ COMPONENT runtime)
-install(FILES ${CG_DEB_DIR}/chatgate.service DESTINATION /lib/systemd/system COMPONENT runtime)
+# The service and its two socket units (socket activation: systemd holds the
+# listening sockets, so a restart refuses no connection).
+install(FILES ${CG_DEB_DIR}/chatgate.service ${CG_DEB_DIR}/chatgate-api.socket
+              ${CG_DEB_DIR}/chatgate-admin.socket
+        DESTINATION /lib/systemd/system COMPONENT runtime)
 install(FILES ${CMAKE_SOURCE_DIR}/README.md DESTINATION share/doc/chatgate COMPONENT runtime)
 # Debian wants a copyright file and a gzip'd changelog in each package's doc folder.
 set(CG_CHANGELOG_GZ ${CMAKE_CURRENT_BINARY_DIR}/changelog.gz)

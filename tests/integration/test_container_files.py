@@ -1,9 +1,11 @@
 """The container and cluster files (packaging/docker, packaging/kubernetes)
 agree with the .deb and with each other, and their configs work with the
-real binary. The image itself is not built here: no Docker engine on the
-test machines (packaging/docker/README.md), and no cluster: the Kubernetes
-files are read as YAML, the single-pod overlay is rendered here (and by
-`kubectl kustomize` too where kubectl is installed)."""
+real binary; the .deb's systemd units (packaging/debian) agree with its
+config and with the way it installs them. The image itself is not built
+here: no Docker engine on the test machines (packaging/docker/README.md),
+and no cluster: the Kubernetes files are read as YAML, the single-pod
+overlay is rendered here (and by `kubectl kustomize` too where kubectl is
+installed)."""
 import copy
 import http.client
 import json
@@ -12,6 +14,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 import unittest
 
 import yaml
@@ -22,6 +25,8 @@ DOCKER = os.path.join(SOURCE_DIR, "packaging/docker")
 KUBE = os.path.join(SOURCE_DIR, "packaging/kubernetes")
 FLEET = os.path.join(KUBE, "fleet")
 SINGLE = os.path.join(KUBE, "single")
+DEBIAN = os.path.join(SOURCE_DIR, "packaging/debian")
+SOCKET_UNITS = {"chatgate-api.socket": "api", "chatgate-admin.socket": "admin"}
 
 
 def read(path):
@@ -119,6 +124,32 @@ def unit_exec_start():
         if line.startswith("ExecStart="):
             return shlex.split(line[len("ExecStart="):])
     raise AssertionError("no ExecStart in chatgate.service")
+
+
+def unit_values(name, section, key):
+    """A key's values in one section of a systemd unit in packaging/debian,
+    as systemd reads a list: an empty assignment drops the ones before it,
+    a value may list several items."""
+    values, current = [], None
+    for line in read(os.path.join(DEBIAN, name)).splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            current = line.strip("[]")
+            continue
+        k, _, v = line.partition("=")
+        if current == section and k.strip() == key:
+            v = v.strip()
+            values = values + v.split() if v else []
+    return values
+
+
+def packaged_config_default(value):
+    """A config value as the packaged service reads it with no environment
+    set: ${VAR:-default} is the default."""
+    m = re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", str(value))
+    return m.group(1) if m else str(value)
 
 
 def env_refs(text):
@@ -451,6 +482,93 @@ class KubernetesSingleTest(unittest.TestCase):
             self.assertEqual(p.returncode, 0, p.stderr)
             theirs = {resource_key(o): o for o in yaml.safe_load_all(p.stdout) if o}
             self.assertEqual(theirs, mine)
+
+
+class DebSocketUnitsTest(unittest.TestCase):
+    """Socket activation in the .deb: chatgate-api.socket and
+    chatgate-admin.socket hold the listening sockets for chatgate.service,
+    which adopts each by its FileDescriptorName (docs/operator-guide.md)."""
+
+    def test_names_are_the_listener_names(self):
+        for unit, listener in SOCKET_UNITS.items():
+            self.assertEqual(unit_values(unit, "Socket", "FileDescriptorName"), [listener], unit)
+            self.assertEqual(unit_values(unit, "Socket", "Service"), ["chatgate.service"], unit)
+            self.assertEqual(unit_values(unit, "Install", "WantedBy"), ["sockets.target"], unit)
+
+    def test_listen_where_the_packaged_config_does(self):
+        # The .deb installs config/chatgate.yaml as /etc/chatgate/chatgate.yaml.
+        cmake = read(os.path.join(SOURCE_DIR, "cmake/packaging.cmake"))
+        self.assertRegex(cmake, r"install\(FILES \$\{CMAKE_SOURCE_DIR\}/config/chatgate\.yaml "
+                                r"DESTINATION /etc/chatgate")
+        config = yaml.safe_load(read(os.path.join(SOURCE_DIR, "config/chatgate.yaml")))
+        listeners = config["listeners"]
+        for unit, listener in SOCKET_UNITS.items():
+            cfg = listeners[listener]
+            expected = "%s:%s" % (packaged_config_default(cfg["address"]),
+                                  packaged_config_default(cfg["port"]))
+            self.assertEqual(unit_values(unit, "Socket", "ListenStream"), [expected], unit)
+        self.assertEqual(unit_values("chatgate-api.socket", "Socket", "ListenStream"),
+                         ["127.0.0.1:8080"])
+        self.assertEqual(unit_values("chatgate-admin.socket", "Socket", "ListenStream"),
+                         ["127.0.0.1:18789"])
+
+    def test_service_takes_and_requires_both_sockets(self):
+        service = "chatgate.service"
+        for section, key in (("Service", "Sockets"), ("Unit", "Requires"), ("Unit", "After")):
+            self.assertLessEqual(set(SOCKET_UNITS), set(unit_values(service, section, key)), key)
+        # The old main process announces its successor (MAINPID=, READY=1)
+        # itself on a handover: nothing else may notify.
+        self.assertEqual(unit_values(service, "Service", "Type"), ["notify"])
+        self.assertEqual(unit_values(service, "Service", "NotifyAccess"), ["main"])
+        self.assertEqual(unit_values(service, "Service", "ExecReload"),
+                         ["/bin/kill", "-HUP", "$MAINPID"])
+
+    def test_stop_timeout_outlasts_the_shutdown_deadline(self):
+        cfg = yaml.safe_load(read(os.path.join(SOURCE_DIR, "config/chatgate.yaml")))
+        stop = unit_values("chatgate.service", "Service", "TimeoutStopSec")
+        # chatgate is gone at most deadlineMs + 2 s after SIGTERM
+        # (docs/operator-guide.md).
+        self.assertGreater(int(stop[0]) * 1000, int(cfg["shutdown"]["deadlineMs"]) + 2000)
+
+    def test_installed_beside_the_service_and_handled_by_the_maintainer_scripts(self):
+        cmake = read(os.path.join(SOURCE_DIR, "cmake/packaging.cmake"))
+        installs = re.findall(r"install\(FILES ([^)]*?) DESTINATION (\S+)", cmake)
+        dest = {os.path.basename(f): d for files, d in installs for f in files.split()}
+        self.assertEqual(dest.get("chatgate.service"), "/lib/systemd/system")
+        for unit in SOCKET_UNITS:
+            self.assertEqual(dest.get(unit), "/lib/systemd/system", unit)
+            self.assertTrue(os.path.isfile(os.path.join(DEBIAN, unit)), unit)
+        # Enabled by postinst, stopped by prerm, masked and purged by postrm,
+        # like the service.
+        for script in ("postinst", "prerm", "postrm"):
+            text = read(os.path.join(DEBIAN, script))
+            for unit in list(SOCKET_UNITS) + ["chatgate.service"]:
+                self.assertIn(unit, text, "%s does not name %s" % (script, unit))
+        postinst = read(os.path.join(DEBIAN, "postinst"))
+        self.assertIn("systemctl kill --kill-whom=main --signal=SIGUSR2 chatgate.service", postinst)
+
+    def test_systemd_analyze_verify(self):
+        analyze = shutil.which("systemd-analyze")
+        if analyze is None:
+            self.skipTest("systemd-analyze not installed")
+        tmp = tempfile.mkdtemp(prefix="cg-units-")
+        self.addCleanup(shutil.rmtree, tmp)
+        # ExecStart must name an executable: the built binary stands in for
+        # /usr/bin/chatgate.
+        bin_path = os.path.abspath(BIN)
+        for unit in list(SOCKET_UNITS) + ["chatgate.service"]:
+            text = read(os.path.join(DEBIAN, unit))
+            if unit == "chatgate.service":
+                self.assertIn("ExecStart=/usr/bin/chatgate ", text)
+                text = text.replace("ExecStart=/usr/bin/chatgate ", "ExecStart=%s " % bin_path)
+            with open(os.path.join(tmp, unit), "w") as f:
+                f.write(text)
+        units = [os.path.join(tmp, u) for u in ["chatgate.service"] + list(SOCKET_UNITS)]
+        p = subprocess.run([analyze, "verify"] + units, capture_output=True, text=True, timeout=60)
+        out = p.stdout + p.stderr
+        self.assertEqual(p.returncode, 0, out)
+        # verify exits 0 on a setting it ignores; its warning names the file.
+        self.assertNotIn("chatgate", out)
 
 
 class ContainerConfigRunTest(unittest.TestCase):

@@ -30,7 +30,16 @@ echo "installed: $(dpkg-query -W -f='${Package} ${Version}\n' chatgate chatgate-
 getent passwd chatgate >/dev/null || { echo "package-test: no chatgate user" >&2; exit 1; }
 [ "$(stat -c '%a %U:%G' /etc/chatgate/chatgate.env)" = "640 root:chatgate" ] ||
   { echo "package-test: chatgate.env is $(stat -c '%a %U:%G' /etc/chatgate/chatgate.env)" >&2; exit 1; }
-systemd-analyze verify /lib/systemd/system/chatgate.service
+# The service and its socket units. verify exits 0 on a setting it ignores
+# (a misspelt or invalid value is only a warning), so any line that names
+# one of them fails the test too.
+UNITS="/lib/systemd/system/chatgate.service /lib/systemd/system/chatgate-api.socket
+       /lib/systemd/system/chatgate-admin.socket"
+verify=$(systemd-analyze verify $UNITS 2>&1) ||
+  { echo "package-test: systemd-analyze verify failed: $verify" >&2; exit 1; }
+if echo "$verify" | grep -q chatgate; then
+  echo "package-test: systemd-analyze verify: $verify" >&2; exit 1
+fi
 /usr/bin/chatgate --check-config --config /etc/chatgate/chatgate.yaml
 [ -f /usr/share/man/man1/chatgate.1.gz ] || { echo "package-test: no man page" >&2; exit 1; }
 
@@ -138,8 +147,9 @@ echo "the SDK example, built out of tree against chatgate-dev, exchanged a messa
 $SUDO apt-get purge -y -q chatgate chatgate-dev >/dev/null
 left=""
 for p in /usr/bin/chatgate /usr/lib/chatgate /etc/chatgate /var/lib/chatgate /usr/include/chatgate \
-         /lib/systemd/system/chatgate.service /usr/share/doc/chatgate /usr/share/doc/chatgate-dev \
-         /usr/share/man/man1/chatgate.1.gz; do
+         /lib/systemd/system/chatgate.service /lib/systemd/system/chatgate-api.socket \
+         /lib/systemd/system/chatgate-admin.socket /usr/share/doc/chatgate \
+         /usr/share/doc/chatgate-dev /usr/share/man/man1/chatgate.1.gz; do
   [ -e "$p" ] && left="$left $p"
 done
 getent passwd chatgate >/dev/null && left="$left user:chatgate"
