@@ -117,6 +117,9 @@ class AdminApi {
  public:
   // Ends every live log tail (shutdown: the listener closes after this).
   void end_streams();
+  // Shutdown (or a handover) began: /readyz answers 503 from now on, so a
+  // load balancer stops sending new work here while the rest drains.
+  void set_shutting_down() { shutting_down_ = true; }
 
  private:
   std::string status() const;
@@ -130,6 +133,7 @@ class AdminApi {
   const std::vector<std::unique_ptr<PluginInstance>> &plugins_;
   const HttpServer &api_;
   uint64_t started_ms_;
+  bool shutting_down_ = false;
   struct Failures {
     uint32_t count = 0;
     uint64_t locked_until_ms = 0;

@@ -53,7 +53,7 @@ size_t open_fds() {
 // cache that lost Redis, say) still serves, so it is listed but ready -
 // except the durable queue's (router.queue): while it is degraded every
 // platform message would be refused, so a load balancer should send them
-// to another instance.
+// to another instance. Not ready either once shutdown began.
 void AdminApi::readyz(HttpServer &server, HttpExchange *ex) {
   std::string not_ready, degraded;
   for (const auto &p : plugins_) {
@@ -66,8 +66,9 @@ void AdminApi::readyz(HttpServer &server, HttpExchange *ex) {
     if (!list.empty()) list += ",";
     list += item;
   }
-  const bool ready = not_ready.empty();
-  std::string body = std::string("{\"ready\":") + (ready ? "true" : "false") + ",\"notReady\":[" +
+  const bool ready = not_ready.empty() && !shutting_down_;
+  std::string body = std::string("{\"ready\":") + (ready ? "true" : "false") +
+                     (shutting_down_ ? ",\"shuttingDown\":true" : "") + ",\"notReady\":[" +
                      not_ready + "],\"degraded\":[" + degraded + "]}";
   respond_json(server, ex, ready ? 200 : 503, body);
 }
@@ -147,7 +148,7 @@ std::string AdminApi::status() const {
   std::string body =
       "{\"version\":\"" CHATGATE_VERSION "\",\"abi\":\"" + std::to_string(CG_ABI_MAJOR) + "." +
       std::to_string(CG_ABI_MINOR) +
-      "\",\"uptimeSeconds\":" + std::to_string((loop_.now_ms() - started_ms_) / 1000) +
+      "\",\"pid\":" + std::to_string(uv_os_getpid()) + ",\"uptimeSeconds\":" + std::to_string((loop_.now_ms() - started_ms_) / 1000) +
       ",\"listeners\":[" + listener(config_.api, api_.port());
   if (admin_server_ != nullptr)
     body += "," + listener(config_.admin_listener, admin_server_->port());

@@ -3,9 +3,15 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <charconv>
+#include <cstdlib>
 
 #include "admin/admin.h"
+#include "app/handover.h"
+#include "app/inherited_sockets.h"
 #include "app/service_notify.h"
 #include "base/loop.h"
 #include "base/metrics.h"
@@ -27,6 +33,22 @@ namespace {
 constexpr uint64_t kDrainTickMs = 20;
 // After the deadline, cancelled model calls get this long to reply.
 constexpr uint64_t kCancelGraceMs = 2000;
+// A handover's new process has this long to say it is ready (it waits up
+// to 15 s of that for its long connections: app_handover.cc).
+constexpr uint64_t kHandoverReadyMs = 60000;
+
+// CHATGATE_READY_FD, set by a handover (handover.h): read once, unset.
+int take_ready_fd() {
+  const char *v = std::getenv("CHATGATE_READY_FD");
+  if (v == nullptr) return -1;
+  int fd = -1;
+  const std::string_view text = v;
+  if (std::from_chars(text.data(), text.data() + text.size(), fd).ec != std::errc() || fd < 3) {
+    fd = -1;
+  }
+  unsetenv("CHATGATE_READY_FD");
+  return fd;
+}
 
 }  // namespace
 
@@ -163,9 +185,15 @@ int App::run(Config config) {
   drain_timer_.data = this;
 
   notify_ = std::make_unique<ServiceNotify>(*loop_);
+  handover_ = std::make_unique<Handover>(*loop_, kHandoverReadyMs);
+  ready_fd_ = take_ready_fd();
   int exit_code = start();
   if (exit_code == 0) {
-    notify_->ready(fmt::format("api on {}:{}", config_.api.address, api_->port()));
+    if (ready_fd_ >= 0) {
+      announce_ready();  // the old process tells systemd, once we told it
+    } else {
+      notify_->ready(fmt::format("api on {}:{}", config_.api.address, api_->port()));
+    }
     auto scheme = [](const HttpListenerConfig &l) { return l.tls.enabled() ? "https" : "http"; };
     spdlog::info("chatgate {} ready in {:.1f} ms: api on {}://{}:{}{} ({} plugin instances)",
                  CHATGATE_VERSION, static_cast<double>(uv_hrtime() - t0) / 1e6, scheme(config_.api),
@@ -181,6 +209,7 @@ int App::run(Config config) {
   }
   uv_run(&uv_loop_, UV_RUN_DEFAULT);
 
+  handover_.reset();
   notify_.reset();
   chat_api_.reset();
   admin_api_.reset();
@@ -263,7 +292,9 @@ int App::start() {
     }
   }
 
-  if (const int rc = api_->listen(); rc != 0) {
+  InheritedSockets inherited = InheritedSockets::take();
+  if (!inherited.empty()) spdlog::info("listening sockets inherited from {}", inherited.origin());
+  if (const int rc = api_->listen(inherited.claim(config_.api)); rc != 0) {
     spdlog::error(
         "listener 'api' cannot listen on {}:{}: {}; change listeners.api.port or "
         "listeners.api.address in {}",
@@ -272,7 +303,7 @@ int App::start() {
   }
 
   if (admin_) {
-    if (const int rc = admin_->listen(); rc != 0) {
+    if (const int rc = admin_->listen(inherited.claim(config_.admin_listener)); rc != 0) {
       spdlog::error(
           "listener 'admin' cannot listen on {}:{}: {}; change listeners.admin.port or "
           "listeners.admin.address in {}, or set listeners.admin.enabled: false",
@@ -282,6 +313,7 @@ int App::start() {
     }
     admin_api_->warn_if_open(admin_->port());
   }
+  inherited.close_unclaimed();
 
   // Plugins built for 1.1+ may call out over HTTP: set curl up now rather
   // than inside their first request.
@@ -308,6 +340,15 @@ int App::start() {
     handle->data = this;
     uv_signal_start(handle, on_signal, signum);
   }
+  uv_signal_init(&uv_loop_, &sigusr2_);
+  sigusr2_.data = this;
+  uv_signal_start(
+      &sigusr2_,
+      [](uv_signal_t *h, int) {
+        // hand_over logs its own outcome; nobody waits for an answer.
+        static_cast<App *>(h->data)->hand_over("upgrade (SIGUSR2)", [](int, const std::string &) {});
+      },
+      SIGUSR2);
   uv_signal_init(&uv_loop_, &sighup_);
   sighup_.data = this;
   uv_signal_start(
@@ -320,13 +361,43 @@ int App::start() {
   return 0;
 }
 
-void App::begin_shutdown(const char *why) {
+void App::begin_shutdown(const std::string &why, bool handover) {
   if (shutting_down_) {
     spdlog::info("{} again: still shutting down", why);
     return;
   }
   shutting_down_ = true;
-  notify_->stopping();
+  if (handover) {
+    notify_->handed_over();  // systemd follows the new main process now
+  } else {
+    notify_->stopping();
+  }
+  handover_->cancel();  // a new process still starting is told to stop
+  shutdown_started_ms_ = uv_now(&uv_loop_);
+  admin_api_->set_shutting_down();
+  // Long connections close now, so the platforms deliver to the app's
+  // other clients (the new process, or other instances) while this one
+  // finishes what it took.
+  size_t quiesced = 0;
+  for (auto &p : plugins_) quiesced += p->quiesce() ? 1 : 0;
+  if (quiesced > 0) spdlog::info("{}: {} channel(s) told to take no new messages", why, quiesced);
+  if (handover || config_.shutdown_delay_ms == 0) {
+    stop_accepting(why);
+    return;
+  }
+  spdlog::info("{}: /readyz answers 503; the listeners close in {} ms (shutdown.delayMs)", why,
+               config_.shutdown_delay_ms);
+  loop_->timer_start(
+      config_.shutdown_delay_ms, 0,
+      [](void *self, uint64_t) {
+        auto *app = static_cast<App *>(self);
+        app->delay_timer_id_ = 0;
+        app->stop_accepting("shutdown.delayMs passed");
+      },
+      this, &delay_timer_id_);
+}
+
+void App::stop_accepting(const std::string &why) {
   shutdown_started_ms_ = uv_now(&uv_loop_);
   spdlog::info(
       "{}: shutting down; no new connections, waiting up to {} ms for {} in-flight "
@@ -343,8 +414,13 @@ void App::begin_shutdown(const char *why) {
 
 void App::drain_tick() {
   const uint64_t elapsed = uv_now(&uv_loop_) - shutdown_started_ms_;
-  const bool idle =
-      api_->in_flight() == 0 && router_->in_flight() == 0 && (!admin_ || admin_->in_flight() == 0);
+  // Idle keep-alive connections linger a moment (HttpServer::stop_accepting):
+  // waited for that long, not for a slow client's head timeout.
+  const bool lingering =
+      elapsed < HttpServer::kDrainLingerMs + kDrainTickMs &&
+      (api_->connection_count() > 0 || (admin_ && admin_->connection_count() > 0));
+  const bool idle = api_->in_flight() == 0 && router_->in_flight() == 0 &&
+                    (!admin_ || admin_->in_flight() == 0) && !lingering;
   if (!idle && elapsed < config_.shutdown_deadline_ms) return;
   if (!idle && !cancelled_) {
     cancelled_ = true;
@@ -390,7 +466,8 @@ void App::stop_plugins(size_t index) {
 }
 
 void App::close_everything() {
-  for (uv_signal_t *s : {&sigterm_, &sigint_, &sighup_}) {
+  handover_->close();
+  for (uv_signal_t *s : {&sigterm_, &sigint_, &sighup_, &sigusr2_}) {
     if (s->data != nullptr && !uv_is_closing(reinterpret_cast<uv_handle_t *>(s))) {
       uv_close(reinterpret_cast<uv_handle_t *>(s), nullptr);
     }

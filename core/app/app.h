@@ -28,6 +28,7 @@ class ModelBackend;
 class PluginInstance;
 class Router;
 class ServiceNotify;
+class Handover;
 struct HostServices;
 
 // Loads every configured plugin and validates its config section against
@@ -59,21 +60,49 @@ class App {
   int run(Config config);
 
   // Re-reads the config file (on the thread pool) and applies what can
-  // change in a running process (config_reload.h); the rest is logged as
-  // needing a restart. A config with any error changes nothing. done(status,
+  // change in a running process (config_reload.h); when anything else
+  // changed, hands over to a new process instead (hand_over), which
+  // applies it all. A config with any error changes nothing. done(status,
   // json) follows on the loop thread, never inside the call: 200
-  // {"reloaded":true,"applied":[...],"restartRequired":[...]}, 400 with the
-  // config error, 409 (no config file, or a reload already running) or 503
-  // (shutting down). SIGHUP and POST /admin/api/reload come here.
+  // {"reloaded":true,"applied":[...],"handover":[...],"pid":N} (handover
+  // empty and pid this process's when all was applied live), 400 with the
+  // config error (this binary's, or the new process's --check-config), 409
+  // (no config file, or a reload or handover already running), 500 (the
+  // new process failed to start: nothing changed) or 503 (shutting down).
+  // SIGHUP and POST /admin/api/reload come here.
   using ReloadDone = std::function<void(int status, std::string json)>;
   void reload(ReloadDone done);
+
+  // What a handover starts: the binary's path as it was at start (a
+  // package upgrade replaces the file there) and the arguments after
+  // argv[0]. Call before run.
+  void set_command(std::string exe, std::vector<std::string> args);
+
+  // Hands this process's work to a new one (handover.h) running the binary
+  // at that path with the same arguments, so with the config file as it is
+  // now. Once the new process is ready, this one stops accepting, drains
+  // and exits; if it fails, this one goes on serving (one error line).
+  // done(pid of the new process, "") or done(0, why) on the loop thread,
+  // never inside the call. SIGUSR2 (a binary upgrade) and a reload whose
+  // changes need a new process come here.
+  using HandoverDone = std::function<void(int pid, std::string error)>;
+  void hand_over(std::string why, HandoverDone done);
 
  private:
   struct ReloadWork;
   void reload_finish(ReloadWork &work);
   int start();
-  void begin_shutdown(const char *why);
+  // Shutdown's first step: /readyz says 503, channels stop taking
+  // messages; after shutdown.delayMs (not for a handover, whose successor
+  // already holds the sockets) the listeners stop accepting and the drain
+  // begins.
+  void begin_shutdown(const std::string &why, bool handover = false);
+  void stop_accepting(const std::string &why);
   void drain_tick();
+  // A handover's new process: says "READY" to the old one once no plugin
+  // instance is starting any more (long connections open), or after
+  // kSuccessorWaitMs with a warning naming those still starting.
+  void announce_ready();
   void stop_plugins(size_t index);
   void close_listeners();  // api, then admin, then the plugins stop
   // The order plugins start in: caches, then model backends, then channels
@@ -101,8 +130,15 @@ class App {
   std::unique_ptr<ChatApi> chat_api_;
   std::unique_ptr<AdminApi> admin_api_;
   std::unique_ptr<ServiceNotify> notify_;
-  uv_signal_t sigterm_{}, sigint_{}, sighup_{};
+  std::unique_ptr<Handover> handover_;
+  std::string exe_;
+  std::vector<std::string> args_;
+  int ready_fd_ = -1;  // a handover's new process: where to say READY (CHATGATE_READY_FD)
+  uint64_t ready_wait_started_ms_ = 0;
+  uv_signal_t sigterm_{}, sigint_{}, sighup_{}, sigusr2_{};
   uv_timer_t drain_timer_{};
+  uint64_t ready_timer_id_ = 0;  // announce_ready's polls
+  uint64_t delay_timer_id_ = 0;  // shutdown.delayMs
   uint64_t shutdown_started_ms_ = 0;
   bool shutting_down_ = false;
   bool cancelled_ = false;

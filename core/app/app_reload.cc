@@ -2,10 +2,13 @@
 #include <chatgate/common.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 
 #include "admin/admin.h"
 #include "app/app.h"
+#include "app/handover.h"
 #include "app/service_notify.h"
 #include "base/json.h"
 #include "base/loop.h"
@@ -76,8 +79,10 @@ void App::reload(ReloadDone done) {
                  error_json("chatgate runs on its embedded default config (no --config file)"));
     return;
   }
-  if (reloading_) {
-    answer_later(std::move(done), 409, error_json("a reload is already running"));
+  if (reloading_ || handover_->busy()) {
+    answer_later(std::move(done), 409,
+                 error_json(reloading_ ? "a reload is already running"
+                                       : "a handover to a new process is under way"));
     return;
   }
   reloading_ = true;
@@ -119,16 +124,17 @@ void App::reload_finish(ReloadWork &work) {
   if (admin_) admin_->reload_tls();
   const Config &fresh = work.fresh;
   std::string refusal;
+  ConfigReloadPlan plan;
   if (work.error) {
     refusal = work.error->to_string();
   } else {
-    refusal = config_reload_refusal(config_, fresh);
+    plan = config_reload_plan(config_, fresh);
+    // A handover applies a new address and a new token together.
+    if (plan.handover.empty()) refusal = config_reload_refusal(config_, fresh);
   }
-  const ConfigReloadPlan plan =
-      refusal.empty() ? config_reload_plan(config_, fresh) : ConfigReloadPlan{};
   // A changed section of a running instance is checked against its
   // plugin's schema now, so a typo is reported by the reload rather than
-  // by the next restart. (A new .so is only loaded at a restart.)
+  // by the new process. (A new .so is only loaded by a new process.)
   for (size_t i = 0; i < fresh.plugins.size() && refusal.empty(); i++) {
     const PluginInstanceConfig &pc = fresh.plugins[i];
     PluginInstance *running = instance(pc.name);
@@ -145,21 +151,38 @@ void App::reload_finish(ReloadWork &work) {
     work.done(400, error_json(refusal));
     return;
   }
+  if (!plan.handover.empty()) {
+    // All or nothing: the new process applies every change, this one none.
+    spdlog::info("config reload from {}: {} need a new process; handing over", work.path,
+                 joined(plan.handover));
+    hand_over("config reload",
+              [this, path = work.path, plan, done = std::move(work.done)](int pid,
+                                                                          std::string error) {
+                if (pid == 0) {
+                  const bool refused = handover_->check_failed();
+                  done(refused ? 400 : 500,
+                       error_json((refused ? "" : "handover failed: ") + error +
+                                  "; nothing changed"));
+                  return;
+                }
+                done(200, "{\"reloaded\":true,\"file\":" + json_quote(path) +
+                              ",\"applied\":" + json_list(plan.applied) +
+                              ",\"handover\":" + json_list(plan.handover) +
+                              ",\"pid\":" + std::to_string(pid) + "}");
+              });
+    return;
+  }
   const bool token_changed = config_.admin.token != fresh.admin.token;
   config_reload_apply(config_, fresh);
   spdlog::default_logger()->set_level(spdlog::level::from_str(config_.logging.level));
   router_->reconfigure(config_.router, config_.admin.show_content);
   if (admin_api_) admin_api_->on_reload(token_changed);
-  if (!plan.restart.empty()) {
-    spdlog::warn("config reload from {}: changed but needs a restart to take effect: {}", work.path,
-                 joined(plan.restart));
-  }
   spdlog::info(
       "config reload from {}: {}", work.path,
       plan.applied.empty() ? std::string("nothing to apply") : "applied " + joined(plan.applied));
   work.done(200, "{\"reloaded\":true,\"file\":" + json_quote(work.path) +
-                     ",\"applied\":" + json_list(plan.applied) +
-                     ",\"restartRequired\":" + json_list(plan.restart) + "}");
+                     ",\"applied\":" + json_list(plan.applied) + ",\"handover\":[],\"pid\":" +
+                     std::to_string(getpid()) + "}");
 }
 
 }  // namespace cg

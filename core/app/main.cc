@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <uv.h>
 
 #include <algorithm>
 #include <csignal>
@@ -164,6 +165,14 @@ int main(int argc, char **argv) {
   int rc = 0;
   {
     cg::App app;
+    // A handover (SIGUSR2, a reload that needs a new process) starts the
+    // binary found at this path, with these arguments: after a package
+    // upgrade that is the new binary.
+    char exe[4096];
+    size_t exe_len = sizeof exe;
+    std::string exe_path = argv[0];
+    if (uv_exepath(exe, &exe_len) == 0) exe_path.assign(exe, exe_len);
+    app.set_command(exe_path, std::vector<std::string>(argv + 1, argv + argc));
     rc = app.run(std::move(config));
   }
   // Writes out what the logging thread still holds, then joins it.

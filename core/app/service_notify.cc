@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -30,6 +32,20 @@ void ServiceNotify::send(const std::string &state) {
 
 void ServiceNotify::ready(std::string_view status) {
   send("READY=1\nSTATUS=" + std::string(status));
+  watch();
+}
+
+void ServiceNotify::successor_ready(int pid) {
+  send("MAINPID=" + std::to_string(pid) + "\nREADY=1\nSTATUS=running (took over from pid " +
+       std::to_string(getpid()) + ")");
+}
+
+void ServiceNotify::handed_over() {
+  if (timer_id_ != 0) loop_.timer_stop(timer_id_);
+  timer_id_ = 0;
+}
+
+void ServiceNotify::watch() {
   if (watchdog_usec_ == 0 || timer_id_ != 0) return;
   // Twice per period, from the loop itself: only a loop that turns pings.
   const uint64_t every_ms = std::max<uint64_t>(watchdog_usec_ / 2000, 1);

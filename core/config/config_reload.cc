@@ -7,7 +7,7 @@
 namespace cg {
 namespace {
 
-// Files one changed key under `applied` or `restart`.
+// Files one changed key under `applied` or `handover`.
 class Planner {
  public:
   explicit Planner(ConfigReloadPlan &plan) : plan_(plan) {}
@@ -16,8 +16,8 @@ class Planner {
     if (!(was == now)) plan_.applied.emplace_back(key);
   }
   template <typename T>
-  void restart(const std::string &key, const T &was, const T &now) {
-    if (!(was == now)) plan_.restart.push_back(key);
+  void handover(const std::string &key, const T &was, const T &now) {
+    if (!(was == now)) plan_.handover.push_back(key);
   }
 
  private:
@@ -44,16 +44,16 @@ void plan_instances(const Config &running, const Config &fresh, ConfigReloadPlan
     const PluginInstanceConfig *now = find(fresh, was.name);
     const std::string key = "plugins.instances[" + was.name + "]";
     if (now == nullptr) {
-      plan.restart.push_back(key + " (removed)");
+      plan.handover.push_back(key + " (removed)");
     } else if (now->path != was.path) {
-      plan.restart.push_back(key + ".plugin");
+      plan.handover.push_back(key + ".plugin");
     } else if (section_text(*now) != section_text(was)) {
-      plan.restart.push_back(key + ".config");
+      plan.handover.push_back(key + ".config");
     }
   }
   for (const PluginInstanceConfig &now : fresh.plugins) {
     if (find(running, now.name) == nullptr) {
-      plan.restart.push_back("plugins.instances[" + now.name + "] (added)");
+      plan.handover.push_back("plugins.instances[" + now.name + "] (added)");
     }
   }
 }
@@ -64,26 +64,26 @@ ConfigReloadPlan config_reload_plan(const Config &running, const Config &fresh) 
   ConfigReloadPlan plan;
   Planner p(plan);
   p.live("logging.level", running.logging.level, fresh.logging.level);
-  p.restart("logging.file", running.logging.file, fresh.logging.file);
-  p.restart("logging.maxSizeMb", running.logging.max_size_mb, fresh.logging.max_size_mb);
-  p.restart("logging.maxFiles", running.logging.max_files, fresh.logging.max_files);
-  p.restart("listeners.api", running.api, fresh.api);
-  p.restart("listeners.admin", running.admin_listener, fresh.admin_listener);
-  p.restart("listeners.admin.enabled", running.admin_enabled, fresh.admin_enabled);
+  p.handover("logging.file", running.logging.file, fresh.logging.file);
+  p.handover("logging.maxSizeMb", running.logging.max_size_mb, fresh.logging.max_size_mb);
+  p.handover("logging.maxFiles", running.logging.max_files, fresh.logging.max_files);
+  p.handover("listeners.api", running.api, fresh.api);
+  p.handover("listeners.admin", running.admin_listener, fresh.admin_listener);
+  p.handover("listeners.admin.enabled", running.admin_enabled, fresh.admin_enabled);
   p.live("admin.token", running.admin.token, fresh.admin.token);
   p.live("admin.showContent", running.admin.show_content, fresh.admin.show_content);
   p.live("admin.maxLoginFailures", running.admin.max_failures, fresh.admin.max_failures);
   p.live("admin.lockoutSeconds", running.admin.lockout_seconds, fresh.admin.lockout_seconds);
-  p.restart("admin.chartIntervalSeconds", running.admin.chart_interval_seconds,
+  p.handover("admin.chartIntervalSeconds", running.admin.chart_interval_seconds,
             fresh.admin.chart_interval_seconds);
-  p.restart("plugins.dir", running.plugin_dir, fresh.plugin_dir);
+  p.handover("plugins.dir", running.plugin_dir, fresh.plugin_dir);
   plan_instances(running, fresh, plan);
   const RouterConfig &r = running.router, &f = fresh.router;
-  p.restart("router.model", r.model, f.model);
-  p.restart("router.cache", r.cache, f.cache);
-  p.restart("router.maxQueue", r.max_queue, f.max_queue);
-  p.restart("router.queue", r.queue, f.queue);
-  p.restart("queue", r.queue_settings, f.queue_settings);
+  p.handover("router.model", r.model, f.model);
+  p.handover("router.cache", r.cache, f.cache);
+  p.handover("router.maxQueue", r.max_queue, f.max_queue);
+  p.handover("router.queue", r.queue, f.queue);
+  p.handover("queue", r.queue_settings, f.queue_settings);
   p.live("router.contextTurns", r.context_turns, f.context_turns);
   p.live("router.contextTtlSeconds", r.context_ttl_seconds, f.context_ttl_seconds);
   p.live("router.modelTimeoutMs", r.model_timeout_ms, f.model_timeout_ms);
@@ -91,8 +91,9 @@ ConfigReloadPlan config_reload_plan(const Config &running, const Config &fresh) 
   p.live("router.rateLimits", r.rate_limits, f.rate_limits);
   p.live("router.maxModelCalls", r.max_model_calls, f.max_model_calls);
   p.live("router.maxConversationBacklog", r.max_conversation_backlog, f.max_conversation_backlog);
-  p.restart("httpClient", running.http_client, fresh.http_client);
+  p.handover("httpClient", running.http_client, fresh.http_client);
   p.live("shutdown.deadlineMs", running.shutdown_deadline_ms, fresh.shutdown_deadline_ms);
+  p.live("shutdown.delayMs", running.shutdown_delay_ms, fresh.shutdown_delay_ms);
   return plan;
 }
 
@@ -119,6 +120,7 @@ void config_reload_apply(Config &running, const Config &fresh) {
   r.rate_limits = fresh.router.rate_limits;
   r.max_model_calls = fresh.router.max_model_calls;
   running.shutdown_deadline_ms = fresh.shutdown_deadline_ms;
+  running.shutdown_delay_ms = fresh.shutdown_delay_ms;
 }
 
 }  // namespace cg

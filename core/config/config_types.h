@@ -118,6 +118,10 @@ struct Config {
   RouterConfig router;
   HttpClientConfig http_client;  // httpClient: outbound HTTP for plugins
   uint64_t shutdown_deadline_ms = 10000;
+  // shutdown.delayMs: after SIGTERM, /readyz answers 503 and the listeners
+  // keep accepting this long before they close, so a load balancer that
+  // polls /readyz stops sending here first. 0: close at once.
+  uint64_t shutdown_delay_ms = 0;
 };
 
 }  // namespace cg

@@ -72,6 +72,18 @@ void PluginInstance::stop(std::function<void()> done) {
   plugin_.desc->stop(state_, &PluginInstance::on_stopped, this);
 }
 
+bool PluginInstance::quiesce() {
+  const cg_channel_ops_t *ops = channel_ops();
+  if (ops == nullptr || phase_ != Phase::kStarted || quiesced_ ||
+      ops->struct_size < offsetof(cg_channel_ops_t, quiesce) + sizeof(void *) ||
+      ops->quiesce == nullptr) {
+    return false;
+  }
+  quiesced_ = true;
+  ops->quiesce(state_);
+  return true;
+}
+
 void PluginInstance::on_stopped(void *arg, int status) {
   auto *self = static_cast<PluginInstance *>(arg);
   if (self->phase_ != Phase::kStopping) {

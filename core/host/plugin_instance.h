@@ -70,6 +70,11 @@ class PluginInstance {
   int start(std::string *error);
   // Calls the plugin's stop; `done` runs once the plugin reports done.
   void stop(std::function<void()> done);
+  // A started channel built with cg_channel_ops_t.quiesce (1.7): tells it
+  // to stop taking messages from the platform, once. Returns whether the
+  // plugin was told (false: it has no quiesce, and its submits are refused
+  // by the router's closed intake instead).
+  bool quiesce();
 
   const std::string &name() const { return name_; }
   const cg_plugin_t *desc() const { return plugin_.desc; }
@@ -118,6 +123,7 @@ class PluginInstance {
   cg_host_s host_{this};
   void *state_ = nullptr;
   Phase phase_ = Phase::kLoaded;
+  bool quiesced_ = false;
   int health_ = CG_STATE_STARTING;
   std::string health_reason_;
   std::string last_error_;

@@ -105,10 +105,13 @@ int HttpConnection::start(uv_stream_t *listener) {
 void HttpConnection::drain() {
   if (life_ != Life::kOpen) return;
   draining_ = true;
-  // A request already arriving is still served; its answer closes.
-  if (phase_ == Phase::kIdle) no_more_requests_ = true;
+  // A request already arriving, or arriving while an idle connection
+  // lingers (HttpServer::stop_accepting), is still served; its answer closes.
   if (queue_.empty() && phase_ == Phase::kIdle && !writing_ && wbuf_.empty()) {
-    close();
+    const uint64_t idle = owner_.limits().idle_timeout_ms;
+    arm(TimerKind::kIdle, idle != 0 && idle < HttpServer::kDrainLingerMs
+                              ? idle
+                              : HttpServer::kDrainLingerMs);
     return;
   }
   advance();

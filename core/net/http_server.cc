@@ -16,6 +16,11 @@ namespace cg {
 namespace {
 
 constexpr int kBacklog = 511;
+// listen() on an inherited socket sets its queue again: as long as the
+// socket unit's (Backlog=4096) or a handover's, so connections that wait
+// while one process gives way to the next keep their room. The kernel caps
+// it at net.core.somaxconn.
+constexpr int kInheritedBacklog = 4096;
 
 std::string join(const std::vector<std::string> &items) {
   std::string out;
@@ -64,36 +69,51 @@ HttpServer::~HttpServer() {
   }
 }
 
-int HttpServer::listen() {
+int HttpServer::listen(int inherited_fd) {
   Impl &s = *impl_;
   if (s.listen_state != Impl::ListenState::kNone) return UV_EALREADY;
-  sockaddr_storage addr{};
-  int rc =
-      uv_ip4_addr(s.config.address.c_str(), s.config.port, reinterpret_cast<sockaddr_in *>(&addr));
-  if (rc < 0) {
-    rc = uv_ip6_addr(s.config.address.c_str(), s.config.port,
-                     reinterpret_cast<sockaddr_in6 *>(&addr));
+  if (s.config.tls.enabled() && !s.tls_ctx) {
+    spdlog::error("listener '{}': TLS configured but not loaded (load_tls)", s.config.name);
+    return UV_EINVAL;
   }
-  if (rc < 0) return rc;
+  sockaddr_storage addr{};
+  int rc = 0;
+  if (inherited_fd < 0) {
+    rc = uv_ip4_addr(s.config.address.c_str(), s.config.port,
+                     reinterpret_cast<sockaddr_in *>(&addr));
+    if (rc < 0) {
+      rc = uv_ip6_addr(s.config.address.c_str(), s.config.port,
+                       reinterpret_cast<sockaddr_in6 *>(&addr));
+    }
+    if (rc < 0) return rc;
+  }
   rc = uv_tcp_init(s.loop, &s.listener);
   if (rc < 0) return rc;
   s.listen_state = Impl::ListenState::kListening;
-  rc = uv_tcp_bind(&s.listener, reinterpret_cast<const sockaddr *>(&addr), 0);
+  // An inherited socket is already bound (and listening: listen() again
+  // only sets the backlog); the connections waiting in its queue are ours.
+  rc = inherited_fd >= 0 ? uv_tcp_open(&s.listener, inherited_fd)
+                         : uv_tcp_bind(&s.listener, reinterpret_cast<const sockaddr *>(&addr), 0);
   if (rc == 0)
-    rc = uv_listen(reinterpret_cast<uv_stream_t *>(&s.listener), kBacklog, Impl::on_connection);
+    rc = uv_listen(reinterpret_cast<uv_stream_t *>(&s.listener),
+                   inherited_fd >= 0 ? kInheritedBacklog : kBacklog, Impl::on_connection);
   if (rc < 0) {
     s.close_listener();
     return rc;
   }
-  if (s.config.tls.enabled() && !s.tls_ctx) {
-    spdlog::error("listener '{}': TLS configured but not loaded (load_tls)", s.config.name);
-    s.close_listener();
-    return UV_EINVAL;
-  }
   s.tls_watch();
-  spdlog::info("listener '{}': listening on {}://{}:{}", s.config.name,
-               s.config.tls.enabled() ? "https" : "http", s.config.address, port());
+  spdlog::info("listener '{}': listening on {}://{}:{}{}", s.config.name,
+               s.config.tls.enabled() ? "https" : "http", s.config.address, port(),
+               inherited_fd >= 0 ? " (inherited socket)" : "");
   return 0;
+}
+
+int HttpServer::listen_fd() const {
+  const Impl &s = *impl_;
+  if (s.listen_state != Impl::ListenState::kListening) return -1;
+  uv_os_fd_t fd = -1;
+  if (uv_fileno(reinterpret_cast<const uv_handle_t *>(&s.listener), &fd) != 0) return -1;
+  return fd;
 }
 
 int HttpServer::port() const {

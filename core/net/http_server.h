@@ -73,8 +73,13 @@ class HttpServer {
   // ones they began with. A failure keeps the current ones (one error
   // line). Also runs by itself when the files change (tls.reloadCheckMs).
   void reload_tls();
-  // Binds and listens. Returns 0 or a negative libuv error (UV_EADDRINUSE...).
-  int listen();
+  // Binds and listens, or with `inherited_fd` >= 0 serves that socket,
+  // already bound and listening (systemd's, or a handover's), and owns it
+  // from then on. Returns 0 or a negative libuv error (UV_EADDRINUSE...).
+  int listen(int inherited_fd = -1);
+  // The listening socket's descriptor, to hand to a new process (it stays
+  // this server's); -1 when not listening.
+  int listen_fd() const;
   // The bound port (useful with port 0).
   int port() const;
   const HttpListenerConfig &config() const;
@@ -110,9 +115,13 @@ class HttpServer {
   // none matched or the connection answered itself. Null: no counting.
   void set_metrics(Metrics *metrics);
 
-  // Graceful stop, step 1: close the listening socket and idle keep-alive
-  // connections; busy connections close after their in-flight answers.
+  // Graceful stop, step 1: close the listening socket; busy connections
+  // close after their in-flight answers. An idle keep-alive connection is
+  // not closed at once, since its client may be sending the next request
+  // right now and would lose it: it lingers up to kDrainLingerMs, and a
+  // request that comes meanwhile is served with "Connection: close".
   void stop_accepting();
+  static constexpr uint64_t kDrainLingerMs = 1000;
   // Exchanges received but not yet answered.
   size_t in_flight() const;
   size_t connection_count() const;

@@ -247,7 +247,12 @@ int dt_send(void *state, const cg_reply_t *reply, cg_done_cb done, void *arg) {
   return static_cast<Dingtalk *>(state)->send(*reply, done, arg);
 }
 
-const cg_channel_ops_t kOps = {sizeof(cg_channel_ops_t), dt_send};
+void dt_quiesce(void *state) {
+  auto *d = static_cast<Dingtalk *>(state);
+  if (d->stream_state) d->stream_quiesce();
+}
+
+const cg_channel_ops_t kOps = {sizeof(cg_channel_ops_t), dt_send, dt_quiesce};
 
 const cg_plugin_t kPlugin = {
     sizeof(cg_plugin_t),

@@ -126,6 +126,9 @@ struct Dingtalk : kit::PluginBase {
   // ---- dingtalk_stream.cc ----
   void stream_start();
   void stream_stop();
+  // Takes no new message, closes the connection once the messages taken
+  // are acked, and does not reconnect (cg_channel_ops_t.quiesce).
+  void stream_quiesce();
 };
 
 }  // namespace dingtalk

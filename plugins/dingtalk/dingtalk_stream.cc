@@ -29,11 +29,26 @@ struct Dingtalk::Stream {
   bool connected = false;
   bool open = false;
   uint32_t attempts = 0;
+  // quiesce (ABI 1.7): take no new message, close once every message taken
+  // has been acked, and stay closed.
+  bool quiesced = false;
+  size_t handling = 0;  // messages handed to the router, their ack not yet sent
 };
 
 namespace {
 
 void reconnect(Dingtalk *d, const std::string &why);
+
+// Whether a Stream connection is still wanted: not after stop or quiesce.
+bool wanted(const Dingtalk *d) { return !d->stopping && !d->stream_state->quiesced; }
+
+void close_quiesced(Dingtalk *d) {
+  Dingtalk::Stream &s = *d->stream_state;
+  if (!s.quiesced || s.handling != 0 || !s.connected) return;
+  d->log(CG_LOG_INFO, "closing the Stream connection: this process hands over (DingTalk "
+                      "delivers to the app's other connections)");
+  d->api->ws_close(d->host, s.ws_id, 1000, cs("handing over"));
+}
 
 void send_text(Dingtalk *d, uint64_t ws_id, const std::string &frame) {
   if (d->stream_state->ws_id != ws_id || !d->stream_state->open) return;
@@ -67,6 +82,8 @@ void on_frame(Dingtalk *d, std::string_view text) {
     }
     return;
   }
+  // Quiesced: not acked, so DingTalk delivers it again, to another client.
+  if (d->stream_state->quiesced) return;
   if (type == "CALLBACK" && topic == kRobotTopic) {
     const std::string id(message_id);
     RobotMessage m;
@@ -79,8 +96,11 @@ void on_frame(Dingtalk *d, std::string_view text) {
     // done, a later turn); 500 when it did not take it, so DingTalk delivers
     // it again. An ack due on a connection since replaced is not sent: the
     // gateway redelivers there, and the router dedupes on msgId.
+    d->stream_state->handling++;
     d->handle_message(m, [d, ws_id, id](bool ok) {
       send_text(d, ws_id, ok ? ack(id, 200, R"({"response":null})") : ack(id, 500, "{}"));
+      d->stream_state->handling--;
+      close_quiesced(d);
     });
     return;
   }
@@ -110,6 +130,7 @@ void on_ws_event(void *arg, const cg_ws_event_t *ev) {
   s.open = false;
   d->in_flight--;
   if (d->stopping) return d->maybe_stopped();
+  if (s.quiesced) return;
   std::string why = std::string(sv(ev->data));
   if (why.empty()) why = cg_strerror(ev->result);
   reconnect(d, "Stream connection closed (" + std::to_string(ev->close_code) + "): " + why);
@@ -124,7 +145,7 @@ void open_connection(Dingtalk *d) {
       "POST", d->api_base + "/v1.0/gateway/connections/open",
       {{"Content-Type", "application/json; charset=utf-8"}, {"Accept", "application/json"}}, body,
       [d](int result, const cg_http_client_response_t *resp) {
-        if (d->stopping) return;
+        if (!wanted(d)) return;
         if (result != 0) {
           return reconnect(d, "Stream gateway unreachable: " +
                                   (resp && resp->error.len ? std::string(sv(resp->error))
@@ -170,7 +191,7 @@ void open_connection(Dingtalk *d) {
         d->stream_state->connected = true;
         d->in_flight++;
       });
-  if (rc != 0 && !d->stopping) {
+  if (rc != 0 && wanted(d)) {
     reconnect(d, std::string("cannot reach the Stream gateway: ") + cg_strerror(rc));
   }
 }
@@ -182,7 +203,7 @@ void reconnect(Dingtalk *d, const std::string &why) {
   d->log(CG_LOG_WARN, why + "; reconnecting with a new ticket in " + std::to_string(delay) + " ms");
   d->api->set_state(d->host, CG_STATE_DEGRADED, cs(why + "; reconnecting"));
   d->after(delay, [d] {
-    if (!d->stopping) open_connection(d);
+    if (wanted(d)) open_connection(d);
   });
 }
 
@@ -196,6 +217,12 @@ Dingtalk::~Dingtalk() = default;
 void Dingtalk::stream_start() {
   stream_state = std::make_unique<Stream>();
   open_connection(this);
+}
+
+void Dingtalk::stream_quiesce() {
+  if (!stream_state || stream_state->quiesced) return;
+  stream_state->quiesced = true;
+  close_quiesced(this);
 }
 
 void Dingtalk::stream_stop() {

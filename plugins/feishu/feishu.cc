@@ -321,7 +321,12 @@ int fs_send(void *state, const cg_reply_t *reply, cg_done_cb done, void *arg) {
   return static_cast<Feishu *>(state)->send(*reply, done, arg);
 }
 
-const cg_channel_ops_t kOps = {sizeof(cg_channel_ops_t), fs_send};
+void fs_quiesce(void *state) {
+  auto *f = static_cast<Feishu *>(state);
+  if (f->longconn) f->ws_quiesce();
+}
+
+const cg_channel_ops_t kOps = {sizeof(cg_channel_ops_t), fs_send, fs_quiesce};
 
 const cg_plugin_t kPlugin = {
     sizeof(cg_plugin_t),

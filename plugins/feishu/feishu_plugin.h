@@ -139,6 +139,9 @@ struct Feishu : kit::PluginBase {
   // ---- feishu_ws.cc ----
   void ws_start();
   void ws_stop();
+  // Takes no new event, closes the connection once the events taken are
+  // acked, and does not reconnect (cg_channel_ops_t.quiesce).
+  void ws_quiesce();
 };
 
 // Feishu's codes for a tenant token that is invalid or expired.

@@ -51,12 +51,27 @@ struct Feishu::Ws {
     uint64_t started_ms = 0;
   };
   std::map<std::string, Partial> partial;
+  // quiesce (ABI 1.7): take no new event, close once every event taken has
+  // been acked, and stay closed.
+  bool quiesced = false;
+  size_t handling = 0;  // events handed to the router, their ack not yet sent
 };
 
 namespace {
 
 void ws_connect_to(Feishu *f, const std::string &url);
 void schedule_reconnect(Feishu *f, const std::string &why);
+
+// Whether a long connection is still wanted: not after stop or quiesce.
+bool wanted(const Feishu *f) { return !f->stopping && !f->ws->quiesced; }
+
+void close_quiesced(Feishu *f) {
+  Feishu::Ws &ws = *f->ws;
+  if (!ws.quiesced || ws.handling != 0 || !ws.connected) return;
+  f->log(CG_LOG_INFO, "closing the long connection: this process hands over (Feishu delivers "
+                      "to the app's other clients)");
+  f->api->ws_close(f->host, ws.ws_id, 1000, cs("handing over"));
+}
 
 // Applies a ClientConfig (seconds) from the endpoint or a pong.
 void apply_config(Feishu *f, simdjson::dom::element cfg) {
@@ -145,6 +160,8 @@ void on_data_frame(Feishu *f, pb::Frame frame) {
     ws.partial.erase(message_id);
   }
   const uint64_t ws_id = f->ws->ws_id;
+  // Quiesced: not answered, so Feishu pushes it again, to another client.
+  if (f->ws->quiesced) return;
   if (type != "event" && type != "card") {
     return ack(f, ws_id, std::move(frame), started, 200, {});
   }
@@ -154,11 +171,14 @@ void on_data_frame(Feishu *f, pb::Frame frame) {
     return ack(f, ws_id, std::move(frame), started, 200, {});
   }
   const bool card = ev.kind == Event::Kind::kCardAction;
+  f->ws->handling++;
   f->handle_event(ev, [f, ws_id, frame = std::move(frame), started, card](bool ok) {
     std::string data;
     if (ok && card) data = base64(R"({"toast":{"type":"info","content":"Received"}})");
     // 500 makes Feishu push the event again later.
     ack(f, ws_id, frame, started, ok ? 200 : 500, data);
+    f->ws->handling--;
+    close_quiesced(f);
   });
 }
 
@@ -201,6 +221,7 @@ void on_ws_event(void *arg, const cg_ws_event_t *ev) {
   ws.partial.clear();
   f->in_flight--;
   if (f->stopping) return f->maybe_stopped();
+  if (ws.quiesced) return;
   std::string why = std::string(sv(ev->data));
   if (why.empty()) why = cg_strerror(ev->result);
   schedule_reconnect(f, "long connection closed (" + std::to_string(ev->close_code) + "): " + why);
@@ -231,7 +252,7 @@ void fetch_endpoint(Feishu *f) {
       "POST", f->base_url + "/callback/ws/endpoint",
       {{"Content-Type", "application/json; charset=utf-8"}, {"locale", "zh"}}, body,
       [f](int result, const cg_http_client_response_t *resp) {
-        if (f->stopping) return;
+        if (!wanted(f)) return;
         if (result != 0) {
           return schedule_reconnect(f, "long-connection endpoint unreachable: " +
                                            (resp && resp->error.len ? std::string(sv(resp->error))
@@ -266,7 +287,7 @@ void fetch_endpoint(Feishu *f) {
           f->log(CG_LOG_ERROR, why);
           f->api->set_state(f->host, CG_STATE_FAILED, cs(why));
           f->after(kLimitRetryMs, [f] {
-            if (!f->stopping) fetch_endpoint(f);
+            if (wanted(f)) fetch_endpoint(f);
           });
           return;
         }
@@ -277,7 +298,7 @@ void fetch_endpoint(Feishu *f) {
         if (doc["data"]["ClientConfig"].get(cfg) == simdjson::SUCCESS) apply_config(f, cfg);
         ws_connect_to(f, std::string(url));
       });
-  if (rc != 0 && !f->stopping) {
+  if (rc != 0 && wanted(f)) {
     schedule_reconnect(
         f, std::string("cannot reach the long-connection endpoint: ") + cg_strerror(rc));
   }
@@ -306,7 +327,7 @@ void schedule_reconnect(Feishu *f, const std::string &why) {
   f->log(CG_LOG_WARN, why + "; reconnecting in " + std::to_string(delay) + " ms");
   f->api->set_state(f->host, CG_STATE_DEGRADED, cs(why + "; reconnecting"));
   f->after(delay, [f] {
-    if (!f->stopping) fetch_endpoint(f);
+    if (wanted(f)) fetch_endpoint(f);
   });
 }
 
@@ -320,6 +341,12 @@ Feishu::~Feishu() = default;
 void Feishu::ws_start() {
   ws = std::make_unique<Ws>();
   fetch_endpoint(this);
+}
+
+void Feishu::ws_quiesce() {
+  if (!ws || ws->quiesced) return;
+  ws->quiesced = true;
+  close_quiesced(this);
 }
 
 void Feishu::ws_stop() {

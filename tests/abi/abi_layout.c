@@ -110,8 +110,9 @@ CG_ABI_CHECK(cg_config_field_t, description, 32);
 CG_ABI_CHECK(cg_config_field_t, choices, 40);
 CG_ABI_CHECK(cg_config_field_t, min, 48);
 CG_ABI_CHECK(cg_config_field_t, max, 56);
-CG_ABI_SIZE(cg_channel_ops_t, 16);
+CG_ABI_SIZE(cg_channel_ops_t, 24);
 CG_ABI_CHECK(cg_channel_ops_t, send, 8);
+CG_ABI_CHECK(cg_channel_ops_t, quiesce, 16); /* since 1.7 */
 CG_ABI_SIZE(cg_model_turn_t, 24);
 CG_ABI_CHECK(cg_model_turn_t, role, 4);
 CG_ABI_CHECK(cg_model_turn_t, content, 8);

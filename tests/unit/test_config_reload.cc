@@ -1,5 +1,5 @@
 // Unit tests for core/config/config_reload.cc: which changed keys a reload applies
-// and which wait for a restart, and the one refusal.
+// and which need a new process (a handover), and the one refusal.
 #include <catch2/catch.hpp>
 #include <string>
 #include <vector>
@@ -50,7 +50,7 @@ using List = std::vector<std::string>;
 TEST_CASE("reload: an unchanged config plans nothing") {
   const cg::ConfigReloadPlan plan = cg::config_reload_plan(load(kBase), load(kBase));
   CHECK(plan.applied.empty());
-  CHECK(plan.restart.empty());
+  CHECK(plan.handover.empty());
 }
 
 TEST_CASE("reload: live keys are applied") {
@@ -63,7 +63,7 @@ TEST_CASE("reload: live keys are applied") {
   CHECK(plan.applied == List{"router.contextTurns", "router.contextTtlSeconds",
                              "router.modelTimeoutMs", "router.dedupeTtlSeconds",
                              "shutdown.deadlineMs"});
-  CHECK(plan.restart.empty());
+  CHECK(plan.handover.empty());
   cg::Config applied = running;
   cg::config_reload_apply(applied, fresh);
   CHECK(applied.router.context_turns == 4);
@@ -81,38 +81,38 @@ TEST_CASE("reload: admin and logging keys") {
   const cg::ConfigReloadPlan plan = cg::config_reload_plan(running, fresh);
   CHECK(plan.applied ==
         List{"admin.token", "admin.showContent", "admin.maxLoginFailures", "admin.lockoutSeconds"});
-  CHECK(plan.restart == List{"admin.chartIntervalSeconds"});
+  CHECK(plan.handover == List{"admin.chartIntervalSeconds"});
   const cg::ConfigReloadPlan log_plan = cg::config_reload_plan(
       running, changed("  level: info\n", "  level: warn\n  file: /tmp/x.log\n"));
   CHECK(log_plan.applied == List{"logging.level"});
-  CHECK(log_plan.restart == List{"logging.file"});
+  CHECK(log_plan.handover == List{"logging.file"});
 }
 
-TEST_CASE("reload: listeners, router instances and plugins need a restart") {
+TEST_CASE("reload: listeners, router instances and plugins need a handover") {
   const cg::Config running = load(kBase);
-  CHECK(cg::config_reload_plan(running, changed("port: 8080", "port: 8081")).restart ==
+  CHECK(cg::config_reload_plan(running, changed("port: 8080", "port: 8081")).handover ==
         List{"listeners.api"});
-  CHECK(cg::config_reload_plan(running, changed("port: 18789", "port: 18790")).restart ==
+  CHECK(cg::config_reload_plan(running, changed("port: 18789", "port: 18790")).handover ==
         List{"listeners.admin"});
-  CHECK(cg::config_reload_plan(running, changed("maxEntries: 100", "maxEntries: 5")).restart ==
+  CHECK(cg::config_reload_plan(running, changed("maxEntries: 100", "maxEntries: 5")).handover ==
         List{"plugins.instances[memory].config"});
-  CHECK(cg::config_reload_plan(running, changed("plugin: echo.so", "plugin: other.so")).restart ==
+  CHECK(cg::config_reload_plan(running, changed("plugin: echo.so", "plugin: other.so")).handover ==
         List{"plugins.instances[echo].plugin"});
   CHECK(cg::config_reload_plan(running, changed("    - name: echo\n      plugin: echo.so\n",
                                                 "    - name: echo\n      plugin: echo.so\n"
                                                 "    - name: echo2\n      plugin: echo.so\n"))
-            .restart == List{"plugins.instances[echo2] (added)"});
+            .handover == List{"plugins.instances[echo2] (added)"});
   CHECK(cg::config_reload_plan(running, changed("cache: memory}", "cache: memory, maxQueue: 3}"))
-            .restart == List{"router.maxQueue"});
+            .handover == List{"router.maxQueue"});
   const auto backlog = cg::config_reload_plan(
       running, changed("cache: memory}", "cache: memory, maxConversationBacklog: 5}"));
   CHECK(backlog.applied == List{"router.maxConversationBacklog"});
-  CHECK(backlog.restart.empty());
+  CHECK(backlog.handover.empty());
   // A renamed instance: one removed, one added.
   std::string yaml = kBase;
   yaml.replace(yaml.find("name: memory"), 12, "name: cache2");
   yaml.replace(yaml.find("cache: memory"), 13, "cache: cache2");
-  CHECK(cg::config_reload_plan(running, load(yaml)).restart ==
+  CHECK(cg::config_reload_plan(running, load(yaml)).handover ==
         List{"plugins.instances[memory] (removed)", "plugins.instances[cache2] (added)",
              "router.cache"});
 }

@@ -204,7 +204,10 @@ static void bridge_stop(void *state, cg_done_cb done, void *arg) {
 
 static void bridge_destroy(void *state) { free(state); }
 
-static const cg_channel_ops_t bridge_ops = {sizeof(cg_channel_ops_t), bridge_send};
+/* Designated: a member a later SDK appends (quiesce, 1.7) starts as NULL
+ * without a missing-initializer warning. */
+static const cg_channel_ops_t bridge_ops = {.struct_size = sizeof(cg_channel_ops_t),
+                                            .send = bridge_send};
 
 static const cg_config_field_t bridge_fields[] = {
     {sizeof(cg_config_field_t), CG_CFG_STRING, CG_CFG_REQUIRED, "callbackUrl", NULL,

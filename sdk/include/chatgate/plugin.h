@@ -88,6 +88,16 @@ typedef struct cg_channel_ops_s {
    * and buttons are borrowed until send returns (copy what a later request
    * needs); `arg` is the host's, hand it back untouched. */
   int (*send)(void *state, const cg_reply_t *reply, cg_done_cb done, void *arg);
+  /* since 1.7: stop taking messages from the platform; keep sending
+   * replies. Called at most once, before stop, when shutdown or a handover
+   * to a new process begins. Answer the platform for what was already
+   * taken, then close long connections and do not reconnect: the platform
+   * delivers to the app's other clients (the process taking over, or
+   * another instance), and what it pushes meanwhile without an answer it
+   * pushes again. send keeps working until stop. NULL: the host refuses
+   * what the channel submits from then on (CG_ECLOSED), which the channel
+   * answers as any refusal. THREAD: loop thread. */
+  void (*quiesce)(void *state);
 } cg_channel_ops_t;
 
 typedef enum cg_model_role_e {

@@ -1,0 +1,120 @@
+// App::hand_over (SIGUSR2, and reloads that need a new process) and the new
+// process's side of it, App::announce_ready. The mechanism is handover.h.
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "app/app.h"
+#include "app/handover.h"
+#include "app/service_notify.h"
+#include "base/loop.h"
+#include "host/plugin_instance.h"
+#include "net/http_server.h"
+
+namespace cg {
+namespace {
+
+constexpr uint64_t kSuccessorWaitMs = 15000;
+constexpr uint64_t kSuccessorPollMs = 20;
+
+}  // namespace
+
+void App::set_command(std::string exe, std::vector<std::string> args) {
+  exe_ = std::move(exe);
+  args_ = std::move(args);
+}
+
+void App::hand_over(std::string why, HandoverDone done) {
+  auto refuse = [this](HandoverDone d, std::string error) {
+    struct Answer {
+      HandoverDone done;
+      std::string error;
+    };
+    auto *a = std::make_unique<Answer>(Answer{std::move(d), std::move(error)}).release();
+    if (loop_->defer(
+            [](void *arg) {
+              std::unique_ptr<Answer> owned(static_cast<Answer *>(arg));
+              owned->done(0, std::move(owned->error));
+            },
+            a) != 0) {
+      std::unique_ptr<Answer>{a};  // the loop is closing: nobody waits
+    }
+  };
+  if (shutting_down_) {
+    spdlog::warn("{}: ignored, this process is shutting down", why);
+    return refuse(std::move(done), "shutting down");
+  }
+  if (handover_->busy()) {
+    spdlog::warn("{}: ignored, a handover is already under way", why);
+    return refuse(std::move(done), "a handover is already under way");
+  }
+  std::vector<Handover::Socket> sockets;
+  for (HttpServer *server : {api_.get(), admin_.get()}) {
+    if (server != nullptr && server->listen_fd() >= 0) {
+      sockets.push_back({server->config().name, server->listen_fd()});
+    }
+  }
+  notify_->reloading();
+  spdlog::info("{}: starting {} to take over; this process (pid {}) serves until it is ready",
+               why, exe_, getpid());
+  const int rc = handover_->start(
+      exe_, args_, sockets, [this, why, done = std::move(done)](int pid, std::string error) {
+        if (pid == 0) {
+          spdlog::error("{}: handover failed: {}; this process (pid {}) goes on serving", why,
+                        error, getpid());
+          if (!shutting_down_) notify_->reloaded();
+          done(0, std::move(error));
+          return;
+        }
+        spdlog::info("{}: pid {} took over; this process (pid {}) stops accepting and drains",
+                     why, pid, getpid());
+        notify_->successor_ready(pid);
+        done(pid, {});
+        begin_shutdown(why, true);
+      });
+  if (rc != 0) {
+    const std::string error = std::string("cannot start a handover: ") + uv_strerror(rc);
+    spdlog::error("{}: {}; this process (pid {}) goes on serving", why, error, getpid());
+    notify_->reloaded();
+    refuse(std::move(done), error);
+  }
+}
+
+void App::announce_ready() {
+  if (ready_wait_started_ms_ == 0) ready_wait_started_ms_ = loop_->now_ms();
+  std::string starting;
+  for (const auto &p : plugins_) {
+    if (p->health() != CG_STATE_STARTING) continue;
+    starting += (starting.empty() ? "" : ", ") + p->name();
+  }
+  const uint64_t waited = loop_->now_ms() - ready_wait_started_ms_;
+  if (!starting.empty() && waited < kSuccessorWaitMs && !shutting_down_) {
+    if (ready_timer_id_ == 0) {
+      loop_->timer_start(
+          kSuccessorPollMs, kSuccessorPollMs,
+          [](void *self, uint64_t) { static_cast<App *>(self)->announce_ready(); }, this,
+          &ready_timer_id_);
+    }
+    return;
+  }
+  if (ready_timer_id_ != 0) loop_->timer_stop(ready_timer_id_);
+  ready_timer_id_ = 0;
+  if (!starting.empty()) {
+    spdlog::warn("handover: still starting after {} ms: {}; taking over all the same", waited,
+                 starting);
+  }
+  // Six bytes into a pipe nobody else writes: cannot block.
+  static constexpr char kReady[] = "READY\n";
+  if (::write(ready_fd_, kReady, sizeof kReady - 1) != static_cast<ssize_t>(sizeof kReady - 1)) {
+    spdlog::error("handover: cannot tell the old process we are ready: {}; it goes on serving "
+                  "and stops this one",
+                  std::strerror(errno));
+  }
+  ::close(ready_fd_);
+  ready_fd_ = -1;
+  notify_->watch();
+}
+
+}  // namespace cg

@@ -1,0 +1,277 @@
+#include "app/handover.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <cstring>
+#include <string_view>
+#include <utility>
+
+#include "base/loop.h"
+
+extern char **environ;  // NOLINT: POSIX's, declared by no header under C++
+
+namespace cg {
+namespace {
+
+constexpr size_t kMaxOutput = 16 * 1024;  // of the check's stderr, for its error line
+constexpr int kReadyFd = 3;
+
+// The environment the new process gets: ours, without the variables that
+// described our own start (the sockets' are written fresh here).
+std::vector<std::string> child_environment(const std::vector<Handover::Socket> &sockets,
+                                           bool with_sockets) {
+  std::vector<std::string> env;
+  for (char **e = environ; e != nullptr && *e != nullptr; ++e) {
+    const std::string_view v = *e;
+    // WATCHDOG_PID names this process: left, it would turn the new one's
+    // watchdog pings off (sd_watchdog_enabled(3)).
+    if (v.starts_with("LISTEN_") || v.starts_with("CHATGATE_LISTEN_FDS=") ||
+        v.starts_with("CHATGATE_READY_FD=") || v.starts_with("WATCHDOG_PID=")) {
+      continue;
+    }
+    env.emplace_back(v);
+  }
+  if (with_sockets) {
+    std::string fds;
+    for (size_t i = 0; i < sockets.size(); i++) {
+      fds += fmt::format("{}{}={}", i == 0 ? "" : ",", sockets[i].name, kReadyFd + 1 + i);
+    }
+    env.push_back("CHATGATE_LISTEN_FDS=" + fds);
+    env.push_back(fmt::format("CHATGATE_READY_FD={}", kReadyFd));
+  }
+  return env;
+}
+
+std::string ended_how(int64_t status, int signal) {
+  if (signal != 0) return fmt::format("was killed by signal {} ({})", signal, strsignal(signal));
+  return fmt::format("exited with status {}", status);
+}
+
+// The last non-empty line of what a process printed: its error.
+std::string last_line(std::string_view text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) {
+    text.remove_suffix(1);
+  }
+  const size_t nl = text.rfind('\n');
+  return std::string(nl == std::string_view::npos ? text : text.substr(nl + 1));
+}
+
+}  // namespace
+
+// One spawned process and the pipe we read from it. Freed when both of its
+// handles have closed (close_child), not before: libuv holds them.
+struct Handover::Child {
+  Handover *owner = nullptr;
+  bool check = false;  // step 1, else step 2
+  uv_process_t proc{};
+  uv_pipe_t pipe{};
+  int open_handles = 0;
+  bool exited = false, eof = false, is_ready = false;
+  int64_t status = 0;
+  int signal = 0;
+  std::string out;
+  char buf[512];
+};
+
+namespace {
+
+void close_child(std::unique_ptr<Handover::Child> child) {
+  if (!child) return;
+  Handover::Child *c = child.release();  // the close callbacks own it now
+  c->owner = nullptr;
+  auto on_closed = [](uv_handle_t *h) {
+    auto *cc = static_cast<Handover::Child *>(h->data);
+    if (--cc->open_handles == 0) std::unique_ptr<Handover::Child>{cc};
+  };
+  bool any = false;
+  for (uv_handle_t *h : {reinterpret_cast<uv_handle_t *>(&c->pipe),
+                         reinterpret_cast<uv_handle_t *>(&c->proc)}) {
+    if (h->data == nullptr || uv_is_closing(h)) continue;
+    uv_close(h, on_closed);
+    any = true;
+  }
+  if (!any && c->open_handles == 0) std::unique_ptr<Handover::Child>{c};
+}
+
+void alloc_cb(uv_handle_t *h, size_t, uv_buf_t *b) {
+  auto *c = static_cast<Handover::Child *>(h->data);
+  *b = uv_buf_init(c->buf, sizeof c->buf);
+}
+
+}  // namespace
+
+Handover::Handover(Loop &loop, uint64_t ready_timeout_ms)
+    : loop_(loop), ready_timeout_ms_(ready_timeout_ms) {}
+
+Handover::~Handover() { close(); }
+
+int Handover::start(const std::string &exe, const std::vector<std::string> &args,
+                    const std::vector<Socket> &sockets, Done done) {
+  if (busy()) return UV_EBUSY;
+  check_failed_ = false;
+  exe_ = exe;
+  args_ = args;
+  sockets_ = sockets;
+  std::unique_ptr<Child> check;
+  if (const int rc = spawn(true, &check); rc != 0) return rc;
+  check_ = std::move(check);
+  done_ = std::move(done);
+  loop_.timer_start(ready_timeout_ms_, 0, &Handover::on_timeout, this, &timer_id_);
+  return 0;
+}
+
+// Step 1 (check): EXE --check-config ARGS..., its stderr read for the error
+// line. Step 2: EXE ARGS... with stdin/out/err shared, the ready pipe as
+// descriptor 3 and the sockets after it.
+int Handover::spawn(bool check, std::unique_ptr<Child> *out) {
+  auto child = std::make_unique<Child>();
+  child->owner = this;
+  child->check = check;
+  std::vector<std::string> argv_s{exe_};
+  if (check) argv_s.emplace_back("--check-config");
+  argv_s.insert(argv_s.end(), args_.begin(), args_.end());
+  std::vector<char *> argv;
+  for (std::string &a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_s = child_environment(sockets_, !check);
+  std::vector<char *> env;
+  for (std::string &e : env_s) env.push_back(e.data());
+  env.push_back(nullptr);
+
+  uv_pipe_init(loop_.uv(), &child->pipe, 0);
+  child->pipe.data = child.get();
+  child->open_handles++;
+  const auto piped = static_cast<uv_stdio_flags>(UV_CREATE_PIPE | UV_WRITABLE_PIPE);
+  std::vector<uv_stdio_container_t> stdio(check ? 3 : kReadyFd + 1 + sockets_.size());
+  for (size_t i = 0; i < 3; i++) {
+    stdio[i].flags = check ? UV_IGNORE : UV_INHERIT_FD;
+    stdio[i].data.fd = static_cast<int>(i);
+  }
+  const size_t pipe_at = check ? 2 : kReadyFd;
+  stdio[pipe_at].flags = piped;
+  stdio[pipe_at].data.stream = reinterpret_cast<uv_stream_t *>(&child->pipe);
+  for (size_t i = 0; !check && i < sockets_.size(); i++) {
+    stdio[kReadyFd + 1 + i].flags = UV_INHERIT_FD;
+    stdio[kReadyFd + 1 + i].data.fd = sockets_[i].fd;
+  }
+  uv_process_options_t opts{};
+  opts.file = exe_.c_str();
+  opts.args = argv.data();
+  opts.env = env.data();
+  opts.stdio_count = static_cast<int>(stdio.size());
+  opts.stdio = stdio.data();
+  opts.exit_cb = [](uv_process_t *p, int64_t status, int signal) {
+    auto *c = static_cast<Child *>(p->data);
+    c->exited = true;
+    c->status = status;
+    c->signal = signal;
+    if (c->owner != nullptr) c->owner->exited(*c);
+  };
+  child->proc.data = child.get();
+  if (const int rc = uv_spawn(loop_.uv(), &child->proc, &opts); rc != 0) {
+    // Never started, yet libuv wants the handle closed all the same.
+    child->open_handles++;
+    close_child(std::move(child));
+    return rc;
+  }
+  child->open_handles++;
+  uv_read_start(reinterpret_cast<uv_stream_t *>(&child->pipe), alloc_cb,
+                [](uv_stream_t *s, ssize_t n, const uv_buf_t *) {
+                  auto *c = static_cast<Child *>(s->data);
+                  if (n > 0) {
+                    if (c->out.size() < kMaxOutput) c->out.append(c->buf, static_cast<size_t>(n));
+                  } else if (n < 0) {
+                    uv_read_stop(s);
+                    c->eof = true;
+                  }
+                  if (n != 0 && c->owner != nullptr) c->owner->heard(*c);
+                });
+  *out = std::move(child);
+  return 0;
+}
+
+void Handover::heard(Child &c) {
+  if (c.check) {
+    if (c.eof && c.exited) check_finished(c);
+    return;
+  }
+  if (c.is_ready) return;
+  if (c.out.find("READY\n") != std::string::npos) {
+    c.is_ready = true;
+    uv_read_stop(reinterpret_cast<uv_stream_t *>(&c.pipe));
+    finish(c.proc.pid, {});
+  } else if (c.eof) {
+    failed(fmt::format("the new process (pid {}) closed its ready pipe before it was ready",
+                       c.proc.pid));
+  }
+}
+
+void Handover::exited(Child &c) {
+  if (c.check) {
+    if (c.eof) check_finished(c);
+    return;
+  }
+  const std::string how = ended_how(c.status, c.signal);
+  if (!c.is_ready) {
+    failed(fmt::format("the new process (pid {}) {} before it was ready", c.proc.pid, how));
+    return;
+  }
+  spdlog::warn("the process that took over (pid {}) {}", c.proc.pid, how);
+  close_child(std::move(next_));
+}
+
+void Handover::check_finished(Child &c) {
+  const bool ok = c.status == 0 && c.signal == 0;
+  const std::string why = last_line(c.out);
+  const std::string how = ended_how(c.status, c.signal);
+  close_child(std::move(check_));
+  if (!ok) {
+    check_failed_ = true;
+    failed(fmt::format("'{} --check-config' {}: {}", exe_, how,
+                       why.empty() ? std::string("(it printed nothing)") : why));
+    return;
+  }
+  std::unique_ptr<Child> next;
+  if (const int rc = spawn(false, &next); rc != 0) {
+    failed(fmt::format("cannot start {}: {}", exe_, uv_strerror(rc)));
+    return;
+  }
+  next_ = std::move(next);
+}
+
+void Handover::failed(const std::string &why) {
+  if (next_ && !next_->exited) uv_process_kill(&next_->proc, SIGTERM);
+  close_child(std::move(next_));
+  close_child(std::move(check_));
+  finish(0, why);
+}
+
+void Handover::finish(int pid, std::string error) {
+  if (timer_id_ != 0) loop_.timer_stop(timer_id_);
+  timer_id_ = 0;
+  Done done = std::exchange(done_, nullptr);
+  if (done) done(pid, std::move(error));
+}
+
+void Handover::on_timeout(void *arg, uint64_t) {
+  auto *self = static_cast<Handover *>(arg);
+  self->timer_id_ = 0;
+  self->failed(fmt::format("the new process was not ready within {} ms (sent SIGTERM)",
+                           self->ready_timeout_ms_));
+}
+
+void Handover::cancel() {
+  if (busy()) failed("cancelled: this process is shutting down");
+}
+
+void Handover::close() {
+  if (timer_id_ != 0) loop_.timer_stop(timer_id_);
+  timer_id_ = 0;
+  done_ = nullptr;
+  close_child(std::move(check_));
+  close_child(std::move(next_));
+}
+
+}  // namespace cg
