@@ -195,8 +195,9 @@ int App::run(Config config) {
       notify_->ready(fmt::format("api on {}:{}", config_.api.address, api_->port()));
     }
     auto scheme = [](const HttpListenerConfig &l) { return l.tls.enabled() ? "https" : "http"; };
-    spdlog::info("chatgate {} ready in {:.1f} ms: api on {}://{}:{}{} ({} plugin instances)",
-                 CHATGATE_VERSION, static_cast<double>(uv_hrtime() - t0) / 1e6, scheme(config_.api),
+    spdlog::info("chatgate {} ready in {:.1f} ms (pid {}): api on {}://{}:{}{} ({} plugin instances)",
+                 CHATGATE_VERSION, static_cast<double>(uv_hrtime() - t0) / 1e6, getpid(),
+                 scheme(config_.api),
                  config_.api.address, api_->port(),
                  admin_ ? fmt::format(", admin on {}://{}:{}", scheme(config_.admin_listener),
                                       config_.admin_listener.address, admin_->port())

@@ -114,6 +114,8 @@ void HttpConnection::drain() {
                               : HttpServer::kDrainLingerMs);
     return;
   }
+  // Answers are still due: the last of them closes.
+  if (phase_ == Phase::kIdle) no_more_requests_ = true;
   advance();
 }
 

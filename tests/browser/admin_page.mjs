@@ -48,7 +48,7 @@ router: {model: echo, cache: memory${router}}
   const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
   const deadline = Date.now() + 30000;
   let ready;
-  while (!(ready = / ready in [0-9.]+ ms: api on http:\/\/[^ ]*:(\d+), admin on http:\/\/[^ ]*:(\d+)/.exec(log))) {
+  while (!(ready = / ready in [0-9.]+ ms \(pid \d+\): api on http:\/\/[^ ]*:(\d+), admin on http:\/\/[^ ]*:(\d+)/.exec(log))) {
     if (Date.now() > deadline || proc.exitCode !== null) throw new Error('chatgate did not start:\n' + log);
     await new Promise((r) => setTimeout(r, 20));
   }

@@ -1,5 +1,6 @@
 """Starts the real chatgate binary on loopback with a temporary config and
 talks HTTP to it over real sockets. Standard library only."""
+import ctypes
 import http.client
 import json
 import os
@@ -132,8 +133,62 @@ class FakeProcess:
         self.proc.stdout.close()
 
 
+def _become_subreaper():
+    """A handover's new process is started by chatgate, not by the test; when
+    the old one exits it is handed to the nearest "child subreaper". Being
+    one (prctl(2) PR_SET_CHILD_SUBREAPER) makes it this test's child, so
+    the test can wait for it and read its exit status as for any other."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except OSError:
+        pass
+
+
+_become_subreaper()
+
+
+class AdoptedProcess:
+    """A process this test did not start but reaps: a handover's successor,
+    once its parent (the old chatgate) has exited. The part of Popen's
+    interface the harness uses."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return None  # not handed to us yet (its parent still runs)
+            if pid == self.pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.time() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.time() > deadline:
+                raise subprocess.TimeoutExpired("pid %d" % self.pid, timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+    def send_signal(self, sig):
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+
+TOOK_OVER_RE = re.compile(r"pid ([0-9]+) took over; this process \(pid ([0-9]+)\)")
+HANDOVER_FAILED = "handover failed: "
+
+
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
-READY_RE = re.compile(r" ready in [0-9.]+ ms: api on (https?)://[^ ]*:([0-9]+)"
+READY_RE = re.compile(r" ready in [0-9.]+ ms \(pid ([0-9]+)\): api on (https?)://[^ ]*:([0-9]+)"
                       r"(?:, admin on (https?)://[^ ]*:([0-9]+))?")
 
 
@@ -187,13 +242,42 @@ class Chatgate:
                 f.seek(self._log_offset)
                 m = READY_RE.search(f.read().decode("utf-8", "replace"))
             if m:
-                self.port = int(m.group(2))
-                self.admin_port = int(m.group(4)) if m.group(4) else None
+                self.port = int(m.group(3))
+                self.admin_port = int(m.group(5)) if m.group(5) else None
                 return self
             if self.proc.poll() is not None:
                 raise AssertionError("chatgate exited with %s:\n%s" % (self.proc.returncode, self.log()))
             time.sleep(0.02)
         raise AssertionError("chatgate not ready after %ss:\n%s" % (timeout, self.log()))
+
+    def follow_handover(self, timeout=DEADLINE, count=1):
+        """After a handover (SIGUSR2, or a reload that needs a new process):
+        waits for the `count`th "pid N took over" line, for the old process
+        to exit 0, and makes the new one this object's process. Returns its
+        pid. The ports are read again from the new process's ready line."""
+        log = self.wait_log(" took over; this process (pid ", timeout=timeout, count=count)
+        matches = TOOK_OVER_RE.findall(log)
+        new_pid, old_pid = int(matches[count - 1][0]), int(matches[count - 1][1])
+        if old_pid != self.proc.pid:
+            raise AssertionError("pid %d took over from pid %d, not from %d" % (new_pid, old_pid,
+                                                                              self.proc.pid))
+        rc = self.proc.wait(timeout=timeout)
+        if rc != 0:
+            raise AssertionError("the old chatgate (pid %d) exited with %s after the handover:\n%s"
+                                 % (old_pid, rc, self.log()[-4000:]))
+        self.proc = AdoptedProcess(new_pid)
+        # Its own ready line (written by its logging thread, so perhaps
+        # after the old process's lines); absent when its logging.level is
+        # above info, and then the ports are the ones it inherited.
+        deadline = time.time() + 2
+        while time.time() < deadline:
+            ready = [m for m in READY_RE.finditer(self.log()) if int(m.group(1)) == new_pid]
+            if ready:
+                self.port = int(ready[-1].group(3))
+                self.admin_port = int(ready[-1].group(5)) if ready[-1].group(5) else None
+                break
+            time.sleep(0.02)
+        return new_pid
 
     def log(self):
         with open(self.log_path, "rb") as f:
@@ -247,9 +331,23 @@ class Chatgate:
                     raise AssertionError("chatgate exited with %s, expected %s:\n%s"
                                          % (rc, self.expect_exit, log[-4000:]))
         finally:
+            self._sweep_successors()
             if self.log_file:
                 self.log_file.close()
             self.tmp.cleanup()
+
+    def _sweep_successors(self):
+        """A test that failed between a handover and follow_handover must not
+        leave the new process running: every pid that took over is stopped."""
+        if not os.path.exists(self.log_path):
+            return
+        for new_pid, _ in TOOK_OVER_RE.findall(self.log()):
+            proc = AdoptedProcess(int(new_pid))
+            try:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=5)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
 
 
 def post_json(port, path, body, timeout=10, headers=None):

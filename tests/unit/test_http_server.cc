@@ -455,7 +455,8 @@ TEST_CASE("http: stop_accepting drains, close completes and uv_run returns", "[h
     busy.send("GET /slow HTTP/1.1\r\n\r\n");
     step = 1;
     while (step != 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    idle_closed = idle.wait_closed(1000);
+    // An idle connection lingers up to kDrainLingerMs, then closes.
+    idle_closed = idle.wait_closed(HttpServer::kDrainLingerMs + 1000);
     refused = !Client(h.port).connected();
     slow_answer = busy.read(1);
     busy_closed = busy.wait_closed(1000);
@@ -478,6 +479,44 @@ TEST_CASE("http: stop_accepting drains, close completes and uv_run returns", "[h
   CHECK(slow_answer[0].header("connection") == "close");
   CHECK(busy_closed);
   CHECK(h.finish());  // close's callback fired and uv_run returned
+}
+
+TEST_CASE("http: a request on an idle connection that lingers in a drain is served, then closes",
+          "[http]") {
+  Harness h;
+  h.server->add_route("GET", "/fast", false, [&](HttpExchange *ex, const HttpRequest &) {
+    h.server->respond(ex, 200, kText, "fast");
+  });
+  h.start();
+  std::atomic<int> step{0};
+  std::vector<Response> first, second;
+  bool closed = false;
+  std::thread t([&] {
+    Client c(h.port);
+    c.send("GET /fast HTTP/1.1\r\n\r\n");
+    first = c.read(1);
+    step = 1;
+    while (step != 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    // The client did not see the drain coming: its next request, sent on
+    // the connection it holds, must be answered rather than lost.
+    c.send("GET /fast HTTP/1.1\r\n\r\n");
+    second = c.read(1);
+    closed = c.wait_closed(1000);
+    step = 3;
+  });
+  REQUIRE(h.run_until([&] { return step == 1; }));
+  h.server->stop_accepting();
+  step = 2;
+  const bool finished = h.run_until([&] { return step == 3; });
+  t.join();
+  REQUIRE(finished);
+  REQUIRE(first.size() == 1);
+  CHECK(first[0].header("connection") != "close");
+  REQUIRE(second.size() == 1);
+  CHECK(second[0].body == "fast");
+  CHECK(second[0].header("connection") == "close");
+  CHECK(closed);
+  CHECK(h.finish());
 }
 
 TEST_CASE("http: close with a pending exchange aborts it; answering later frees it", "[http]") {
