@@ -10,6 +10,7 @@
 #include <string>
 
 #include "admin/admin.h"
+#include "base/version.h"
 #include "admin/admin_internal.h"
 #include "base/json.h"
 #include "base/log.h"
@@ -97,7 +98,7 @@ void AdminApi::update_process_metrics() {
   }
   if (double *g =
           metrics_.gauge("chatgate_build_info",
-                         "version=\"" CHATGATE_VERSION "\",abi=\"" + std::to_string(CG_ABI_MAJOR) +
+                         "version=\"" + build_version() + "\",abi=\"" + std::to_string(CG_ABI_MAJOR) +
                              "." + std::to_string(CG_ABI_MINOR) + "\"",
                          "always 1; the labels say which build runs")) {
     *g = 1;
@@ -146,7 +147,8 @@ std::string AdminApi::status() const {
   size_t running = 0;
   for (const auto &p : plugins_) running += p->health() == CG_STATE_RUNNING ? 1 : 0;
   std::string body =
-      "{\"version\":\"" CHATGATE_VERSION "\",\"abi\":\"" + std::to_string(CG_ABI_MAJOR) + "." +
+      "{\"version\":" + json_quote(build_version()) + ",\"abi\":\"" +
+      std::to_string(CG_ABI_MAJOR) + "." +
       std::to_string(CG_ABI_MINOR) +
       "\",\"pid\":" + std::to_string(uv_os_getpid()) + ",\"uptimeSeconds\":" + std::to_string((loop_.now_ms() - started_ms_) / 1000) +
       ",\"listeners\":[" + listener(config_.api, api_.port());

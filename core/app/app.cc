@@ -14,6 +14,7 @@
 #include "app/inherited_sockets.h"
 #include "app/service_notify.h"
 #include "base/loop.h"
+#include "base/version.h"
 #include "base/metrics.h"
 #include "config/config_schema.h"
 #include "host/cache.h"
@@ -196,7 +197,7 @@ int App::run(Config config) {
     }
     auto scheme = [](const HttpListenerConfig &l) { return l.tls.enabled() ? "https" : "http"; };
     spdlog::info("chatgate {} ready in {:.1f} ms (pid {}): api on {}://{}:{}{} ({} plugin instances)",
-                 CHATGATE_VERSION, static_cast<double>(uv_hrtime() - t0) / 1e6, getpid(),
+                 build_version(), static_cast<double>(uv_hrtime() - t0) / 1e6, getpid(),
                  scheme(config_.api),
                  config_.api.address, api_->port(),
                  admin_ ? fmt::format(", admin on {}://{}:{}", scheme(config_.admin_listener),
@@ -407,7 +408,6 @@ void App::stop_accepting(const std::string &why) {
   api_->stop_accepting();
   if (admin_) admin_->stop_accepting();
   admin_api_->end_streams();  // a live log tail would hold its connection open
-  router_->stop_intake();
   uv_timer_start(
       &drain_timer_, [](uv_timer_t *t) { static_cast<App *>(t->data)->drain_tick(); }, 0,
       kDrainTickMs);
@@ -420,8 +420,15 @@ void App::drain_tick() {
   const bool lingering =
       elapsed < HttpServer::kDrainLingerMs + kDrainTickMs &&
       (api_->connection_count() > 0 || (admin_ && admin_->connection_count() > 0));
+  if (lingering) return;
+  // The router takes no more once no request can come: a client whose
+  // request reached a lingering connection is answered, not refused.
+  if (!intake_stopped_) {
+    intake_stopped_ = true;
+    router_->stop_intake();
+  }
   const bool idle = api_->in_flight() == 0 && router_->in_flight() == 0 &&
-                    (!admin_ || admin_->in_flight() == 0) && !lingering;
+                    (!admin_ || admin_->in_flight() == 0);
   if (!idle && elapsed < config_.shutdown_deadline_ms) return;
   if (!idle && !cancelled_) {
     cancelled_ = true;

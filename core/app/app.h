@@ -142,6 +142,7 @@ class App {
   uint64_t shutdown_started_ms_ = 0;
   bool shutting_down_ = false;
   bool cancelled_ = false;
+  bool intake_stopped_ = false;
   bool reloading_ = false;
   size_t started_plugins_ = 0;
 };

@@ -17,6 +17,7 @@ namespace {
 
 constexpr size_t kMaxOutput = 16 * 1024;  // of the check's stderr, for its error line
 constexpr int kReadyFd = 3;
+constexpr uint64_t kExitGraceMs = 2000;  // after the ready pipe ends, for the exit status
 
 // The environment the new process gets: ours, without the variables that
 // described our own start (the sockets' are written fresh here).
@@ -202,9 +203,13 @@ void Handover::heard(Child &c) {
     c.is_ready = true;
     uv_read_stop(reinterpret_cast<uv_stream_t *>(&c.pipe));
     finish(c.proc.pid, {});
+  } else if (c.eof && c.exited) {
+    exited(c);
   } else if (c.eof) {
-    failed(fmt::format("the new process (pid {}) closed its ready pipe before it was ready",
-                       c.proc.pid));
+    // Most often the process is exiting: its status says more than the
+    // pipe's end, so it gets a moment to come.
+    if (timer_id_ != 0) loop_.timer_stop(timer_id_);
+    loop_.timer_start(kExitGraceMs, 0, &Handover::on_timeout, this, &timer_id_);
   }
 }
 
@@ -258,6 +263,12 @@ void Handover::finish(int pid, std::string error) {
 void Handover::on_timeout(void *arg, uint64_t) {
   auto *self = static_cast<Handover *>(arg);
   self->timer_id_ = 0;
+  if (self->next_ && self->next_->eof) {
+    self->failed(fmt::format("the new process (pid {}) closed its ready pipe before it was ready "
+                             "(sent SIGTERM)",
+                             self->next_->proc.pid));
+    return;
+  }
   self->failed(fmt::format("the new process was not ready within {} ms (sent SIGTERM)",
                            self->ready_timeout_ms_));
 }

@@ -19,6 +19,7 @@
 
 #include "app/app.h"
 #include "base/log.h"
+#include "base/version.h"
 #include "config/config.h"
 #include "config/config_schema.h"
 #include "host/plugin_instance.h"
@@ -55,7 +56,8 @@ int parse_args(int argc, char **argv, Options *o) {
       return 0;
     }
     if (a == "--version") {
-      std::printf("chatgate %s (plugin ABI %d.%d)\n", CHATGATE_VERSION, CG_ABI_MAJOR, CG_ABI_MINOR);
+      std::printf("chatgate %s (plugin ABI %d.%d)\n", cg::build_version().c_str(), CG_ABI_MAJOR,
+                  CG_ABI_MINOR);
       return 0;
     }
     if (a == "--config" || a == "-c") {
@@ -113,6 +115,9 @@ int list_plugins(std::string dir) {
 }  // namespace
 
 int main(int argc, char **argv) {
+#ifdef CG_BUILD_TAG
+  cg::build_version_tag(CG_BUILD_TAG);  // a test build: tests/integration/CMakeLists.txt
+#endif
   // A peer closing mid-write must give EPIPE, not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
   Options opts;

@@ -14,6 +14,7 @@ import time
 import unittest
 
 BIN = os.environ.get("CHATGATE_BIN", "../../build/chatgate")
+NEXT_BIN = os.environ.get("CHATGATE_NEXT_BIN", "../../build/chatgate-next")
 PLUGIN_DIR = os.environ.get("CHATGATE_TEST_PLUGIN_DIR", "../../build/plugins")
 FIXTURE_DIR = os.environ.get("CHATGATE_TEST_FIXTURE_DIR", "../../build/tests/fixtures")
 SOURCE_DIR = os.environ.get("CHATGATE_SOURCE_DIR", "../..")
@@ -201,7 +202,8 @@ class Chatgate:
     (0 unless the test says otherwise; None when the test checks it itself)
     and without a sanitizer report, or the test fails."""
 
-    def __init__(self, config_text=None, args=None, env=None, expect_exit=0):
+    def __init__(self, config_text=None, args=None, env=None, expect_exit=0, binary=None):
+        self.binary = binary or BIN
         self.port = None
         self.admin_port = None
         self.expect_exit = expect_exit
@@ -223,7 +225,8 @@ class Chatgate:
         self._log_offset = 0  # where this start's output begins in the log
 
     def start(self, wait_ready=True, timeout=DEADLINE):
-        cmd = [BIN] + (["--config", self.config_path] if self.config_path else []) + (self.args or [])
+        cmd = [self.binary] + (["--config", self.config_path] if self.config_path else []) + \
+            (self.args or [])
         if self.log_file:
             self.log_file.close()
         self._log_offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
