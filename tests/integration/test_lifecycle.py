@@ -1,4 +1,5 @@
 """Start-up failures and graceful shutdown of the real binary."""
+import json
 import re
 import signal
 import socket
@@ -56,6 +57,28 @@ class ShutdownTest(unittest.TestCase):
         self.assertIn("SIGTERM: shutting down", log)
         self.assertIn("chatgate stopped", log)
         self.assertLess(log.index("SIGTERM: shutting down"), log.index("chatgate stopped"))
+
+    def test_readyz_says_503_at_once_and_listeners_stay_for_delay_ms(self):
+        # shutdown.delayMs: a load balancer polling /readyz sees 503 and
+        # takes the instance out while its listeners still accept.
+        config = make_config(shutdown_ms=5000).replace(
+            "shutdown:\n", "shutdown:\n  delayMs: 1500\n")
+        cg = Chatgate(config).start()
+        self.addCleanup(cg.__exit__, None, None, None)
+        self.assertEqual(get(cg.admin_port, "/readyz")[0], 200)
+        cg.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        wait_for(lambda: get(cg.admin_port, "/readyz")[0] == 503, "/readyz to say 503")
+        status, body = get(cg.admin_port, "/readyz")[:2]
+        self.assertTrue(json.loads(body)["shuttingDown"], body)
+        # Still served meanwhile, on the API listener too.
+        self.assertEqual(chat(cg.port, "u", "during the delay")[0], 200)
+        self.assertEqual(get(cg.port, "/readyz")[0], 503)
+        self.assertLess(time.monotonic() - signalled, 1.5)
+        wait_for(lambda: refused(cg.port), "the API listener to close after the delay")
+        self.assertGreaterEqual(time.monotonic() - signalled, 1.4)
+        self.assertEqual(cg.wait_exit(), 0)
+        self.assertIn("SIGTERM: /readyz answers 503; the listeners close in 1500 ms", cg.log())
 
     def test_deadline_cancels_stuck_requests(self):
         cg = Chatgate(make_config(echo_config="        delayMs: 60000", shutdown_ms=300)).start()
