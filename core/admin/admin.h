@@ -87,6 +87,18 @@ class AdminApi {
   // After a reload applied: a changed admin.token ends every session.
   void on_reload(bool token_changed);
 
+  // The admin page's sessions (and the CSRF token of a tokenless admin
+  // API), as text for the process a handover starts, so that the page
+  // stays logged in across it. The text holds the admin token, which the
+  // new process compares with its own: sessions carry over only when the
+  // token did not change. OWNERSHIP: the caller keeps it out of logs and
+  // files (handover.cc passes it through a pipe).
+  std::string export_state() const;
+  // Takes the sessions export_state wrote in the process before; returns
+  // how many were taken (0 when the token changed or the text is not
+  // export_state's).
+  size_t import_state(std::string_view text);
+
  private:
   void readyz(HttpServer &server, HttpExchange *ex);
   void metrics(HttpServer &server, HttpExchange *ex);

@@ -3,6 +3,7 @@
 #include <simdjson.h>
 #include <spdlog/spdlog.h>
 
+#include <charconv>
 #include <string>
 
 #include "admin/admin.h"
@@ -209,6 +210,90 @@ void AdminApi::on_reload(bool token_changed) {
   sessions_.clear();
   failures_.clear();
   spdlog::info("listener 'admin': admin.token changed; every admin session ended");
+}
+
+namespace {
+
+constexpr std::string_view kStateHeader = "chatgate-admin-state 1\n";
+
+std::string to_hex(std::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (const char c : bytes) {
+    out += kDigits[static_cast<unsigned char>(c) >> 4];
+    out += kDigits[static_cast<unsigned char>(c) & 0xf];
+  }
+  return out;
+}
+
+bool from_hex(std::string_view hex, std::string *out) {
+  if (hex.size() % 2 != 0) return false;
+  auto value = [](char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+  };
+  out->clear();
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    const int hi = value(hex[i]), lo = value(hex[i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out->push_back(static_cast<char>(hi * 16 + lo));
+  }
+  return true;
+}
+
+// Splits off the text up to the next `sep` (or all of it).
+std::string_view next_field(std::string_view *text, char sep) {
+  const size_t at = text->find(sep);
+  const std::string_view field = text->substr(0, at);
+  *text = at == std::string_view::npos ? std::string_view() : text->substr(at + 1);
+  return field;
+}
+
+}  // namespace
+
+std::string AdminApi::export_state() const {
+  const uint64_t now = loop_.now_ms();
+  std::string out(kStateHeader);
+  out += "token " + to_hex(config_.admin.token) + "\n";
+  out += "open-csrf " + open_csrf_ + "\n";
+  for (const auto &[id, s] : sessions_) {
+    if (s.expires_ms <= now) continue;
+    out += "session " + id + " " + s.csrf + " " + std::to_string(s.expires_ms - now) + "\n";
+  }
+  return out;
+}
+
+size_t AdminApi::import_state(std::string_view text) {
+  if (!text.starts_with(kStateHeader)) return 0;
+  text.remove_prefix(kStateHeader.size());
+  const uint64_t now = loop_.now_ms();
+  size_t taken = 0;
+  bool token_ok = false;
+  while (!text.empty()) {
+    std::string_view line = next_field(&text, '\n');
+    const std::string_view kind = next_field(&line, ' ');
+    if (kind == "token") {
+      std::string token;
+      token_ok = from_hex(line, &token) &&
+                 (secret_equal(token, config_.admin.token) ||
+                  (token.empty() && config_.admin.token.empty()));
+      if (!token_ok) return 0;  // another token: the sessions end, as at a reload
+    } else if (kind == "open-csrf" && token_ok) {
+      if (!line.empty()) open_csrf_ = std::string(line);
+    } else if (kind == "session" && token_ok && sessions_.size() < kMaxSessions) {
+      const std::string_view id = next_field(&line, ' ');
+      const std::string_view csrf = next_field(&line, ' ');
+      uint64_t left = 0;
+      if (id.empty() || csrf.empty() ||
+          std::from_chars(line.data(), line.data() + line.size(), left).ec != std::errc() ||
+          left > kSessionTtlMs) {
+        continue;
+      }
+      sessions_[std::string(id)] = Session{std::string(csrf), now + left};
+      taken++;
+    }
+  }
+  return taken;
 }
 
 }  // namespace cg

@@ -263,6 +263,10 @@ int App::start() {
   admin_api_ =
       std::make_unique<AdminApi>(config_, *loop_, *metrics_, plugins_, *api_, *router_, *router_);
   admin_api_->set_reload([this](AdminApi::ReloadDone done) { reload(std::move(done)); });
+  if (const std::string state = app_take_handover_state(); !state.empty()) {
+    const size_t sessions = admin_api_->import_state(state);
+    spdlog::info("admin page: {} session(s) carried over from the process before", sessions);
+  }
   if (admin_api_->install_probes(*api_, true) != 0 ||
       (admin_ && admin_api_->install(*admin_) != 0)) {
     spdlog::error("cannot register the probe and admin routes");

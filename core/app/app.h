@@ -48,6 +48,10 @@ std::string app_check_router(const Config &config,
 // Returns "" or the first error line; *instances gets the instance count.
 std::string app_check_config(const Config &config, size_t *instances);
 
+// What the process before this one passed on in a handover (handover.h,
+// CHATGATE_STATE_FD), read once and the variable unset; "" when none.
+std::string app_take_handover_state();
+
 class App {
  public:
   App();

@@ -3,11 +3,16 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include <cerrno>
+#include <charconv>
+#include <cstdlib>
 #include <cstring>
 
 #include "app/app.h"
 #include "app/handover.h"
+#include "admin/admin.h"
 #include "app/service_notify.h"
 #include "base/loop.h"
 #include "host/plugin_instance.h"
@@ -59,8 +64,10 @@ void App::hand_over(std::string why, HandoverDone done) {
   notify_->reloading();
   spdlog::info("{}: starting {} to take over; this process (pid {}) serves until it is ready",
                why, exe_, getpid());
+  // The admin page's sessions go along, so that the page stays logged in.
+  auto state = [this] { return admin_api_ ? admin_api_->export_state() : std::string(); };
   const int rc = handover_->start(
-      exe_, args_, sockets, [this, why, done = std::move(done)](int pid, std::string error) {
+      exe_, args_, sockets, state, [this, why, done = std::move(done)](int pid, std::string error) {
         if (pid == 0) {
           spdlog::error("{}: handover failed: {}; this process (pid {}) goes on serving", why,
                         error, getpid());
@@ -80,6 +87,25 @@ void App::hand_over(std::string why, HandoverDone done) {
     notify_->reloaded();
     refuse(std::move(done), error);
   }
+}
+
+std::string app_take_handover_state() {
+  const char *v = std::getenv("CHATGATE_STATE_FD");
+  if (v == nullptr) return {};
+  const std::string_view text = v;
+  int fd = -1;
+  std::from_chars(text.data(), text.data() + text.size(), fd);
+  unsetenv("CHATGATE_STATE_FD");
+  if (fd < 3) return {};
+  // All of it was written, and the writer closed, before this process
+  // started: reading to the end cannot wait. Non-blocking all the same.
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  std::string out;
+  char buf[4096];
+  ssize_t n = 0;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return out;
 }
 
 void App::announce_ready() {

@@ -3,6 +3,10 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <string_view>
@@ -18,18 +22,20 @@ namespace {
 constexpr size_t kMaxOutput = 16 * 1024;  // of the check's stderr, for its error line
 constexpr int kReadyFd = 3;
 constexpr uint64_t kExitGraceMs = 2000;  // after the ready pipe ends, for the exit status
+constexpr size_t kMaxState = 60 * 1024;   // below a pipe's 64 KiB: written without waiting
 
 // The environment the new process gets: ours, without the variables that
 // described our own start (the sockets' are written fresh here).
 std::vector<std::string> child_environment(const std::vector<Handover::Socket> &sockets,
-                                           bool with_sockets) {
+                                           bool with_sockets, int state_fd) {
   std::vector<std::string> env;
   for (char **e = environ; e != nullptr && *e != nullptr; ++e) {
     const std::string_view v = *e;
     // WATCHDOG_PID names this process: left, it would turn the new one's
     // watchdog pings off (sd_watchdog_enabled(3)).
     if (v.starts_with("LISTEN_") || v.starts_with("CHATGATE_LISTEN_FDS=") ||
-        v.starts_with("CHATGATE_READY_FD=") || v.starts_with("WATCHDOG_PID=")) {
+        v.starts_with("CHATGATE_READY_FD=") || v.starts_with("CHATGATE_STATE_FD=") ||
+        v.starts_with("WATCHDOG_PID=")) {
       continue;
     }
     env.emplace_back(v);
@@ -41,6 +47,7 @@ std::vector<std::string> child_environment(const std::vector<Handover::Socket> &
     }
     env.push_back("CHATGATE_LISTEN_FDS=" + fds);
     env.push_back(fmt::format("CHATGATE_READY_FD={}", kReadyFd));
+    if (state_fd >= 0) env.push_back(fmt::format("CHATGATE_STATE_FD={}", state_fd));
   }
   return env;
 }
@@ -109,12 +116,14 @@ Handover::Handover(Loop &loop, uint64_t ready_timeout_ms)
 Handover::~Handover() { close(); }
 
 int Handover::start(const std::string &exe, const std::vector<std::string> &args,
-                    const std::vector<Socket> &sockets, Done done) {
+                    const std::vector<Socket> &sockets, std::function<std::string()> state,
+                    Done done) {
   if (busy()) return UV_EBUSY;
   check_failed_ = false;
   exe_ = exe;
   args_ = args;
   sockets_ = sockets;
+  state_ = std::move(state);
   std::unique_ptr<Child> check;
   if (const int rc = spawn(true, &check); rc != 0) return rc;
   check_ = std::move(check);
@@ -136,7 +145,25 @@ int Handover::spawn(bool check, std::unique_ptr<Child> *out) {
   std::vector<char *> argv;
   for (std::string &a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);
-  std::vector<std::string> env_s = child_environment(sockets_, !check);
+  // The state pipe: written whole and its write end closed before the
+  // process starts, so its reader finds the text and the end at once.
+  int state_pipe[2] = {-1, -1};
+  if (!check && state_) {
+    const std::string text = state_();
+    if (!text.empty() && text.size() <= kMaxState && pipe2(state_pipe, O_CLOEXEC) == 0) {
+      const ssize_t n = ::write(state_pipe[1], text.data(), text.size());
+      ::close(state_pipe[1]);
+      if (n != static_cast<ssize_t>(text.size())) {
+        spdlog::warn("handover: cannot pass the admin state on ({}); the new process starts "
+                     "without it",
+                     n < 0 ? std::strerror(errno) : "short write");
+        ::close(state_pipe[0]);
+        state_pipe[0] = -1;
+      }
+    }
+  }
+  const int state_at = state_pipe[0] < 0 ? -1 : kReadyFd + 1 + static_cast<int>(sockets_.size());
+  std::vector<std::string> env_s = child_environment(sockets_, !check, state_at);
   std::vector<char *> env;
   for (std::string &e : env_s) env.push_back(e.data());
   env.push_back(nullptr);
@@ -145,7 +172,9 @@ int Handover::spawn(bool check, std::unique_ptr<Child> *out) {
   child->pipe.data = child.get();
   child->open_handles++;
   const auto piped = static_cast<uv_stdio_flags>(UV_CREATE_PIPE | UV_WRITABLE_PIPE);
-  std::vector<uv_stdio_container_t> stdio(check ? 3 : kReadyFd + 1 + sockets_.size());
+  std::vector<uv_stdio_container_t> stdio(check ? 3
+                                                : kReadyFd + 1 + sockets_.size() +
+                                                      (state_at >= 0 ? 1 : 0));
   for (size_t i = 0; i < 3; i++) {
     stdio[i].flags = check ? UV_IGNORE : UV_INHERIT_FD;
     stdio[i].data.fd = static_cast<int>(i);
@@ -156,6 +185,10 @@ int Handover::spawn(bool check, std::unique_ptr<Child> *out) {
   for (size_t i = 0; !check && i < sockets_.size(); i++) {
     stdio[kReadyFd + 1 + i].flags = UV_INHERIT_FD;
     stdio[kReadyFd + 1 + i].data.fd = sockets_[i].fd;
+  }
+  if (state_at >= 0) {
+    stdio[static_cast<size_t>(state_at)].flags = UV_INHERIT_FD;
+    stdio[static_cast<size_t>(state_at)].data.fd = state_pipe[0];
   }
   uv_process_options_t opts{};
   opts.file = exe_.c_str();
@@ -171,7 +204,9 @@ int Handover::spawn(bool check, std::unique_ptr<Child> *out) {
     if (c->owner != nullptr) c->owner->exited(*c);
   };
   child->proc.data = child.get();
-  if (const int rc = uv_spawn(loop_.uv(), &child->proc, &opts); rc != 0) {
+  const int spawned = uv_spawn(loop_.uv(), &child->proc, &opts);
+  if (state_pipe[0] >= 0) ::close(state_pipe[0]);  // the new process has its own copy
+  if (const int rc = spawned; rc != 0) {
     // Never started, yet libuv wants the handle closed all the same.
     child->open_handles++;
     close_child(std::move(child));

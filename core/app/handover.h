@@ -10,9 +10,10 @@
 //      in full (plugins loaded, their init run; no port opened). A failure
 //      ends here with its own error line, and nothing was started.
 //   2. `EXE ARGS...` with the sockets as descriptors 4.. (named in
-//      CHATGATE_LISTEN_FDS, read by inherited_sockets.cc) and the write end
+//      CHATGATE_LISTEN_FDS, read by inherited_sockets.cc), the write end
 //      of a pipe as descriptor 3 (CHATGATE_READY_FD), on which it writes
-//      "READY\n" once it serves (app.cc).
+//      "READY\n" once it serves (app.cc), and the read end of another, which
+//      holds the state this process passes on (CHATGATE_STATE_FD).
 //   3. done(pid, "") when that line came; done(0, why) if the process
 //      exited first, closed the pipe, or was not ready within the timeout
 //      (it is then sent SIGTERM).
@@ -51,8 +52,12 @@ class Handover {
   // Starts the steps above. Returns 0, then done fires exactly once on a
   // later loop turn, or a negative libuv error (UV_EBUSY while a handover
   // runs) and done never fires. The descriptors must stay open until done.
+  // `state()` is asked for just before step 2 starts the new process: text
+  // it reads once from a pipe (CHATGATE_STATE_FD) at start, such as the
+  // admin page's sessions. Up to 60 KiB (a pipe's buffer: written whole
+  // before the process starts, so nobody waits); more is not passed.
   int start(const std::string &exe, const std::vector<std::string> &args,
-            const std::vector<Socket> &sockets, Done done);
+            const std::vector<Socket> &sockets, std::function<std::string()> state, Done done);
   bool busy() const { return static_cast<bool>(done_); }
   // Whether the last failure was step 1's: the new binary refused the
   // config (a config error, not a failed start).
@@ -80,6 +85,7 @@ class Handover {
   std::string exe_;
   std::vector<std::string> args_;
   std::vector<Socket> sockets_;
+  std::function<std::string()> state_;
   Done done_;
   std::unique_ptr<Child> check_;
   std::unique_ptr<Child> next_;

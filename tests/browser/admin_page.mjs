@@ -57,6 +57,7 @@ router: {model: echo, cache: memory${router}}
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'chatgate-browser-'));
+let successor = 0;  // the pid a handover started, which this test then stops
 const gw = await startGateway(dir);
 const browser = await chromium.launch({ executablePath: BROWSER, args: ['--no-sandbox'] });
 let failed = false;
@@ -121,12 +122,12 @@ try {
     .some((li) => li.textContent.includes(' ready in ')));
   check(true, 'the log page shows the last lines');
   await page.selectOption('#logs-level', 'warn');
-  // A SIGHUP reload of a change that needs a restart logs a warning: it
-  // must arrive live.
-  gw.write({ chart: 2 });
+  // A SIGHUP reload of a file with an error logs one: it must arrive live.
+  gw.write({ router: ', colour: blue' });
   gw.proc.kill('SIGHUP');
   await page.waitForFunction(() => [...document.querySelectorAll('#logs-list li')]
-    .some((li) => li.textContent.includes('needs a restart to take effect: admin.chartIntervalSeconds')));
+    .some((li) => li.textContent.includes('refused, nothing changed') &&
+                  li.textContent.includes('router.colour')));
   check(!(await page.textContent('#logs-list')).includes(' ready in '),
         'the live tail follows new warnings and filters out info lines');
   await page.click('#nav-overview');
@@ -147,13 +148,27 @@ try {
   const configText = await page.textContent('#config-text');
   check(configText.includes('"token": "********"') && !configText.includes(TOKEN) &&
         !(await page.content()).includes(TOKEN), 'the config page masks the admin token');
-  gw.write({ chart: 2, router: ', contextTurns: 4' });
+  gw.write({ router: ', contextTurns: 4' });
   await page.click('#config-reload');
   await page.waitForFunction(() => document.getElementById('config-reload-result').textContent
-    .startsWith('applied router.contextTurns'));
+    === 'applied live: router.contextTurns');
   await page.waitForFunction(() => document.getElementById('config-text').textContent
     .includes('"contextTurns": 4'));
-  check(true, 'the config page reloads the file and shows what took effect');
+  check(true, 'the config page reloads the file and shows what took effect live');
+  // A change only a new process can apply: the page says so, names the
+  // process that took over, and stays logged in with it.
+  gw.write({ chart: 2, router: ', contextTurns: 5' });
+  await page.click('#config-reload');
+  await page.waitForFunction(() => document.getElementById('config-reload-result').textContent
+    .startsWith('handed over to a new process (pid '));
+  const handed = await page.textContent('#config-reload-result');
+  successor = Number(/pid (\d+)/.exec(handed)[1]);
+  check(handed.endsWith('for admin.chartIntervalSeconds; it also applied router.contextTurns'),
+        'a reload that needs a new process says which keys took the handover: ' + handed);
+  await page.waitForFunction(() => document.getElementById('config-text').textContent
+    .includes('"contextTurns": 5'));
+  const status = await page.evaluate(async () => (await fetch('/admin/api/status')).json());
+  check(status.pid === successor, 'the page, still logged in, talks to the new process');
   await page.click('#nav-overview');
   check(errors.length === 0, 'no script errors (CSP included): ' + errors.join('; '));
   await page.screenshot({ path: join(SHOTS, 'admin-overview.png'), fullPage: true });
@@ -169,6 +184,15 @@ try {
 } finally {
   await browser.close();
   gw.proc.kill('SIGTERM');
+  if (successor) {
+    // Not this script's child: stopped by pid. It writes to the same pipes
+    // as the first process, so their end says both have exited.
+    try { process.kill(successor, 'SIGTERM'); } catch (e) { failed = true; console.error(e); }
+    if (!gw.proc.stdout.closed) await Promise.race([new Promise((r) => gw.proc.stdout.on('close', r)),
+                        new Promise((r) => setTimeout(r, 30000))]);
+    check(gw.log().includes('chatgate stopped') &&
+          gw.log().split('chatgate stopped').length === 3, 'both processes stopped cleanly');
+  }
   // The harness's rule: chatgate ends with status 0, no sanitizer report.
   const { code, signal } = await Promise.race([
     gw.exited, new Promise((r) => setTimeout(() => r({ code: null, signal: 'timeout' }), 30000))]);

@@ -80,6 +80,41 @@ class ReloadTest(unittest.TestCase):
             with self.assertRaises(OSError):
                 chat(old_port, "ann", "old port")
 
+    def login(self, gw):
+        status, body, headers = request(gw.admin_port, "/admin/api/login",
+                                        {"Content-Type": "application/json"}, method="POST",
+                                        body=json.dumps({"token": TOKEN}))
+        self.assertEqual(status, 200, body)
+        return headers["Set-Cookie"].split(";")[0], json.loads(body)["csrf"]
+
+    def test_the_admin_page_stays_logged_in_across_a_handover(self):
+        with self.gateway() as gw:
+            cookie, csrf = self.login(gw)
+            page = {"Cookie": cookie, "X-CSRF-Token": csrf}
+            self.rewrite(gw, "    - name: memory\n      plugin: memory.so\n",
+                         "    - name: memory\n      plugin: memory.so\n"
+                         "    - name: echo2\n      plugin: echo.so\n")
+            status, body, _ = request(gw.admin_port, "/admin/api/reload", page, method="POST",
+                                      body="{}")
+            self.assertEqual(status, 200, body)
+            gw.follow_handover()
+            gw.wait_log("admin page: 1 session(s) carried over from the process before")
+            # The same cookie and CSRF token work with the new process.
+            self.assertEqual(request(gw.admin_port, "/admin/api/status", page)[0], 200)
+            status, body, _ = request(gw.admin_port, "/admin/api/reload", page, method="POST",
+                                      body="{}")
+            self.assertEqual(status, 200, body)
+            # A new token in the next handover ends the sessions, as a
+            # reload that changes it does.
+            self.rewrite(gw, "token: ${ADMIN_T}", "token: ${ADMIN_T2}")
+            self.rewrite(gw, "    - name: echo2\n      plugin: echo.so\n", "")
+            status, body, _ = request(gw.admin_port, "/admin/api/reload", page, method="POST",
+                                      body="{}")
+            self.assertEqual(status, 200, body)
+            gw.follow_handover(count=2)
+            gw.wait_log("admin page: 0 session(s) carried over from the process before")
+            self.assertEqual(request(gw.admin_port, "/admin/api/status", page)[0], 401)
+
     def test_a_handover_that_fails_changes_nothing(self):
         with self.gateway() as gw:
             pid = self.status(gw)["pid"]

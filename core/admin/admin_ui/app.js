@@ -60,7 +60,9 @@ function loadConfig() {
     .catch(() => {});
 }
 
-// Re-reads the config file; says what took effect and what waits for a restart.
+// Re-reads the config file; says what took effect live and what a new
+// process took over with (a handover: the page's session ends with the old
+// process, so the login comes back).
 async function reloadConfig() {
   $('config-reload-result').textContent = 'reloading...';
   const resp = await api('/admin/api/reload', { method: 'POST', body: '{}' });
@@ -69,11 +71,21 @@ async function reloadConfig() {
     $('config-reload-result').textContent = 'not reloaded: ' + (doc.error || resp.status);
     return;
   }
-  const parts = [doc.applied.length ? 'applied ' + doc.applied.join(', ') : 'nothing to apply'];
-  if (doc.restartRequired.length) {
-    parts.push('needs a restart: ' + doc.restartRequired.join(', '));
+  const parts = [];
+  if (doc.handover.length) {
+    parts.push('handed over to a new process (pid ' + doc.pid + ') for ' + doc.handover.join(', ') +
+               (doc.applied.length ? '; it also applied ' + doc.applied.join(', ') : ''));
+  } else {
+    parts.push(doc.applied.length ? 'applied live: ' + doc.applied.join(', ') : 'nothing to apply');
   }
   $('config-reload-result').textContent = parts.join('; ');
+  // The old process still answers for a moment (requests already on their
+  // way): the config shown is the new process's once it answers.
+  for (let i = 0; doc.handover.length && i < 50; i++) {
+    const st = await api('/admin/api/status').then((r) => r.json()).catch(() => ({}));
+    if (st.pid === doc.pid) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
   loadConfig();
 }
 
