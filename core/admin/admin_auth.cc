@@ -274,9 +274,8 @@ size_t AdminApi::import_state(std::string_view text) {
     const std::string_view kind = next_field(&line, ' ');
     if (kind == "token") {
       std::string token;
-      token_ok = from_hex(line, &token) &&
-                 (secret_equal(token, config_.admin.token) ||
-                  (token.empty() && config_.admin.token.empty()));
+      token_ok = from_hex(line, &token) && (secret_equal(token, config_.admin.token) ||
+                                            (token.empty() && config_.admin.token.empty()));
       if (!token_ok) return 0;  // another token: the sessions end, as at a reload
     } else if (kind == "open-csrf" && token_ok) {
       if (!line.empty()) open_csrf_ = std::string(line);

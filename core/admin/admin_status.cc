@@ -10,12 +10,12 @@
 #include <string>
 
 #include "admin/admin.h"
-#include "base/version.h"
 #include "admin/admin_internal.h"
 #include "base/json.h"
 #include "base/log.h"
 #include "base/loop.h"
 #include "base/metrics.h"
+#include "base/version.h"
 #include "host/plugin_instance.h"
 #include "host/plugin_loader.h"
 
@@ -96,11 +96,11 @@ void AdminApi::update_process_metrics() {
   if (double *g = metrics_.gauge("chatgate_uptime_seconds", "", "seconds since start")) {
     *g = static_cast<double>(loop_.now_ms() - started_ms_) / 1000.0;
   }
-  if (double *g =
-          metrics_.gauge("chatgate_build_info",
-                         "version=\"" + build_version() + "\",abi=\"" + std::to_string(CG_ABI_MAJOR) +
-                             "." + std::to_string(CG_ABI_MINOR) + "\"",
-                         "always 1; the labels say which build runs")) {
+  if (double *g = metrics_.gauge("chatgate_build_info",
+                                 "version=\"" + build_version() + "\",abi=\"" +
+                                     std::to_string(CG_ABI_MAJOR) + "." +
+                                     std::to_string(CG_ABI_MINOR) + "\"",
+                                 "always 1; the labels say which build runs")) {
     *g = 1;
   }
   for (const auto &p : plugins_) {
@@ -146,12 +146,11 @@ std::string AdminApi::status() const {
   };
   size_t running = 0;
   for (const auto &p : plugins_) running += p->health() == CG_STATE_RUNNING ? 1 : 0;
-  std::string body =
-      "{\"version\":" + json_quote(build_version()) + ",\"abi\":\"" +
-      std::to_string(CG_ABI_MAJOR) + "." +
-      std::to_string(CG_ABI_MINOR) +
-      "\",\"pid\":" + std::to_string(uv_os_getpid()) + ",\"uptimeSeconds\":" + std::to_string((loop_.now_ms() - started_ms_) / 1000) +
-      ",\"listeners\":[" + listener(config_.api, api_.port());
+  std::string body = "{\"version\":" + json_quote(build_version()) + ",\"abi\":\"" +
+                     std::to_string(CG_ABI_MAJOR) + "." + std::to_string(CG_ABI_MINOR) +
+                     "\",\"pid\":" + std::to_string(uv_os_getpid()) +
+                     ",\"uptimeSeconds\":" + std::to_string((loop_.now_ms() - started_ms_) / 1000) +
+                     ",\"listeners\":[" + listener(config_.api, api_.port());
   if (admin_server_ != nullptr)
     body += "," + listener(config_.admin_listener, admin_server_->port());
   body += "],\"instances\":" + std::to_string(plugins_.size()) +

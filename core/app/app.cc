@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,8 +13,8 @@
 #include "app/inherited_sockets.h"
 #include "app/service_notify.h"
 #include "base/loop.h"
-#include "base/version.h"
 #include "base/metrics.h"
+#include "base/version.h"
 #include "config/config_schema.h"
 #include "host/cache.h"
 #include "host/channel_port.h"
@@ -196,14 +195,14 @@ int App::run(Config config) {
       notify_->ready(fmt::format("api on {}:{}", config_.api.address, api_->port()));
     }
     auto scheme = [](const HttpListenerConfig &l) { return l.tls.enabled() ? "https" : "http"; };
-    spdlog::info("chatgate {} ready in {:.1f} ms (pid {}): api on {}://{}:{}{} ({} plugin instances)",
-                 build_version(), static_cast<double>(uv_hrtime() - t0) / 1e6, getpid(),
-                 scheme(config_.api),
-                 config_.api.address, api_->port(),
-                 admin_ ? fmt::format(", admin on {}://{}:{}", scheme(config_.admin_listener),
-                                      config_.admin_listener.address, admin_->port())
-                        : std::string(),
-                 plugins_.size());
+    spdlog::info(
+        "chatgate {} ready in {:.1f} ms (pid {}): api on {}://{}:{}{} ({} plugin instances)",
+        build_version(), static_cast<double>(uv_hrtime() - t0) / 1e6, getpid(), scheme(config_.api),
+        config_.api.address, api_->port(),
+        admin_ ? fmt::format(", admin on {}://{}:{}", scheme(config_.admin_listener),
+                             config_.admin_listener.address, admin_->port())
+               : std::string(),
+        plugins_.size());
   } else {
     // Stop what did start, then leave with the error.
     shutting_down_ = true;
@@ -352,7 +351,8 @@ int App::start() {
       &sigusr2_,
       [](uv_signal_t *h, int) {
         // hand_over logs its own outcome; nobody waits for an answer.
-        static_cast<App *>(h->data)->hand_over("upgrade (SIGUSR2)", [](int, const std::string &) {});
+        static_cast<App *>(h->data)->hand_over("upgrade (SIGUSR2)",
+                                               [](int, const std::string &) {});
       },
       SIGUSR2);
   uv_signal_init(&uv_loop_, &sighup_);
@@ -431,8 +431,8 @@ void App::drain_tick() {
     intake_stopped_ = true;
     router_->stop_intake();
   }
-  const bool idle = api_->in_flight() == 0 && router_->in_flight() == 0 &&
-                    (!admin_ || admin_->in_flight() == 0);
+  const bool idle =
+      api_->in_flight() == 0 && router_->in_flight() == 0 && (!admin_ || admin_->in_flight() == 0);
   if (!idle && elapsed < config_.shutdown_deadline_ms) return;
   if (!idle && !cancelled_) {
     cancelled_ = true;

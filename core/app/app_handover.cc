@@ -1,18 +1,17 @@
 // App::hand_over (SIGUSR2, and reloads that need a new process) and the new
 // process's side of it, App::announce_ready. The mechanism is handover.h.
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
-
-#include <fcntl.h>
 
 #include <cerrno>
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
 
+#include "admin/admin.h"
 #include "app/app.h"
 #include "app/handover.h"
-#include "admin/admin.h"
 #include "app/service_notify.h"
 #include "base/loop.h"
 #include "host/plugin_instance.h"
@@ -62,12 +61,17 @@ void App::hand_over(std::string why, HandoverDone done) {
     }
   }
   notify_->reloading();
-  spdlog::info("{}: starting {} to take over; this process (pid {}) serves until it is ready",
-               why, exe_, getpid());
+  spdlog::info("{}: starting {} to take over; this process (pid {}) serves until it is ready", why,
+               exe_, getpid());
   // The admin page's sessions go along, so that the page stays logged in.
   auto state = [this] { return admin_api_ ? admin_api_->export_state() : std::string(); };
   const int rc = handover_->start(
       exe_, args_, sockets, state, [this, why, done = std::move(done)](int pid, std::string error) {
+        if (pid == 0 && shutting_down_) {
+          spdlog::info("{}: handover cancelled: {}", why, error);
+          done(0, std::move(error));
+          return;
+        }
         if (pid == 0) {
           spdlog::error("{}: handover failed: {}; this process (pid {}) goes on serving", why,
                         error, getpid());
@@ -75,8 +79,8 @@ void App::hand_over(std::string why, HandoverDone done) {
           done(0, std::move(error));
           return;
         }
-        spdlog::info("{}: pid {} took over; this process (pid {}) stops accepting and drains",
-                     why, pid, getpid());
+        spdlog::info("{}: pid {} took over; this process (pid {}) stops accepting and drains", why,
+                     pid, getpid());
         notify_->successor_ready(pid);
         done(pid, {});
         begin_shutdown(why, true);
@@ -116,7 +120,16 @@ void App::announce_ready() {
     starting += (starting.empty() ? "" : ", ") + p->name();
   }
   const uint64_t waited = loop_->now_ms() - ready_wait_started_ms_;
-  if (!starting.empty() && waited < kSuccessorWaitMs && !shutting_down_) {
+  if (shutting_down_) {
+    // Stopped before it was ready (the old process gave up on it): it
+    // says nothing, and the old process goes on.
+    if (ready_timer_id_ != 0) loop_->timer_stop(ready_timer_id_);
+    ready_timer_id_ = 0;
+    ::close(ready_fd_);
+    ready_fd_ = -1;
+    return;
+  }
+  if (!starting.empty() && waited < kSuccessorWaitMs) {
     if (ready_timer_id_ == 0) {
       loop_->timer_start(
           kSuccessorPollMs, kSuccessorPollMs,
@@ -134,9 +147,10 @@ void App::announce_ready() {
   // Six bytes into a pipe nobody else writes: cannot block.
   static constexpr char kReady[] = "READY\n";
   if (::write(ready_fd_, kReady, sizeof kReady - 1) != static_cast<ssize_t>(sizeof kReady - 1)) {
-    spdlog::error("handover: cannot tell the old process we are ready: {}; it goes on serving "
-                  "and stops this one",
-                  std::strerror(errno));
+    spdlog::error(
+        "handover: cannot tell the process before this one that we are ready: {}; if it "
+        "still runs it goes on serving and stops this one",
+        std::strerror(errno));
   }
   ::close(ready_fd_);
   ready_fd_ = -1;

@@ -1,7 +1,6 @@
 // App::reload: SIGHUP and POST /admin/api/reload.
 #include <chatgate/common.h>
 #include <spdlog/spdlog.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -155,21 +154,18 @@ void App::reload_finish(ReloadWork &work) {
     // All or nothing: the new process applies every change, this one none.
     spdlog::info("config reload from {}: {} need a new process; handing over", work.path,
                  joined(plan.handover));
-    hand_over("config reload",
-              [this, path = work.path, plan, done = std::move(work.done)](int pid,
-                                                                          std::string error) {
-                if (pid == 0) {
-                  const bool refused = handover_->check_failed();
-                  done(refused ? 400 : 500,
-                       error_json((refused ? "" : "handover failed: ") + error +
-                                  "; nothing changed"));
-                  return;
-                }
-                done(200, "{\"reloaded\":true,\"file\":" + json_quote(path) +
-                              ",\"applied\":" + json_list(plan.applied) +
-                              ",\"handover\":" + json_list(plan.handover) +
-                              ",\"pid\":" + std::to_string(pid) + "}");
-              });
+    hand_over("config reload", [this, path = work.path, plan, done = std::move(work.done)](
+                                   int pid, std::string error) {
+      if (pid == 0) {
+        const bool refused = handover_->check_failed();
+        done(refused ? 400 : 500,
+             error_json((refused ? "" : "handover failed: ") + error + "; nothing changed"));
+        return;
+      }
+      done(200, "{\"reloaded\":true,\"file\":" + json_quote(path) + ",\"applied\":" +
+                    json_list(plan.applied) + ",\"handover\":" + json_list(plan.handover) +
+                    ",\"pid\":" + std::to_string(pid) + "}");
+    });
     return;
   }
   const bool token_changed = config_.admin.token != fresh.admin.token;
@@ -181,8 +177,8 @@ void App::reload_finish(ReloadWork &work) {
       "config reload from {}: {}", work.path,
       plan.applied.empty() ? std::string("nothing to apply") : "applied " + joined(plan.applied));
   work.done(200, "{\"reloaded\":true,\"file\":" + json_quote(work.path) +
-                     ",\"applied\":" + json_list(plan.applied) + ",\"handover\":[],\"pid\":" +
-                     std::to_string(getpid()) + "}");
+                     ",\"applied\":" + json_list(plan.applied) +
+                     ",\"handover\":[],\"pid\":" + std::to_string(getpid()) + "}");
 }
 
 }  // namespace cg

@@ -1,9 +1,8 @@
 #include "app/handover.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
-
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -22,7 +21,7 @@ namespace {
 constexpr size_t kMaxOutput = 16 * 1024;  // of the check's stderr, for its error line
 constexpr int kReadyFd = 3;
 constexpr uint64_t kExitGraceMs = 2000;  // after the ready pipe ends, for the exit status
-constexpr size_t kMaxState = 60 * 1024;   // below a pipe's 64 KiB: written without waiting
+constexpr size_t kMaxState = 60 * 1024;  // below a pipe's 64 KiB: written without waiting
 
 // The environment the new process gets: ours, without the variables that
 // described our own start (the sockets' are written fresh here).
@@ -94,8 +93,8 @@ void close_child(std::unique_ptr<Handover::Child> child) {
     if (--cc->open_handles == 0) std::unique_ptr<Handover::Child>{cc};
   };
   bool any = false;
-  for (uv_handle_t *h : {reinterpret_cast<uv_handle_t *>(&c->pipe),
-                         reinterpret_cast<uv_handle_t *>(&c->proc)}) {
+  for (uv_handle_t *h :
+       {reinterpret_cast<uv_handle_t *>(&c->pipe), reinterpret_cast<uv_handle_t *>(&c->proc)}) {
     if (h->data == nullptr || uv_is_closing(h)) continue;
     uv_close(h, on_closed);
     any = true;
@@ -154,9 +153,10 @@ int Handover::spawn(bool check, std::unique_ptr<Child> *out) {
       const ssize_t n = ::write(state_pipe[1], text.data(), text.size());
       ::close(state_pipe[1]);
       if (n != static_cast<ssize_t>(text.size())) {
-        spdlog::warn("handover: cannot pass the admin state on ({}); the new process starts "
-                     "without it",
-                     n < 0 ? std::strerror(errno) : "short write");
+        spdlog::warn(
+            "handover: cannot pass the admin state on ({}); the new process starts "
+            "without it",
+            n < 0 ? std::strerror(errno) : "short write");
         ::close(state_pipe[0]);
         state_pipe[0] = -1;
       }
@@ -172,9 +172,8 @@ int Handover::spawn(bool check, std::unique_ptr<Child> *out) {
   child->pipe.data = child.get();
   child->open_handles++;
   const auto piped = static_cast<uv_stdio_flags>(UV_CREATE_PIPE | UV_WRITABLE_PIPE);
-  std::vector<uv_stdio_container_t> stdio(check ? 3
-                                                : kReadyFd + 1 + sockets_.size() +
-                                                      (state_at >= 0 ? 1 : 0));
+  std::vector<uv_stdio_container_t> stdio(
+      check ? 3 : kReadyFd + 1 + sockets_.size() + (state_at >= 0 ? 1 : 0));
   for (size_t i = 0; i < 3; i++) {
     stdio[i].flags = check ? UV_IGNORE : UV_INHERIT_FD;
     stdio[i].data.fd = static_cast<int>(i);
@@ -299,9 +298,10 @@ void Handover::on_timeout(void *arg, uint64_t) {
   auto *self = static_cast<Handover *>(arg);
   self->timer_id_ = 0;
   if (self->next_ && self->next_->eof) {
-    self->failed(fmt::format("the new process (pid {}) closed its ready pipe before it was ready "
-                             "(sent SIGTERM)",
-                             self->next_->proc.pid));
+    self->failed(
+        fmt::format("the new process (pid {}) closed its ready pipe before it was ready "
+                    "(sent SIGTERM)",
+                    self->next_->proc.pid));
     return;
   }
   self->failed(fmt::format("the new process was not ready within {} ms (sent SIGTERM)",

@@ -74,8 +74,8 @@ bool inherited_socket_matches(int fd, const std::string &address, int port, std:
   if (have.ss_family == AF_INET) {
     const auto *a = reinterpret_cast<const sockaddr_in *>(&have);
     in_addr want{};
-    return inet_pton(AF_INET, address.c_str(), &want) == 1 &&
-           want.s_addr == a->sin_addr.s_addr && (port == 0 || port == ntohs(a->sin_port));
+    return inet_pton(AF_INET, address.c_str(), &want) == 1 && want.s_addr == a->sin_addr.s_addr &&
+           (port == 0 || port == ntohs(a->sin_port));
   }
   if (have.ss_family == AF_INET6) {
     const auto *a = reinterpret_cast<const sockaddr_in6 *>(&have);
@@ -101,8 +101,8 @@ InheritedSockets InheritedSockets::take() {
     spdlog::warn("systemd sockets: {}; binding the listeners instead", std::strerror(-n));
   }
   for (int i = 0; i < n; i++) {
-    out.sockets_.push_back({names != nullptr && names[i] != nullptr ? names[i] : "unknown",
-                            SD_LISTEN_FDS_START + i});
+    out.sockets_.push_back(
+        {names != nullptr && names[i] != nullptr ? names[i] : "unknown", SD_LISTEN_FDS_START + i});
     if (out.origin_.empty()) out.origin_ = "systemd";
   }
   if (names != nullptr) {

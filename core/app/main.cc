@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -173,10 +174,18 @@ int main(int argc, char **argv) {
     // A handover (SIGUSR2, a reload that needs a new process) starts the
     // binary found at this path, with these arguments: after a package
     // upgrade that is the new binary.
-    char exe[4096];
-    size_t exe_len = sizeof exe;
-    std::string exe_path = argv[0];
-    if (uv_exepath(exe, &exe_len) == 0) exe_path.assign(exe, exe_len);
+    // The path it was started by (systemd's ExecStart=, a symlink kept as
+    // such, so that repointing it upgrades too), else the kernel's.
+    std::string exe_path;
+    std::error_code ec;
+    if (std::strchr(argv[0], '/') != nullptr) {
+      exe_path = std::filesystem::absolute(argv[0], ec).lexically_normal().string();
+    }
+    if (exe_path.empty()) {
+      char exe[4096];
+      size_t exe_len = sizeof exe;
+      if (uv_exepath(exe, &exe_len) == 0) exe_path.assign(exe, exe_len);
+    }
     app.set_command(exe_path, std::vector<std::string>(argv + 1, argv + argc));
     rc = app.run(std::move(config));
   }

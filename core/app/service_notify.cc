@@ -2,7 +2,6 @@
 
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
-
 #include <unistd.h>
 
 #include <cstdlib>

@@ -75,7 +75,7 @@ ConfigReloadPlan config_reload_plan(const Config &running, const Config &fresh) 
   p.live("admin.maxLoginFailures", running.admin.max_failures, fresh.admin.max_failures);
   p.live("admin.lockoutSeconds", running.admin.lockout_seconds, fresh.admin.lockout_seconds);
   p.handover("admin.chartIntervalSeconds", running.admin.chart_interval_seconds,
-            fresh.admin.chart_interval_seconds);
+             fresh.admin.chart_interval_seconds);
   p.handover("plugins.dir", running.plugin_dir, fresh.plugin_dir);
   plan_instances(running, fresh, plan);
   const RouterConfig &r = running.router, &f = fresh.router;

@@ -27,7 +27,7 @@
 namespace cg {
 
 struct ConfigReloadPlan {
-  std::vector<std::string> applied;  // keys whose new value takes effect now
+  std::vector<std::string> applied;   // keys whose new value takes effect now
   std::vector<std::string> handover;  // keys that changed and need a new process
 };
 

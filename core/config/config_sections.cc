@@ -244,12 +244,11 @@ void read_queue(const Loader &l, const Entry &e, QueueConfig &out) {
 }
 
 void read_shutdown(const Loader &l, const Entry &e, Config &out) {
-  l.read_mapping(e.value, e.path, e.line,
-                 {{"deadlineMs",
-                   [&](const Entry &v) { out.shutdown_deadline_ms = l.read_int(v, 0, kInt64Max); }},
-                  {"delayMs", [&](const Entry &v) {
-                     out.shutdown_delay_ms = l.read_int(v, 0, 600000);
-                   }}});
+  l.read_mapping(
+      e.value, e.path, e.line,
+      {{"deadlineMs",
+        [&](const Entry &v) { out.shutdown_deadline_ms = l.read_int(v, 0, kInt64Max); }},
+       {"delayMs", [&](const Entry &v) { out.shutdown_delay_ms = l.read_int(v, 0, 600000); }}});
 }
 
 // router.model and router.cache must each name a configured instance.

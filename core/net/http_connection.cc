@@ -109,9 +109,8 @@ void HttpConnection::drain() {
   // lingers (HttpServer::stop_accepting), is still served; its answer closes.
   if (queue_.empty() && phase_ == Phase::kIdle && !writing_ && wbuf_.empty()) {
     const uint64_t idle = owner_.limits().idle_timeout_ms;
-    arm(TimerKind::kIdle, idle != 0 && idle < HttpServer::kDrainLingerMs
-                              ? idle
-                              : HttpServer::kDrainLingerMs);
+    arm(TimerKind::kIdle,
+        idle != 0 && idle < HttpServer::kDrainLingerMs ? idle : HttpServer::kDrainLingerMs);
     return;
   }
   // Answers are still due: the last of them closes.

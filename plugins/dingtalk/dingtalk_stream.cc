@@ -45,8 +45,9 @@ bool wanted(const Dingtalk *d) { return !d->stopping && !d->stream_state->quiesc
 void close_quiesced(Dingtalk *d) {
   Dingtalk::Stream &s = *d->stream_state;
   if (!s.quiesced || s.handling != 0 || !s.connected) return;
-  d->log(CG_LOG_INFO, "closing the Stream connection: this process hands over (DingTalk "
-                      "delivers to the app's other connections)");
+  d->log(CG_LOG_INFO,
+         "closing the Stream connection: this process hands over (DingTalk "
+         "delivers to the app's other connections)");
   d->api->ws_close(d->host, s.ws_id, 1000, cs("handing over"));
 }
 

@@ -68,8 +68,9 @@ bool wanted(const Feishu *f) { return !f->stopping && !f->ws->quiesced; }
 void close_quiesced(Feishu *f) {
   Feishu::Ws &ws = *f->ws;
   if (!ws.quiesced || ws.handling != 0 || !ws.connected) return;
-  f->log(CG_LOG_INFO, "closing the long connection: this process hands over (Feishu delivers "
-                      "to the app's other clients)");
+  f->log(CG_LOG_INFO,
+         "closing the long connection: this process hands over (Feishu delivers "
+         "to the app's other clients)");
   f->api->ws_close(f->host, ws.ws_id, 1000, cs("handing over"));
 }
 
