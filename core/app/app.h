@@ -103,9 +103,9 @@ class App {
   void begin_shutdown(const std::string &why, bool handover = false);
   void stop_accepting(const std::string &why);
   void drain_tick();
-  // A handover's new process: says "READY" to the old one once no plugin
-  // instance is starting any more (long connections open), or after
-  // kSuccessorWaitMs with a warning naming those still starting.
+  // A handover's new process: says "READY" to the old one once every
+  // plugin instance runs (none starting or degraded: long connections
+  // open), or after 15 s with a warning naming those that do not.
   void announce_ready();
   void stop_plugins(size_t index);
   void close_listeners();  // api, then admin, then the plugins stop

@@ -114,9 +114,13 @@ std::string app_take_handover_state() {
 
 void App::announce_ready() {
   if (ready_wait_started_ms_ == 0) ready_wait_started_ms_ = loop_->now_ms();
+  // Starting (a long connection being opened) or degraded (its first
+  // attempt failed, a retry is due): taking over now would trade the old
+  // process's working connection for none.
   std::string starting;
   for (const auto &p : plugins_) {
-    if (p->health() != CG_STATE_STARTING) continue;
+    const int st = p->health();
+    if (st != CG_STATE_STARTING && st != CG_STATE_DEGRADED) continue;
     starting += (starting.empty() ? "" : ", ") + p->name();
   }
   const uint64_t waited = loop_->now_ms() - ready_wait_started_ms_;
@@ -141,7 +145,7 @@ void App::announce_ready() {
   if (ready_timer_id_ != 0) loop_->timer_stop(ready_timer_id_);
   ready_timer_id_ = 0;
   if (!starting.empty()) {
-    spdlog::warn("handover: still starting after {} ms: {}; taking over all the same", waited,
+    spdlog::warn("handover: not running yet after {} ms: {}; taking over all the same", waited,
                  starting);
   }
   // Six bytes into a pipe nobody else writes: cannot block.

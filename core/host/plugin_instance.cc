@@ -48,6 +48,7 @@ int PluginInstance::init(std::string *error) {
 }
 
 int PluginInstance::start(std::string *error) {
+  health_reported_ = false;
   const int rc = plugin_.desc->start(state_);
   if (rc != 0) {
     const std::string why = take_error();
@@ -58,7 +59,10 @@ int PluginInstance::start(std::string *error) {
     return rc;
   }
   phase_ = Phase::kStarted;
-  if (health_ == CG_STATE_STARTING) health_ = CG_STATE_RUNNING;
+  // Running unless the plugin said otherwise during start: one that is
+  // still connecting (a long connection, Redis) said "starting", and stays
+  // so until it says more; /readyz and a handover's new process wait on it.
+  if (health_ == CG_STATE_STARTING && !health_reported_) health_ = CG_STATE_RUNNING;
   return 0;
 }
 
@@ -108,6 +112,7 @@ int PluginInstance::set_capabilities(uint64_t caps) {
 }
 
 void PluginInstance::set_health(int state, std::string_view reason) {
+  health_reported_ = true;
   if (state != health_ || reason != health_reason_) {
     if (state == CG_STATE_DEGRADED || state == CG_STATE_FAILED) {
       spdlog::warn("plugin instance '{}': {}: {}", name_,

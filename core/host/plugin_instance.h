@@ -125,6 +125,7 @@ class PluginInstance {
   Phase phase_ = Phase::kLoaded;
   bool quiesced_ = false;
   int health_ = CG_STATE_STARTING;
+  bool health_reported_ = false;  // set_health was called (since start began)
   std::string health_reason_;
   std::string last_error_;
   std::function<void()> stop_done_;
