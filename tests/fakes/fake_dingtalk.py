@@ -95,6 +95,15 @@ Control API (same HTTP port, JSON):
                            "acks","opens","pushes","pings","disconnects":[{..,
                            sent_at,client_left_after (s, when the client
                            closed first)}],"clients"}
+                           clients: one record per connection (the closed
+                           ones until a reset), in the order they opened:
+                           {ticket, connection_id, open, opened_at,
+                           closed_at (unix s: the upgrade done; the Close
+                           frame received or the TCP connection ended),
+                           close_code, close_reason, closed_by: "client"
+                           (it sent the Close frame first) | "server" (the
+                           fake did) | null (no closing handshake: a TCP
+                           close or a drop; code 1006), closed_by_server}
   POST /_control/expire_tokens            every issued token becomes invalid
   POST /_control/fail {"path":prefix,"count":n,"status":429,"body":{..},"headers":{..}
                            [,"drop":true]}
@@ -112,9 +121,13 @@ Control API (same HTTP port, JSON):
                            answer_pings false: WebSocket pings get no pong
                            (a gateway gone silent)
   POST /_control/stream/push {"topic","type":"CALLBACK","data":{..},
-                           "message_id"?,"headers"?:{..},"data_raw"?:"..","raw"?:".."}
-                           to the newest open connection -> {"sent":true,
-                           "message_id"} or 409 {"sent":false}
+                           "message_id"?,"headers"?:{..},"data_raw"?:"..","raw"?:"..",
+                           "pick"?:"newest"}
+                           to the newest open connection ("pick":"random":
+                           to one of the app's open connections at random,
+                           as DingTalk delivers to any connected client of
+                           the app) -> {"sent":true,"message_id",
+                           "connection_id"} or 409 {"sent":false}
   POST /_control/stream/ping    SYSTEM ping, fresh opaque -> {"message_id","opaque"}
   POST /_control/stream/disconnect {"delay":10,"reason":".."}  SYSTEM
                            disconnect to every open connection, closed (1000)
@@ -129,6 +142,7 @@ import hmac
 import http
 import json
 import logging
+import random
 import socket
 import sys
 import threading
@@ -830,8 +844,9 @@ class Server(ThreadingHTTPServer):
 # ---------------------------------------------------------------- Stream gateway
 
 def stream_report(f):
-    clients = [{k: c.get(k) for k in ("ticket", "connection_id", "open", "close_code", "closed_by_server",
-                                      "closed_at")} for c in f.clients]
+    keys = ("ticket", "connection_id", "open", "opened_at", "closed_at", "close_code",
+            "close_reason", "closed_by", "closed_by_server")
+    clients = [{k: c.get(k) for k in keys} for c in f.clients]
     return {"connections": sum(c["open"] for c in f.clients), "connects": f.connects,
             "tickets_used": f.tickets_used, "rejected": len(f.rejections), "rejections": f.rejections,
             "ws_pings": f.ws_pings, "ws_ping_log": f.ws_ping_log, "answer_pings": f.answer_pings,
@@ -859,7 +874,8 @@ async def push(f, body):
         clients = open_clients(f)
         if not clients:
             return 409, {"sent": False}
-        client = clients[-1]
+        # DingTalk delivers to any connected client of the app.
+        client = random.choice(clients) if body.get("pick") == "random" else clients[-1]
         message_id = body.get("message_id") or new_message_id(f)
         frame_type, topic = body.get("type", "CALLBACK"), body.get("topic", BOT_TOPIC)
         # Recorded before it is sent: its ack may come back at once.
@@ -876,7 +892,7 @@ async def push(f, body):
         with LOCK:
             record["failed"] = True
         return 409, {"sent": False}
-    return 200, {"sent": True, "message_id": message_id}
+    return 200, {"sent": True, "message_id": message_id, "connection_id": client["connection_id"]}
 
 
 async def system_ping(f):
@@ -1040,7 +1056,8 @@ def make_ws_server(f):
     async def handler(ws):
         _, ticket = ticket_of(ws.path)
         client = {"ws": ws, "ticket": ticket, "connection_id": "conn-%s" % uuid.uuid4().hex[:16],
-                  "open": True, "close_code": None, "closed_by_server": False}
+                  "open": True, "opened_at": time.time(), "closed_at": None, "close_code": None,
+                  "close_reason": None, "closed_by": None, "closed_by_server": False}
         ws.connection_id = client["connection_id"]
         with LOCK:
             f.clients.append(client)
@@ -1056,14 +1073,24 @@ def make_ws_server(f):
         except websockets.ConnectionClosed:
             pass
         finally:
+            # The iteration ends when a Close frame came (and was echoed) or
+            # the TCP connection ended: the connection is gone from then on.
             with LOCK:
                 client["open"] = False
-                client["close_code"] = ws.close_code
                 client["closed_at"] = time.time()
                 if not client["closed_by_server"]:
                     for d in f.disconnects:
                         if d["connection_id"] == client["connection_id"] and d["client_left_after"] is None:
                             d["client_left_after"] = client["closed_at"] - d["sent_at"]
+            await ws.wait_closed()  # the close code is known once the TCP connection ended
+            with LOCK:
+                client["close_code"] = ws.close_code
+                client["close_reason"] = ws.close_reason
+                # close_rcvd_then_sent: True when the client's Close frame
+                # came first, False when the fake's went first, None when
+                # no closing handshake happened.
+                first = ws.close_rcvd_then_sent
+                client["closed_by"] = None if first is None else ("client" if first else "server")
 
     return websockets.serve(handler, "127.0.0.1", 0, create_protocol=Protocol,
                             process_request=process_request, max_size=None,

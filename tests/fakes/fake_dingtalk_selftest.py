@@ -522,6 +522,58 @@ class Running(unittest.TestCase):
         async with websockets.connect(await asyncio.to_thread(self.fresh_url)):
             await self.wait_state(lambda g: g["connections"] == 1)
 
+    def test_stream_pick_and_connection_records(self):
+        asyncio.run(self.two_connections())
+
+    async def two_connections(self):
+        call = self.call
+        async with websockets.connect(await asyncio.to_thread(self.fresh_url)) as first:
+            got = await self.wait_state(lambda g: g["connections"] == 1)
+            first_id = [c for c in got["clients"] if c["open"]][-1]["connection_id"]
+            async with websockets.connect(await asyncio.to_thread(self.fresh_url)) as second:
+                got = await self.wait_state(lambda g: g["connections"] == 2)
+                second_id = [c for c in got["clients"] if c["open"]][-1]["connection_id"]
+                self.assertNotEqual(first_id, second_id)
+                # The newest open connection unless "pick":"random".
+                _, data, _ = await asyncio.to_thread(call, "POST", "/_control/stream/push",
+                                                     {"data": {"n": 0}})
+                self.assertEqual((data["sent"], data["connection_id"]), (True, second_id))
+                self.assertEqual(json.loads(await asyncio.wait_for(second.recv(), 5))["headers"]
+                                 ["messageId"], data["message_id"])
+                picked = {first_id: [], second_id: []}
+                for n in range(40):
+                    _, data, _ = await asyncio.to_thread(call, "POST", "/_control/stream/push",
+                                                         {"data": {"n": n}, "pick": "random"})
+                    picked[data["connection_id"]].append(data["message_id"])
+                # Both get some (a chance of 2 ** -39 that one gets none).
+                self.assertTrue(picked[first_id] and picked[second_id], picked)
+                for ws, conn in ((first, first_id), (second, second_id)):
+                    got_ids = [json.loads(await asyncio.wait_for(ws.recv(), 5))["headers"]["messageId"]
+                               for _ in picked[conn]]
+                    self.assertEqual(got_ids, picked[conn])
+                # The first closes (the client's Close frame first), the second is dropped.
+                await first.close(1000, "handing over")
+                got = await self.wait_state(lambda g: g["connections"] == 1)
+                _, data, _ = await asyncio.to_thread(call, "POST", "/_control/stream/drop")
+                self.assertEqual(data["dropped"], 1)
+                with self.assertRaises(websockets.ConnectionClosed):
+                    await asyncio.wait_for(second.recv(), 5)
+
+        def closed(g):
+            mine = [c for c in g["clients"] if c["connection_id"] in (first_id, second_id)]
+            return len(mine) == 2 and all(c["close_code"] is not None for c in mine)
+        got = await self.wait_state(closed)
+        one, two = [c for c in got["clients"] if c["connection_id"] in (first_id, second_id)]
+        self.assertEqual((one["connection_id"], one["close_code"], one["close_reason"], one["closed_by"],
+                          one["closed_by_server"]), (first_id, 1000, "handing over", "client", False))
+        self.assertEqual((two["connection_id"], two["close_code"], two["close_reason"], two["closed_by"],
+                          two["closed_by_server"]), (second_id, 1006, "", None, True))
+        # Opened in order; the second opened before the first closed.
+        self.assertLess(one["opened_at"], two["opened_at"])
+        self.assertLess(two["opened_at"], one["closed_at"])
+        self.assertLess(one["closed_at"], two["closed_at"])
+        self.assertEqual(self.problems(), [])
+
 
 class Options(unittest.TestCase):
     def test_token_expire_open_code_no_secret(self):

@@ -68,10 +68,20 @@ Control API (same port):
                             ClientConfig handed out from then on
   POST /_control/reset      forget calls, messages, uuids, cards, failures,
                             problems, known ids and the ws records (not tokens,
-                            connections, config)
+                            connections, config; history keeps the open ones)
   GET  /_control/ws         {"connections","connects","rejected","pings",
                             "ws_pings","acks","frames","events","clients",
-                            "pongs":[{t,PingInterval}]}
+                            "pongs":[{t,PingInterval}],"history"}
+                            history: one record per WebSocket connection, in
+                            the order they opened: {n, device_id, opened_at,
+                            closed_at (null while open), close_code,
+                            close_reason, closed_by: "client" (it sent the
+                            Close frame first) | "server" (the fake did:
+                            /_control/ws/close) | null (no closing handshake:
+                            a TCP close or /_control/ws/drop; code 1006)};
+                            times on this machine's monotonic clock, taken
+                            when the upgrade completed and when the Close
+                            frame came (or the TCP connection ended)
   POST /_control/ws/event {"event":{..},"parts":1,"type":"event",
                            "message_id"?:"reuse one","raw"?:"payload text",
                            "reverse"?:false,"pick"?:"newest"}
@@ -309,6 +319,9 @@ class Fake:
         self.known = set()          # inbound message ids the platform delivered
         self.pending = {}           # (device_id, frame message_id) -> unacked pushes,
                                     # each a list of its frames' (seq_id, log_id)
+        # One record per WebSocket connection (see GET /_control/ws): the
+        # open ones outlive a reset, like the connections themselves.
+        self.history = [h for h in getattr(self, "history", []) if h["closed_at"] is None]
 
     def problem(self, what, **detail):
         """Records something chatgate sent that breaks the protocol (called
@@ -709,7 +722,7 @@ class Handler(BaseHTTPRequestHandler):
                         "connections": sum(c["open"] for c in clients), "connects": f.connects,
                         "rejected": f.rejected, "pings": f.pings, "ws_pings": f.ws_pings,
                         "acks": f.acks, "frames": f.frames, "events": f.events, "clients": clients,
-                        "pongs": f.pongs})
+                        "pongs": f.pongs, "history": f.history})
         elif path.startswith("/_control/ws/"):
             return self.control_ws(path, body)
         else:
@@ -954,6 +967,10 @@ def make_ws_server(f):
         _, q = query_of(ws.path)
         client = {"ws": ws, "device_id": q.get("device_id"), "open": True}
         with LOCK:
+            record = {"n": f.next("connection"), "device_id": client["device_id"],
+                      "opened_at": time.monotonic(), "closed_at": None, "close_code": None,
+                      "close_reason": None, "closed_by": None}
+            f.history.append(record)
             f.clients.append(client)
             f.connects += 1
         try:
@@ -962,9 +979,21 @@ def make_ws_server(f):
         except websockets.ConnectionClosed:
             pass
         finally:
+            # The iteration ends when a Close frame came (and was echoed) or
+            # the TCP connection ended: the connection is gone from then on.
             with LOCK:
                 client["open"] = False
                 f.clients = [c for c in f.clients if c["open"]]  # keep the list short
+                record["closed_at"] = time.monotonic()
+            await ws.wait_closed()  # the close code is known once the TCP connection ended
+            with LOCK:
+                record["close_code"] = ws.close_code
+                record["close_reason"] = ws.close_reason
+                # close_rcvd_then_sent: True when the client's Close frame
+                # came first, False when the fake's went first, None when
+                # no closing handshake happened.
+                first = ws.close_rcvd_then_sent
+                record["closed_by"] = None if first is None else ("client" if first else "server")
 
     return websockets.serve(handler, "127.0.0.1", 0, create_protocol=Protocol,
                             process_request=process_request, max_size=None,

@@ -306,7 +306,17 @@ class Running(unittest.TestCase):
         self.assertEqual((status, data["sent"]), (409, False))
         asyncio.run(self.ws_session(url))
         _, data, _ = self.call("GET", "/_control/ws")
-        self.assertEqual((data["connections"], data["connects"], data["pings"], data["rejected"]), (0, 2, 2, 1))
+        self.assertEqual((data["connections"], data["connects"], data["pings"], data["rejected"]), (0, 3, 2, 1))
+        # One record per connection, in order: dropped (no closing
+        # handshake), closed by the fake, closed by the client.
+        history = data["history"]
+        self.assertEqual([(h["n"], h["close_code"], h["close_reason"], h["closed_by"]) for h in history],
+                         [(1, 1006, "", None), (2, 4000, "bye", "server"), (3, 1000, "done", "client")])
+        for h in history:
+            self.assertLessEqual(h["opened_at"], h["closed_at"])
+        for earlier, later in zip(history, history[1:]):
+            self.assertLessEqual(earlier["closed_at"], later["opened_at"])
+        self.assertEqual({h["device_id"] for h in history}, {url.split("device_id=")[1].split("&")[0]})
         self.assertGreaterEqual(data["ws_pings"], 1)
         self.assertEqual(len(data["acks"]), 3)
         ack = data["acks"][0]
@@ -382,6 +392,20 @@ class Running(unittest.TestCase):
             with self.assertRaises(websockets.ConnectionClosed) as cm:
                 await asyncio.wait_for(ws.recv(), 5)
             self.assertEqual((cm.exception.code, cm.exception.reason), (4000, "bye"))
+        # The client closes: the record says so, and keeps it open until then.
+        async with websockets.connect(url) as ws:
+            for _ in range(50):
+                _, got, _ = await asyncio.to_thread(self.call, "GET", "/_control/ws")
+                if got["connections"] == 1:
+                    break
+                await asyncio.sleep(0.02)
+            self.assertEqual((got["history"][-1]["n"], got["history"][-1]["closed_at"]), (3, None))
+            await ws.close(1000, "done")
+        for _ in range(50):
+            _, got, _ = await asyncio.to_thread(self.call, "GET", "/_control/ws")
+            if got["history"][-1]["close_code"] is not None:
+                break
+            await asyncio.sleep(0.02)
 
 
 class Options(unittest.TestCase):
