@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -76,6 +77,7 @@ struct Handover::Child {
   uv_pipe_t pipe{};
   int open_handles = 0;
   bool exited = false, eof = false, is_ready = false;
+  bool abandoned = false;  // given up on: only its exit is awaited
   int64_t status = 0;
   int signal = 0;
   std::string out;
@@ -228,6 +230,7 @@ int Handover::spawn(bool check, std::unique_ptr<Child> *out) {
 }
 
 void Handover::heard(Child &c) {
+  if (c.abandoned) return;
   if (c.check) {
     if (c.eof && c.exited) check_finished(c);
     return;
@@ -248,6 +251,15 @@ void Handover::heard(Child &c) {
 }
 
 void Handover::exited(Child &c) {
+  if (c.abandoned) {
+    auto it =
+        std::find_if(dying_.begin(), dying_.end(), [&c](const auto &d) { return d.get() == &c; });
+    if (it != dying_.end()) {
+      close_child(std::move(*it));
+      dying_.erase(it);
+    }
+    return;
+  }
   if (c.check) {
     if (c.eof) check_finished(c);
     return;
@@ -281,10 +293,23 @@ void Handover::check_finished(Child &c) {
 }
 
 void Handover::failed(const std::string &why) {
-  if (next_ && !next_->exited) uv_process_kill(&next_->proc, SIGTERM);
-  close_child(std::move(next_));
-  close_child(std::move(check_));
+  abandon(std::move(next_));
+  abandon(std::move(check_));
   finish(0, why);
+}
+
+// A process given up on is sent SIGTERM and watched until it exits, so that
+// it is reaped rather than left a zombie for as long as this process runs.
+void Handover::abandon(std::unique_ptr<Child> c) {
+  if (!c) return;
+  if (c->exited) {
+    close_child(std::move(c));
+    return;
+  }
+  c->abandoned = true;
+  uv_read_stop(reinterpret_cast<uv_stream_t *>(&c->pipe));
+  uv_process_kill(&c->proc, SIGTERM);
+  dying_.push_back(std::move(c));
 }
 
 void Handover::finish(int pid, std::string error) {
@@ -318,6 +343,8 @@ void Handover::close() {
   done_ = nullptr;
   close_child(std::move(check_));
   close_child(std::move(next_));
+  for (auto &c : dying_) close_child(std::move(c));
+  dying_.clear();
 }
 
 }  // namespace cg

@@ -77,6 +77,7 @@ class Handover {
   void exited(Child &c);  // the process ended
   void check_finished(Child &c);
   void failed(const std::string &why);
+  void abandon(std::unique_ptr<Child> c);
   void finish(int pid, std::string error);
   static void on_timeout(void *arg, uint64_t timer_id);
 
@@ -89,6 +90,7 @@ class Handover {
   Done done_;
   std::unique_ptr<Child> check_;
   std::unique_ptr<Child> next_;
+  std::vector<std::unique_ptr<Child>> dying_;  // abandoned, until they exit
   uint64_t timer_id_ = 0;
   bool check_failed_ = false;
 };
