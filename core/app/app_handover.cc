@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 
 #include "admin/admin.h"
 #include "app/app.h"
@@ -65,31 +66,34 @@ void App::hand_over(std::string why, HandoverDone done) {
                exe_, getpid());
   // The admin page's sessions go along, so that the page stays logged in.
   auto state = [this] { return admin_api_ ? admin_api_->export_state() : std::string(); };
+  // Shared: the callback holds it, and so does the refusal below when the
+  // handover cannot even start (the callback is then dropped uncalled).
+  auto answer = std::make_shared<HandoverDone>(std::move(done));
   const int rc = handover_->start(
-      exe_, args_, sockets, state, [this, why, done = std::move(done)](int pid, std::string error) {
+      exe_, args_, sockets, state, [this, why, answer](int pid, std::string error) {
         if (pid == 0 && shutting_down_) {
           spdlog::info("{}: handover cancelled: {}", why, error);
-          done(0, std::move(error));
+          (*answer)(0, std::move(error));
           return;
         }
         if (pid == 0) {
           spdlog::error("{}: handover failed: {}; this process (pid {}) goes on serving", why,
                         error, getpid());
           if (!shutting_down_) notify_->reloaded();
-          done(0, std::move(error));
+          (*answer)(0, std::move(error));
           return;
         }
         spdlog::info("{}: pid {} took over; this process (pid {}) stops accepting and drains", why,
                      pid, getpid());
         notify_->successor_ready(pid);
-        done(pid, {});
+        (*answer)(pid, {});
         begin_shutdown(why, true);
       });
   if (rc != 0) {
     const std::string error = std::string("cannot start a handover: ") + uv_strerror(rc);
     spdlog::error("{}: {}; this process (pid {}) goes on serving", why, error, getpid());
     notify_->reloaded();
-    refuse(std::move(done), error);
+    refuse(std::move(*answer), error);
   }
 }
 

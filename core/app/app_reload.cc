@@ -155,7 +155,7 @@ void App::reload_finish(ReloadWork &work) {
     spdlog::info("config reload from {}: {} need a new process; handing over", work.path,
                  joined(plan.handover));
     hand_over("config reload", [this, path = work.path, plan, done = std::move(work.done)](
-                                   int pid, std::string error) {
+                                   int pid, const std::string &error) {
       if (pid == 0) {
         const bool refused = handover_->check_failed();
         done(refused ? 400 : 500,

@@ -19,10 +19,10 @@ extern char **environ;  // NOLINT: POSIX's, declared by no header under C++
 namespace cg {
 namespace {
 
-constexpr size_t kMaxOutput = 16 * 1024;  // of the check's stderr, for its error line
+constexpr size_t kMaxOutput = size_t{16} * 1024;  // of the check's stderr, for its error line
 constexpr int kReadyFd = 3;
-constexpr uint64_t kExitGraceMs = 2000;  // after the ready pipe ends, for the exit status
-constexpr size_t kMaxState = 60 * 1024;  // below a pipe's 64 KiB: written without waiting
+constexpr uint64_t kExitGraceMs = 2000;          // after the ready pipe ends, for the exit status
+constexpr size_t kMaxState = size_t{60} * 1024;  // below a pipe's 64 KiB: written without waiting
 
 // The environment the new process gets: ours, without the variables that
 // described our own start (the sockets' are written fresh here).
@@ -144,6 +144,7 @@ int Handover::spawn(bool check, std::unique_ptr<Child> *out) {
   if (check) argv_s.emplace_back("--check-config");
   argv_s.insert(argv_s.end(), args_.begin(), args_.end());
   std::vector<char *> argv;
+  argv.reserve(argv_s.size() + 1);
   for (std::string &a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);
   // The state pipe: written whole and its write end closed before the
@@ -167,6 +168,7 @@ int Handover::spawn(bool check, std::unique_ptr<Child> *out) {
   const int state_at = state_pipe[0] < 0 ? -1 : kReadyFd + 1 + static_cast<int>(sockets_.size());
   std::vector<std::string> env_s = child_environment(sockets_, !check, state_at);
   std::vector<char *> env;
+  env.reserve(env_s.size() + 1);
   for (std::string &e : env_s) env.push_back(e.data());
   env.push_back(nullptr);
 
