@@ -90,8 +90,9 @@ void App::hand_over(std::string why, HandoverDone done) {
         begin_shutdown(why, true);
       });
   if (rc != 0) {
-    const std::string error = std::string("cannot start a handover: ") + uv_strerror(rc);
-    spdlog::error("{}: {}; this process (pid {}) goes on serving", why, error, getpid());
+    const std::string error = "cannot start " + exe_ + ": " + uv_strerror(rc);
+    spdlog::error("{}: handover failed: {}; this process (pid {}) goes on serving", why, error,
+                  getpid());
     notify_->reloaded();
     refuse(std::move(*answer), error);
   }

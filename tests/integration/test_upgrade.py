@@ -269,13 +269,19 @@ class UpgradeTest(unittest.TestCase):
             gw.proc.send_signal(signal.SIGUSR2)
             log = gw.wait_log(HANDOVER_FAILED, count=2)
             self.assertIn("exited with status 4 before it was ready", log)
+            # No binary at all where it was started from.
+            os.unlink(binary)
+            gw.proc.send_signal(signal.SIGUSR2)
+            log = gw.wait_log(HANDOVER_FAILED, count=3)
+            self.assertIn("handover failed: cannot start %s: no such file or directory" % binary,
+                          log)
             time.sleep(0.5)
             results = load.finish()
             self.assertEqual(admin(gw.admin_port, "/admin/api/status")[1]["pid"], pid)
             self.assertIsNone(gw.proc.poll())
             # One error line per failed handover, and nothing else at error.
             errors = [line for line in gw.log().splitlines() if " error " in line]
-            self.assertEqual(len(errors), 2, errors)
+            self.assertEqual(len(errors), 3, errors)
         failures = [r for r in results if r[3] != "ok"]
         self.assertEqual(failures, [])
         self.assertGreater(len(results), 20)
