@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cerrno>
+#include <ctime>
 #include <stdexcept>
 #include <vector>
 
@@ -87,6 +88,7 @@ AdminApi::AdminApi(const Config &config, Loop &loop, Metrics &metrics,
       plugins_(plugins),
       api_(api),
       started_ms_(loop.now_ms()),
+      config_loaded_at_(static_cast<int64_t>(std::time(nullptr))),
       conversations_(conversations),
       sends_(sends),
       open_csrf_(random_hex(32)) {}

@@ -145,6 +145,7 @@ class AdminApi {
   const std::vector<std::unique_ptr<PluginInstance>> &plugins_;
   const HttpServer &api_;
   uint64_t started_ms_;
+  int64_t config_loaded_at_;  // unix seconds: start, or the last reload applied
   bool shutting_down_ = false;
   struct Failures {
     uint32_t count = 0;

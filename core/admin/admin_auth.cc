@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <charconv>
+#include <ctime>
 #include <string>
 
 #include "admin/admin.h"
@@ -206,6 +207,7 @@ void AdminApi::logout(HttpServer &server, HttpExchange *ex, const HttpRequest &r
 }
 
 void AdminApi::on_reload(bool token_changed) {
+  config_loaded_at_ = static_cast<int64_t>(std::time(nullptr));
   if (!token_changed) return;
   sessions_.clear();
   failures_.clear();

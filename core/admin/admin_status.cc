@@ -153,7 +153,9 @@ std::string AdminApi::status() const {
                      ",\"listeners\":[" + listener(config_.api, api_.port());
   if (admin_server_ != nullptr)
     body += "," + listener(config_.admin_listener, admin_server_->port());
-  body += "],\"instances\":" + std::to_string(plugins_.size()) +
+  body += "],\"config\":{\"file\":" + json_quote(config_.file) +
+          ",\"loadedAt\":" + std::to_string(config_loaded_at_) + "}";
+  body += ",\"instances\":" + std::to_string(plugins_.size()) +
           ",\"running\":" + std::to_string(running) +
           ",\"inFlight\":" + std::to_string(api_.in_flight()) + ",\"queue\":" + queue_status() +
           "}";

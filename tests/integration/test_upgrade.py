@@ -225,6 +225,7 @@ class UpgradeTest(unittest.TestCase):
                 text = f.read()
             with open(gw.config_path, "w") as f:
                 f.write(text.replace("model: model-a", "model: model-b"))
+            reloaded_at = int(time.time())
             code, doc = admin(gw.admin_port, "/admin/api/reload", "POST", "{}")
             self.assertEqual(code, 200, doc)
             self.assertEqual(doc["handover"], ["plugins.instances[gpt].config"])
@@ -234,6 +235,8 @@ class UpgradeTest(unittest.TestCase):
             results = load.finish()
             status = admin(gw.admin_port, "/admin/api/status")[1]
             self.assertEqual((status["pid"], status["version"][-5:]), (third_pid, "+next"))
+            self.assertEqual(status["config"]["file"], gw.config_path)
+            self.assertGreaterEqual(status["config"]["loadedAt"], reloaded_at)
             effective = admin(gw.admin_port, "/admin/api/config")[1]
             self.assertIn("model-b", json.dumps(effective))
             # The model is asked with the new config from then on.
