@@ -6,6 +6,7 @@
 #include "net/http_server.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <utility>
@@ -71,10 +72,15 @@ HttpServer::~HttpServer() {
 
 int HttpServer::listen(int inherited_fd) {
   Impl &s = *impl_;
-  if (s.listen_state != Impl::ListenState::kNone) return UV_EALREADY;
+  // An inherited socket is ours from the call on, whatever the outcome.
+  auto refuse = [inherited_fd](int rc) {
+    if (inherited_fd >= 0) ::close(inherited_fd);
+    return rc;
+  };
+  if (s.listen_state != Impl::ListenState::kNone) return refuse(UV_EALREADY);
   if (s.config.tls.enabled() && !s.tls_ctx) {
     spdlog::error("listener '{}': TLS configured but not loaded (load_tls)", s.config.name);
-    return UV_EINVAL;
+    return refuse(UV_EINVAL);
   }
   sockaddr_storage addr{};
   int rc = 0;
@@ -88,7 +94,7 @@ int HttpServer::listen(int inherited_fd) {
     if (rc < 0) return rc;
   }
   rc = uv_tcp_init(s.loop, &s.listener);
-  if (rc < 0) return rc;
+  if (rc < 0) return refuse(rc);
   s.listen_state = Impl::ListenState::kListening;
   // An inherited socket is already bound (and listening: listen() again
   // only sets the backlog); the connections waiting in its queue are ours.

@@ -74,8 +74,9 @@ class HttpServer {
   // line). Also runs by itself when the files change (tls.reloadCheckMs).
   void reload_tls();
   // Binds and listens, or with `inherited_fd` >= 0 serves that socket,
-  // already bound and listening (systemd's, or a handover's), and owns it
-  // from then on. Returns 0 or a negative libuv error (UV_EADDRINUSE...).
+  // already bound and listening (systemd's, or a handover's). OWNERSHIP:
+  // takes `inherited_fd` (closed here if it cannot be served). Returns 0
+  // or a negative libuv error (UV_EADDRINUSE...).
   int listen(int inherited_fd = -1);
   // The listening socket's descriptor, to hand to a new process (it stays
   // this server's); -1 when not listening.
