@@ -33,7 +33,7 @@ import time
 import unittest
 
 from harness import DEADLINE, HANDOVER_FAILED, wait_for, wait_until
-from fleet_support import (PARTITIONS, Driver, Member, Outcome, conversations,
+from fleet_support import (DURABLE, PARTITIONS, Driver, Member, Outcome, conversations,
                            instance_config, owned)
 from test_admin import request
 from test_fleet import DRAIN, FleetCase
@@ -46,6 +46,7 @@ TOKEN = "hd-adm1n-T0ken-4471-plover"
 BEARER = {"Authorization": "Bearer " + TOKEN}
 
 
+@unittest.skipUnless(DURABLE, "needs the durable queue (CHATGATE_FLEET_QUEUE=memory)")
 class DurableHandoverTest(FleetCase):
     # FleetCase's setUp also starts the fake model (fake_openai): unused
     # here (echo.so answers), it only has to see no protocol problem.
