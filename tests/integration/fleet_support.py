@@ -43,6 +43,7 @@ LEASE_MS = 2000
 MAX_DELIVERIES = 3
 KEY_PREFIX = "chatgate:"
 DEAD = KEY_PREFIX + "q:dead"
+MEMBERS = KEY_PREFIX + "q:members"
 GROUP = "chatgate"
 
 APP_SECRET = "fleetApp-S3cr3t-2231-grebe"
@@ -170,6 +171,20 @@ class DurableRedis:
                 out[p] = [dict(zip(g[::2], g[1::2]))[b"name"].decode()
                           for g in self.command("XINFO", "GROUPS", stream(p))]
         return out
+
+    def owners(self):
+        """{partition: the instance name holding its lease} (None: nobody).
+        An instance's name is "<host>-<pid>-<random>"."""
+        return {p: (lambda v: v.decode() if v is not None else None)(
+            self.command("GET", stream(p) + ":owner")) for p in range(PARTITIONS)}
+
+    def live_members(self):
+        """The instances whose heartbeat in the members set has not run out
+        (scored by expiry, in Redis's own clock), sorted."""
+        seconds, micros = self.command("TIME")
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        return sorted(m.decode() for m in self.command(
+            "ZRANGEBYSCORE", MEMBERS, "(%d" % now_ms, "+inf"))
 
     def dead_letters(self):
         """The dead-letter stream's entries: [(id, {field: value})]."""
@@ -343,6 +358,12 @@ class FakeFeishu(FakeProcess):
                 out.append((m.group(1), c["t"]))
         return out
 
+    def tokens(self):
+        """Every tenant token issued: [{token, issued_at, ...}], issued_at on
+        this machine's monotonic clock. Each chatgate process fetches its
+        own, so a reply's `authorization` names the process that sent it."""
+        return self.get("/_control/tokens")["tokens"]
+
     def problems(self):
         return self.get("/_control/problems")["problems"]
 
@@ -369,7 +390,11 @@ class Model(FakeOpenAI):
 # ------------------------------------------------------------------ the fleet
 
 def instance_config(redis_socket, fs_port, model, tag, mode="webhook", durable=DURABLE,
-                    feishu_extra=None):
+                    feishu_extra=None, echo=None, top_extra=""):
+    """The instances redis (the cache, and the queue when `durable`), feishu
+    and model: openai.so on `model` under the path `/<tag>/v1`, or, given
+    `echo` (its config: {"prefix": ..., "delayMs": ...}), echo.so.
+    `top_extra` is YAML for the top level (an admin token, say)."""
     fs = {"appId": "cli_test", "appSecret": APP_SECRET,
           "domain": "http://127.0.0.1:%d" % fs_port, "mode": mode,
           "verificationToken": VTOKEN}
@@ -380,16 +405,21 @@ def instance_config(redis_socket, fs_port, model, tag, mode="webhook", durable=D
              "        unixSocket: %s" % redis_socket,
              "    - name: feishu", "      plugin: feishu.so", "      config:"]
     lines += ["        %s: %s" % (k, yaml_value(v)) for k, v in fs.items()]
-    lines += ["    - name: model", "      plugin: openai.so", "      config:",
-              "        endpoint: %s/%s/v1" % (model.base, tag),
-              "        model: fake-model", "        retries: 0"]
+    if echo is None:
+        lines += ["    - name: model", "      plugin: openai.so", "      config:",
+                  "        endpoint: %s/%s/v1" % (model.base, tag),
+                  "        model: fake-model", "        retries: 0"]
+    else:
+        lines += ["    - name: model", "      plugin: echo.so", "      config:"]
+        lines += ["        %s: %s" % (k, yaml_value(v)) for k, v in echo.items()]
     instances = "\n".join(lines) + "\n"
     router_extra = "  queue: redis\n" if durable else ""
     tail = "shutdown:\n  deadlineMs: 10000\n"
     if durable:
         tail = ("queue:\n  partitions: %d\n  leaseMs: %d\n  maxDeliveries: %d\n"
                 % (PARTITIONS, LEASE_MS, MAX_DELIVERIES)) + tail
-    return gateway_config(0, instances, "model", "redis", router_extra, tail=tail)
+    return gateway_config(0, instances, "model", "redis", router_extra, top_extra=top_extra,
+                          tail=tail)
 
 
 class Member:
