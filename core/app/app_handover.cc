@@ -17,6 +17,7 @@
 #include "base/loop.h"
 #include "host/plugin_instance.h"
 #include "net/http_server.h"
+#include "router/router.h"
 
 namespace cg {
 namespace {
@@ -128,6 +129,9 @@ void App::announce_ready() {
     if (st != CG_STATE_STARTING && st != CG_STATE_DEGRADED) continue;
     starting += (starting.empty() ? "" : ", ") + p->name();
   }
+  // With the durable queue: a member before the old process leaves, so the
+  // partitions it hands over are taken at once.
+  if (!router_->queue_joined()) starting += std::string(starting.empty() ? "" : ", ") + "the queue";
   const uint64_t waited = loop_->now_ms() - ready_wait_started_ms_;
   if (shutting_down_) {
     // Stopped before it was ready (the old process gave up on it): it

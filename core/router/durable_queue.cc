@@ -104,7 +104,7 @@ DurableQueue::DurableQueue(Loop &loop, Queue &queue, Metrics &metrics, const Que
 }
 
 DurableQueue::~DurableQueue() {
-  for (uint64_t *t : {&tick_timer_, &stats_timer_, &read_timer_, &pending_timer_}) {
+  for (uint64_t *t : {&tick_timer_, &stats_timer_, &read_timer_, &pending_timer_, &fast_timer_}) {
     if (*t != 0) loop_.timer_stop(*t);
   }
   for (auto &[call, owned] : waiting_) loop_.timer_stop(call->timer_id);
@@ -119,6 +119,7 @@ void DurableQueue::start() {
   spdlog::info("queue: durable queue on '{}' ({} partitions, lease {} ms), this instance is {}",
                queue_.name(), config_.partitions, config_.lease_ms, me_);
   const uint64_t tick = std::max<uint64_t>(config_.lease_ms / 3, 50);
+  fast_until_ms_ = loop_.now_ms() + config_.lease_ms;
   loop_.timer_start(0, tick, &DurableQueue::on_tick, this, &tick_timer_);
   loop_.timer_start(kStatsIntervalMs / 5, kStatsIntervalMs, &DurableQueue::on_stats_timer, this,
                     &stats_timer_);
@@ -346,7 +347,7 @@ void DurableQueue::entry_done(uint32_t p, const std::string &id) {
 void DurableQueue::stop() {
   if (stopping_) return;
   stopping_ = true;
-  for (uint64_t *t : {&tick_timer_, &stats_timer_}) {
+  for (uint64_t *t : {&tick_timer_, &stats_timer_, &fast_timer_}) {
     if (*t != 0) loop_.timer_stop(*t);
     *t = 0;
   }

@@ -89,6 +89,10 @@ class DurableQueue {
   void stop();
   // Entries read and not finished, and queue calls still to complete.
   size_t in_flight() const;
+  // Whether a heartbeat has been answered: this instance is one of the
+  // members, so the others make room for it (a handover's new process
+  // says it is ready only then).
+  bool joined() const { return joined_; }
 
   struct Partition;  // internal
   struct Call;       // internal
@@ -156,6 +160,14 @@ class DurableQueue {
   }
   std::vector<Partition> parts_;
   uint32_t members_ = 1;
+  bool joined_ = false;
+  // Until this time, ticks come every kFastTickMs instead of every
+  // leaseMs / 3: after start and after the members changed, when
+  // partitions are about to be free (a process that leaves hands them
+  // over at once) and waiting a whole tick would leave them unread.
+  uint64_t fast_until_ms_ = 0;
+  uint64_t fast_timer_ = 0;
+  void schedule_fast_tick();
   std::vector<uint32_t> to_take_;  // candidates this tick, tried one at a time
   bool taking_ = false;
   size_t in_flight_ = 0;  // entries delivered and not finished

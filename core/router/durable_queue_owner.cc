@@ -24,16 +24,33 @@ using State = DurableQueueState;
 // meanwhile is read, and how long shutdown waits for the read out.
 constexpr uint64_t kReadBlockMs = 500;
 constexpr uint64_t kReadRetryMs = 200;
+constexpr uint64_t kFastTickMs = 100;
 
 }  // namespace
 
 // ---- ownership ---------------------------------------------------------------
 
+void DurableQueue::schedule_fast_tick() {
+  if (stopping_ || fast_timer_ != 0 || loop_.now_ms() >= fast_until_ms_) return;
+  loop_.timer_start(
+      kFastTickMs, 0,
+      [](void *self, uint64_t id) {
+        auto *q = static_cast<DurableQueue *>(self);
+        if (q->fast_timer_ == id) q->fast_timer_ = 0;
+        on_tick(q, 0);
+      },
+      this, &fast_timer_);
+}
+
 void DurableQueue::on_tick(void *self, uint64_t) {
   auto *q = static_cast<DurableQueue *>(self);
   // While the store is down the plugin says so (one line per outage); the
   // leases held run out and the others take over if it stays down.
-  if (q->stopping_ || !q->queue_.healthy()) return;
+  if (q->stopping_) return;
+  if (!q->queue_.healthy()) {
+    q->schedule_fast_tick();  // connecting at start: join as soon as it is up
+    return;
+  }
   const int rc = q->queue_.members(q->me_, q->config_.lease_ms, &DurableQueue::on_members, q);
   if (rc == 0) {
     q->calls_++;
@@ -63,7 +80,11 @@ void DurableQueue::on_members(void *arg, int status, cg_str_t value) {
   uint32_t n = 1;
   const std::string_view v = sv(value);
   std::from_chars(v.data(), v.data() + v.size(), n);
-  q->balance(std::max<uint32_t>(n, 1));
+  n = std::max<uint32_t>(n, 1);
+  if (!q->joined_ || n != q->members_) q->fast_until_ms_ = q->loop_.now_ms() + q->config_.lease_ms;
+  q->joined_ = true;
+  q->balance(n);
+  q->schedule_fast_tick();
 }
 
 void DurableQueue::balance(uint32_t members) {

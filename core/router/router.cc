@@ -415,6 +415,8 @@ void Router::stop_intake() {
   if (durable_) durable_->stop();
 }
 
+bool Router::queue_joined() const { return !durable_ || durable_->joined(); }
+
 size_t Router::in_flight() const {
   return queue_->in_flight() + (durable_ ? durable_->in_flight() : 0);
 }

@@ -84,6 +84,9 @@ class Router final : public MessageSink, public ConversationsPort {
   void stop_intake();
   // Messages accepted and not yet finished.
   size_t in_flight() const;
+  // Without router.queue, true; with it, whether this instance has joined
+  // the queue's members (its first heartbeat was answered).
+  bool queue_joined() const;
   // Cancels every model call still running (each job then replies and ends);
   // messages that start afterwards are answered with the shutdown text.
   void cancel_all();

@@ -159,6 +159,11 @@ class DurableHandoverTest(FleetCase):
             self.assertGreater(len(by_process[2]), 0)
 
         self.check_drained([member])
+        with self.subTest("the partitions an old process hands over are taken at once"):
+            # The new process is a member before the old one leaves, and
+            # ticks fast while the members change: well under one lease
+            # (2 s), not the next regular tick (leaseMs / 3) or a lease's end.
+            self.assertLess(max(took), 1.0, took)
         mine = "-%d-" % pids[2]  # in its queue name, "<host>-<pid>-<random>"
         with self.subTest("every partition held by the last process"):
             holders = self.redis.owners()
