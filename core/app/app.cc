@@ -1,5 +1,6 @@
 #include "app/app.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -47,6 +48,7 @@ int take_ready_fd() {
     fd = -1;
   }
   unsetenv("CHATGATE_READY_FD");
+  if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);  // for this process alone
   return fd;
 }
 
@@ -226,6 +228,7 @@ int App::run(Config config) {
   ws_.reset();
   loop_.reset();
   if (uv_loop_close(&uv_loop_) != 0) spdlog::warn("loop closed with handles still open");
+  if (exit_code == 0 && successor_refused_) exit_code = 1;
   if (exit_code == 0) spdlog::info("chatgate stopped");
   return exit_code;
 }
@@ -299,7 +302,10 @@ int App::start() {
 
   InheritedSockets inherited = InheritedSockets::take();
   if (!inherited.empty()) spdlog::info("listening sockets inherited from {}", inherited.origin());
-  if (const int rc = api_->listen(inherited.claim(config_.api)); rc != 0) {
+  // A handover's new process accepts once it says it is ready
+  // (announce_ready); the process before it serves the sockets till then.
+  const bool defer_accept = ready_fd_ >= 0;
+  if (const int rc = api_->listen(inherited.claim(config_.api), defer_accept); rc != 0) {
     spdlog::error(
         "listener 'api' cannot listen on {}:{}: {}; change listeners.api.port or "
         "listeners.api.address in {}",
@@ -308,7 +314,8 @@ int App::start() {
   }
 
   if (admin_) {
-    if (const int rc = admin_->listen(inherited.claim(config_.admin_listener)); rc != 0) {
+    if (const int rc = admin_->listen(inherited.claim(config_.admin_listener), defer_accept);
+        rc != 0) {
       spdlog::error(
           "listener 'admin' cannot listen on {}:{}: {}; change listeners.admin.port or "
           "listeners.admin.address in {}, or set listeners.admin.enabled: false",
@@ -373,8 +380,10 @@ void App::begin_shutdown(const std::string &why, bool handover) {
     return;
   }
   shutting_down_ = true;
-  if (handover) {
-    notify_->handed_over();  // systemd follows the new main process now
+  if (handover || ready_fd_ >= 0) {
+    // Handed over (systemd follows the new main process now), or a new
+    // process stopped before it was ready (systemd never followed it).
+    notify_->handed_over();
   } else {
     notify_->stopping();
   }

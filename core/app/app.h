@@ -147,6 +147,7 @@ class App {
   bool shutting_down_ = false;
   bool cancelled_ = false;
   bool intake_stopped_ = false;
+  bool successor_refused_ = false;  // a handover's new process gave up: exit 1
   bool reloading_ = false;
   size_t started_plugins_ = 0;
 };

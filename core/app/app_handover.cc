@@ -56,6 +56,11 @@ void App::hand_over(std::string why, HandoverDone done) {
     spdlog::warn("{}: ignored, a handover is already under way", why);
     return refuse(std::move(done), "a handover is already under way");
   }
+  if (ready_fd_ >= 0) {
+    // Itself a new process not yet ready: the one before it still serves.
+    spdlog::warn("{}: ignored, this process is still taking over", why);
+    return refuse(std::move(done), "this process is still taking over from the one before");
+  }
   std::vector<Handover::Socket> sockets;
   for (HttpServer *server : {api_.get(), admin_.get()}) {
     if (server != nullptr && server->listen_fd() >= 0) {
@@ -123,11 +128,14 @@ void App::announce_ready() {
   // Starting (a long connection being opened) or degraded (its first
   // attempt failed, a retry is due): taking over now would trade the old
   // process's working connection for none.
-  std::string starting;
+  std::string starting, failed;
   for (const auto &p : plugins_) {
     const int st = p->health();
-    if (st != CG_STATE_STARTING && st != CG_STATE_DEGRADED) continue;
-    starting += (starting.empty() ? "" : ", ") + p->name();
+    if (st == CG_STATE_FAILED) {
+      failed += (failed.empty() ? "" : "; ") + p->name() + ": " + p->health_reason();
+    } else if (st == CG_STATE_STARTING || st == CG_STATE_DEGRADED) {
+      starting += (starting.empty() ? "" : ", ") + p->name();
+    }
   }
   // With the durable queue: a member before the old process leaves, so the
   // partitions it hands over are taken at once.
@@ -138,6 +146,17 @@ void App::announce_ready() {
     // says nothing, and the old process goes on.
     if (ready_timer_id_ != 0) loop_->timer_stop(ready_timer_id_);
     ready_timer_id_ = 0;
+    ::close(ready_fd_);
+    ready_fd_ = -1;
+    return;
+  }
+  if (!failed.empty()) {
+    // Failed (refused credentials, the platform's connection limit): this
+    // process would serve worse than the one it replaces, which goes on
+    // when this one exits without saying it is ready.
+    spdlog::error("handover: not taking over, a plugin failed: {}", failed);
+    successor_refused_ = true;
+    begin_shutdown("handover refused");  // says nothing to systemd: not its main process
     ::close(ready_fd_);
     ready_fd_ = -1;
     return;
@@ -167,6 +186,14 @@ void App::announce_ready() {
   }
   ::close(ready_fd_);
   ready_fd_ = -1;
+  // Accepting only now: until the old process stopped, it served every
+  // connection from the shared queue, with everything connected.
+  for (HttpServer *server : {api_.get(), admin_.get()}) {
+    if (server == nullptr) continue;
+    if (const int rc = server->accept_start(); rc != 0) {
+      spdlog::error("listener '{}': cannot accept: {}", server->config().name, uv_strerror(rc));
+    }
+  }
   notify_->watch();
 }
 

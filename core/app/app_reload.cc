@@ -78,10 +78,11 @@ void App::reload(ReloadDone done) {
                  error_json("chatgate runs on its embedded default config (no --config file)"));
     return;
   }
-  if (reloading_ || handover_->busy()) {
+  if (reloading_ || handover_->busy() || ready_fd_ >= 0) {
     answer_later(std::move(done), 409,
-                 error_json(reloading_ ? "a reload is already running"
-                                       : "a handover to a new process is under way"));
+                 error_json(reloading_          ? "a reload is already running"
+                            : handover_->busy() ? "a handover to a new process is under way"
+                                                : "this process is still taking over"));
     return;
   }
   reloading_ = true;
@@ -148,6 +149,11 @@ void App::reload_finish(ReloadWork &work) {
   if (!refusal.empty()) {
     spdlog::error("config reload from {}: refused, nothing changed: {}", work.path, refusal);
     work.done(400, error_json(refusal));
+    return;
+  }
+  if (!plan.handover.empty() && handover_->busy()) {
+    // A SIGUSR2 came while the file was read.
+    work.done(409, error_json("a handover to a new process is under way"));
     return;
   }
   if (!plan.handover.empty()) {

@@ -1,5 +1,6 @@
 #include "app/handover.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -7,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <csignal>
 #include <cstring>
 #include <string_view>
@@ -104,6 +106,29 @@ void close_child(std::unique_ptr<Handover::Child> child) {
   if (!any && c->open_handles == 0) std::unique_ptr<Handover::Child>{c};
 }
 
+// Marks every descriptor from 3 up close-on-exec. Libraries open theirs
+// without it (hiredis's and libcurl's sockets, spdlog's log file): passed
+// on, the new process would hold them for as long as it runs, and each
+// handover would add a generation (Redis clients of dead processes, log
+// files deleted by rotation and never freed). What a process is meant to
+// get, uv_spawn maps in by its stdio table.
+void cloexec_from_3() {
+  if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
+  DIR *dir = opendir("/proc/self/fd");  // kernels before 5.11
+  if (dir == nullptr) return;
+  const int own = dirfd(dir);
+  while (const dirent *e = readdir(dir)) {
+    int fd = -1;
+    const std::string_view name = e->d_name;
+    if (std::from_chars(name.data(), name.data() + name.size(), fd).ec != std::errc() || fd < 3 ||
+        fd == own) {
+      continue;
+    }
+    fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
+  }
+  closedir(dir);
+}
+
 void alloc_cb(uv_handle_t *h, size_t, uv_buf_t *b) {
   auto *c = static_cast<Handover::Child *>(h->data);
   *b = uv_buf_init(c->buf, sizeof c->buf);
@@ -152,7 +177,10 @@ int Handover::spawn(bool check, std::unique_ptr<Child> *out) {
   int state_pipe[2] = {-1, -1};
   if (!check && state_) {
     const std::string text = state_();
-    if (!text.empty() && text.size() <= kMaxState && pipe2(state_pipe, O_CLOEXEC) == 0) {
+    // Non-blocking: a pipe made while the user's pipe quota is spent holds
+    // one page only, and a blocking write there would wait for ever.
+    if (!text.empty() && text.size() <= kMaxState &&
+        pipe2(state_pipe, O_CLOEXEC | O_NONBLOCK) == 0) {
       const ssize_t n = ::write(state_pipe[1], text.data(), text.size());
       ::close(state_pipe[1]);
       if (n != static_cast<ssize_t>(text.size())) {
@@ -207,6 +235,7 @@ int Handover::spawn(bool check, std::unique_ptr<Child> *out) {
     if (c->owner != nullptr) c->owner->exited(*c);
   };
   child->proc.data = child.get();
+  cloexec_from_3();
   const int spawned = uv_spawn(loop_.uv(), &child->proc, &opts);
   if (state_pipe[0] >= 0) ::close(state_pipe[0]);  // the new process has its own copy
   if (const int rc = spawned; rc != 0) {

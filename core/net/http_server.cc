@@ -70,7 +70,7 @@ HttpServer::~HttpServer() {
   }
 }
 
-int HttpServer::listen(int inherited_fd) {
+int HttpServer::listen(int inherited_fd, bool defer_accept) {
   Impl &s = *impl_;
   // An inherited socket is ours from the call on, whatever the outcome.
   auto refuse = [inherited_fd](int rc) {
@@ -100,9 +100,14 @@ int HttpServer::listen(int inherited_fd) {
   // only sets the backlog); the connections waiting in its queue are ours.
   rc = inherited_fd >= 0 ? uv_tcp_open(&s.listener, inherited_fd)
                          : uv_tcp_bind(&s.listener, reinterpret_cast<const sockaddr *>(&addr), 0);
-  if (rc == 0)
-    rc = uv_listen(reinterpret_cast<uv_stream_t *>(&s.listener),
-                   inherited_fd >= 0 ? kInheritedBacklog : kBacklog, Impl::on_connection);
+  s.backlog = inherited_fd >= 0 ? kInheritedBacklog : kBacklog;
+  // Only an inherited socket can wait: it listens already, so connections
+  // queue (and its other holder serves them). A socket bound here listens
+  // and accepts at once: nobody else serves its address.
+  s.accept_deferred = defer_accept && inherited_fd >= 0;
+  if (rc == 0 && !s.accept_deferred) {
+    rc = uv_listen(reinterpret_cast<uv_stream_t *>(&s.listener), s.backlog, Impl::on_connection);
+  }
   if (rc < 0) {
     s.close_listener();
     return rc;
@@ -112,6 +117,13 @@ int HttpServer::listen(int inherited_fd) {
                s.config.tls.enabled() ? "https" : "http", s.config.address, port(),
                inherited_fd >= 0 ? " (inherited socket)" : "");
   return 0;
+}
+
+int HttpServer::accept_start() {
+  Impl &s = *impl_;
+  if (!s.accept_deferred || s.listen_state != Impl::ListenState::kListening) return 0;
+  s.accept_deferred = false;
+  return uv_listen(reinterpret_cast<uv_stream_t *>(&s.listener), s.backlog, Impl::on_connection);
 }
 
 int HttpServer::listen_fd() const {

@@ -77,7 +77,10 @@ class HttpServer {
   // already bound and listening (systemd's, or a handover's). OWNERSHIP:
   // takes `inherited_fd` (closed here if it cannot be served). Returns 0
   // or a negative libuv error (UV_EADDRINUSE...).
-  int listen(int inherited_fd = -1);
+  // With `defer_accept` and an inherited socket, connections wait in its
+  // queue until accept_start (its other holder serves them meanwhile).
+  int listen(int inherited_fd = -1, bool defer_accept = false);
+  int accept_start();
   // The listening socket's descriptor, to hand to a new process (it stays
   // this server's); -1 when not listening.
   int listen_fd() const;

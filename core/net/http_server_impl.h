@@ -90,6 +90,8 @@ struct HttpServer::Impl final : HttpConnectionOwner {
   const std::string cors_methods, cors_headers, cors_max_age;  // preflight answer values
   uv_tcp_t listener{};
   ListenState listen_state = ListenState::kNone;
+  int backlog = 0;
+  bool accept_deferred = false;  // listening, not accepting yet (accept_start)
 
   // Access policy, compiled from config.access.
   struct RouteRule {

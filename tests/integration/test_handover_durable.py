@@ -183,6 +183,14 @@ class DurableHandoverTest(FleetCase):
             self.assertEqual([line for line in log.splitlines() if HANDOVER_FAILED in line or
                               "queue: claimed" in line or "lost partition" in line or
                               " error " in line or " warning " in line][:10], [])
+        with self.subTest("no connection of the old processes lives on in the new one"):
+            # hiredis opens its sockets without close-on-exec: had they been
+            # passed on, the last process would hold the old ones' Redis
+            # connections (two per redis.so instance and process) for ever.
+            clients = self.redis.command("CLIENT", "LIST")
+            if isinstance(clients, bytes):
+                clients = clients.decode()
+            self.assertLessEqual(clients.count("\n"), 3, clients)
         self.finish_member(member)
         self.assertNotIn(TOKEN, cg.log(), "the admin token in chatgate's log")
         wait = max((outcome.first_sent[m.message_id] - m.accepted_t, m.message_id)
