@@ -49,7 +49,8 @@ import threading
 import time
 import unittest
 
-from harness import DEADLINE, SOURCE_DIR, Chatgate, FakeProcess, gateway_config, get, post_json
+from harness import (DEADLINE, HANDOVER_FAILED, SOURCE_DIR, Chatgate, FakeProcess, gateway_config,
+                     get, post_json)
 from channel_support import wait_for, yaml_value
 from test_admin import request
 
@@ -604,6 +605,40 @@ class ShutdownQuiesceTest(HandoverCase):
               % (replied_before, len(burst), record["closed_at"] - t_term, t_exit - t_term,
                  len(acked_by_first), driver.summary()))
 
+
+
+class RefusedHandoverTest(HandoverCase):
+    def test_a_new_process_whose_long_connection_is_refused_does_not_take_over(self):
+        # A reload with a wrong appSecret: --check-config cannot know (no
+        # I/O in init), the new process's endpoint call is refused. It must
+        # not take over: the old process, whose connection works, goes on.
+        fake = self.platform(FeishuPlatform)
+        cg = self.gateway(feishu_config(fake.port))
+        [first] = self.open_connections(fake, 1)
+        pid = cg.proc.pid
+        with open(cg.config_path) as f:
+            text = f.read()
+        with open(cg.config_path, "w") as f:
+            f.write(text.replace(FS_SECRET, FS_SECRET + "-wrong"))
+        cg.proc.send_signal(signal.SIGHUP)
+        log = cg.wait_log(HANDOVER_FAILED)
+        self.assertIn("handover: not taking over, a plugin failed: fs: long connection refused",
+                      log)
+        self.assertRegex(log, r"handover failed: the new process \(pid [0-9]+\) exited with "
+                              r"status 1 before it was ready; this process \(pid %d\) goes on "
+                              r"serving" % pid)
+        self.assertIsNone(cg.proc.poll())
+        self.assertEqual(self.status_pid(cg), pid)
+        # Its connection never closed, and it still answers.
+        [still] = [c for c in fake.connections() if c["conn"] == first["conn"]]
+        self.assertIsNone(still["closed_at"], still)
+        driver = self.driver(fake)
+        messages = conversations(fake, 2, 2)
+        driver.schedule(messages, 20)
+        driver.wait_settled()
+        self.finish(cg)
+        driver.stop()
+        self.check_exactly_once(fake, messages, ["echo"])
 
 if __name__ == "__main__":
     unittest.main()
