@@ -360,6 +360,11 @@ void Handover::on_timeout(void *arg, uint64_t) {
                     self->next_->proc.pid));
     return;
   }
+  if (self->check_) {
+    self->failed(fmt::format("'{} --check-config' did not finish within {} ms (sent SIGTERM)",
+                             self->exe_, self->ready_timeout_ms_));
+    return;
+  }
   self->failed(fmt::format("the new process was not ready within {} ms (sent SIGTERM)",
                            self->ready_timeout_ms_));
 }

@@ -57,6 +57,32 @@ std::vector<std::pair<std::string, int>> parse_handover(std::string_view text) {
   return out;
 }
 
+// Whether address:port can be bound now (as libuv binds: SO_REUSEADDR).
+bool address_bindable(const std::string &address, int port) {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  auto *v4 = reinterpret_cast<sockaddr_in *>(&ss);
+  auto *v6 = reinterpret_cast<sockaddr_in6 *>(&ss);
+  if (inet_pton(AF_INET, address.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(port));
+    len = sizeof *v4;
+  } else if (inet_pton(AF_INET6, address.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(port));
+    len = sizeof *v6;
+  } else {
+    return true;  // not an address: the listener's own bind says what is wrong
+  }
+  const int probe = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (probe < 0) return true;
+  const int on = 1;
+  setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+  const bool ok = bind(probe, reinterpret_cast<const sockaddr *>(&ss), len) == 0;
+  ::close(probe);
+  return ok;
+}
+
 }  // namespace
 
 bool inherited_socket_matches(int fd, const std::string &address, int port, std::string *bound) {
@@ -134,13 +160,34 @@ int InheritedSockets::claim(const HttpListenerConfig &listener) {
     sockets_.erase(it);
     std::string bound;
     if (inherited_socket_matches(fd, listener.address, listener.port, &bound)) return fd;
+    if (origin_ != "systemd") {
+      // The reload that started this process moved the listener.
+      spdlog::info(
+          "listener '{}': moved from {} to {}:{}; the old socket closes with the "
+          "process before",
+          listener.name, bound, listener.address, listener.port);
+      ::close(fd);
+      return -1;
+    }
+    // The socket unit and the config disagree. The config's address wins
+    // when it can be bound; one that overlaps the unit's (0.0.0.0 and
+    // 127.0.0.1 on one port) cannot while systemd holds that socket, and
+    // failing to start would loop through Restart=: the unit's serves then.
+    if (address_bindable(listener.address, listener.port)) {
+      spdlog::warn(
+          "listener '{}': systemd's socket is bound to {}, but listeners.{} says {}:{}; "
+          "binding the config's address (edit the socket unit to match, or that listener "
+          "refuses connections while chatgate restarts)",
+          listener.name, bound, listener.name, listener.address, listener.port);
+      ::close(fd);
+      return -1;
+    }
     spdlog::warn(
-        "listener '{}': the socket handed over by {} is bound to {}, but listeners.{} says "
-        "{}:{}; closing it and binding the config's address (a socket unit must name the "
-        "same address to keep connections across restarts)",
-        listener.name, origin_, bound, listener.name, listener.address, listener.port);
-    ::close(fd);
-    return -1;
+        "listener '{}': systemd's socket is bound to {}, but listeners.{} says {}:{}, which "
+        "cannot be bound beside it; serving systemd's socket (edit the socket unit, or the "
+        "config, so that they agree)",
+        listener.name, bound, listener.name, listener.address, listener.port);
+    return fd;
   }
   return -1;
 }

@@ -33,10 +33,14 @@ class InheritedSockets {
   ~InheritedSockets();  // closes what was not claimed
 
   // The socket named listener.name if it is a listening TCP socket bound
-  // to listener.address and port (a port of 0 matches any), else -1. A
-  // socket of that name bound elsewhere is closed with one warning: the
-  // config changed (or the socket unit disagrees with it), and the config
-  // wins. OWNERSHIP: the caller owns a returned descriptor.
+  // to listener.address and port (a port of 0 matches any), else -1: the
+  // listener binds its own. One of that name bound elsewhere: from the
+  // process before, the config moved the listener (closed); from systemd,
+  // the unit and the config disagree (one warning): closed when the
+  // config's address can be bound, else returned and served (an address
+  // that overlaps the unit's cannot be bound beside it, and refusing to
+  // start would loop through Restart=). OWNERSHIP: the caller owns a
+  // returned descriptor.
   int claim(const HttpListenerConfig &listener);
 
   // Closes the sockets no listener claimed (a listener turned off), one

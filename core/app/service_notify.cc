@@ -35,8 +35,10 @@ void ServiceNotify::ready(std::string_view status) {
 }
 
 void ServiceNotify::successor_ready(int pid) {
-  send("MAINPID=" + std::to_string(pid) + "\nREADY=1\nSTATUS=running (took over from pid " +
-       std::to_string(getpid()) + ")");
+  // WATCHDOG=1 too: the new process's first ping is half a period away,
+  // and this one pings no more.
+  send("MAINPID=" + std::to_string(pid) + "\nREADY=1\nWATCHDOG=1\nSTATUS=running (took over " +
+       "from pid " + std::to_string(getpid()) + ")");
 }
 
 void ServiceNotify::handed_over() {

@@ -349,5 +349,26 @@ class HeldSocketsRestartTest(unittest.TestCase):
         second.send_signal(signal.SIGTERM)
         self.assertEqual(second.wait(DEADLINE), 0, self.log())
 
+    def test_an_overlapping_address_serves_the_units_socket(self):
+        # The unit holds 127.0.0.1:P, the YAML says 0.0.0.0:P: that cannot
+        # be bound beside systemd's socket, and failing would loop through
+        # Restart=. chatgate serves the unit's socket and says so.
+        port = self.api.getsockname()[1]
+        with open(self.config) as f:
+            text = f.read()
+        with open(self.config, "w") as f:
+            f.write(text.replace("address: 127.0.0.1\n    port: %d" % port,
+                                 "address: 0.0.0.0\n    port: %d" % port, 1))
+        proc = self.launch()
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        wait_for(lambda: "ready in" in self.log() or proc.poll() is not None, "chatgate to start")
+        self.assertIsNone(proc.poll(), self.log())
+        self.assertIn("listener 'api': systemd's socket is bound to 127.0.0.1:%d, but "
+                      "listeners.api says 0.0.0.0:%d, which cannot be bound beside it; serving "
+                      "systemd's socket" % (port, port), self.log())
+        self.assertEqual(chat(port, "u", "served")[0], 200)
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(DEADLINE), 0, self.log())
+
 if __name__ == "__main__":
     unittest.main()

@@ -61,8 +61,7 @@ function loadConfig() {
 }
 
 // Re-reads the config file; says what took effect live and what a new
-// process took over with (a handover: the page's session ends with the old
-// process, so the login comes back).
+// process took over with (a handover: the page's session goes with it).
 async function reloadConfig() {
   $('config-reload-result').textContent = 'reloading...';
   const resp = await api('/admin/api/reload', { method: 'POST', body: '{}' });

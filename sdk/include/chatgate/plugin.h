@@ -95,7 +95,8 @@ typedef struct cg_channel_ops_s {
    * delivers to the app's other clients (the process taking over, or
    * another instance), and what it pushes meanwhile without an answer it
    * pushes again. send keeps working until stop. NULL: the host refuses
-   * what the channel submits from then on (CG_ECLOSED), which the channel
+   * what the channel submits once the router's intake closes (after the
+   * listeners, a second or so later: CG_ECLOSED), which the channel
    * answers as any refusal. THREAD: loop thread. */
   void (*quiesce)(void *state);
 } cg_channel_ops_t;
