@@ -69,6 +69,7 @@ void App::reload(ReloadDone done) {
     if (rc != 0) std::unique_ptr<Answer>{raw};  // the loop is closing: nobody waits
   };
   if (shutting_down_) {
+    spdlog::info("config reload: ignored, this process is shutting down");
     answer_later(std::move(done), 503, error_json("shutting down"));
     return;
   }

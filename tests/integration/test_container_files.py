@@ -514,8 +514,12 @@ class DebSocketUnitsTest(unittest.TestCase):
 
     def test_service_takes_and_requires_both_sockets(self):
         service = "chatgate.service"
-        for section, key in (("Service", "Sockets"), ("Unit", "Requires"), ("Unit", "After")):
+        for section, key in (("Service", "Sockets"), ("Unit", "After")):
             self.assertLessEqual(set(SOCKET_UNITS), set(unit_values(service, section, key)), key)
+        # The API's socket is required; the admin's only wanted, so that it
+        # can be masked when listeners.admin is off.
+        self.assertIn("chatgate-api.socket", unit_values(service, "Unit", "Requires"))
+        self.assertIn("chatgate-admin.socket", unit_values(service, "Unit", "Wants"))
         # The old main process announces its successor (MAINPID=, READY=1)
         # itself on a handover: nothing else may notify.
         self.assertEqual(unit_values(service, "Service", "Type"), ["notify"])
@@ -545,7 +549,7 @@ class DebSocketUnitsTest(unittest.TestCase):
             for unit in list(SOCKET_UNITS) + ["chatgate.service"]:
                 self.assertIn(unit, text, "%s does not name %s" % (script, unit))
         postinst = read(os.path.join(DEBIAN, "postinst"))
-        self.assertIn("systemctl kill --kill-whom=main --signal=SIGUSR2 chatgate.service", postinst)
+        self.assertIn("systemctl kill --kill-who=main --signal=SIGUSR2 chatgate.service", postinst)
 
     def test_systemd_analyze_verify(self):
         analyze = shutil.which("systemd-analyze")
