@@ -23,6 +23,7 @@ namespace {
 
 constexpr size_t kMaxOutput = size_t{16} * 1024;  // of the check's stderr, for its error line
 constexpr int kReadyFd = 3;
+constexpr uint64_t kKillAfterMs = 15000;         // an abandoned process's SIGTERM, then SIGKILL
 constexpr uint64_t kExitGraceMs = 2000;          // after the ready pipe ends, for the exit status
 constexpr size_t kMaxState = size_t{60} * 1024;  // below a pipe's 64 KiB: written without waiting
 
@@ -79,7 +80,8 @@ struct Handover::Child {
   uv_pipe_t pipe{};
   int open_handles = 0;
   bool exited = false, eof = false, is_ready = false;
-  bool abandoned = false;  // given up on: only its exit is awaited
+  bool abandoned = false;   // given up on: only its exit is awaited
+  uint64_t kill_timer = 0;  // abandoned: SIGKILL if it has not exited by then
   int64_t status = 0;
   int signal = 0;
   std::string out;
@@ -283,6 +285,8 @@ void Handover::heard(Child &c) {
 
 void Handover::exited(Child &c) {
   if (c.abandoned) {
+    if (c.kill_timer != 0) loop_.timer_stop(c.kill_timer);
+    c.kill_timer = 0;
     auto it =
         std::find_if(dying_.begin(), dying_.end(), [&c](const auto &d) { return d.get() == &c; });
     if (it != dying_.end()) {
@@ -340,6 +344,17 @@ void Handover::abandon(std::unique_ptr<Child> c) {
   c->abandoned = true;
   uv_read_stop(reinterpret_cast<uv_stream_t *>(&c->pipe));
   uv_process_kill(&c->proc, SIGTERM);
+  // One whose loop is stuck would hold the inherited sockets, accepting
+  // nothing, after this process is gone: SIGKILL once its shutdown has had
+  // the time a healthy one needs.
+  loop_.timer_start(
+      kKillAfterMs, 0,
+      [](void *arg, uint64_t) {
+        auto *child = static_cast<Child *>(arg);
+        child->kill_timer = 0;
+        if (!child->exited) uv_process_kill(&child->proc, SIGKILL);
+      },
+      c.get(), &c->kill_timer);
   dying_.push_back(std::move(c));
 }
 
@@ -379,7 +394,10 @@ void Handover::close() {
   done_ = nullptr;
   close_child(std::move(check_));
   close_child(std::move(next_));
-  for (auto &c : dying_) close_child(std::move(c));
+  for (auto &c : dying_) {
+    if (c->kill_timer != 0) loop_.timer_stop(c->kill_timer);
+    close_child(std::move(c));
+  }
   dying_.clear();
 }
 
