@@ -91,6 +91,9 @@ ConfigReloadPlan config_reload_plan(const Config &running, const Config &fresh) 
   p.live("router.rateLimits", r.rate_limits, f.rate_limits);
   p.live("router.maxModelCalls", r.max_model_calls, f.max_model_calls);
   p.live("router.maxConversationBacklog", r.max_conversation_backlog, f.max_conversation_backlog);
+  p.live("router.locale", r.locale, f.locale);
+  p.live("messages", r.messages, f.messages);
+  p.live("plugins.instances[].locale", r.channel_locales, f.channel_locales);
   p.handover("httpClient", running.http_client, fresh.http_client);
   p.live("shutdown.deadlineMs", running.shutdown_deadline_ms, fresh.shutdown_deadline_ms);
   p.live("shutdown.delayMs", running.shutdown_delay_ms, fresh.shutdown_delay_ms);
@@ -119,6 +122,9 @@ void config_reload_apply(Config &running, const Config &fresh) {
   r.dedupe_ttl_seconds = fresh.router.dedupe_ttl_seconds;
   r.rate_limits = fresh.router.rate_limits;
   r.max_model_calls = fresh.router.max_model_calls;
+  r.locale = fresh.router.locale;
+  r.messages = fresh.router.messages;
+  r.channel_locales = fresh.router.channel_locales;
   running.shutdown_deadline_ms = fresh.shutdown_deadline_ms;
   running.shutdown_delay_ms = fresh.shutdown_delay_ms;
 }

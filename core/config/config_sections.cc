@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "config/config_loader.h"
+#include "config/user_messages.h"
 
 namespace cg::config_internal {
 namespace {
@@ -67,6 +68,17 @@ bool valid_instance_name(std::string_view name) {
   return true;
 }
 
+std::string read_locale(const Loader &l, const Entry &e) {
+  std::string locale = l.read_string(e);
+  if (!user_message_locale_known(locale)) {
+    std::string known;
+    for (std::string_view k : user_message_locales())
+      known += (known.empty() ? "" : ", ") + std::string(k);
+    l.fail(e.path, e.line, "expected one of " + known + ", got " + quote(locale));
+  }
+  return locale;
+}
+
 // Reads one instance entry; *name_line gets the line of its name.
 PluginInstanceConfig read_instance(const Loader &l, const Entry &e, int *name_line_out) {
   PluginInstanceConfig inst;
@@ -96,6 +108,7 @@ PluginInstanceConfig read_instance(const Loader &l, const Entry &e, int *name_li
              }
              inst.section = std::make_shared<const YAML::Node>(v.value);
            }},
+          {"locale", [&](const Entry &v) { inst.locale = read_locale(l, v); }},
       });
   if (name_line == 0) l.fail(e.path + ".name", e.line, "required key missing");
   if (plugin_line == 0) l.fail(e.path + ".plugin", e.line, "required key missing");
@@ -227,7 +240,33 @@ void read_router(const Loader &l, const Entry &e, RouterConfig &out, RouterLines
            [&](const Entry &v) {
              read_rate_limits(l, v, out.rate_limits, lines.rate_limit_channels);
            }},
+          {"locale", [&](const Entry &v) { out.locale = read_locale(l, v); }},
       });
+}
+
+// `messages:` maps a catalog key to the text that replaces it in every
+// locale. An unknown key is an error with its line, as everywhere; so is a
+// placeholder the key's text does not have (it would reach users as is).
+void read_messages(const Loader &l, const Entry &e, std::map<std::string, std::string> &out) {
+  KeyTable keys;
+  for (size_t i = 0; i < kUserMsgCount; i++) {
+    const auto msg = static_cast<UserMsg>(i);
+    keys.emplace_back(user_message_key(msg), [&l, &out, msg](const Entry &v) {
+      std::string text = l.read_string(v);
+      const std::vector<std::string> have = user_message_placeholders(user_message_text(msg, "en"));
+      for (const std::string &p : user_message_placeholders(text)) {
+        if (std::find(have.begin(), have.end(), p) == have.end()) {
+          std::string known;
+          for (const std::string &h : have) known += (known.empty() ? "" : ", ") + ("{" + h + "}");
+          l.fail(v.path, v.line,
+                 "unknown placeholder {" + p + "} (this text has " +
+                     (known.empty() ? std::string("none") : known) + ")");
+        }
+      }
+      out[std::string(user_message_key(msg))] = std::move(text);
+    });
+  }
+  l.read_mapping(e.value, e.path, e.line, keys);
 }
 
 void read_queue(const Loader &l, const Entry &e, QueueConfig &out) {
@@ -330,6 +369,7 @@ void read_root(const Loader &l, const YAML::Node &root, Config &cfg) {
           {"router", [&](const Entry &v) { read_router(l, v, cfg.router, router_lines); }},
           {"httpClient", [&](const Entry &v) { read_http_client(l, v, cfg.http_client); }},
           {"shutdown", [&](const Entry &v) { read_shutdown(l, v, cfg); }},
+          {"messages", [&](const Entry &v) { read_messages(l, v, cfg.router.messages); }},
           {"queue",
            [&](const Entry &v) {
              router_lines.queue_section = v.line;
@@ -337,6 +377,9 @@ void read_root(const Loader &l, const YAML::Node &root, Config &cfg) {
            }},
       });
   check_router_refs(l, cfg, router_lines);
+  for (const PluginInstanceConfig &inst : cfg.plugins) {
+    if (!inst.locale.empty()) cfg.router.channel_locales[inst.name] = inst.locale;
+  }
   if (cfg.admin_enabled && cfg.admin.token.empty() &&
       !config_is_loopback(cfg.admin_listener.address)) {
     l.fail("listeners.admin.address", cfg.admin_address_line,

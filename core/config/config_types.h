@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -42,6 +43,9 @@ struct PluginInstanceConfig {
   // already); null when absent. config_plugin_section() reads it.
   std::shared_ptr<const YAML::Node> section;
   int line = 0;  // line of the instance entry, for errors
+  // The locale of the texts the core sends through this channel instance
+  // (config/user_messages.h); empty: router.locale.
+  std::string locale;
 };
 
 // Per-sender and per-conversation message rates (token buckets).
@@ -88,6 +92,12 @@ struct RouterConfig {
   uint32_t max_conversation_backlog = 100;
   RouterRateLimits rate_limits;
   uint32_t max_model_calls = 512;      // model calls in flight at once, all channels; 0: no cap
+  // The locale of the texts the core sends users (config/user_messages.h).
+  std::string locale = "en";
+  // `messages:` overrides, by key: they replace the text in every locale.
+  std::map<std::string, std::string> messages;
+  // plugins.instances[].locale, by instance name (filled by the loader).
+  std::map<std::string, std::string> channel_locales;
   // Where model, cache and queue were written, for errors.
   int model_line = 0, cache_line = 0, queue_line = 0;
 };

@@ -10,6 +10,7 @@
 
 #include "base/loop.h"
 #include "base/metrics.h"
+#include "config/user_messages.h"
 #include "host/cache.h"
 #include "host/model_backend.h"
 #include "router/durable_queue.h"
@@ -20,17 +21,6 @@ namespace {
 
 constexpr auto sv = chatgate::view;
 constexpr auto cs = chatgate::str;
-
-constexpr std::string_view kHelpText =
-    "Commands:\n"
-    "/reset - forget this conversation and start over\n"
-    "/help - show this help";
-constexpr std::string_view kResetText = "Context cleared. Let's start over.";
-constexpr std::string_view kBusyText = "The model is busy right now, please try again in a moment.";
-constexpr std::string_view kTimeoutText = "The model took too long to answer, please try again.";
-constexpr std::string_view kFailedText =
-    "Sorry, something went wrong while answering. Please try again.";
-constexpr std::string_view kShutdownText = "The bot is restarting, please send that again shortly.";
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() &&
@@ -166,7 +156,7 @@ void Router::Job::start() {
           "delivered {} times (max {}): each instance that took it stopped "
           "before answering",
           msg.deliveries, router->durable_->max_deliveries());
-      reply(kFailedText, CG_REPLY_ERROR);
+      reply(router->user_text(UserMsg::kFailed, msg.channel), CG_REPLY_ERROR);
       return;
     }
     if (msg.deliveries > 1 && router->cache_ != nullptr) {
@@ -209,12 +199,12 @@ void Router::Job::dispatch() {
           channel(), msg.conversation_id, timeout, more);
     }
     router->count("chatgate_messages_dropped_total", channel(), "reason=\"backlog\"");
-    reply(kBusyText, CG_REPLY_ERROR);
+    reply(router->user_text(UserMsg::kBusy, msg.channel), CG_REPLY_ERROR);
     return;
   }
   const std::string cmd = command_of(msg.text);
   if (cmd == "/help") {
-    reply(kHelpText, 0);
+    reply(router->user_text(UserMsg::kHelp, msg.channel), 0);
     return;
   }
   if (cmd == "/reset") {
@@ -225,11 +215,12 @@ void Router::Job::dispatch() {
       pending--;
       router->cache_degraded("reset", rc);
     }
-    reply(kResetText, 0);
+    reply(router->user_text(UserMsg::kReset, msg.channel), 0);
     return;
   }
   if (!cmd.empty() && cmd.size() > 1 && cmd.find('/', 1) == std::string::npos) {
-    reply(fmt::format("Unknown command {}. {}", cmd, kHelpText), 0);
+    const std::pair<std::string_view, std::string_view> values[] = {{"command", cmd}};
+    reply(user_message_format(router->user_text(UserMsg::kUnknownCommand, msg.channel), values), 0);
     return;
   }
   if (router->cache_ != nullptr && router->config_.context_turns > 0) {
@@ -246,7 +237,7 @@ void Router::Job::on_reset(void *arg, int status, cg_str_t) {
   auto *job = static_cast<Job *>(arg);
   job->pending--;
   if (status != 0 && status != CG_ENOENT) job->router->cache_degraded("reset", status);
-  job->reply(kResetText, 0);
+  job->reply(job->router->user_text(UserMsg::kReset, job->msg.channel), 0);
 }
 
 void Router::Job::on_context(void *arg, int status, cg_str_t value) {
@@ -279,7 +270,7 @@ void Router::Job::call_model() {
       return;
     }
     // Never reached the model: no model error to count.
-    reply(kShutdownText, CG_REPLY_ERROR);
+    reply(router->user_text(UserMsg::kRestarting, msg.channel), CG_REPLY_ERROR);
     return;
   }
   const uint32_t cap = router->config_.max_model_calls;
@@ -291,7 +282,7 @@ void Router::Job::call_model() {
           cap, msg.conversation_id, channel(), more);
     }
     router->count("chatgate_model_calls_capped_total", channel(), "");
-    reply(kBusyText, CG_REPLY_ERROR);
+    reply(router->user_text(UserMsg::kBusy, msg.channel), CG_REPLY_ERROR);
     return;
   }
   req_turns.clear();
@@ -408,10 +399,11 @@ void Router::Job::model_failed(int status) {
       return;
     }
   }
-  const std::string_view text = status == CG_ETIMEDOUT   ? kTimeoutText
-                                : status == CG_EBUSY     ? kBusyText
-                                : status == CG_ECANCELED ? kShutdownText
-                                                         : kFailedText;
+  const UserMsg which = status == CG_ETIMEDOUT   ? UserMsg::kTimeout
+                        : status == CG_EBUSY     ? UserMsg::kBusy
+                        : status == CG_ECANCELED ? UserMsg::kRestarting
+                                                 : UserMsg::kFailed;
+  const std::string_view text = router->user_text(which, msg.channel);
   reply(text, CG_REPLY_ERROR);
 }
 

@@ -21,9 +21,6 @@
 namespace cg {
 namespace {
 
-constexpr std::string_view kSlowDownText =
-    "You are sending messages faster than I can answer. Please slow down and try again in a "
-    "moment.";
 // Finished jobs kept for reuse; enough for the usual in-flight count.
 constexpr size_t kSpareJobs = 256;
 
@@ -90,7 +87,7 @@ bool Router::rate_limited(Job &job) {
                  m.sender_id, job.channel(), more);
   }
   job.replied = true;
-  job.send(kSlowDownText, CG_REPLY_FINAL | CG_REPLY_ERROR);
+  job.send(user_text(UserMsg::kSlowDown, job.msg.channel), CG_REPLY_FINAL | CG_REPLY_ERROR);
   finish(&job);
   return true;
 }
@@ -111,6 +108,44 @@ void Router::reconfigure(const RouterConfig &config, bool keep_content) {
     limiters_.clear();  // made again from the new limits, full
   }
   if (recent_) recent_->set_keep_content(keep_content);
+  config_.locale = config.locale;
+  config_.messages = config.messages;
+  config_.channel_locales = config.channel_locales;
+  set_texts();
+}
+
+void Router::set_texts() {
+  const auto locales = user_message_locales();
+  for (size_t l = 0; l < texts_.size() && l < locales.size(); l++) {
+    for (size_t i = 0; i < kUserMsgCount; i++) {
+      const auto msg = static_cast<UserMsg>(i);
+      auto it = config_.messages.find(std::string(user_message_key(msg)));
+      std::string text =
+          std::string(it != config_.messages.end() ? std::string_view(it->second)
+                                                   : user_message_text(msg, locales[l]));
+      if (msg == UserMsg::kUnknownCommand) {
+        // The help it quotes is this locale's: filled once, not per message
+        // ({command} stays for the job).
+        const std::pair<std::string_view, std::string_view> help[] = {
+            {"help", texts_[l][static_cast<size_t>(UserMsg::kHelp)]}};
+        text = user_message_format(text, help);
+      }
+      texts_[l][i] = std::move(text);
+    }
+  }
+}
+
+std::string_view Router::user_text(UserMsg msg, const ChannelPort *channel) const {
+  std::string_view locale = config_.locale;
+  if (channel != nullptr && !config_.channel_locales.empty()) {
+    auto it = config_.channel_locales.find(std::string(channel->name()));
+    if (it != config_.channel_locales.end()) locale = it->second;
+  }
+  const auto locales = user_message_locales();
+  size_t l = 0;
+  while (l < locales.size() && locales[l] != locale) l++;
+  if (l >= texts_.size()) l = 0;
+  return texts_[l][static_cast<size_t>(msg)];
 }
 
 namespace {
@@ -148,6 +183,7 @@ Router::Router(Loop &loop, const RouterConfig &config, ModelBackend &model, Cach
       cache_(cache),
       metrics_(metrics),
       queue_(std::make_unique<MemoryInboundQueue>(loop, config.max_queue)) {
+  set_texts();
   queue_->set_consumer([this](InboundMessage &&m) { consume(std::move(m)); });
   if (queue != nullptr) {
     durable_ = std::make_unique<DurableQueue>(

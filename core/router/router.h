@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <array>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -23,6 +24,7 @@
 
 #include "base/log_throttle.h"
 #include "config/config_types.h"
+#include "config/user_messages.h"
 #include "host/message_sink.h"
 #include "net/token_bucket.h"
 #include "router/context_codec.h"
@@ -99,6 +101,10 @@ class Router final : public MessageSink, public ConversationsPort {
   // (config_reload.h lists them) for messages that start from now on, and
   // whether the recent conversations keep their text.
   void reconfigure(const RouterConfig &config, bool keep_content);
+  // The text the core sends a user of `channel` for `msg`: the channel
+  // instance's locale (router.channel_locales, else router.locale), with
+  // the config's `messages:` override if there is one.
+  std::string_view user_text(UserMsg msg, const ChannelPort *channel) const;
   // A fresh cg_reply_t.answer_id, for a message sent outside the router
   // (the admin API's send): channels key streamed answers on it.
   uint64_t take_answer_id() { return next_answer_id_++; }
@@ -177,6 +183,9 @@ class Router final : public MessageSink, public ConversationsPort {
   ContextCodec codec_;
   std::unique_ptr<InboundQueue> queue_;
   std::unique_ptr<DurableQueue> durable_;  // router.queue; else null
+  // Every text of every locale, overrides applied (set_texts).
+  std::array<std::array<std::string, kUserMsgCount>, 2> texts_;
+  void set_texts();
   std::unordered_map<Job *, std::unique_ptr<Job>> jobs_;
   // Context key -> that conversation's lane.
   std::unordered_map<std::string, Lane, StringHash, std::equal_to<>> lanes_;
