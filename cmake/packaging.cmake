@@ -9,8 +9,23 @@
 set(CG_DEB_DIR ${CMAKE_SOURCE_DIR}/packaging/debian)
 
 install(TARGETS chatgate RUNTIME DESTINATION bin COMPONENT runtime)
-install(FILES ${CMAKE_SOURCE_DIR}/config/chatgate.yaml DESTINATION /etc/chatgate
-        COMPONENT runtime)
+# The packaged config is the embedded default but for the language users
+# read: the .deb's operators run bots for Chinese-speaking users (issue 19),
+# while `make run` stays English so the README's example answer is what a
+# reader sees.
+set(CG_PACKAGED_CONFIG ${CMAKE_CURRENT_BINARY_DIR}/packaged/chatgate.yaml)
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/config/chatgate.yaml)
+file(READ ${CMAKE_SOURCE_DIR}/config/chatgate.yaml cg_config_text)
+set(cg_locale_en "  locale: en             # what users read from chatgate itself: en or zh-CN\n                         # (the .deb's /etc/chatgate/chatgate.yaml says zh-CN)\n")
+string(FIND "${cg_config_text}" "${cg_locale_en}" cg_locale_at)
+if(cg_locale_at EQUAL -1)
+  message(FATAL_ERROR "config/chatgate.yaml: the router.locale line the package rewrites is gone")
+endif()
+string(REPLACE "${cg_locale_en}"
+       "  locale: zh-CN          # 用户看到的语言（zh-CN）；英文用户改为 en\n"
+       cg_config_text "${cg_config_text}")
+file(WRITE ${CG_PACKAGED_CONFIG} "${cg_config_text}")
+install(FILES ${CG_PACKAGED_CONFIG} DESTINATION /etc/chatgate COMPONENT runtime)
 install(FILES ${CG_DEB_DIR}/chatgate.env DESTINATION /etc/chatgate
         PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ COMPONENT runtime)
 # The service and its two socket units (socket activation: systemd holds the

@@ -495,11 +495,25 @@ class DebSocketUnitsTest(unittest.TestCase):
             self.assertEqual(unit_values(unit, "Socket", "Service"), ["chatgate.service"], unit)
             self.assertEqual(unit_values(unit, "Install", "WantedBy"), ["sockets.target"], unit)
 
+    def test_the_packaged_config_speaks_chinese_and_differs_in_nothing_else(self):
+        # Written by cmake/packaging.cmake beside the build's binary.
+        packaged = os.path.join(os.path.dirname(os.path.abspath(BIN)), "packaged",
+                                "chatgate.yaml")
+        if not os.path.exists(packaged):
+            self.skipTest("no build beside CHATGATE_BIN: " + packaged)
+        embedded = yaml.safe_load(read(os.path.join(SOURCE_DIR, "config/chatgate.yaml")))
+        shipped = yaml.safe_load(read(packaged))
+        self.assertEqual((embedded["router"]["locale"], shipped["router"]["locale"]),
+                         ("en", "zh-CN"))
+        shipped["router"]["locale"] = "en"
+        self.assertEqual(shipped, embedded)
+
     def test_listen_where_the_packaged_config_does(self):
-        # The .deb installs config/chatgate.yaml as /etc/chatgate/chatgate.yaml.
+        # The .deb installs config/chatgate.yaml, its router.locale turned
+        # to zh-CN (and nothing else changed), as /etc/chatgate/chatgate.yaml.
         cmake = read(os.path.join(SOURCE_DIR, "cmake/packaging.cmake"))
-        self.assertRegex(cmake, r"install\(FILES \$\{CMAKE_SOURCE_DIR\}/config/chatgate\.yaml "
-                                r"DESTINATION /etc/chatgate")
+        self.assertRegex(cmake, r"file\(READ \$\{CMAKE_SOURCE_DIR\}/config/chatgate\.yaml ")
+        self.assertRegex(cmake, r"install\(FILES \$\{CG_PACKAGED_CONFIG\} DESTINATION /etc/chatgate")
         config = yaml.safe_load(read(os.path.join(SOURCE_DIR, "config/chatgate.yaml")))
         listeners = config["listeners"]
         for unit, listener in SOCKET_UNITS.items():

@@ -77,6 +77,13 @@ curl -sf "http://127.0.0.1:$API/healthz" | grep -q '"ok"'
 answer=$(curl -sf "http://127.0.0.1:$API/api/chat" -H 'Content-Type: application/json' \
   -d '{"userId":"pkg","query":"hello"}')
 [ "$answer" = '{"answer":"echo: hello (turn 1)"}' ] || { echo "package-test: got $answer" >&2; exit 1; }
+# The packaged config speaks Chinese to users (router.locale: zh-CN).
+grep -q '^  locale: zh-CN' /etc/chatgate/chatgate.yaml ||
+  { echo "package-test: the packaged config is not zh-CN" >&2; exit 1; }
+help=$(curl -sf "http://127.0.0.1:$API/api/chat" -H 'Content-Type: application/json' \
+  -d '{"userId":"pkg","query":"/reset"}')
+[ "$help" = '{"answer":"已清除对话上下文，我们重新开始吧。"}' ] ||
+  { echo "package-test: /reset answered $help" >&2; exit 1; }
 grep -q "plugin instances" "$log"
 ps -o user= -p "$(pgrep -n -x chatgate)" | grep -q '^chatgate$'
 $SUDO kill -TERM "$(pgrep -n -x chatgate)"
