@@ -254,6 +254,19 @@ class StreamTest(DingTalkCase):
         wait_for(lambda: self.fake.stream()["connections"] == 1, "the Stream connection")
         return port, cg
 
+    def test_a_zh_cn_instance_gets_the_chinese_texts(self):
+        # The model fails: the failed text reaches the user in Chinese.
+        failing = "    - name: echo\n      plugin: echo.so\n      config: {fail: error}\n"
+        config = dingtalk_config(self.fake.port, model_instance=failing).replace(
+            "      plugin: dingtalk.so\n", "      plugin: dingtalk.so\n      locale: zh-CN\n", 1)
+        cg = self.start(config)
+        wait_for(lambda: self.fake.stream()["connections"] == 1, "the Stream connection")
+        body, session = incoming(self.fake, "msg_zh1", " 你好", "cid_zh")
+        self.fake.push(body)
+        [reply] = self.fake.wait_session_reply(session)
+        self.assertEqual(reply["content"], {"content": "抱歉，回答时出了点问题，请重试。"})
+        self.finish(cg)
+
     def reconnected(self, connects):
         def check():
             s = self.fake.stream()

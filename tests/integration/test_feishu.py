@@ -584,6 +584,27 @@ class RepliesTest(FeishuCase):
         self.fake.reset()
         self.watch(self.fake)
 
+    def test_a_zh_cn_instance_gets_the_chinese_texts(self):
+        # locale: beside name and plugin (docs/operator-guide.md): the busy
+        # and the command texts reach the fake in Chinese; a messages:
+        # override wins over both locales.
+        busy = "    - name: echo\n      plugin: echo.so\n      config: {fail: busy}\n"
+        config = feishu_config(self.fake.port, model_instance=busy).replace(
+            "      plugin: feishu.so\n", "      plugin: feishu.so\n      locale: zh-CN\n", 1)
+        cg = self.start(config)
+        self.webhook(cg.port, text_event("om_zh_busy", "你好"))
+        [reply] = self.fake.wait_reply("om_zh_busy")
+        self.assertEqual(reply["content"], {"text": "模型正忙，请稍后再试。"})
+        self.webhook(cg.port, text_event("om_zh_reset", "/reset"))
+        [reply] = self.fake.wait_reply("om_zh_reset")
+        self.assertEqual(reply["content"], {"text": "已清除对话上下文，我们重新开始吧。"})
+        self.finish(cg)
+        cg = self.start(config + "messages:\n  busy: \"稍等一下\"\n")
+        self.webhook(cg.port, text_event("om_zh_override", "你好"))
+        [reply] = self.fake.wait_reply("om_zh_override")
+        self.assertEqual(reply["content"], {"text": "稍等一下"})
+        self.finish(cg)
+
     def test_post_and_card_styles(self):
         port, cg = self.gateway(self.fake, replyStyle="post")
         self.webhook(port, text_event("om_post", "two\nlines"))
