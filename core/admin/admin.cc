@@ -55,10 +55,15 @@ std::string random_hex(size_t bytes) {
     if (n <= 0) throw std::runtime_error("getrandom failed");
     got += static_cast<size_t>(n);
   }
+  return to_hex(std::string_view(reinterpret_cast<const char *>(raw.data()), raw.size()));
+}
+
+std::string to_hex(std::string_view bytes) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
-  out.reserve(bytes * 2);
-  for (unsigned char c : raw) {
+  out.reserve(bytes.size() * 2);
+  for (const char ch : bytes) {
+    const auto c = static_cast<unsigned char>(ch);
     out.push_back(kHex[c >> 4]);
     out.push_back(kHex[c & 0xF]);
   }

@@ -218,17 +218,6 @@ namespace {
 
 constexpr std::string_view kStateHeader = "chatgate-admin-state 1\n";
 
-std::string to_hex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (const char c : bytes) {
-    out += kDigits[static_cast<unsigned char>(c) >> 4];
-    out += kDigits[static_cast<unsigned char>(c) & 0xf];
-  }
-  return out;
-}
-
 bool from_hex(std::string_view hex, std::string *out) {
   if (hex.size() % 2 != 0) return false;
   auto value = [](char c) {

@@ -18,6 +18,8 @@ void respond_json(HttpServer &server, HttpExchange *ex, int status, std::string_
 
 // Session ids and CSRF tokens from the kernel's CSPRNG (getrandom).
 std::string random_hex(size_t bytes);
+// Lower-case hex of any bytes.
+std::string to_hex(std::string_view bytes);
 
 // The value of `key` in a query string ("level=warn&lines=20"), or empty.
 std::string_view query_value(std::string_view query, std::string_view key);

@@ -38,20 +38,6 @@ constexpr uint64_t kCancelGraceMs = 2000;
 // to 15 s of that for its long connections: app_handover.cc).
 constexpr uint64_t kHandoverReadyMs = 60000;
 
-// CHATGATE_READY_FD, set by a handover (handover.h): read once, unset.
-int take_ready_fd() {
-  const char *v = std::getenv("CHATGATE_READY_FD");
-  if (v == nullptr) return -1;
-  int fd = -1;
-  const std::string_view text = v;
-  if (std::from_chars(text.data(), text.data() + text.size(), fd).ec != std::errc() || fd < 3) {
-    fd = -1;
-  }
-  unsetenv("CHATGATE_READY_FD");
-  if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);  // for this process alone
-  return fd;
-}
-
 }  // namespace
 
 std::string app_load_plugins(const Config &config, HostServices *services,
@@ -188,7 +174,7 @@ int App::run(Config config) {
 
   notify_ = std::make_unique<ServiceNotify>(*loop_);
   handover_ = std::make_unique<Handover>(*loop_, kHandoverReadyMs);
-  ready_fd_ = take_ready_fd();
+  ready_fd_ = app_take_env_fd("CHATGATE_READY_FD");
   int exit_code = start();
   if (exit_code == 0) {
     if (ready_fd_ >= 0) {

@@ -48,6 +48,11 @@ std::string app_check_router(const Config &config,
 // Returns "" or the first error line; *instances gets the instance count.
 std::string app_check_config(const Config &config, size_t *instances);
 
+// A descriptor a handover passed in the environment variable `name`
+// (handover.h): read once, the variable unset, the descriptor made
+// close-on-exec (it is this process's alone); -1 when none.
+int app_take_env_fd(const char *name);
+
 // What the process before this one passed on in a handover (handover.h,
 // CHATGATE_STATE_FD), read once and the variable unset; "" when none.
 std::string app_take_handover_state();
@@ -94,6 +99,9 @@ class App {
 
  private:
   struct ReloadWork;
+  // Runs fn on a later loop turn (an answer promised "never inside the
+  // call"); dropped when the loop is closing, as nobody waits then.
+  void later(std::function<void()> fn);
   void reload_finish(ReloadWork &work);
   int start();
   // Shutdown's first step: /readyz says 503, channels stop taking

@@ -34,19 +34,7 @@ void App::set_command(std::string exe, std::vector<std::string> args) {
 
 void App::hand_over(std::string why, HandoverDone done) {
   auto refuse = [this](HandoverDone d, std::string error) {
-    struct Answer {
-      HandoverDone done;
-      std::string error;
-    };
-    auto *a = std::make_unique<Answer>(Answer{std::move(d), std::move(error)}).release();
-    if (loop_->defer(
-            [](void *arg) {
-              std::unique_ptr<Answer> owned(static_cast<Answer *>(arg));
-              owned->done(0, std::move(owned->error));
-            },
-            a) != 0) {
-      std::unique_ptr<Answer>{a};  // the loop is closing: nobody waits
-    }
+    later([d = std::move(d), error = std::move(error)]() mutable { d(0, std::move(error)); });
   };
   if (shutting_down_) {
     spdlog::warn("{}: ignored, this process is shutting down", why);
@@ -104,14 +92,34 @@ void App::hand_over(std::string why, HandoverDone done) {
   }
 }
 
-std::string app_take_handover_state() {
-  const char *v = std::getenv("CHATGATE_STATE_FD");
-  if (v == nullptr) return {};
+void App::later(std::function<void()> fn) {
+  auto *owned = std::make_unique<std::function<void()>>(std::move(fn)).release();  // the task's
+  if (loop_->defer(
+          [](void *arg) {
+            std::unique_ptr<std::function<void()>> f(static_cast<std::function<void()> *>(arg));
+            (*f)();
+          },
+          owned) != 0) {
+    std::unique_ptr<std::function<void()>>{owned};  // the loop is closing: nobody waits
+  }
+}
+
+int app_take_env_fd(const char *name) {
+  const char *v = std::getenv(name);
+  if (v == nullptr) return -1;
   const std::string_view text = v;
   int fd = -1;
-  std::from_chars(text.data(), text.data() + text.size(), fd);
-  unsetenv("CHATGATE_STATE_FD");
-  if (fd < 3) return {};
+  if (std::from_chars(text.data(), text.data() + text.size(), fd).ec != std::errc() || fd < 3) {
+    fd = -1;
+  }
+  unsetenv(name);
+  if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return fd;
+}
+
+std::string app_take_handover_state() {
+  const int fd = app_take_env_fd("CHATGATE_STATE_FD");
+  if (fd < 0) return {};
   // All of it was written, and the writer closed, before this process
   // started: reading to the end cannot wait. Non-blocking all the same.
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);

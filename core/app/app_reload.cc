@@ -53,20 +53,9 @@ std::string error_json(std::string_view message) {
 void App::reload(ReloadDone done) {
   // Answers on a later turn, as promised, whatever the outcome.
   auto answer_later = [this](ReloadDone d, int status, std::string json) {
-    struct Answer {
-      ReloadDone done;
-      int status;
-      std::string json;
-    };
-    auto a = std::make_unique<Answer>(Answer{std::move(d), status, std::move(json)});
-    Answer *raw = a.release();
-    const int rc = loop_->defer(
-        [](void *arg) {
-          std::unique_ptr<Answer> owned(static_cast<Answer *>(arg));
-          owned->done(owned->status, std::move(owned->json));
-        },
-        raw);
-    if (rc != 0) std::unique_ptr<Answer>{raw};  // the loop is closing: nobody waits
+    later([d = std::move(d), status, json = std::move(json)]() mutable {
+      d(status, std::move(json));
+    });
   };
   if (shutting_down_) {
     spdlog::info("config reload: ignored, this process is shutting down");

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -97,7 +98,7 @@ struct RouterConfig {
   // `messages:` overrides, by key: they replace the text in every locale.
   std::map<std::string, std::string> messages;
   // plugins.instances[].locale, by instance name (filled by the loader).
-  std::map<std::string, std::string> channel_locales;
+  std::map<std::string, std::string, std::less<>> channel_locales;
   // Where model, cache and queue were written, for errors.
   int model_line = 0, cache_line = 0, queue_line = 0;
 };

@@ -1,16 +1,17 @@
 #include "config/user_messages.h"
 
+#include <algorithm>
 #include <array>
 #include <vector>
 
 namespace cg {
 namespace {
 
-constexpr std::array<std::string_view, 2> kLocales = {"en", "zh-CN"};
+constexpr std::array<std::string_view, kUserLocaleCount> kLocales = {"en", "zh-CN"};
 
 struct Entry {
   std::string_view key;
-  std::array<std::string_view, 2> text;  // by kLocales
+  std::array<std::string_view, kUserLocaleCount> text;  // by kLocales
 };
 
 // In UserMsg's order. The Chinese is what a DingTalk or Feishu user reads
@@ -36,22 +37,17 @@ constexpr std::array<Entry, kUserMsgCount> kCatalog = {{
       "消息发送太快了，我来不及回答。请放慢速度，稍后再试。"}},
 }};
 
-size_t locale_index(std::string_view locale) {
-  for (size_t i = 0; i < kLocales.size(); i++) {
-    if (kLocales[i] == locale) return i;
-  }
-  return 0;
-}
-
 }  // namespace
 
 std::span<const std::string_view> user_message_locales() { return kLocales; }
 
 bool user_message_locale_known(std::string_view locale) {
-  for (std::string_view l : kLocales) {
-    if (l == locale) return true;
-  }
-  return false;
+  return std::find(kLocales.begin(), kLocales.end(), locale) != kLocales.end();
+}
+
+size_t user_message_locale_index(std::string_view locale) {
+  const auto it = std::find(kLocales.begin(), kLocales.end(), locale);
+  return it == kLocales.end() ? 0 : static_cast<size_t>(it - kLocales.begin());
 }
 
 std::string_view user_message_key(UserMsg msg) { return kCatalog[static_cast<size_t>(msg)].key; }
@@ -64,7 +60,7 @@ std::optional<UserMsg> user_message_by_key(std::string_view key) {
 }
 
 std::string_view user_message_text(UserMsg msg, std::string_view locale) {
-  return kCatalog[static_cast<size_t>(msg)].text[locale_index(locale)];
+  return kCatalog[static_cast<size_t>(msg)].text[user_message_locale_index(locale)];
 }
 
 std::vector<std::string> user_message_placeholders(std::string_view text) {

@@ -36,8 +36,11 @@ enum class UserMsg : uint8_t {
 inline constexpr size_t kUserMsgCount = static_cast<size_t>(UserMsg::kCount);
 
 // The locales with a complete catalog: "en", "zh-CN".
+inline constexpr size_t kUserLocaleCount = 2;
 std::span<const std::string_view> user_message_locales();
 bool user_message_locale_known(std::string_view locale);
+// The locale's place in user_message_locales(); 0 (en) for an unknown one.
+size_t user_message_locale_index(std::string_view locale);
 
 // The key in config (`messages:`), e.g. "busy".
 std::string_view user_message_key(UserMsg msg);

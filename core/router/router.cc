@@ -116,7 +116,7 @@ void Router::reconfigure(const RouterConfig &config, bool keep_content) {
 
 void Router::set_texts() {
   const auto locales = user_message_locales();
-  for (size_t l = 0; l < texts_.size() && l < locales.size(); l++) {
+  for (size_t l = 0; l < texts_.size(); l++) {
     for (size_t i = 0; i < kUserMsgCount; i++) {
       const auto msg = static_cast<UserMsg>(i);
       auto it = config_.messages.find(std::string(user_message_key(msg)));
@@ -138,14 +138,10 @@ void Router::set_texts() {
 std::string_view Router::user_text(UserMsg msg, const ChannelPort *channel) const {
   std::string_view locale = config_.locale;
   if (channel != nullptr && !config_.channel_locales.empty()) {
-    auto it = config_.channel_locales.find(std::string(channel->name()));
+    auto it = config_.channel_locales.find(channel->name());
     if (it != config_.channel_locales.end()) locale = it->second;
   }
-  const auto locales = user_message_locales();
-  size_t l = 0;
-  while (l < locales.size() && locales[l] != locale) l++;
-  if (l >= texts_.size()) l = 0;
-  return texts_[l][static_cast<size_t>(msg)];
+  return texts_[user_message_locale_index(locale)][static_cast<size_t>(msg)];
 }
 
 namespace {

@@ -11,10 +11,10 @@
 // THREAD: not thread-safe; loop thread only.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <array>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -184,7 +184,7 @@ class Router final : public MessageSink, public ConversationsPort {
   std::unique_ptr<InboundQueue> queue_;
   std::unique_ptr<DurableQueue> durable_;  // router.queue; else null
   // Every text of every locale, overrides applied (set_texts).
-  std::array<std::array<std::string, kUserMsgCount>, 2> texts_;
+  std::array<std::array<std::string, kUserMsgCount>, kUserLocaleCount> texts_;
   void set_texts();
   std::unordered_map<Job *, std::unique_ptr<Job>> jobs_;
   // Context key -> that conversation's lane.
