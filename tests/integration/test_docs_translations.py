@@ -3,7 +3,12 @@ headings at the same levels in the same order (a heading's `code spans`,
 kept as they are in a translation, the same too), the same number of
 fenced code blocks, and a link from each page to the other. A heading added to or
 removed from one page only fails here, naming the first heading that
-differs. Reads the source tree only; starts no chatgate."""
+differs. A heading reworded in English only fails too: each translation
+records, in a comment on its first lines, a fingerprint of the English
+headings it was made from (`<!-- en-headings: 1a2b3c4d5e6f -->`), and the
+test names the headings that changed since. Reads the source tree only;
+starts no chatgate."""
+import hashlib
 import os
 import re
 import unittest
@@ -45,6 +50,14 @@ def structure(text):
 
 
 CODE_SPAN = re.compile(r"`[^`]*`")
+FINGERPRINT = re.compile(r"<!--\s*en-headings:\s*([0-9a-f]{12})\s*-->")
+
+
+def fingerprint(headings):
+    """12 hex digits standing for the English page's headings (level and
+    words, not line numbers): what a translation records it was made from."""
+    text = "\n".join("%d %s" % (level, words) for level, _, words in headings)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def first_difference(en, tr, english, translated):
@@ -86,8 +99,14 @@ def side_by_side(en, tr):
 
 
 def links_to(text, target):
-    """Whether the page has a Markdown link to target (a path beside it)."""
-    return re.search(r"\]\(\s*(\./)?%s\s*\)" % re.escape(target), text) is not None
+    """Whether the page has a Markdown link to target (a path relative to
+    the page, as a reader would follow it), an #anchor allowed."""
+    return re.search(r"\]\(\s*(\./)?%s(#[^)\s]*)?\s*\)" % re.escape(target), text) is not None
+
+
+def relative(source, target):
+    """target's path as a link on the page at source."""
+    return os.path.relpath(target, os.path.dirname(source) or ".")
 
 
 class DocsTranslations(unittest.TestCase):
@@ -111,16 +130,43 @@ class DocsTranslations(unittest.TestCase):
                 self.assertEqual(en, tr, "%s has %d fenced code blocks, %s has %d"
                                  % (english, en, translated, tr))
 
+    def test_translation_made_from_current_headings(self):
+        for english, translated in PAIRS:
+            with self.subTest(page=translated):
+                en, _, _ = structure(read(english))
+                head = "\n".join(read(translated).splitlines()[:5])
+                found = FINGERPRINT.search(head)
+                self.assertIsNotNone(found, "%s: no <!-- en-headings: ... --> comment in its "
+                                     "first 5 lines; add <!-- en-headings: %s -->"
+                                     % (translated, fingerprint(en)))
+                self.assertEqual(
+                    found.group(1), fingerprint(en),
+                    "%s's headings changed since %s was translated from them (recorded %s, now "
+                    "%s): bring the translation's headings in step, then record "
+                    "<!-- en-headings: %s -->; the English headings now:\n%s"
+                    % (english, translated, found.group(1), fingerprint(en), fingerprint(en),
+                       "\n".join("  " + words for _, _, words in en)))
+
     def test_pages_link_each_other(self):
         for english, translated in PAIRS:
             with self.subTest(page=translated):
                 en_text, tr_text = read(english), read(translated)
-                # The pages sit side by side; links are by file name.
-                self.assertEqual(os.path.dirname(english), os.path.dirname(translated))
-                self.assertTrue(links_to(en_text, os.path.basename(translated)),
-                                "%s does not link %s" % (english, translated))
-                self.assertTrue(links_to(tr_text, os.path.basename(english)),
-                                "%s does not link %s" % (translated, english))
+                self.assertTrue(links_to(en_text, relative(english, translated)),
+                                "%s does not link %s (as %s)"
+                                % (english, translated, relative(english, translated)))
+                self.assertTrue(links_to(tr_text, relative(translated, english)),
+                                "%s does not link %s (as %s)"
+                                % (translated, english, relative(translated, english)))
+
+    def test_every_translation_is_listed(self):
+        # A page under docs/zh-CN/ missing from PAIRS would drift unchecked.
+        listed = {translated for _, translated in PAIRS}
+        folder = os.path.join(SOURCE_DIR, "docs", "zh-CN")
+        pages = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        for name in pages:
+            if name.endswith(".md"):
+                self.assertIn("docs/zh-CN/" + name, listed,
+                              "docs/zh-CN/%s is not in PAIRS" % name)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Zero-downtime upgrades and reloads through the real binary
-(docs/operator-guide.md, "Upgrades and reloads"): under a steady load on the
+(docs/upgrades.md): under a steady load on the
 chat API (keep-alive connections, a new connection per request, and answers
 streamed over 5 seconds each), SIGUSR2 hands over to the binary now at the
 path chatgate was started from (a second build, chatgate-next, put there as
