@@ -19,6 +19,7 @@ from harness import SOURCE_DIR
 PAIRS = [
     ("README.md", "README.zh-CN.md"),
     ("docs/channels/feishu.md", "docs/zh-CN/feishu.md"),
+    ("docs/channels/dingtalk.md", "docs/zh-CN/dingtalk.md"),
 ]
 
 HEADING = re.compile(r"^(#+)\s")
