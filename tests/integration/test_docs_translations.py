@@ -20,6 +20,7 @@ PAIRS = [
     ("README.md", "README.zh-CN.md"),
     ("docs/channels/feishu.md", "docs/zh-CN/feishu.md"),
     ("docs/channels/dingtalk.md", "docs/zh-CN/dingtalk.md"),
+    ("docs/fleet.md", "docs/zh-CN/fleet.md"),
 ]
 
 HEADING = re.compile(r"^(#+)\s")
