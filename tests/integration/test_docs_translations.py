@@ -18,6 +18,7 @@ from harness import SOURCE_DIR
 # (English page, its translation), paths relative to the source tree.
 PAIRS = [
     ("README.md", "README.zh-CN.md"),
+    ("docs/quickstart.md", "docs/zh-CN/quickstart.md"),
 ]
 
 HEADING = re.compile(r"^(#+)\s")
