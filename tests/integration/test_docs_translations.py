@@ -19,6 +19,7 @@ from harness import SOURCE_DIR
 PAIRS = [
     ("README.md", "README.zh-CN.md"),
     ("docs/quickstart.md", "docs/zh-CN/quickstart.md"),
+    ("docs/upgrades.md", "docs/zh-CN/upgrades.md"),
 ]
 
 HEADING = re.compile(r"^(#+)\s")
