@@ -21,6 +21,8 @@ PAIRS = [
     ("docs/channels/feishu.md", "docs/zh-CN/feishu.md"),
     ("docs/channels/dingtalk.md", "docs/zh-CN/dingtalk.md"),
     ("docs/fleet.md", "docs/zh-CN/fleet.md"),
+    ("docs/quickstart.md", "docs/zh-CN/quickstart.md"),
+    ("docs/upgrades.md", "docs/zh-CN/upgrades.md"),
 ]
 
 HEADING = re.compile(r"^(#+)\s")
