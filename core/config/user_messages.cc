@@ -35,6 +35,10 @@ constexpr std::array<Entry, kUserMsgCount> kCatalog = {{
      {"You are sending messages faster than I can answer. Please slow down and try again in a "
       "moment.",
       "消息发送太快了，我来不及回答。请放慢速度，稍后再试。"}},
+    {"unsupported",
+     {"Sorry, I can't read this kind of message yet. Please send it as text.",
+      "抱歉，我暂时还看不懂这类消息，请发送文字。"}},
+    {"received", {"Received", "已收到"}},
 }};
 
 }  // namespace

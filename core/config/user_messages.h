@@ -1,6 +1,8 @@
-// The message catalog: every text the core itself sends an end user (the
-// router's notices, the command answers, /help), in each locale it ships,
-// by key. Operator-facing output (logs, --check-config, admin API errors)
+// The message catalog: every text an end user reads that chatgate itself
+// writes (the router's notices, the command answers, /help, and what channel
+// plugins say on their own: the unsupported-message reply, a card action's
+// toast, read through cg_host_api_t.user_text), in each locale it ships, by
+// key. Operator-facing output (logs, --check-config, admin API errors)
 // stays English, as nginx's and systemd's do.
 //
 // A text may hold placeholders, "{name}": every locale of a key holds the
@@ -30,6 +32,8 @@ enum class UserMsg : uint8_t {
   kFailed,          // the model failed
   kRestarting,      // cancelled by shutdown
   kSlowDown,        // over a rate limit
+  kUnsupported,     // a channel's answer to a message type it does not read
+  kReceived,        // a channel's acknowledgement of a card button press (a toast)
   kCount
 };
 

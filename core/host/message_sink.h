@@ -9,6 +9,7 @@
 #include <chatgate/message.h>
 
 #include <string>
+#include <optional>
 #include <string_view>
 
 #include "host/inbound_message.h"
@@ -50,6 +51,12 @@ class MessageSink {
   // caller's.
   virtual ProactiveResult send_proactive(const ProactiveMessage &msg, cg_done_cb done,
                                          void *arg) = 0;
+  // What an end user of the instance `instance` reads for the catalog key
+  // `key` (cg_host_api_t.user_text), or nullopt for a key the catalog does
+  // not have. OWNERSHIP: the view is the sink's, valid until the next
+  // config reload.
+  virtual std::optional<std::string_view> user_text(std::string_view instance,
+                                                    std::string_view key) const = 0;
 };
 
 }  // namespace cg

@@ -390,6 +390,19 @@ int h_send_message(cg_host_t *h, cg_str_t channel, const cg_reply_t *msg, cg_don
   return res.status;
 }
 
+// ---- what end users read (since 1.8) ----
+
+int h_user_text(cg_host_t *h, cg_str_t key, cg_str_t *out) {
+  auto *i = inst(h);
+  if (i == nullptr || out == nullptr) return CG_EINVAL;
+  MessageSink *sink = i->services()->sink;
+  if (sink == nullptr) return CG_EUNAVAIL;
+  const std::optional<std::string_view> text = sink->user_text(i->name(), sv(key));
+  if (!text) return CG_ENOENT;
+  *out = cs(*text);
+  return 0;
+}
+
 // ---- per-instance capabilities (since 1.4) ----
 
 int h_set_capabilities(cg_host_t *h, uint64_t capabilities) {
@@ -503,6 +516,7 @@ const cg_host_api_t kHostApi = {
     h_set_capabilities,
     h_log_throttled,
     h_emit_message_durable,
+    h_user_text,
 };
 
 }  // namespace

@@ -136,12 +136,24 @@ void Router::set_texts() {
 }
 
 std::string_view Router::user_text(UserMsg msg, const ChannelPort *channel) const {
+  return texts_[locale_of(channel != nullptr ? channel->name() : std::string_view())]
+               [static_cast<size_t>(msg)];
+}
+
+std::optional<std::string_view> Router::user_text(std::string_view instance,
+                                                  std::string_view key) const {
+  const std::optional<UserMsg> msg = user_message_by_key(key);
+  if (!msg) return std::nullopt;
+  return std::string_view(texts_[locale_of(instance)][static_cast<size_t>(*msg)]);
+}
+
+size_t Router::locale_of(std::string_view instance) const {
   std::string_view locale = config_.locale;
-  if (channel != nullptr && !config_.channel_locales.empty()) {
-    auto it = config_.channel_locales.find(channel->name());
+  if (!instance.empty() && !config_.channel_locales.empty()) {
+    auto it = config_.channel_locales.find(instance);
     if (it != config_.channel_locales.end()) locale = it->second;
   }
-  return texts_[user_message_locale_index(locale)][static_cast<size_t>(msg)];
+  return user_message_locale_index(locale);
 }
 
 namespace {

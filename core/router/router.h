@@ -105,6 +105,9 @@ class Router final : public MessageSink, public ConversationsPort {
   // instance's locale (router.channel_locales, else router.locale), with
   // the config's `messages:` override if there is one.
   std::string_view user_text(UserMsg msg, const ChannelPort *channel) const;
+  // MessageSink: the same by the instance's name and the catalog's key.
+  std::optional<std::string_view> user_text(std::string_view instance,
+                                            std::string_view key) const override;
   // A fresh cg_reply_t.answer_id, for a message sent outside the router
   // (the admin API's send): channels key streamed answers on it.
   uint64_t take_answer_id() { return next_answer_id_++; }
@@ -186,6 +189,9 @@ class Router final : public MessageSink, public ConversationsPort {
   // Every text of every locale, overrides applied (set_texts).
   std::array<std::array<std::string, kUserMsgCount>, kUserLocaleCount> texts_;
   void set_texts();
+  // The catalog place of the locale of instance `instance` (its own
+  // `locale:`, else router.locale).
+  size_t locale_of(std::string_view instance) const;
   std::unordered_map<Job *, std::unique_ptr<Job>> jobs_;
   // Context key -> that conversation's lane.
   std::unordered_map<std::string, Lane, StringHash, std::equal_to<>> lanes_;

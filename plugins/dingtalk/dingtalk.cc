@@ -42,6 +42,10 @@ const cg_config_field_t kFields[] = {
      "ai-card: the card template's id (from the card platform)", nullptr, 0, 0},
     {sizeof(cg_config_field_t), CG_CFG_STRING, 0, "cardContentKey", "content",
      "ai-card: the template's streaming text variable", nullptr, 0, 0},
+    {sizeof(cg_config_field_t), CG_CFG_STRING, 0, "unsupportedReply", nullptr,
+     "the answer to message types the robot does not read (voice, video, files...); unset: the "
+     "message catalog's 'unsupported' in the instance's locale; empty: stay silent",
+     nullptr, 0, 0},
     {sizeof(cg_config_field_t), CG_CFG_STRING_LIST, CG_CFG_SECRET, "customRobots", nullptr,
      "send-only custom group robots, each \"NAME WEBHOOK_URL [SEC_SECRET]\"", nullptr, 0, 0},
     {sizeof(cg_config_field_t), CG_CFG_INT, 0, "timestampWindowSeconds", "300",
@@ -95,7 +99,12 @@ std::string reply_token(const RobotMessage &m) {
 void route(Dingtalk *d, const RobotMessage &m, const std::function<void(bool)> &done) {
   const bool group = m.group;
   std::string why = robot_message_policy(m, d->require_mention);
-  if (why.empty() && !m.supported) why = "unsupported";
+  if (why.empty() && !m.supported) {
+    why = "unsupported";
+    const std::string reply = d->unsupported_reply ? *d->unsupported_reply
+                                                   : d->user_text("unsupported", kUnsupportedEn);
+    if (!reply.empty()) d->reply_plain(reply_token(m), m.msg_id, reply);
+  }
   if (!why.empty()) {
     d->api->message_dropped(d->host, cs(why));
     return done(true);
@@ -176,6 +185,7 @@ int dt_init(const cg_host_api_t *api, cg_host_t *host, const cg_config_t *cfg, v
                                   : Style::kText;
   d->card_template = kit::config_string(api, cfg, "cardTemplateId");
   d->card_key = kit::config_string(api, cfg, "cardContentKey");
+  d->unsupported_reply = kit::config_string_if_set(api, cfg, "unsupportedReply");
   if (d->style == Style::kAiCard && d->card_template.empty()) {
     api->set_error(host, cs("replyStyle ai-card needs cardTemplateId (the AI card template)"));
     return CG_ECONFIG;

@@ -474,6 +474,20 @@ void Dingtalk::supersede(const std::string &msg_id) {
   for (uint64_t id : idle) finish(answers[id].get(), 0);
 }
 
+void Dingtalk::reply_plain(const std::string &token, const std::string &msg_id,
+                           const std::string &text) {
+  if (stopping) return;
+  auto a = std::make_unique<Answer>();
+  a->d = this;
+  a->id = next_own_answer++;
+  a->msg_id = msg_id;
+  a->final = true;
+  if (!parse_target(token, &a->target)) return;
+  Answer *raw = a.get();
+  answers.emplace(raw->id, std::move(a));
+  deliver(raw, false, split(text), 0);
+}
+
 int Dingtalk::send(const cg_reply_t &reply, cg_done_cb done, void *arg) {
   if (stopping) return CG_ECLOSED;
   const bool final = (reply.flags & CG_REPLY_FINAL) != 0;

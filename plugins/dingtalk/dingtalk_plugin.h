@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -79,6 +80,10 @@ struct CustomRobot {
   std::string secret;
 };
 
+// The catalog's "unsupported" text, for a host older than ABI 1.8.
+inline constexpr std::string_view kUnsupportedEn =
+    "Sorry, I can't read this kind of message yet. Please send it as text.";
+
 struct Dingtalk : kit::PluginBase {
   Dingtalk();
   ~Dingtalk() override;  // in dingtalk_stream.cc, where Stream is complete
@@ -91,6 +96,7 @@ struct Dingtalk : kit::PluginBase {
   bool require_mention = true;
   Style style = Style::kText;
   std::string card_template, card_key;
+  std::optional<std::string> unsupported_reply;  // unset: the catalog's
   std::map<std::string, CustomRobot> robots;
   uint64_t timestamp_window_ms = 300000;
   uint64_t stream_update_ms = 500;
@@ -101,6 +107,9 @@ struct Dingtalk : kit::PluginBase {
   kit::TokenCache tokens;
 
   std::unordered_map<uint64_t, std::unique_ptr<Answer>> answers;
+  // Ids of the plugin's own replies in `answers`: the top bit set, so they
+  // never meet the router's cg_reply_t.answer_id.
+  uint64_t next_own_answer = uint64_t{1} << 63;
   void supersede(const std::string &msg_id);
 
   struct Stream;
@@ -120,6 +129,10 @@ struct Dingtalk : kit::PluginBase {
   void call(const std::string &method, const std::string &path, const std::string &body,
             const ApiDone &done, int attempt = 0, bool fresh_token = false);
   int send(const cg_reply_t &reply, cg_done_cb done, void *arg);
+  // A plain-text reply of the plugin's own (not the router's) to the
+  // message whose reply token (dingtalk.cc's reply_token) is `token`; a
+  // failure is logged.
+  void reply_plain(const std::string &token, const std::string &msg_id, const std::string &text);
   // Asks for an access token (the TokenCache's fetch).
   int fetch_token(const kit::TokenCache::Settle &settle);
 

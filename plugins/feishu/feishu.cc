@@ -44,9 +44,9 @@ const cg_config_field_t kFields[] = {
     {sizeof(cg_config_field_t), CG_CFG_ENUM, 0, "replyStyle", "text",
      "how answers look: text, post, card, or streaming-card (CardKit, updated as the model writes)",
      "text|post|card|streaming-card", 0, 0},
-    {sizeof(cg_config_field_t), CG_CFG_STRING, 0, "unsupportedReply",
-     "Sorry, I can only read text, posts, images and files.",
-     "the answer to message types the bot does not read (audio, stickers...); empty: stay silent",
+    {sizeof(cg_config_field_t), CG_CFG_STRING, 0, "unsupportedReply", nullptr,
+     "the answer to message types the bot does not read (audio, stickers...); unset: the "
+     "message catalog's 'unsupported' in the instance's locale; empty: stay silent",
      nullptr, 0, 0},
     {sizeof(cg_config_field_t), CG_CFG_INT, 0, "timestampWindowSeconds", "300",
      "webhook mode: callbacks signed longer ago than this are refused", nullptr, 1, 86400},
@@ -130,7 +130,7 @@ void on_webhook(void *arg, cg_http_exchange_t *ex, const cg_http_request_t *req)
     if (!ok) {
       f->respond_json(ex, 503, R"({"msg":"busy, retry"})");
     } else if (card) {
-      f->respond_json(ex, 200, R"({"toast":{"type":"info","content":"Received"}})");
+      f->respond_json(ex, 200, f->card_toast_json());
     } else {
       f->respond_json(ex, 200, R"({"msg":"success"})");
     }
@@ -161,9 +161,8 @@ void route(Feishu *f, const Event &ev, const std::function<void(bool)> &done) {
         message_policy(ev, content, {f->require_mention, f->allow_direct, &f->allowed_chats});
     if (why.empty() && !content.supported) {
       why = "unsupported";
-      if (!f->unsupported_reply.empty()) {
-        f->reply_text(ev.message_id, !ev.thread_id.empty(), f->unsupported_reply);
-      }
+      const std::string reply = f->unsupported_reply_text();
+      if (!reply.empty()) f->reply_text(ev.message_id, !ev.thread_id.empty(), reply);
     }
     if (!why.empty()) {
       f->api->message_dropped(f->host, cs(why));
@@ -272,7 +271,7 @@ int fs_init(const cg_host_api_t *api, cg_host_t *host, const cg_config_t *cfg, v
              : style == "card"           ? Style::kCard
              : style == "streaming-card" ? Style::kStreamingCard
                                          : Style::kText;
-  f->unsupported_reply = kit::config_string(api, cfg, "unsupportedReply");
+  f->unsupported_reply = kit::config_string_if_set(api, cfg, "unsupportedReply");
   f->timestamp_window_ms =
       static_cast<uint64_t>(kit::config_int(api, cfg, "timestampWindowSeconds")) * 1000;
   f->stream_update_ms = static_cast<uint64_t>(kit::config_int(api, cfg, "streamUpdateMs"));

@@ -489,8 +489,20 @@ void Feishu::reply_text(const std::string &message_id, bool in_thread, const std
                            ",\"reply_in_thread\":" + (in_thread ? "true" : "false") + "}";
   call("POST", "/open-apis/im/v1/messages/" + message_id + "/reply", body,
        [this, message_id](const ApiResult &r) {
-         if (r.result != 0) log(CG_LOG_WARN, "reply to " + message_id + " failed: " + r.msg);
+         if (r.result != 0) {
+           log_limited(CG_LOG_WARN, "unsupported_reply_failed",
+                       "reply to " + message_id + " failed: " + r.msg);
+         }
        });
+}
+
+std::string Feishu::unsupported_reply_text() const {
+  if (unsupported_reply) return *unsupported_reply;
+  return user_text("unsupported", "Sorry, I can't read this kind of message yet. Please send it as text.");
+}
+
+std::string Feishu::card_toast_json() const {
+  return R"({"toast":{"type":"info","content":)" + jstr(user_text("received", "Received")) + "}}";
 }
 
 // An earlier attempt at this message still here (a retry after a model

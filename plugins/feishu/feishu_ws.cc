@@ -175,7 +175,7 @@ void on_data_frame(Feishu *f, pb::Frame frame) {
   f->ws->handling++;
   f->handle_event(ev, [f, ws_id, frame = std::move(frame), started, card](bool ok) {
     std::string data;
-    if (ok && card) data = base64(R"({"toast":{"type":"info","content":"Received"}})");
+    if (ok && card) data = base64(f->card_toast_json());
     // 500 makes Feishu push the event again later.
     ack(f, ws_id, frame, started, ok ? 200 : 500, data);
     f->ws->handling--;

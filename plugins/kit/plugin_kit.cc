@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstddef>
 #include <chatgate/cpp.hpp>
 #include <chatgate/json.hpp>
 #include <cstdlib>
@@ -46,6 +47,13 @@ std::string config_string(const cg_host_api_t *api, const cg_config_t *cfg, cons
   return api->config_string(cfg, key, &s) == 0 ? std::string(chatgate::view(s)) : std::string();
 }
 
+std::optional<std::string> config_string_if_set(const cg_host_api_t *api, const cg_config_t *cfg,
+                                                const char *key) {
+  cg_str_t s{};
+  if (api->config_string(cfg, key, &s) != 0) return std::nullopt;
+  return std::string(chatgate::view(s));
+}
+
 int64_t config_int(const cg_host_api_t *api, const cg_config_t *cfg, const char *key) {
   int64_t v = 0;
   api->config_int(cfg, key, &v);
@@ -77,6 +85,15 @@ void PluginBase::log_limited(int level, std::string_view cause, const std::strin
   } else {
     log(level, line);
   }
+}
+
+std::string PluginBase::user_text(std::string_view key, std::string_view fallback) const {
+  cg_str_t text{};
+  if (api->abi_minor >= 8 && api->struct_size >= offsetof(cg_host_api_t, user_text) + sizeof(void *) &&
+      api->user_text(host, chatgate::str(key), &text) == 0) {
+    return std::string(chatgate::view(text));
+  }
+  return std::string(fallback);
 }
 
 void PluginBase::respond_json(cg_http_exchange_t *ex, int status, const std::string &body) const {

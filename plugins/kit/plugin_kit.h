@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -30,6 +31,11 @@ inline std::string header_value(const cg_http_request_t *req, std::string_view n
 // The config value of `key`, or ""/0/false when it is unset (the schema's
 // defaults make that rare).
 std::string config_string(const cg_host_api_t *api, const cg_config_t *cfg, const char *key);
+// The same, or nullopt when the key is unset: for a key whose absence means
+// something other than "" (unsupportedReply: unset is the catalog's text,
+// "" is silence).
+std::optional<std::string> config_string_if_set(const cg_host_api_t *api, const cg_config_t *cfg,
+                                                const char *key);
 int64_t config_int(const cg_host_api_t *api, const cg_config_t *cfg, const char *key);
 bool config_bool(const cg_host_api_t *api, const cg_config_t *cfg, const char *key);
 
@@ -59,6 +65,11 @@ class PluginBase {
   // second per `cause`, with the count held back (the host's log_throttled,
   // ABI 1.4; a plain line from an older host).
   void log_limited(int level, std::string_view cause, const std::string &line) const;
+
+  // What an end user reads for the catalog key `key`, in this instance's
+  // language with the operator's override (the host's user_text, ABI 1.8),
+  // or `fallback` (English) from an older host or for a key it lacks.
+  std::string user_text(std::string_view key, std::string_view fallback) const;
 
   // Answers a route's exchange with a JSON body.
   void respond_json(cg_http_exchange_t *ex, int status, const std::string &body) const;

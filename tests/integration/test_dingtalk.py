@@ -10,7 +10,8 @@ pings at pingIntervalMs and a silent gateway dropped and reconnected,
 SYSTEM disconnect and a dropped connection (both reconnect with a new
 ticket), a message redelivered after a reconnect answered once, the mention
 policy and single chats (a conversationType other than the string "1"
-counts as a group), unsupported message types acked and dropped, answers
+counts as a group), unsupported message types acked, answered
+(the catalog's text, or silence) and dropped, answers
 over 18,000 bytes split, the OpenAPI when the session webhook has expired
 or refuses, an expired access token replaced, and refused credentials in
 /readyz.
@@ -46,6 +47,10 @@ from channel_support import (FakeOpenAI, check_refusals_logged, parse_metrics, r
 FAKES = os.path.join(SOURCE_DIR, "tests", "fakes")
 sys.path.insert(0, FAKES)
 import fake_dingtalk  # noqa: E402  (the fake's helpers: callback_sign, robot_sign, robot_message)
+
+# The message catalog's "unsupported" text (core/config/user_messages.cc),
+# which dingtalk.so reads through the host (ABI 1.8) when unsupportedReply is unset.
+UNSUPPORTED = "Sorry, I can't read this kind of message yet. Please send it as text."
 
 CLIENT_ID = "dingtest7781"
 # Distinctive secrets, so that a leak into the log is unmistakable.
@@ -265,6 +270,12 @@ class StreamTest(DingTalkCase):
         self.fake.push(body)
         [reply] = self.fake.wait_session_reply(session)
         self.assertEqual(reply["content"], {"content": "抱歉，回答时出了点问题，请重试。"})
+        # What dingtalk.so says on its own (ABI 1.8's user_text).
+        body, session = incoming(self.fake, "msg_zh_voice", "", "cid_zh_voice", msgtype="audio",
+                                 content={"duration": "1000", "downloadCode": "dc_zh"})
+        self.fake.push(body)
+        [reply] = self.fake.wait_session_reply(session)
+        self.assertEqual(reply["content"], {"content": "抱歉，我暂时还看不懂这类消息，请发送文字。"})
         self.finish(cg)
 
     def reconnected(self, connects):
@@ -477,28 +488,45 @@ class StreamTest(DingTalkCase):
                                      reason="policy"), len(shapes))
         self.finish(cg)
 
-    def test_unsupported_message_types_are_acked_and_dropped(self):
+    def test_unsupported_message_types_are_acked_answered_and_dropped(self):
         # The docs: text, richText and pictures are read; other types are
-        # dropped and counted as reason="unsupported" (and, on the Stream,
-        # acknowledged so that DingTalk does not deliver them again).
+        # acknowledged (so that DingTalk does not deliver them again),
+        # answered with the catalog's "unsupported" text through the
+        # session webhook, not routed, and counted as reason="unsupported".
         port, cg = self.connect()
         kinds = {"audio": {"duration": "4000", "downloadCode": "dc_audio", "recognition": "hello"},
                  "video": {"duration": "12", "videoType": "mp4", "downloadCode": "dc_video"},
                  "file": {"fileName": "a.pdf", "downloadCode": "dc_file", "spaceId": "1",
                           "fileId": "2"}}
+        sessions = []
         for kind, content in kinds.items():
-            body, _ = incoming(self.fake, "msg_un_" + kind, "", "cid_unsupported",
-                               msgtype=kind, content=content)
+            body, session = incoming(self.fake, "msg_un_" + kind, "", "cid_unsupported",
+                                     msgtype=kind, content=content)
             self.assertEqual(self.fake.wait_ack(self.fake.push(body))["code"], 200, kind)
-        # Sentinel: the same conversation's next message is its first turn
-        # and the only answer.
+            [reply] = self.fake.wait_session_reply(session)
+            self.assertEqual(reply["content"], {"content": UNSUPPORTED}, kind)
+            sessions.append(session)
+        # Sentinel: the same conversation's next message is its first turn.
         body, session = incoming(self.fake, "msg_un_text", " and text?", "cid_unsupported")
         self.fake.push(body)
         [reply] = self.fake.wait_session_reply(session)
         self.assertEqual(reply["content"], {"content": "echo: and text? (turn 1)"})
-        self.assertEqual([m.get("session") for m in self.fake.messages()], [session])
+        self.assertEqual([m.get("session") for m in self.fake.messages()], sessions + [session])
         self.assertEqual(self.metric(cg, "chatgate_messages_dropped_total", channel="dt",
                                      reason="unsupported"), len(kinds))
+        self.finish(cg)
+
+    def test_an_empty_unsupported_reply_stays_silent(self):
+        port, cg = self.connect(unsupportedReply="")
+        body, _ = incoming(self.fake, "msg_quiet_audio", "", "cid_quiet", msgtype="audio",
+                           content={"duration": "1000", "downloadCode": "dc_q"})
+        self.assertEqual(self.fake.wait_ack(self.fake.push(body))["code"], 200)
+        body, session = incoming(self.fake, "msg_quiet_text", " hi", "cid_quiet")
+        self.fake.push(body)
+        [reply] = self.fake.wait_session_reply(session)
+        self.assertEqual(reply["content"], {"content": "echo: hi (turn 1)"})
+        # Nothing was sent for the audio message: the text's answer is the only one.
+        self.assertEqual([m.get("session") for m in self.fake.messages()], [session])
         self.finish(cg)
 
     def check_parts(self, parts, answer):

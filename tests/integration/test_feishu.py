@@ -59,7 +59,9 @@ WRONG_SECRET = "fsWrong-S3cr3t-5150-heron"
 VTOKEN = "fsVerif-T0ken-4410-osprey"
 ENCRYPT_KEY = "fsEncrypt-K3y-9023-plover"
 SECRETS = (APP_SECRET, WRONG_SECRET, VTOKEN, ENCRYPT_KEY)
-UNSUPPORTED = "Sorry, I can only read text, posts, images and files."
+# The message catalog's "unsupported" text (core/config/user_messages.cc),
+# which feishu.so reads through the host (ABI 1.8) when unsupportedReply is unset.
+UNSUPPORTED = "Sorry, I can't read this kind of message yet. Please send it as text."
 BOT_LEARNED = "the bot's open_id is ou_bot"
 ENDPOINT = "/callback/ws/endpoint"
 # How long a test watches for a retry that must not come: ten times the
@@ -598,11 +600,31 @@ class RepliesTest(FeishuCase):
         self.webhook(cg.port, text_event("om_zh_reset", "/reset"))
         [reply] = self.fake.wait_reply("om_zh_reset")
         self.assertEqual(reply["content"], {"text": "已清除对话上下文，我们重新开始吧。"})
+        # What feishu.so says on its own (ABI 1.8's user_text): the
+        # unsupported-type answer and a card button's toast.
+        self.webhook(cg.port, text_event("om_zh_audio", chat_id="oc_zh_audio",
+                                         message_type="audio", content='{"file_key":"x"}'))
+        [reply] = self.fake.wait_reply("om_zh_audio")
+        self.assertEqual(reply["content"], {"text": "抱歉，我暂时还看不懂这类消息，请发送文字。"})
+        status, body, _ = self.webhook(cg.port, card_action_event("ev_zh_btn", "approve"))
+        self.assertEqual((status, body["toast"]), (200, {"type": "info", "content": "已收到"}))
+        self.fake.wait_reply("om_card")
         self.finish(cg)
-        cg = self.start(config + "messages:\n  busy: \"稍等一下\"\n")
+        cg = self.start(config + "messages:\n  busy: \"稍等一下\"\n  unsupported: \"只收文字\"\n")
         self.webhook(cg.port, text_event("om_zh_override", "你好"))
         [reply] = self.fake.wait_reply("om_zh_override")
         self.assertEqual(reply["content"], {"text": "稍等一下"})
+        self.webhook(cg.port, text_event("om_zh_sticker", chat_id="oc_zh_sticker",
+                                         message_type="sticker", content='{"file_key":"s"}'))
+        [reply] = self.fake.wait_reply("om_zh_sticker")
+        self.assertEqual(reply["content"], {"text": "只收文字"})
+        self.finish(cg)
+        # The instance's own unsupportedReply wins over the catalog.
+        cg = self.start(config.replace("      config:\n", "      config:\n        unsupportedReply: \"own words\"\n", 1))
+        self.webhook(cg.port, text_event("om_zh_own", chat_id="oc_zh_own",
+                                         message_type="audio", content='{"file_key":"y"}'))
+        [reply] = self.fake.wait_reply("om_zh_own")
+        self.assertEqual(reply["content"], {"text": "own words"})
         self.finish(cg)
 
     def test_post_and_card_styles(self):
@@ -673,7 +695,7 @@ class RepliesTest(FeishuCase):
         port, cg = self.gateway(self.fake)
         status, body, _ = self.webhook(port, card_action_event("ev_btn1", "approve"))
         self.assertEqual(status, 200)
-        self.assertEqual(body["toast"]["type"], "info")
+        self.assertEqual(body["toast"], {"type": "info", "content": "Received"})
         # Routed as what the user said, answered under the card's message.
         [reply] = self.fake.wait_reply("om_card")
         self.assertEqual(reply["content"], {"text": "echo: approve (turn 1)"})
@@ -1198,7 +1220,7 @@ class LongConnectionTest(LongConnectionCase):
         self.assertEqual(reply["content"], {"text": "echo: later (turn 1)"})
         acks = self.fake.wait_ack(frame_id)
         self.assertEqual(acks[0]["payload"]["code"], 200)
-        self.assertEqual(acks[0]["data_json"]["toast"]["type"], "info")
+        self.assertEqual(acks[0]["data_json"]["toast"], {"type": "info", "content": "Received"})
         self.finish(cg)
 
 

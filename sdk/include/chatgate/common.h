@@ -28,7 +28,7 @@ extern "C" {
 /* The ABI version this header describes. A host loads a plugin whose major
  * equals its own and whose minor is <= its own. */
 #define CG_ABI_MAJOR 1
-#define CG_ABI_MINOR 7
+#define CG_ABI_MINOR 8
 
 /* Marks the one symbol a plugin exports. Build plugins with
  * -fvisibility=hidden so nothing else leaks out. */

@@ -492,6 +492,24 @@ typedef struct cg_host_api_s {
    * OWNERSHIP: `msg` as in emit_message (copied); `arg` is the plugin's,
    * held until done ran. */
   int (*emit_message_durable)(cg_host_t *h, const cg_message_t *msg, cg_done_cb done, void *arg);
+
+  /* --- what end users read (since 1.8) ----------------------------------- */
+
+  /* The text an end user reads for `key`, in this instance's language
+   * (the channel instance's `locale:`, else router.locale) with the
+   * operator's `messages:` override applied: what a plugin says on its
+   * own rather than hard-code English. Keys (docs/operator-guide.md, "What
+   * users read"): "unsupported" (the answer to a message type the channel
+   * does not read), "received" (a card button's acknowledgement), and the
+   * router's own ("busy", "failed", "restarting", ...). Returns 0, or
+   * CG_ENOENT for a key the catalog does not have (use your own text), or
+   * CG_EUNAVAIL under `--check-config`, which runs no router: ask when you
+   * answer, not in init. A host older than 1.8 has no such entry: check
+   * abi_minor first and fall back to your own text. THREAD: loop thread. OWNERSHIP: `key`
+   * is borrowed for the call; the view written to `*out` is the host's and
+   * valid until the plugin's current callback returns (a reload can change
+   * the text): copy it to keep it. */
+  int (*user_text)(cg_host_t *h, cg_str_t key, cg_str_t *out);
 } cg_host_api_t;
 
 #ifdef __cplusplus
