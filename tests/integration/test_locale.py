@@ -1,13 +1,18 @@
 """What users read, in their language (config/user_messages.h): the real
 binary's chat API with router.locale zh-CN answers the busy, restarting and
 command texts in Chinese, a `messages:` override wins in every locale, and
-an unknown key or locale is refused with its line before any port opens.
-(The Feishu and DingTalk channels' own texts are not in the catalog yet.)"""
+an unknown key or locale is refused with its line before any port opens;
+and a plugin reads the catalog through cg_host_api_t.user_text (ABI 1.8):
+the test-only wsprobe channel asks for keys as a third-party plugin would
+(its instance's locale, the override, a live reload, an unknown key). The
+Feishu and DingTalk channels' own texts are checked through their fakes
+(test_feishu.py, test_dingtalk.py)."""
 import signal
 import threading
 import unittest
 
-from harness import Chatgate, chat, make_config, wait_for
+from harness import FIXTURE_DIR, Chatgate, chat, make_config, wait_for
+from test_admin import request
 from test_lifecycle import in_flight
 
 
@@ -59,6 +64,40 @@ class LocaleTest(unittest.TestCase):
             gw.start(wait_ready=False)
             self.assertEqual(gw.wait_exit(), 1)
             self.assertIn(error, gw.log())
+
+
+
+def probe(name, locale=None):
+    return ("    - name: %s\n      plugin: %s/wsprobe.so\n%s      config:\n"
+            "        url: ws://127.0.0.1:9/\n"
+            % (name, FIXTURE_DIR, "      locale: %s\n" % locale if locale else ""))
+
+
+class PluginUserTextTest(unittest.TestCase):
+    def user_text(self, gw, instance, key):
+        status, body, _ = request(gw.port, "/wsprobe/%s/usertext" % instance, method="POST",
+                                  body=key)
+        return status, body
+
+    def test_a_plugin_reads_its_instance_locale_and_the_overrides(self):
+        config = make_config(extra_instances=probe("zh", "zh-CN") + probe("plain"))
+        with Chatgate(config) as gw:
+            self.assertEqual(self.user_text(gw, "zh", "unsupported"),
+                             (200, "抱歉，我暂时还看不懂这类消息，请发送文字。"))
+            self.assertEqual(self.user_text(gw, "zh", "received"), (200, "已收到"))
+            self.assertEqual(self.user_text(gw, "plain", "received"), (200, "Received"))
+            self.assertEqual(self.user_text(gw, "plain", "busy"),
+                             (200, "The model is busy right now, please try again in a moment."))
+            self.assertEqual(self.user_text(gw, "plain", "nosuchkey"), (404, "-3"))  # CG_ENOENT
+            # A messages: override is live on reload, and a plugin's next
+            # call reads it (the view it had before was valid only until
+            # its callback returned).
+            with open(gw.config_path, "a") as f:
+                f.write("messages:\n  received: \"收到，处理中\"\n")
+            gw.proc.send_signal(signal.SIGHUP)
+            gw.wait_log("config reload from %s: applied messages" % gw.config_path)
+            self.assertEqual(self.user_text(gw, "zh", "received"), (200, "收到，处理中"))
+            self.assertEqual(self.user_text(gw, "plain", "received"), (200, "收到，处理中"))
 
 
 if __name__ == "__main__":
