@@ -33,7 +33,8 @@ install(FILES ${CG_DEB_DIR}/chatgate.env DESTINATION /etc/chatgate
 install(FILES ${CG_DEB_DIR}/chatgate.service ${CG_DEB_DIR}/chatgate-api.socket
               ${CG_DEB_DIR}/chatgate-admin.socket
         DESTINATION /lib/systemd/system COMPONENT runtime)
-install(FILES ${CMAKE_SOURCE_DIR}/README.md DESTINATION share/doc/chatgate COMPONENT runtime)
+install(FILES ${CMAKE_SOURCE_DIR}/README.md ${CMAKE_SOURCE_DIR}/README.zh-CN.md
+        DESTINATION share/doc/chatgate COMPONENT runtime)
 # Debian wants a copyright file and a gzip'd changelog in each package's doc folder.
 set(CG_CHANGELOG_GZ ${CMAKE_CURRENT_BINARY_DIR}/changelog.gz)
 add_custom_command(OUTPUT ${CG_CHANGELOG_GZ}

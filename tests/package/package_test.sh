@@ -42,6 +42,11 @@ if echo "$verify" | grep -q chatgate; then
 fi
 /usr/bin/chatgate --check-config --config /etc/chatgate/chatgate.yaml
 [ -f /usr/share/man/man1/chatgate.1.gz ] || { echo "package-test: no man page" >&2; exit 1; }
+# The guides in both languages, as the README's links expect them.
+for doc in README.md README.zh-CN.md quickstart.md zh-CN/quickstart.md zh-CN/feishu.md \
+           zh-CN/dingtalk.md zh-CN/fleet.md zh-CN/upgrades.md channels/feishu.md; do
+  [ -f "/usr/share/doc/chatgate/$doc" ] || { echo "package-test: no /usr/share/doc/chatgate/$doc" >&2; exit 1; }
+done
 
 # An upgrade (here: the same package again) keeps the operator's edits to
 # the conffiles and the env file's mode.
