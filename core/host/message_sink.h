@@ -8,8 +8,8 @@
 #include <chatgate/host.h>
 #include <chatgate/message.h>
 
-#include <string>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "host/inbound_message.h"

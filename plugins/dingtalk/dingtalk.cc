@@ -101,8 +101,8 @@ void route(Dingtalk *d, const RobotMessage &m, const std::function<void(bool)> &
   std::string why = robot_message_policy(m, d->require_mention);
   if (why.empty() && !m.supported) {
     why = "unsupported";
-    const std::string reply = d->unsupported_reply ? *d->unsupported_reply
-                                                   : d->user_text("unsupported", kUnsupportedEn);
+    const std::string reply =
+        d->unsupported_reply ? *d->unsupported_reply : d->user_text("unsupported", kUnsupportedEn);
     if (!reply.empty()) d->reply_plain(reply_token(m), m.msg_id, reply);
   }
   if (!why.empty()) {

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cstddef>
 #include <chatgate/cpp.hpp>
 #include <chatgate/json.hpp>
+#include <cstddef>
 #include <cstdlib>
 #include <ctime>
 #include <memory>
@@ -89,7 +89,8 @@ void PluginBase::log_limited(int level, std::string_view cause, const std::strin
 
 std::string PluginBase::user_text(std::string_view key, std::string_view fallback) const {
   cg_str_t text{};
-  if (api->abi_minor >= 8 && api->struct_size >= offsetof(cg_host_api_t, user_text) + sizeof(void *) &&
+  if (api->abi_minor >= 8 &&
+      api->struct_size >= offsetof(cg_host_api_t, user_text) + sizeof(void *) &&
       api->user_text(host, chatgate::str(key), &text) == 0) {
     return std::string(chatgate::view(text));
   }

@@ -226,7 +226,7 @@ CG_ABI_CHECK(cg_host_api_t, send_message, 312);
 CG_ABI_CHECK(cg_host_api_t, set_capabilities, 320);
 CG_ABI_CHECK(cg_host_api_t, log_throttled, 328);
 CG_ABI_CHECK(cg_host_api_t, emit_message_durable, 336); /* since 1.5 */
-CG_ABI_CHECK(cg_host_api_t, user_text, 344); /* since 1.8 */
+CG_ABI_CHECK(cg_host_api_t, user_text, 344);            /* since 1.8 */
 CG_ABI_SIZE(cg_host_api_t, 352);
 CG_ABI_CHECK(cg_message_t, dedupe_key, 128);
 
