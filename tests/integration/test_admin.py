@@ -396,6 +396,7 @@ class PageTest(unittest.TestCase):
             self.assertEqual(status, 200)
             self.assertIn("Chart.js v3", js[:200])
             self.assertEqual(request(gw.admin_port, "/admin/app.js")[0], 200)
+            self.assertEqual(request(gw.admin_port, "/admin/i18n.js")[0], 200)
             self.assertEqual(request(gw.admin_port, "/admin/style.css")[0], 200)
             self.assertEqual(request(gw.admin_port, "/admin/nope.js")[0], 404)
 
