@@ -39,11 +39,13 @@ libjs-chart.js
 # browser test drives chromium, the fake Feishu platform does its own AES,
 # the container-files test reads the Kubernetes YAML (python3-yaml),
 # lintian checks the .deb packages, HAProxy fronts the fleet test's three
-# instances (tests/integration/test_fleet.py).
+# instances (tests/integration/test_fleet.py), and a CJK font makes the
+# browser test's Chinese screenshot readable (the test passes without it).
 TEST_PACKAGES="
 prometheus
 haproxy
 chromium
+fonts-wqy-zenhei
 python3-cryptography
 python3-yaml
 lintian

@@ -174,6 +174,7 @@ try {
   check(await page.title() === 'chatgate admin' && await page.getAttribute('html', 'lang') === 'en' &&
         await page.textContent('#login h2') === 'Log in' && await page.inputValue('#lang') === 'en',
         'an English browser gets the page in English');
+  check(!(await page.isVisible('#nav')), 'the navigation is hidden until logged in');
 
   await page.fill('#token', 'not-the-token');
   await page.click('#login-form button');
