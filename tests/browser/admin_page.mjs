@@ -326,6 +326,13 @@ try {
   check(await zh.evaluate(() => JSON.stringify(Object.keys(MESSAGES.en).sort()) ===
                                 JSON.stringify(Object.keys(MESSAGES['zh-CN']).sort())),
         'the English and Chinese dictionaries have the same keys');
+  const unlike = await zh.evaluate(() => Object.keys(MESSAGES.en).filter((k) => {
+    // The parameters and the code spans a text holds, in any order.
+    const parts = (s) => JSON.stringify((String(s).match(/\{\w+\}|`[^`]*`/g) || []).sort());
+    return parts(MESSAGES.en[k]) !== parts(MESSAGES['zh-CN'][k]);
+  }));
+  check(unlike.length === 0, 'each text has the same parameters and code in both languages' +
+        (unlike.length ? ': not ' + unlike.join(', ') : ''));
   await checkTranslated(zh, 'login form');
   await zh.fill('#token', 'not-the-token');
   await zh.click('#login-form button');
