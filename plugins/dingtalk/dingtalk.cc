@@ -101,8 +101,7 @@ void route(Dingtalk *d, const RobotMessage &m, const std::function<void(bool)> &
   std::string why = robot_message_policy(m, d->require_mention);
   if (why.empty() && !m.supported) {
     why = "unsupported";
-    const std::string reply =
-        d->unsupported_reply ? *d->unsupported_reply : d->user_text("unsupported", kUnsupportedEn);
+    const std::string reply = d->unsupported_reply(d->unsupported_reply_setting);
     if (!reply.empty()) d->reply_plain(reply_token(m), m.msg_id, reply);
   }
   if (!why.empty()) {
@@ -185,7 +184,7 @@ int dt_init(const cg_host_api_t *api, cg_host_t *host, const cg_config_t *cfg, v
                                   : Style::kText;
   d->card_template = kit::config_string(api, cfg, "cardTemplateId");
   d->card_key = kit::config_string(api, cfg, "cardContentKey");
-  d->unsupported_reply = kit::config_string_if_set(api, cfg, "unsupportedReply");
+  d->unsupported_reply_setting = kit::config_string_if_set(api, cfg, "unsupportedReply");
   if (d->style == Style::kAiCard && d->card_template.empty()) {
     api->set_error(host, cs("replyStyle ai-card needs cardTemplateId (the AI card template)"));
     return CG_ECONFIG;

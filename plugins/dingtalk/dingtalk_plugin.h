@@ -80,10 +80,6 @@ struct CustomRobot {
   std::string secret;
 };
 
-// The catalog's "unsupported" text, for a host older than ABI 1.8.
-inline constexpr std::string_view kUnsupportedEn =
-    "Sorry, I can't read this kind of message yet. Please send it as text.";
-
 struct Dingtalk : kit::PluginBase {
   Dingtalk();
   ~Dingtalk() override;  // in dingtalk_stream.cc, where Stream is complete
@@ -96,7 +92,7 @@ struct Dingtalk : kit::PluginBase {
   bool require_mention = true;
   Style style = Style::kText;
   std::string card_template, card_key;
-  std::optional<std::string> unsupported_reply;  // unset: the catalog's
+  std::optional<std::string> unsupported_reply_setting;  // unset: the catalog's
   std::map<std::string, CustomRobot> robots;
   uint64_t timestamp_window_ms = 300000;
   uint64_t stream_update_ms = 500;

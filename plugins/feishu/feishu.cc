@@ -161,7 +161,7 @@ void route(Feishu *f, const Event &ev, const std::function<void(bool)> &done) {
         message_policy(ev, content, {f->require_mention, f->allow_direct, &f->allowed_chats});
     if (why.empty() && !content.supported) {
       why = "unsupported";
-      const std::string reply = f->unsupported_reply_text();
+      const std::string reply = f->unsupported_reply(f->unsupported_reply_setting);
       if (!reply.empty()) f->reply_text(ev.message_id, !ev.thread_id.empty(), reply);
     }
     if (!why.empty()) {
@@ -271,7 +271,7 @@ int fs_init(const cg_host_api_t *api, cg_host_t *host, const cg_config_t *cfg, v
              : style == "card"           ? Style::kCard
              : style == "streaming-card" ? Style::kStreamingCard
                                          : Style::kText;
-  f->unsupported_reply = kit::config_string_if_set(api, cfg, "unsupportedReply");
+  f->unsupported_reply_setting = kit::config_string_if_set(api, cfg, "unsupportedReply");
   f->timestamp_window_ms =
       static_cast<uint64_t>(kit::config_int(api, cfg, "timestampWindowSeconds")) * 1000;
   f->stream_update_ms = static_cast<uint64_t>(kit::config_int(api, cfg, "streamUpdateMs"));

@@ -496,12 +496,6 @@ void Feishu::reply_text(const std::string &message_id, bool in_thread, const std
        });
 }
 
-std::string Feishu::unsupported_reply_text() const {
-  if (unsupported_reply) return *unsupported_reply;
-  return user_text("unsupported",
-                   "Sorry, I can't read this kind of message yet. Please send it as text.");
-}
-
 std::string Feishu::card_toast_json() const {
   return R"({"toast":{"type":"info","content":)" + jstr(user_text("received", "Received")) + "}}";
 }

@@ -86,7 +86,7 @@ struct Feishu : kit::PluginBase {
   bool allow_direct = true;
   std::set<std::string> allowed_chats;  // empty: every group
   Style style = Style::kText;
-  std::optional<std::string> unsupported_reply;  // unset: the catalog's
+  std::optional<std::string> unsupported_reply_setting;  // unset: the catalog's
   uint64_t timestamp_window_ms = 300000;
   uint64_t stream_update_ms = 500;
   int max_retries = 3;
@@ -136,8 +136,6 @@ struct Feishu : kit::PluginBase {
   int send(const cg_reply_t &reply, cg_done_cb done, void *arg);
   // A plain text reply outside the router (the unsupported-type answer).
   void reply_text(const std::string &message_id, bool in_thread, const std::string &text);
-  // What a message type the bot does not read is answered with ("": nothing).
-  std::string unsupported_reply_text() const;
   // The answer to a card button press: a toast in the user's language.
   std::string card_toast_json() const;
 

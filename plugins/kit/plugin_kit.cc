@@ -97,6 +97,12 @@ std::string PluginBase::user_text(std::string_view key, std::string_view fallbac
   return std::string(fallback);
 }
 
+std::string PluginBase::unsupported_reply(const std::optional<std::string> &configured) const {
+  if (configured) return *configured;
+  return user_text("unsupported",
+                   "Sorry, I can't read this kind of message yet. Please send it as text.");
+}
+
 void PluginBase::respond_json(cg_http_exchange_t *ex, int status, const std::string &body) const {
   const cg_http_header_t ct = {chatgate::str("Content-Type"),
                                chatgate::str("application/json; charset=utf-8")};

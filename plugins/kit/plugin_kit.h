@@ -70,6 +70,10 @@ class PluginBase {
   // language with the operator's override (the host's user_text, ABI 1.8),
   // or `fallback` (English) from an older host or for a key it lacks.
   std::string user_text(std::string_view key, std::string_view fallback) const;
+  // The answer to a message type the channel does not read: the instance's
+  // unsupportedReply when set ("" is silence), else the catalog's
+  // "unsupported".
+  std::string unsupported_reply(const std::optional<std::string> &configured) const;
 
   // Answers a route's exchange with a JSON body.
   void respond_json(cg_http_exchange_t *ex, int status, const std::string &body) const;
