@@ -224,6 +224,19 @@ class Chatgate:
         self.log_file = None
         self._log_offset = 0  # where this start's output begins in the log
 
+    def rewrite_config(self, old, new, count=None):
+        """Replaces `old` with `new` in the config file, for the next reload
+        or handover to read. `old` must be there (exactly `count` times when
+        given), so that a test whose config changed shape fails here."""
+        with open(self.config_path) as f:
+            text = f.read()
+        found = text.count(old)
+        if found == 0 or (count is not None and found != count):
+            raise AssertionError("%r is in %s %d times, expected %s"
+                                 % (old, self.config_path, found, count or "at least once"))
+        with open(self.config_path, "w") as f:
+            f.write(text.replace(old, new))
+
     def start(self, wait_ready=True, timeout=DEADLINE):
         cmd = [self.binary] + (["--config", self.config_path] if self.config_path else []) + \
             (self.args or [])

@@ -22,13 +22,6 @@ class ReloadTest(unittest.TestCase):
     def gateway(self, top=TOP, instances=ECHO_MEMORY):
         return Gateway(instances, top_extra=top, env={"ADMIN_T": TOKEN, "ADMIN_T2": TOKEN + "-2"})
 
-    def rewrite(self, gw, old, new):
-        with open(gw.config_path) as f:
-            text = f.read()
-        self.assertIn(old, text)
-        with open(gw.config_path, "w") as f:
-            f.write(text.replace(old, new))
-
     def reload(self, gw, headers=BEARER):
         status, body, _ = request(gw.admin_port, "/admin/api/reload", headers, method="POST",
                                   body="{}")
@@ -44,8 +37,8 @@ class ReloadTest(unittest.TestCase):
         with self.gateway(self.TOP + "  showContent: false\n") as gw:
             chat(gw.api_port, "ann", "before")
             pid = self.status(gw)["pid"]
-            self.rewrite(gw, "  showContent: false\n", "  showContent: true\n")
-            self.rewrite(gw, "router:\n", "router:\n  contextTurns: 3\n  modelTimeoutMs: 1234\n")
+            gw.rewrite_config("  showContent: false\n", "  showContent: true\n")
+            gw.rewrite_config("router:\n", "router:\n  contextTurns: 3\n  modelTimeoutMs: 1234\n")
             gw.proc.send_signal(signal.SIGHUP)
             log = gw.wait_log("config reload from %s: applied " % gw.config_path)
             self.assertIn("applied admin.showContent, router.contextTurns, router.modelTimeoutMs",
@@ -63,9 +56,9 @@ class ReloadTest(unittest.TestCase):
         with self.gateway() as gw:
             old_pid, old_port = self.status(gw)["pid"], gw.api_port
             new_port = free_port()
-            self.rewrite(gw, "  api:\n    address: 127.0.0.1\n    port: 0\n",
+            gw.rewrite_config("  api:\n    address: 127.0.0.1\n    port: 0\n",
                          "  api:\n    address: 127.0.0.1\n    port: %d\n" % new_port)
-            self.rewrite(gw, "router:\n", "router:\n  contextTurns: 3\n")
+            gw.rewrite_config("router:\n", "router:\n  contextTurns: 3\n")
             gw.proc.send_signal(signal.SIGHUP)
             log = gw.wait_log("config reload from %s: listeners.api need a new process; "
                               "handing over" % gw.config_path)
@@ -91,7 +84,7 @@ class ReloadTest(unittest.TestCase):
         with self.gateway() as gw:
             cookie, csrf = self.login(gw)
             page = {"Cookie": cookie, "X-CSRF-Token": csrf}
-            self.rewrite(gw, "    - name: memory\n      plugin: memory.so\n",
+            gw.rewrite_config("    - name: memory\n      plugin: memory.so\n",
                          "    - name: memory\n      plugin: memory.so\n"
                          "    - name: echo2\n      plugin: echo.so\n")
             status, body, _ = request(gw.admin_port, "/admin/api/reload", page, method="POST",
@@ -106,8 +99,8 @@ class ReloadTest(unittest.TestCase):
             self.assertEqual(status, 200, body)
             # A new token in the next handover ends the sessions, as a
             # reload that changes it does.
-            self.rewrite(gw, "token: ${ADMIN_T}", "token: ${ADMIN_T2}")
-            self.rewrite(gw, "    - name: echo2\n      plugin: echo.so\n", "")
+            gw.rewrite_config("token: ${ADMIN_T}", "token: ${ADMIN_T2}")
+            gw.rewrite_config("    - name: echo2\n      plugin: echo.so\n", "")
             status, body, _ = request(gw.admin_port, "/admin/api/reload", page, method="POST",
                                       body="{}")
             self.assertEqual(status, 200, body)
@@ -122,7 +115,7 @@ class ReloadTest(unittest.TestCase):
             # the old one goes on serving as it was.
             held = ClosedPort()
             self.addCleanup(held.close)
-            self.rewrite(gw, "  api:\n    address: 127.0.0.1\n    port: 0\n",
+            gw.rewrite_config("  api:\n    address: 127.0.0.1\n    port: 0\n",
                          "  api:\n    address: 127.0.0.1\n    port: %d\n" % held.port)
             status, doc = self.reload(gw)
             self.assertEqual(status, 500, doc)
@@ -140,7 +133,7 @@ class ReloadTest(unittest.TestCase):
             for i in range(4):
                 chat(gw.api_port, "ann", "q%d" % i)
             self.assertEqual(chat(gw.api_port, "ann", "q4")[1]["answer"], "echo: q4 (turn 5)")
-            self.rewrite(gw, "router:\n", "router:\n  contextTurns: 2\n")
+            gw.rewrite_config("router:\n", "router:\n  contextTurns: 2\n")
             status, doc = self.reload(gw)
             self.assertEqual((status, doc["applied"]), (200, ["router.contextTurns"]), doc)
             # The context stored from now on keeps the last two exchanges.
@@ -149,8 +142,8 @@ class ReloadTest(unittest.TestCase):
 
     def test_api_reload_reports_both_lists(self):
         with self.gateway() as gw:
-            self.rewrite(gw, "  level: debug", "  level: warn")
-            self.rewrite(gw, "    - name: memory\n      plugin: memory.so\n",
+            gw.rewrite_config("  level: debug", "  level: warn")
+            gw.rewrite_config("    - name: memory\n      plugin: memory.so\n",
                          "    - name: memory\n      plugin: memory.so\n"
                          "    - name: echo2\n      plugin: echo.so\n")
             old_pid = self.status(gw)["pid"]
@@ -176,7 +169,7 @@ class ReloadTest(unittest.TestCase):
 
     def test_a_broken_config_changes_nothing(self):
         with self.gateway() as gw:
-            self.rewrite(gw, "router:\n", "router:\n  contextTurns: 2\n  colour: blue\n")
+            gw.rewrite_config("router:\n", "router:\n  contextTurns: 2\n  colour: blue\n")
             status, doc = self.reload(gw)
             self.assertEqual(status, 400, doc)
             self.assertFalse(doc["reloaded"])
@@ -186,8 +179,8 @@ class ReloadTest(unittest.TestCase):
             gw.wait_log("error config reload from %s: refused, nothing changed: %s:"
                         % (gw.config_path, gw.config_path))
             # A plugin section is checked against the running plugin's schema.
-            self.rewrite(gw, "  colour: blue\n", "")
-            self.rewrite(gw, "      plugin: memory.so\n",
+            gw.rewrite_config("  colour: blue\n", "")
+            gw.rewrite_config("      plugin: memory.so\n",
                          "      plugin: memory.so\n      config:\n        maxEntires: 5\n")
             status, doc = self.reload(gw)
             self.assertEqual(status, 400, doc)
@@ -207,7 +200,7 @@ class ReloadTest(unittest.TestCase):
             self.assertEqual(status, 200)
             cookie = {"Cookie": headers["Set-Cookie"].split(";")[0]}
             self.assertEqual(request(gw.admin_port, "/admin/api/status", cookie)[0], 200)
-            self.rewrite(gw, "token: ${ADMIN_T}", "token: ${ADMIN_T2}")
+            gw.rewrite_config("token: ${ADMIN_T}", "token: ${ADMIN_T2}")
             status, doc = self.reload(gw)
             self.assertEqual((status, doc["applied"]), (200, ["admin.token"]))
             self.assertEqual(request(gw.admin_port, "/admin/api/status", cookie)[0], 401)
@@ -223,7 +216,7 @@ class ReloadTest(unittest.TestCase):
         config = config.replace("  admin:\n    address: 127.0.0.1", "  admin:\n    address: 0.0.0.0")
         with Chatgate(config, env={"ADMIN_T": TOKEN}) as gw:
             self.assertIn("admin on http://0.0.0.0:%d" % gw.admin_port, gw.log())
-            self.rewrite(gw, "admin:\n  token: ${ADMIN_T}\n", "")
+            gw.rewrite_config("admin:\n  token: ${ADMIN_T}\n", "")
             status, doc = self.reload(gw)
             self.assertEqual(status, 400, doc)
             self.assertIn("admin.token", doc["error"])
@@ -231,7 +224,7 @@ class ReloadTest(unittest.TestCase):
             self.assertEqual(request(gw.admin_port, "/admin/api/status", BEARER)[0], 200)
             # Moved to loopback in the same file: a new process takes both
             # at once, so the open API is never reachable from beyond.
-            self.rewrite(gw, "address: 0.0.0.0", "address: 127.0.0.1")
+            gw.rewrite_config("address: 0.0.0.0", "address: 127.0.0.1")
             status, doc = self.reload(gw)
             self.assertEqual(status, 200, doc)
             self.assertEqual(doc["handover"], ["listeners.admin"])

@@ -92,11 +92,7 @@ class DurableHandoverTest(FleetCase):
         # The second, once the new process has answered for a while: a
         # reload whose change (echo's prefix) needs a new process.
         progress(0.6)
-        with open(cg.config_path) as f:
-            text = f.read()
-        self.assertEqual(text.count('prefix: "before"'), 1)
-        with open(cg.config_path, "w") as f:
-            f.write(text.replace('prefix: "before"', 'prefix: "after"'))
+        cg.rewrite_config('prefix: "before"', 'prefix: "after"', count=1)
         at.append(driver.accepted)
         began.append(time.monotonic())
         status, body, _ = request(cg.admin_port, "/admin/api/reload", BEARER, method="POST",

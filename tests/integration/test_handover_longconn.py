@@ -395,6 +395,16 @@ class HandoverCase(unittest.TestCase):
         d.start()
         return d
 
+    def load_until_midway(self, fake):
+        """The driver pushing CHATS x PER_CHAT messages at RATE, returned once
+        40% of them are pushed: where a test hands over."""
+        driver = self.driver(fake)
+        messages = conversations(fake, CHATS, PER_CHAT)
+        driver.schedule(messages, RATE)
+        wait_for(lambda: sum(bool(m.pushes) for m in messages) >= len(messages) * 0.4,
+                 what="40%% of the messages pushed (%s)" % driver.summary())
+        return driver, messages
+
     def open_connections(self, fake, n):
         return wait_for(lambda: (lambda c: c if len(c) == n else None)(
             [c for c in fake.connections() if c["closed_at"] is None]),
@@ -463,12 +473,8 @@ class LongConnectionHandoverTest(HandoverCase):
         cg = self.gateway(feishu_config(fake.port))
         self.open_connections(fake, 1)
         old_pid = cg.proc.pid
-        driver = self.driver(fake)
-        messages = conversations(fake, CHATS, PER_CHAT)
-        driver.schedule(messages, RATE)
         # Midway: a binary upgrade.
-        wait_for(lambda: sum(bool(m.pushes) for m in messages) >= len(messages) * 0.4,
-                 what="40%% of the messages pushed (%s)" % driver.summary())
+        driver, messages = self.load_until_midway(fake)
         t_handover = fake.clock()
         cg.proc.send_signal(signal.SIGUSR2)
         new_pid = cg.follow_handover()  # the old one exited 0
@@ -500,16 +506,8 @@ class LongConnectionHandoverTest(HandoverCase):
         cg = self.gateway(dingtalk_config(fake.port, "before"), env={"ADMIN_T": TOKEN})
         self.open_connections(fake, 1)
         old_pid = cg.proc.pid
-        driver = self.driver(fake)
-        messages = conversations(fake, CHATS, PER_CHAT)
-        driver.schedule(messages, RATE)
-        wait_for(lambda: sum(bool(m.pushes) for m in messages) >= len(messages) * 0.4,
-                 what="40%% of the messages pushed (%s)" % driver.summary())
-        with open(cg.config_path) as f:
-            text = f.read()
-        self.assertEqual(text.count("prefix: before"), 1)
-        with open(cg.config_path, "w") as f:
-            f.write(text.replace("prefix: before", "prefix: after"))
+        driver, messages = self.load_until_midway(fake)
+        cg.rewrite_config("prefix: before", "prefix: after", count=1)
         t_handover = fake.clock()
         status, body, _ = request(cg.admin_port, "/admin/api/reload", BEARER, method="POST",
                                   body="{}")
@@ -616,10 +614,7 @@ class RefusedHandoverTest(HandoverCase):
         cg = self.gateway(feishu_config(fake.port))
         [first] = self.open_connections(fake, 1)
         pid = cg.proc.pid
-        with open(cg.config_path) as f:
-            text = f.read()
-        with open(cg.config_path, "w") as f:
-            f.write(text.replace(FS_SECRET, FS_SECRET + "-wrong"))
+        cg.rewrite_config(FS_SECRET, FS_SECRET + "-wrong")
         cg.proc.send_signal(signal.SIGHUP)
         log = cg.wait_log(HANDOVER_FAILED)
         self.assertIn("handover: not taking over, a plugin failed: fs: long connection refused",

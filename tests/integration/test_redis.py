@@ -177,10 +177,7 @@ class RedisCacheTest(unittest.TestCase):
         wait_for(lambda: self.redis.command("EXISTS", key) == 0, "the dedupe key to expire")
         status, body, _ = chat(port, "dd", "pay", messageId="ttl-1")
         self.assertEqual((status, body["answer"]), (200, "echo: pay (turn 2)"))
-        with open(cg.config_path) as f:
-            text = f.read()
-        with open(cg.config_path, "w") as f:
-            f.write(text.replace("  dedupeTtlSeconds: 1\n", "  dedupeTtlSeconds: 600\n"))
+        cg.rewrite_config("  dedupeTtlSeconds: 1\n", "  dedupeTtlSeconds: 600\n")
         cg.proc.send_signal(signal.SIGHUP)
         cg.wait_log("applied router.dedupeTtlSeconds")
         self.assertEqual(chat(port, "dd", "next", messageId="ttl-2")[0], 200)

@@ -133,10 +133,7 @@ class SecretsTest(unittest.TestCase):
                      "/readyz", "/metrics"):
             self.admin_get(path)
         # A reload that fails (the file now names an unset variable).
-        with open(self.cg.config_path) as f:
-            text = f.read()
-        with open(self.cg.config_path, "w") as f:
-            f.write(text.replace("${DINGTALK_SECRET}", "${UNSET_SECRET_VARIABLE}"))
+        self.cg.rewrite_config("${DINGTALK_SECRET}", "${UNSET_SECRET_VARIABLE}")
         self.cg.proc.send_signal(signal.SIGHUP)
         self.assertTrue(wait_until(lambda: "refused, nothing changed" in self.cg.log()), self.cg.log())
 

@@ -221,10 +221,7 @@ class UpgradeTest(unittest.TestCase):
             self.assertNotEqual(second_pid, first_pid)
             time.sleep(1.0)
             # A plugin's section changes: a reload hands over again.
-            with open(gw.config_path) as f:
-                text = f.read()
-            with open(gw.config_path, "w") as f:
-                f.write(text.replace("model: model-a", "model: model-b"))
+            gw.rewrite_config("model: model-a", "model: model-b")
             reloaded_at = int(time.time())
             code, doc = admin(gw.admin_port, "/admin/api/reload", "POST", "{}")
             self.assertEqual(code, 200, doc)
@@ -292,12 +289,9 @@ class UpgradeTest(unittest.TestCase):
     def test_a_broken_config_changes_nothing(self):
         with self.gateway(BIN) as gw:
             pid = admin(gw.admin_port, "/admin/api/status")[1]["pid"]
-            with open(gw.config_path) as f:
-                text = f.read()
             # Valid YAML and keys, but a plugin that does not exist: only a
             # new process would load it, so only its check finds it.
-            with open(gw.config_path, "w") as f:
-                f.write(text.replace("plugin: memory.so", "plugin: nosuch.so"))
+            gw.rewrite_config("plugin: memory.so", "plugin: nosuch.so")
             code, doc = admin(gw.admin_port, "/admin/api/reload", "POST", "{}")
             self.assertEqual(code, 400, doc)
             self.assertIn("nosuch.so", doc["error"])
